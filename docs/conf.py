@@ -1,0 +1,29 @@
+"""Sphinx configuration for trioalpaca."""
+
+from __future__ import annotations
+
+project = "trioalpaca"
+author = "trioalpaca developers"
+copyright = "2026, trioalpaca developers"
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.viewcode",
+]
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+napoleon_google_docstring = True
+nitpicky = True
+# Names that autodoc cannot resolve through intersphinx offline (no network here).
+nitpick_ignore_regex = [
+    (r"py:.*", r"(trio|trio_websocket|msgpack|attrs|attr|datetime|decimal|enum|collections|typing|types|abc|_abc|builtins|contextlib|hypothesis)\..*"),
+    (r"py:.*", r"(Any|Self|Callable|Awaitable|Mapping|Sequence|Iterable|Iterator|AsyncIterator|Literal|TypeAlias|Frame|Message|Encoding|T|NoneType|ellipsis)"),
+    (r"py:.*", r"trioalpaca\..*\._.*"),
+]
+intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
+html_theme = "alabaster"
+exclude_patterns = ["_build"]

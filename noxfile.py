@@ -1,0 +1,45 @@
+"""Nox sessions: tests, lint, typing, docs, conformance, bench.
+
+Every session installs what it needs into its own virtualenv, so ``nox -s <name>`` works on a fresh
+machine with only Python and pip.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typing", "docs"]
+nox.options.reuse_existing_virtualenvs = True
+
+LINT_PATHS = ["trioalpaca", "tests", "bench", "conformance", "noxfile.py", "docs/conf.py"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the unit and emulator test suite (pytest-trio, hypothesis)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", *LINT_PATHS)
+    session.run("ruff", "format", "--check", *LINT_PATHS)
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".[test]", "mypy")
+    session.run("mypy", "--strict", "trioalpaca")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the sphinx docs with warnings as errors (-W -n)."""
+    session.install("-e", ".", "sphinx")
+    session.run(
+        "sphinx-build", "-W", "-n", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )
