@@ -19,6 +19,13 @@ __version__ = "0.1.0"
 # --- end client ---
 
 # --- metrics ---
+# isort: split
+from trioalpaca.metrics import Counter as Counter
+from trioalpaca.metrics import LatencyHistogram as LatencyHistogram
+from trioalpaca.metrics import LatencySnapshot as LatencySnapshot
+from trioalpaca.metrics import RateMeter as RateMeter
+from trioalpaca.metrics import RateSnapshot as RateSnapshot
+
 # --- end metrics ---
 
 # --- pipeline / manager ---
