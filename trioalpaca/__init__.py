@@ -10,9 +10,50 @@ __version__ = "0.1.0"
 # --- end models ---
 
 # --- errors ---
+# isort: split
+from trioalpaca._errors import AlpacaServerError as AlpacaServerError
+from trioalpaca._errors import AlreadyAuthenticatedError as AlreadyAuthenticatedError
+from trioalpaca._errors import AuthFailedError as AuthFailedError
+from trioalpaca._errors import AuthTimeoutError as AuthTimeoutError
+from trioalpaca._errors import ConnectionClosedError as ConnectionClosedError
+from trioalpaca._errors import ConnectionLimitError as ConnectionLimitError
+from trioalpaca._errors import CredentialsError as CredentialsError
+from trioalpaca._errors import HandshakeRejectedError as HandshakeRejectedError
+from trioalpaca._errors import HeartbeatTimeoutError as HeartbeatTimeoutError
+from trioalpaca._errors import InsufficientScopeError as InsufficientScopeError
+from trioalpaca._errors import InsufficientSubscriptionError as InsufficientSubscriptionError
+from trioalpaca._errors import InternalServerError as InternalServerError
+from trioalpaca._errors import InvalidSubscribeActionError as InvalidSubscribeActionError
+from trioalpaca._errors import InvalidSyntaxError as InvalidSyntaxError
+from trioalpaca._errors import LocalProtocolError as LocalProtocolError
+from trioalpaca._errors import MsgpackRequiredError as MsgpackRequiredError
+from trioalpaca._errors import NotAuthenticatedError as NotAuthenticatedError
+from trioalpaca._errors import ProtocolError as ProtocolError
+from trioalpaca._errors import ReconnectLimitError as ReconnectLimitError
+from trioalpaca._errors import RemoteProtocolError as RemoteProtocolError
+from trioalpaca._errors import SlowClientError as SlowClientError
+from trioalpaca._errors import StaleStreamError as StaleStreamError
+from trioalpaca._errors import StarSubscriptionNotAllowedError as StarSubscriptionNotAllowedError
+from trioalpaca._errors import SubscriptionTimeoutError as SubscriptionTimeoutError
+from trioalpaca._errors import SymbolLimitError as SymbolLimitError
+from trioalpaca._errors import TransportError as TransportError
+from trioalpaca._errors import TrioAlpacaError as TrioAlpacaError
+from trioalpaca._errors import UsageError as UsageError
+from trioalpaca._errors import V2NotEnabledError as V2NotEnabledError
+
 # --- end errors ---
 
 # --- backoff / endpoints ---
+# isort: split
+from trioalpaca.backoff import Backoff as Backoff
+from trioalpaca.backoff import BackoffSchedule as BackoffSchedule
+from trioalpaca.endpoints import FEEDS as FEEDS
+from trioalpaca.endpoints import Endpoint as Endpoint
+from trioalpaca.endpoints import StreamKind as StreamKind
+from trioalpaca.endpoints import channel_to_wire as channel_to_wire
+from trioalpaca.endpoints import resolve_feed as resolve_feed
+from trioalpaca.endpoints import stream_url as stream_url
+
 # --- end backoff / endpoints ---
 
 # --- client ---
