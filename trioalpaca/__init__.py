@@ -7,6 +7,38 @@ __version__ = "0.1.0"
 # Each layer adds its public names in its own block below (keep blocks separate to avoid clashes).
 
 # --- models ---
+from trioalpaca.models import LULD as LULD
+from trioalpaca.models import Authenticated as Authenticated
+from trioalpaca.models import Bar as Bar
+from trioalpaca.models import Connected as Connected
+from trioalpaca.models import CryptoBar as CryptoBar
+from trioalpaca.models import CryptoDailyBar as CryptoDailyBar
+from trioalpaca.models import CryptoPricing as CryptoPricing
+from trioalpaca.models import CryptoQuote as CryptoQuote
+from trioalpaca.models import CryptoTrade as CryptoTrade
+from trioalpaca.models import CryptoUpdatedBar as CryptoUpdatedBar
+from trioalpaca.models import DailyBar as DailyBar
+from trioalpaca.models import Dropped as Dropped
+from trioalpaca.models import Imbalance as Imbalance
+from trioalpaca.models import Listening as Listening
+from trioalpaca.models import Message as Message
+from trioalpaca.models import News as News
+from trioalpaca.models import OptionQuote as OptionQuote
+from trioalpaca.models import OptionTrade as OptionTrade
+from trioalpaca.models import Orderbook as Orderbook
+from trioalpaca.models import OrderbookLevel as OrderbookLevel
+from trioalpaca.models import Quote as Quote
+from trioalpaca.models import Reconnected as Reconnected
+from trioalpaca.models import ServerError as ServerError
+from trioalpaca.models import SubscriptionChanged as SubscriptionChanged
+from trioalpaca.models import Trade as Trade
+from trioalpaca.models import TradeCancel as TradeCancel
+from trioalpaca.models import TradeCorrection as TradeCorrection
+from trioalpaca.models import TradeUpdate as TradeUpdate
+from trioalpaca.models import TradingStatus as TradingStatus
+from trioalpaca.models import UnknownMessage as UnknownMessage
+from trioalpaca.models import UpdatedBar as UpdatedBar
+
 # --- end models ---
 
 # --- errors ---
