@@ -20,7 +20,8 @@ without ``isinstance`` chains:
 Server error codes 400, 405 and 413 are request-level when they answer a subscription change
 made at runtime, but **fatal** when they answer the subscription sent while connecting (the initial
 subscribe or the resubscribe after a reconnect): sending the same request again on a new connection
-would fail the same way. Pass ``during_connect=True`` to :func:`server_error` for that case.
+would fail the same way. Pass ``during_connect=True`` to
+:func:`~trioalpaca._errors.server_error` for that case.
 
 No message ever contains an API key or secret.
 """
@@ -119,7 +120,8 @@ def is_retryable(code: int) -> bool:
 class AlpacaServerError(TrioAlpacaError):
     """An error message (``{"T": "error", "code": ..., "msg": ...}``) sent by the Alpaca server.
 
-    One subclass exists per known code; :func:`server_error` picks it. Unknown codes use this class.
+    One subclass exists per known code; :func:`~trioalpaca._errors.server_error` picks it.
+    Unknown codes use this class.
 
     Args:
         code: the numeric code from the server (defaults to the subclass's code).
@@ -340,7 +342,7 @@ def server_error(
         code: the server's numeric code.
         msg: the server's text; the code's usual text when omitted.
         during_connect: the error answers the auth or connect-time subscription (makes
-            request-level codes fatal, see :func:`is_fatal`).
+            request-level codes fatal, see :func:`~trioalpaca._errors.is_fatal`).
     """
     cls = _BY_CODE.get(code, AlpacaServerError)
     return cls(code, msg, during_connect=during_connect)

@@ -219,7 +219,11 @@ def _normalize(url: str) -> tuple[str, str, str, str]:
         raise UsageError(
             f"unsupported URL scheme in {url!r}; use ws://, wss://, http:// or https://"
         )
-    if not parts.netloc:
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise UsageError(f"URL {url!r} has an invalid port") from None
+    if not parts.hostname:
         raise UsageError(f"URL {url!r} has no host")
     return scheme, parts.netloc, parts.path, parts.query
 
