@@ -102,6 +102,15 @@ from trioalpaca.metrics import RateSnapshot as RateSnapshot
 # --- end metrics ---
 
 # --- pipeline / manager ---
+# isort: split
+from trioalpaca.pipeline import ErrorHandler as ErrorHandler
+from trioalpaca.pipeline import ErrorPolicy as ErrorPolicy
+from trioalpaca.pipeline import MessageHandler as MessageHandler
+from trioalpaca.pipeline import ProcessingFailure as ProcessingFailure
+from trioalpaca.pipeline import Processor as Processor
+from trioalpaca.pipeline import ProcessorError as ProcessorError
+from trioalpaca.pipeline import open_message_handler as open_message_handler
+
 # --- end pipeline / manager ---
 
 # --- pool ---
