@@ -1,0 +1,1328 @@
+"""Connection pools: several Alpaca stream connections behind one placement / failover layer.
+
+``open_pool`` opens ``pool_size`` market data connections (one :class:`AlpacaWebSocketClient`
+each, every one in its own cancel scope inside the pool's nursery) and hands out
+:class:`PooledConnection` handles with :meth:`ConnectionPool.get_connection`. The pool decides
+where each symbol is subscribed, watches every connection's health, moves the symbols of a dead
+or persistently degraded connection to healthy ones, reconnects the dead slot in the background
+with backoff, rebalances loads that drifted apart and rotates connections on request or on a
+schedule.
+
+All decisions are made synchronously by the pure functions in ``trioalpaca._pool_policy``
+(httpcore's "policy first, I/O afterwards"); this module only carries them out.
+
+Why the pool drives :class:`~trioalpaca.client.AlpacaWebSocketClient` directly instead of one
+``StreamManager`` per connection: a manager owns the subscriptions and routing of *one* client,
+while failover, rebalancing and rotation have to move a symbol's ownership *between* clients
+atomically (subscribe on the target, then switch which connection's messages are delivered,
+then drop the old one). Keeping one ownership table (symbol -> connection) and one reference
+count per (symbol, channel) in the pool is simpler and makes "no duplicate deliveries, no
+duplicate subscriptions" a property of a single table.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import attrs
+import trio
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
+from ._errors import (
+    ConnectionClosedError,
+    CredentialsError,
+    ReconnectLimitError,
+    TrioAlpacaError,
+    UsageError,
+)
+from ._pool_policy import (
+    Health,
+    HealthSample,
+    HealthThresholds,
+    PoolCapacityError,
+    PoolConfigError,
+    RotationMode,
+    SlotSpec,
+    assess_health,
+    check_capacity,
+    default_rebalance_threshold,
+    plan_failover,
+    plan_placement,
+    plan_rebalance,
+    plan_rotation,
+    plan_slots,
+    should_fail_over,
+)
+from .backoff import Backoff
+from .client import AlpacaWebSocketClient
+from .endpoints import channel_to_python, channel_to_wire
+from .metrics import RateMeter
+from .models import Dropped, Message, Reconnected, ServerError
+
+__all__ = [
+    "ConnectionPool",
+    "Credentials",
+    "Health",
+    "HealthThresholds",
+    "PoolCapacityError",
+    "PoolConfigError",
+    "PooledConnection",
+    "RotationMode",
+    "open_pool",
+]
+
+#: Channels that the server mirrors from ``trades`` on stock feeds.
+_TRADE_MIRRORS = frozenset({"corrections", "cancelErrors"})
+
+HandleOverflow = Literal["block", "drop_oldest"]
+
+
+@attrs.frozen(repr=False)
+class Credentials:
+    """One API key pair. The secret never appears in ``repr``."""
+
+    api_key: str
+    api_secret: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(api_key={self.api_key!r}, api_secret='***')"
+
+
+# ----------------------------------------------------------------------------------------------
+# Handles
+# ----------------------------------------------------------------------------------------------
+
+
+class PooledConnection:
+    """A handle on some symbols of a :class:`ConnectionPool`; iterate it to receive their data.
+
+    Obtained from :meth:`ConnectionPool.get_connection`. It yields the typed market data
+    messages of its symbols and channels, whichever pooled connection currently carries them,
+    plus control markers:
+
+    * :class:`~trioalpaca.models.Reconnected` once per recovery that affected the handle (a
+      failover, a break-before-make rotation or a slot coming back), always *before* the first
+      message that follows the gap; ``gap_start_ns`` / ``gap_end_ns`` bound the time in which
+      data may be missing.
+    * :class:`~trioalpaca.models.Dropped` when ``overflow="drop_oldest"`` discarded messages
+      because the consumer fell behind.
+
+    Iteration ends when the handle or the pool is closed. Use ``async with`` or :meth:`aclose`
+    to release the symbols (they are unsubscribed once no handle needs them).
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        symbols: tuple[str, ...],
+        channels: frozenset[str],
+        buffer_size: int,
+        overflow: HandleOverflow,
+    ) -> None:
+        self._pool = pool
+        #: The symbols this handle receives (upper-cased, de-duplicated, in request order).
+        self.symbols: tuple[str, ...] = symbols
+        #: Wire channel names this handle receives (e.g. ``"trades"``, ``"dailyBars"``).
+        self.channels: frozenset[str] = channels
+        self._buffer_size = buffer_size
+        self._overflow = overflow
+        self._queue: collections.deque[Message] = collections.deque()
+        self._readers = trio.lowlevel.ParkingLot()
+        self._writers = trio.lowlevel.ParkingLot()
+        self._pending_drops = 0
+        self._closed = False
+        #: Messages delivered to this handle's buffer (data and markers).
+        self.received = 0
+        #: Messages discarded by the ``drop_oldest`` policy.
+        self.dropped = 0
+        #: ``Reconnected`` markers delivered to this handle.
+        self.reconnects = 0
+
+    # -- delivery side (called by the pool) -------------------------------------------------
+
+    def _wants(self, channel: str) -> bool:
+        return channel in self.channels or (channel in _TRADE_MIRRORS and "trades" in self.channels)
+
+    async def _put(self, msg: Message) -> None:
+        while len(self._queue) >= self._buffer_size and not self._closed:
+            if self._overflow == "drop_oldest":
+                self._queue.popleft()
+                self.dropped += 1
+                self._pending_drops += 1
+                break
+            await self._writers.park()
+        if self._closed:
+            return
+        self._queue.append(msg)
+        self.received += 1
+        self._readers.unpark()
+
+    def _put_marker(self, msg: Message) -> None:
+        """Append a control marker, bypassing the capacity bound (markers are rare)."""
+        if self._closed:
+            return
+        if isinstance(msg, Reconnected):
+            self.reconnects += 1
+        self._queue.append(msg)
+        self.received += 1
+        self._readers.unpark()
+
+    def _close(self) -> None:
+        self._closed = True
+        self._readers.unpark_all()
+        self._writers.unpark_all()
+
+    # -- consumer side ----------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether the handle (or its pool) has been closed."""
+        return self._closed
+
+    @property
+    def connections(self) -> tuple[int, ...]:
+        """Indexes of the pooled connections currently assigned this handle's symbols."""
+        return self._pool._connections_of(self.symbols)
+
+    async def receive(self) -> Message:
+        """Wait for and return the next message.
+
+        Raises:
+            trio.EndOfChannel: the handle or its pool was closed and the buffer is drained.
+        """
+        while True:
+            if self._pending_drops:
+                count, self._pending_drops = self._pending_drops, 0
+                return Dropped(count=count, reason="pool handle buffer full (drop_oldest)")
+            if self._queue:
+                msg = self._queue.popleft()
+                self._writers.unpark()
+                return msg
+            if self._closed:
+                raise trio.EndOfChannel
+            await self._readers.park()
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            try:
+                msg = await self.receive()
+            except trio.EndOfChannel:
+                return
+            yield msg
+
+    async def aclose(self) -> None:
+        """Release the handle: its symbols are unsubscribed once no other handle needs them."""
+        if self._closed:
+            return
+        self._close()
+        await self._pool._release(self)
+
+    async def __aenter__(self) -> PooledConnection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"PooledConnection(symbols={list(self.symbols)!r}, channels={sorted(self.channels)!r},"
+            f" connections={list(self.connections)!r}, closed={self._closed})"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooled connection slots
+# ----------------------------------------------------------------------------------------------
+
+
+class _Conn:
+    """One client session of a slot (a slot opens a new one after every loss or rotation)."""
+
+    def __init__(self, gen: int) -> None:
+        self.gen = gen
+        self.scope = trio.CancelScope()
+        self.client: AlpacaWebSocketClient | None = None
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+        self.retired = False
+        self.reason = ""
+
+
+class _Slot:
+    def __init__(self, spec: SlotSpec, backoff: Backoff, url: str | None) -> None:
+        self.spec = spec
+        self.url = url
+        self.state = "connecting"  # connecting | ready | backoff | failed | closed
+        self.conn: _Conn | None = None
+        self.symbols: set[str] = set()
+        self.health = Health.DEAD
+        self.degraded_since: float | None = None
+        self.schedule = backoff.schedule()
+        self.reconnect_times: collections.deque[float] = collections.deque()
+        self.error_times: collections.deque[float] = collections.deque()
+        self.reconnects = 0
+        self.failovers = 0
+        self.ready_at = 0.0
+        self.last_message_at: float | None = None
+        self.down_since_ns = time.time_ns()
+        self.messages = RateMeter(10.0)
+        self.last_error: BaseException | None = None
+        self.gens = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+
+def _channel_kwargs(channels: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+    """Wire channel -> symbols, as python keyword arguments for ``subscribe``."""
+    return {channel_to_python(ch): sorted(syms) for ch, syms in channels.items() if syms}
+
+
+# ----------------------------------------------------------------------------------------------
+# The pool
+# ----------------------------------------------------------------------------------------------
+
+
+class ConnectionPool:
+    """A pool of Alpaca market data connections. Create it with :func:`open_pool`.
+
+    Each pooled connection runs in its own cancel scope inside the pool's nursery. Symbols are
+    placed, failed over, rebalanced and rotated according to the documented rules of
+    :func:`open_pool`; handles returned by :meth:`get_connection` keep working throughout.
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        credentials: Sequence[Credentials],
+        urls: Sequence[str | None],
+        specs: Sequence[SlotSpec],
+        max_subscriptions_per_connection: int,
+        max_connections_per_key: int,
+        feed: str,
+        channels: frozenset[str],
+        health: HealthThresholds,
+        health_check_interval: float,
+        rebalance_threshold: int,
+        rotation_interval: float | None,
+        backoff: Backoff,
+        handle_buffer_size: int,
+        handle_overflow: HandleOverflow,
+        client_options: Mapping[str, Any],
+    ) -> None:
+        self._nursery = nursery
+        self._credentials = tuple(credentials)
+        self._urls = tuple(urls)
+        self._specs = tuple(specs)
+        self._limit = max_subscriptions_per_connection
+        self._per_key = max_connections_per_key
+        self._feed = feed
+        self._default_channels = channels
+        self._thresholds = health
+        self._interval = health_check_interval
+        self._rebalance_threshold = rebalance_threshold
+        self._rotation_interval = rotation_interval
+        self._backoff = backoff
+        self._handle_buffer_size = handle_buffer_size
+        self._handle_overflow: HandleOverflow = handle_overflow
+        self._client_options = dict(client_options)
+        self._slots = [_Slot(spec, backoff, self._urls[spec.endpoint]) for spec in specs]
+        self._lock = trio.Lock()
+        self._changed = trio.Event()
+        #: symbol -> wire channel -> number of handles wanting it
+        self._wanted: dict[str, collections.Counter[str]] = {}
+        #: symbol -> handles
+        self._subscribers: dict[str, list[PooledConnection]] = {}
+        #: symbol -> slot index the symbol is assigned to
+        self._place: dict[str, int] = {}
+        #: symbol -> slot index whose messages are delivered for it (absent during a gap)
+        self._live: dict[str, int] = {}
+        self._handles: set[PooledConnection] = set()
+        self._closed = False
+        self._messages = RateMeter(10.0)
+        self._failovers = 0
+        self._rotations = 0
+        self._rebalance_moves = 0
+        self._gaps = 0
+        self._gap_seconds = 0.0
+        self._last_gap: Reconnected | None = None
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def pool_size(self) -> int:
+        """Number of pooled connections."""
+        return len(self._slots)
+
+    @property
+    def max_subscriptions_per_connection(self) -> int:
+        """Most symbols one pooled connection carries."""
+        return self._limit
+
+    async def get_connection(
+        self,
+        symbols: Iterable[str],
+        *,
+        channels: Iterable[str] | None = None,
+        buffer_size: int | None = None,
+        overflow: HandleOverflow | None = None,
+    ) -> PooledConnection:
+        """Subscribe ``symbols`` and return a handle that receives their messages.
+
+        Symbols another handle already placed are reused (same connection, reference counted);
+        new symbols go to the least-loaded healthy connection with room under
+        ``max_subscriptions_per_connection`` (all to one connection when it has room, otherwise
+        spread). Returns once the server acknowledged every new subscription. Waits (under the
+        caller's cancel scopes) while no healthy connection has room but the pool as a whole
+        could hold the symbols, e.g. while connections are still connecting.
+
+        Args:
+            symbols: ticker symbols (case-insensitive).
+            channels: channels for this handle (python or wire spelling), default the pool's
+                ``channels``.
+            buffer_size: this handle's buffer bound, default the pool's ``handle_buffer_size``.
+            overflow: ``"block"`` (back-pressure the connection) or ``"drop_oldest"`` (discard,
+                count and report a :class:`~trioalpaca.models.Dropped` marker).
+
+        Raises:
+            PoolCapacityError: the pool can never hold that many distinct symbols.
+            UsageError: no symbols, an unknown channel, or the pool is closed.
+        """
+        syms = tuple(dict.fromkeys(s.strip().upper() for s in symbols))
+        if not syms or any(not s for s in syms):
+            raise UsageError("get_connection needs at least one non-empty symbol")
+        chans = (
+            self._default_channels
+            if channels is None
+            else frozenset(channel_to_wire(c) for c in channels)
+        )
+        if not chans:
+            raise UsageError("get_connection needs at least one channel")
+        size = self._handle_buffer_size if buffer_size is None else buffer_size
+        if size < 1:
+            raise UsageError(f"buffer_size must be at least 1, got {size}")
+        handle = PooledConnection(
+            self, syms, chans, size, self._handle_overflow if overflow is None else overflow
+        )
+        while True:
+            self._check_open()
+            changed = self._changed
+            async with self._lock:
+                new = [s for s in syms if s not in self._wanted]
+                check_capacity(len(self._wanted) + len(new), len(self._slots), self._limit)
+                try:
+                    plan = plan_placement(new, self._loads(), self._eligible(), self._limit)
+                except PoolCapacityError:
+                    plan = None
+                if plan is not None:
+                    await self._attach(handle, plan)
+                    return handle
+            await changed.wait()
+
+    def get_pool_metrics(self) -> dict[str, Any]:
+        """Return a snapshot of the pool's state and counters.
+
+        Keys: ``pool_size``, ``healthy_connections``, ``degraded_connections``,
+        ``dead_connections``, ``handles``, ``symbols`` (distinct symbols held),
+        ``unplaced_symbols`` (assigned to a connection that is not ready: in a gap),
+        ``failovers``, ``rotations``, ``rebalance_moves``, ``reconnects``, ``messages_total``,
+        ``messages_per_second`` (10 s window), ``gaps`` (``Reconnected`` recoveries),
+        ``gap_seconds_total``, ``last_gap`` (``{"gap_start_ns", "gap_end_ns"}`` or ``None``) and
+        ``connections``: one dict per pooled connection with ``index``, ``state``, ``health``,
+        ``load``, ``credential`` (index), ``endpoint`` (index), ``latency_ms`` (last heartbeat
+        round trip, ``None`` if unknown), ``reconnects``, ``failovers``, ``messages_total``,
+        ``messages_per_second``, ``connected_for`` (seconds) and ``last_error``.
+        """
+        now = trio.current_time()
+        conns: list[dict[str, Any]] = []
+        for slot in self._slots:
+            rtt = self._rtt(slot)
+            conns.append(
+                {
+                    "index": slot.spec.index,
+                    "state": slot.state,
+                    "health": slot.health.value,
+                    "load": len(slot.symbols),
+                    "credential": slot.spec.credential,
+                    "endpoint": slot.spec.endpoint,
+                    "latency_ms": None if rtt is None else rtt * 1000.0,
+                    "reconnects": slot.reconnects,
+                    "failovers": slot.failovers,
+                    "messages_total": slot.messages.total,
+                    "messages_per_second": slot.messages.rate(now),
+                    "connected_for": (now - slot.ready_at) if slot.ready else 0.0,
+                    "last_error": None if slot.last_error is None else repr(slot.last_error),
+                }
+            )
+        health = [s.health for s in self._slots]
+        last = self._last_gap
+        return {
+            "pool_size": len(self._slots),
+            "healthy_connections": health.count(Health.HEALTHY),
+            "degraded_connections": health.count(Health.DEGRADED),
+            "dead_connections": health.count(Health.DEAD),
+            "handles": len(self._handles),
+            "symbols": len(self._wanted),
+            "unplaced_symbols": len(self._wanted) - len(self._live),
+            "failovers": self._failovers,
+            "rotations": self._rotations,
+            "rebalance_moves": self._rebalance_moves,
+            "reconnects": sum(s.reconnects for s in self._slots),
+            "messages_total": self._messages.total,
+            "messages_per_second": self._messages.rate(now),
+            "gaps": self._gaps,
+            "gap_seconds_total": self._gap_seconds,
+            "last_gap": None
+            if last is None
+            else {"gap_start_ns": last.gap_start_ns, "gap_end_ns": last.gap_end_ns},
+            "connections": conns,
+        }
+
+    async def rotate(self, index: int | None = None) -> RotationMode:
+        """Replace one pooled connection with a fresh session (planned rotation).
+
+        ``index`` defaults to the ready connection that has been up longest. The mode is chosen
+        by the rules of :class:`RotationMode`: make-before-break when the key allows another
+        session, otherwise migrate the symbols to other healthy connections (gapless) when they
+        have room, otherwise break-before-make (affected handles see one ``Reconnected``).
+        Returns the mode used.
+
+        Raises:
+            UsageError: ``index`` is out of range or that connection is not ready.
+        """
+        self._check_open()
+        async with self._lock:
+            if index is None:
+                ready = [s for s in self._slots if s.ready]
+                if not ready:
+                    raise UsageError("no pooled connection is ready to rotate")
+                slot = min(ready, key=lambda s: (s.ready_at, s.spec.index))
+            else:
+                if not 0 <= index < len(self._slots):
+                    raise UsageError(f"connection index {index} out of range")
+                slot = self._slots[index]
+                if not slot.ready:
+                    raise UsageError(f"connection {index} is not ready (state {slot.state})")
+            return await self._rotate_locked(slot)
+
+    # -- internals: bookkeeping --------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError("the connection pool is closed")
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _loads(self) -> dict[int, int]:
+        return {s.spec.index: len(s.symbols) for s in self._slots}
+
+    def _eligible(self, exclude: int | None = None) -> list[int]:
+        return [
+            s.spec.index
+            for s in self._slots
+            if s.ready and s.health is Health.HEALTHY and s.spec.index != exclude
+        ]
+
+    def _connections_of(self, symbols: Iterable[str]) -> tuple[int, ...]:
+        return tuple(sorted({self._place[s] for s in symbols if s in self._place}))
+
+    def _rtt(self, slot: _Slot) -> float | None:
+        conn = slot.conn
+        if conn is None or conn.client is None or not slot.ready:
+            return None
+        return _client_rtt(conn.client)
+
+    def _channels_for(self, symbols: Iterable[str]) -> dict[str, set[str]]:
+        """wire channel -> symbols, from what the handles want."""
+        out: dict[str, set[str]] = {}
+        for sym in symbols:
+            for ch in self._wanted.get(sym, ()):
+                out.setdefault(ch, set()).add(sym)
+        return out
+
+    async def _subscribe(self, slot: _Slot, channels: Mapping[str, Iterable[str]]) -> bool:
+        """Subscribe on ``slot``'s current session; False if the session failed meanwhile."""
+        return await self._change(slot, "subscribe", channels)
+
+    async def _unsubscribe(self, slot: _Slot, channels: Mapping[str, Iterable[str]]) -> None:
+        await self._change(slot, "unsubscribe", channels)
+
+    async def _change(
+        self,
+        slot: _Slot,
+        action: Literal["subscribe", "unsubscribe"],
+        channels: Mapping[str, Iterable[str]],
+    ) -> bool:
+        """Run one subscription change on the slot's session, raced against the session's end.
+
+        A session that dies while a change is pending would otherwise keep the caller (and the
+        pool's lock) waiting for the client's ``subscription_timeout``.
+        """
+        kwargs = _channel_kwargs(channels)
+        if not kwargs:
+            return True
+        conn = slot.conn
+        client = None if conn is None else conn.client
+        if conn is None or client is None or not slot.ready or conn.done.is_set():
+            return False
+        method = client.subscribe if action == "subscribe" else client.unsubscribe
+        outcome: list[bool] = []
+
+        async def call(cancel: trio.CancelScope) -> None:
+            try:
+                await method(**kwargs)
+            except TrioAlpacaError as exc:
+                self._record_error(slot, exc)
+                outcome.append(False)
+            else:
+                outcome.append(True)
+            cancel.cancel()
+
+        async def watch(cancel: trio.CancelScope) -> None:
+            await conn.done.wait()
+            cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, nursery.cancel_scope)
+            nursery.start_soon(watch, nursery.cancel_scope)
+        return bool(outcome) and outcome[0]
+
+    def _record_error(self, slot: _Slot, exc: BaseException) -> None:
+        slot.last_error = exc
+        slot.error_times.append(trio.current_time())
+
+    def _emit_reconnected(self, symbols: Iterable[str], gap_start_ns: int, attempts: int) -> None:
+        """One ``Reconnected`` per handle affected by ``symbols`` (call before making them live)."""
+        affected: dict[int, PooledConnection] = {}
+        for sym in symbols:
+            for h in self._subscribers.get(sym, ()):
+                affected[id(h)] = h
+        if not affected:
+            return
+        end = time.time_ns()
+        marker = Reconnected(
+            gap_start_ns=min(gap_start_ns, end), gap_end_ns=end, attempts=max(1, attempts)
+        )
+        for h in affected.values():
+            h._put_marker(marker)
+        self._gaps += 1
+        self._gap_seconds += (marker.gap_end_ns - marker.gap_start_ns) / 1e9
+        self._last_gap = marker
+
+    async def _subscribe_many(self, plan: Mapping[int, Iterable[str]]) -> dict[int, bool]:
+        """Subscribe (wanted channels of) symbols on several slots concurrently."""
+        results: dict[int, bool] = {}
+
+        async def one(index: int, syms: list[str]) -> None:
+            results[index] = await self._subscribe(self._slots[index], self._channels_for(syms))
+
+        async with trio.open_nursery() as nursery:
+            for index, syms in plan.items():
+                nursery.start_soon(one, index, list(syms))
+        return results
+
+    async def _attach(self, handle: PooledConnection, plan: Mapping[int, list[str]]) -> None:
+        """Register ``handle`` and carry out a placement plan (lock held)."""
+        new_syms = {s for syms in plan.values() for s in syms}
+        extra: dict[int, dict[str, set[str]]] = {}
+        for sym in handle.symbols:
+            counts = self._wanted.setdefault(sym, collections.Counter())
+            if sym not in new_syms:
+                slot_index = self._place[sym]
+                for ch in handle.channels:
+                    if counts[ch] == 0:
+                        extra.setdefault(slot_index, {}).setdefault(ch, set()).add(sym)
+            for ch in handle.channels:
+                counts[ch] += 1
+        for index, syms in plan.items():
+            for sym in syms:
+                self._place[sym] = index
+                self._slots[index].symbols.add(sym)
+        self._handles.add(handle)
+        # Existing live symbols start flowing to the handle right away.
+        for sym in handle.symbols:
+            self._subscribers.setdefault(sym, []).append(handle)
+        if extra:
+            async with trio.open_nursery() as nursery:
+                for index, chans in extra.items():
+                    nursery.start_soon(self._subscribe, self._slots[index], chans)
+        results = await self._subscribe_many(plan)
+        for index, ok in results.items():
+            if ok:
+                for sym in plan[index]:
+                    if self._place.get(sym) == index:
+                        self._live[sym] = index
+            # If not ok, the slot is dying: its death handling fails these symbols over and
+            # tells the handle with a Reconnected marker.
+        self._notify()
+
+    async def _release(self, handle: PooledConnection) -> None:
+        if handle not in self._handles:
+            return
+        with trio.CancelScope(shield=True):
+            async with self._lock:
+                self._handles.discard(handle)
+                drop: dict[int, dict[str, set[str]]] = {}
+                for sym in handle.symbols:
+                    subs = self._subscribers.get(sym, [])
+                    if handle in subs:
+                        subs.remove(handle)
+                    if not subs:
+                        self._subscribers.pop(sym, None)
+                    counts = self._wanted.get(sym)
+                    if counts is None:
+                        continue
+                    index = self._place.get(sym)
+                    for ch in handle.channels:
+                        counts[ch] -= 1
+                        if counts[ch] <= 0:
+                            del counts[ch]
+                            if index is not None:
+                                drop.setdefault(index, {}).setdefault(ch, set()).add(sym)
+                    if not counts:
+                        del self._wanted[sym]
+                        self._live.pop(sym, None)
+                        if index is not None:
+                            self._slots[index].symbols.discard(sym)
+                            del self._place[sym]
+                if not self._closed:
+                    with trio.move_on_after(self._client_timeout()):
+                        async with trio.open_nursery() as nursery:
+                            for index, chans in drop.items():
+                                nursery.start_soon(self._unsubscribe, self._slots[index], chans)
+                self._notify()
+
+    def _client_timeout(self) -> float:
+        value = self._client_options.get("subscription_timeout", 10.0)
+        return float(value) if value is not None else 10.0
+
+    # -- internals: message routing (hot path) ----------------------------------------------
+
+    async def _route(self, slot: _Slot, conn: _Conn, msg: Any) -> None:
+        if slot.conn is not conn:
+            return  # a retiring session (rotation): its replacement delivers
+        now = trio.current_time()
+        slot.last_message_at = now
+        sym = getattr(msg, "symbol", None)
+        if sym is not None:
+            if self._live.get(sym) != slot.spec.index:
+                return
+            slot.messages.add(1, now)
+            self._messages.add(1, now)
+            channel = msg.channel
+            for h in self._subscribers.get(sym, ()):
+                if h._wants(channel):
+                    await h._put(msg)
+        elif isinstance(msg, ServerError):
+            self._record_error(slot, TrioAlpacaError(f"server error {msg.code}: {msg.message}"))
+        elif isinstance(msg, Dropped):
+            # The session's own buffer overflowed: every handle on this slot may have lost data.
+            seen: set[int] = set()
+            for s in list(slot.symbols):
+                for h in self._subscribers.get(s, ()):
+                    if id(h) not in seen:
+                        seen.add(id(h))
+                        h._put_marker(msg)
+        elif isinstance(msg, Reconnected):
+            # Sessions run with reconnects disabled, so this only happens if a client option
+            # re-enabled them; the gap is still real: pass it on.
+            self._emit_reconnected(slot.symbols, msg.gap_start_ns, msg.attempts)
+
+    # -- internals: sessions ----------------------------------------------------------------
+
+    def _make_client(self, slot: _Slot) -> AlpacaWebSocketClient:
+        cred = self._credentials[slot.spec.credential]
+        kwargs: dict[str, Any] = dict(self._client_options)
+        kwargs.update(_channel_kwargs(self._channels_for(slot.symbols)))
+        if slot.url is not None:
+            kwargs["url"] = slot.url
+        return AlpacaWebSocketClient(
+            cred.api_key,
+            cred.api_secret,
+            feed=self._feed,
+            max_reconnect_attempts=0,
+            **kwargs,
+        )
+
+    async def _run_session(
+        self,
+        slot: _Slot,
+        conn: _Conn,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """One client session in its own cancel scope; reports started once subscribed.
+
+        Errors before ``started`` propagate to the caller of ``nursery.start`` (the supervisor);
+        afterwards they are recorded on ``conn`` for the supervisor, never raised into the
+        pool's nursery.
+        """
+        started = False
+        try:
+            with conn.scope:
+                client = self._make_client(slot)
+                async with client:
+                    conn.client = client
+                    task_status.started()
+                    started = True
+                    async for msg in client:
+                        await self._route(slot, conn, msg)
+                    conn.error = ConnectionClosedError(reason="the stream ended")
+            if conn.scope.cancelled_caught and conn.error is None:
+                conn.error = ConnectionClosedError(reason=conn.reason or "cancelled by the pool")
+        except TrioAlpacaError as exc:
+            if not started:
+                raise _root_cause(exc) from exc
+            conn.error = _root_cause(exc)
+        except BaseExceptionGroup as group:
+            leaves = _flatten(group)
+            if not all(isinstance(e, TrioAlpacaError) for e in leaves):
+                raise
+            first = leaves[0]
+            assert isinstance(first, TrioAlpacaError)
+            if not started:
+                raise _root_cause(first) from group
+            conn.error = _root_cause(first)
+        finally:
+            conn.done.set()
+
+    async def _supervise(self, slot: _Slot) -> None:
+        """Keep ``slot`` connected: connect, watch, fail over, back off, repeat."""
+        while True:
+            slot.gens += 1
+            conn = _Conn(slot.gens)
+            slot.state = "connecting"
+            try:
+                await self._nursery.start(self._run_session, slot, conn)
+            except TrioAlpacaError as exc:
+                slot.last_error = exc
+                if exc.fatal:
+                    await self._slot_failed(slot, exc)
+                    return
+                slot.state = "backoff"
+                slot.reconnects += 1
+                delay = slot.schedule.next_delay(connection_limit=exc.connection_limit)
+                await trio.sleep(delay)
+                continue
+            await self._on_ready(slot, conn)
+            # Wait for the slot's current session to end (rotation may swap sessions).
+            while True:
+                current = slot.conn
+                assert current is not None
+                await current.done.wait()
+                if slot.conn is current:
+                    break
+            ended = slot.conn
+            assert ended is not None
+            await self._on_lost(slot, ended)
+            if ended.retired:
+                continue  # planned: reconnect at once (406 still backs off with the floor)
+            err = ended.error
+            if isinstance(err, TrioAlpacaError) and err.fatal:
+                await self._slot_failed(slot, err)
+                return
+            slot.state = "backoff"
+            limit = isinstance(err, TrioAlpacaError) and err.connection_limit
+            await trio.sleep(slot.schedule.next_delay(connection_limit=limit))
+
+    async def _slot_failed(self, slot: _Slot, exc: TrioAlpacaError) -> None:
+        slot.state = "failed"
+        slot.health = Health.DEAD
+        async with self._lock:
+            await self._place_stranded()
+            self._notify()
+        if all(s.state == "failed" for s in self._slots):
+            raise exc
+
+    async def _on_ready(self, slot: _Slot, conn: _Conn) -> None:
+        async with self._lock:
+            now = trio.current_time()
+            slot.conn = conn
+            slot.state = "ready"
+            slot.health = Health.HEALTHY
+            slot.degraded_since = None
+            slot.ready_at = now
+            slot.last_message_at = None
+            if slot.gens > 1:
+                slot.reconnect_times.append(now)
+            # Reconcile: the session subscribed to a snapshot of slot.symbols at connect time.
+            want = self._channels_for(slot.symbols)
+            have = _client_subscriptions(conn.client)
+            extra = {
+                ch: set(syms) - want.get(ch, set())
+                for ch, syms in have.items()
+                if ch not in _TRADE_MIRRORS
+            }
+            missing = {ch: syms - set(have.get(ch, ())) for ch, syms in want.items()}
+            await self._unsubscribe(slot, extra)
+            await self._subscribe(slot, missing)
+            if slot.ready and slot.conn is conn:
+                waiting = [s for s in slot.symbols if s not in self._live]
+                self._emit_reconnected(waiting, slot.down_since_ns, slot.gens)
+                for sym in waiting:
+                    self._live[sym] = slot.spec.index
+                slot.schedule.reset()
+                await self._place_stranded()
+            self._notify()
+
+    async def _on_lost(self, slot: _Slot, conn: _Conn) -> None:
+        """A session ended: fail its symbols over unless that was planned (rotation)."""
+        async with self._lock:
+            slot.state = "backoff"
+            slot.health = Health.DEAD
+            slot.degraded_since = None
+            if conn.error is not None and not conn.retired:
+                slot.last_error = conn.error
+            if conn.retired:
+                self._notify()
+                return
+            slot.reconnects += 1
+            slot.failovers += 1
+            self._failovers += 1
+            gap_start = slot.down_since_ns = time.time_ns()
+            if slot.last_message_at is not None:
+                # Data may be missing since the session last delivered anything.
+                silent = trio.current_time() - slot.last_message_at
+                gap_start -= int(max(0.0, silent) * 1e9)
+            for sym in slot.symbols:
+                if self._live.get(sym) == slot.spec.index:
+                    del self._live[sym]
+            await self._move_off(slot, gap_start)
+            self._notify()
+
+    async def _move_off(self, slot: _Slot, gap_start_ns: int) -> None:
+        """Move ``slot``'s symbols to healthy connections with room (lock held)."""
+        if not slot.symbols:
+            return
+        loads = self._loads()
+        loads.pop(slot.spec.index, None)
+        moves, _left = plan_failover(
+            slot.symbols, loads, self._eligible(exclude=slot.spec.index), self._limit
+        )
+        if not moves:
+            return
+        for index, syms in moves.items():
+            for sym in syms:
+                slot.symbols.discard(sym)
+                self._place[sym] = index
+                self._slots[index].symbols.add(sym)
+        results = await self._subscribe_many(moves)
+        now_live = [
+            sym
+            for index, ok in results.items()
+            if ok
+            for sym in moves[index]
+            if self._place.get(sym) == index
+        ]
+        self._emit_reconnected(now_live, gap_start_ns, 1)
+        for sym in now_live:
+            self._live[sym] = self._place[sym]
+
+    async def _place_stranded(self) -> None:
+        """Move symbols stuck on connections that are not ready onto ready ones (lock held)."""
+        for slot in self._slots:
+            if not slot.ready and slot.symbols:
+                await self._move_off(slot, slot.down_since_ns)
+
+    # -- internals: health, rebalancing, rotation -------------------------------------------
+
+    def _sample(self, slot: _Slot, now: float) -> HealthSample:
+        th = self._thresholds
+        while slot.error_times and slot.error_times[0] < now - th.error_window:
+            slot.error_times.popleft()
+        while slot.reconnect_times and slot.reconnect_times[0] < now - th.reconnect_window:
+            slot.reconnect_times.popleft()
+        conn = slot.conn
+        connected = slot.ready and conn is not None and not conn.done.is_set()
+        last = slot.last_message_at if slot.last_message_at is not None else slot.ready_at
+        return HealthSample(
+            connected=connected,
+            rtt=self._rtt(slot),
+            silence=now - last,
+            errors=len(slot.error_times),
+            reconnects=len(slot.reconnect_times),
+        )
+
+    def _check_health(self) -> None:
+        now = trio.current_time()
+        for slot in self._slots:
+            if not slot.ready:
+                continue
+            verdict = assess_health(self._sample(slot, now), self._thresholds)
+            if verdict is Health.DEGRADED and slot.degraded_since is None:
+                slot.degraded_since = now
+            elif verdict is not Health.DEGRADED:
+                slot.degraded_since = None
+            if verdict is not slot.health:
+                slot.health = verdict
+                self._notify()
+            others = self._eligible(exclude=slot.spec.index)
+            room = sum(max(0, self._limit - len(self._slots[i].symbols)) for i in others)
+            if should_fail_over(
+                verdict,
+                slot.degraded_since,
+                now,
+                self._thresholds,
+                others_have_room=room >= len(slot.symbols),
+            ):
+                conn = slot.conn
+                if conn is not None:
+                    conn.reason = f"failed over: connection {verdict.value}"
+                    conn.scope.cancel()
+
+    async def _rebalance(self) -> None:
+        async with self._lock:
+            eligible = self._eligible()
+            assignment = {i: self._slots[i].symbols for i in eligible}
+            moves = plan_rebalance(assignment, eligible, self._limit, self._rebalance_threshold)
+            if not moves:
+                return
+            by_target: dict[int, list[str]] = {}
+            for m in moves:
+                by_target.setdefault(m.target, []).append(m.symbol)
+            # Make before break: subscribe on the target, switch delivery, then unsubscribe.
+            results = await self._subscribe_many(by_target)
+            drop: dict[int, list[str]] = {}
+            for m in moves:
+                if not results.get(m.target):
+                    continue
+                if self._place.get(m.symbol) != m.source or not self._slots[m.target].ready:
+                    continue
+                self._slots[m.source].symbols.discard(m.symbol)
+                self._slots[m.target].symbols.add(m.symbol)
+                self._place[m.symbol] = m.target
+                if m.symbol in self._live:
+                    self._live[m.symbol] = m.target
+                drop.setdefault(m.source, []).append(m.symbol)
+                self._rebalance_moves += 1
+            async with trio.open_nursery() as nursery:
+                for index, syms in drop.items():
+                    nursery.start_soon(
+                        self._unsubscribe, self._slots[index], self._channels_for(syms)
+                    )
+            self._notify()
+
+    async def _rotate_locked(
+        self, slot: _Slot, *, allow_extra_session: bool = True
+    ) -> RotationMode:
+        connected = {s.spec.index for s in self._slots if s.ready}
+        assignment = {s.spec.index: s.symbols for s in self._slots}
+        plan = plan_rotation(
+            slot.spec.index,
+            self._specs,
+            connected,
+            self._per_key if allow_extra_session else 1,
+            assignment,
+            self._eligible(),
+            self._limit,
+        )
+        old = slot.conn
+        assert old is not None
+        if plan.mode is RotationMode.MAKE_BEFORE_BREAK:
+            slot.gens += 1
+            new = _Conn(slot.gens)
+            try:
+                await self._nursery.start(self._run_session, slot, new)
+            except TrioAlpacaError as exc:
+                # The server refused the extra session after all (e.g. 406): fall back to the
+                # single-session modes.
+                self._record_error(slot, exc)
+                return await self._rotate_locked(slot, allow_extra_session=False)
+            self._rotations += 1
+            slot.ready_at = trio.current_time()
+            # The new session subscribed a snapshot of slot.symbols; top up any later change.
+            have = _client_subscriptions(new.client)
+            want = self._channels_for(slot.symbols)
+            slot.conn = new  # delivery switches to the new session from here on
+            await self._subscribe(
+                slot, {ch: syms - set(have.get(ch, ())) for ch, syms in want.items()}
+            )
+            old.retired = True
+            old.reason = "rotated (make before break)"
+            old.scope.cancel()
+        elif plan.mode is RotationMode.MIGRATE:
+            self._rotations += 1
+            results = await self._subscribe_many(plan.moves)
+            for index, syms in plan.moves.items():
+                if not results.get(index):
+                    continue
+                for sym in syms:
+                    if self._place.get(sym) != slot.spec.index:
+                        continue
+                    slot.symbols.discard(sym)
+                    self._slots[index].symbols.add(sym)
+                    self._place[sym] = index
+                    if sym in self._live:
+                        self._live[sym] = index
+            # Anything that could not move stays and is resubscribed by the new session.
+            slot.down_since_ns = time.time_ns()
+            for sym in slot.symbols:
+                self._live.pop(sym, None)
+            old.retired = True
+            old.reason = "rotated (migrate)"
+            old.scope.cancel()
+        else:
+            self._rotations += 1
+            slot.down_since_ns = time.time_ns()
+            for sym in slot.symbols:
+                self._live.pop(sym, None)
+            old.retired = True
+            old.reason = "rotated (break before make)"
+            old.scope.cancel()
+        self._notify()
+        return plan.mode
+
+    async def _monitor(self) -> None:
+        """Health checks, scheduled rotation and rebalancing, every ``health_check_interval``."""
+        while True:
+            await trio.sleep(self._interval)
+            self._check_health()
+            if self._rotation_interval is not None:
+                now = trio.current_time()
+                due = [
+                    s
+                    for s in self._slots
+                    if s.ready and now - s.ready_at >= self._rotation_interval
+                ]
+                if due:
+                    async with self._lock:
+                        slot = min(due, key=lambda s: s.ready_at)
+                        if slot.ready:
+                            await self._rotate_locked(slot)
+            await self._rebalance()
+
+    async def _wait_first_ready(self) -> None:
+        while not any(s.ready for s in self._slots):
+            changed = self._changed
+            await changed.wait()
+
+    def _shutdown(self) -> None:
+        self._closed = True
+        for h in list(self._handles):
+            h._close()
+        for slot in self._slots:
+            slot.state = "closed"
+            slot.health = Health.DEAD
+
+
+def _root_cause(exc: TrioAlpacaError) -> TrioAlpacaError:
+    """Unwrap a client's "gave up reconnecting" error to the error that ended the session."""
+    if isinstance(exc, ReconnectLimitError) and isinstance(exc.last_error, TrioAlpacaError):
+        return exc.last_error
+    return exc
+
+
+def _client_subscriptions(client: AlpacaWebSocketClient | None) -> dict[str, tuple[str, ...]]:
+    if client is None:
+        return {}
+    return dict(client.subscriptions)
+
+
+def _client_rtt(client: AlpacaWebSocketClient) -> float | None:
+    """Last heartbeat round trip of a client in seconds, from its metrics."""
+    metrics = client.get_metrics()
+    value = metrics.get("heartbeat_rtt_ms")
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value) / 1000.0
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# open_pool
+# ----------------------------------------------------------------------------------------------
+
+
+def _resolve_credentials(
+    api_key: str | None,
+    api_secret: str | None,
+    credentials: Sequence[Credentials | tuple[str, str]] | None,
+) -> list[Credentials]:
+    creds: list[Credentials] = []
+    if api_key is not None or api_secret is not None:
+        if not api_key or not api_secret:
+            raise CredentialsError("pass both api_key and api_secret (or neither)")
+        creds.append(Credentials(api_key, api_secret))
+    for c in credentials or ():
+        creds.append(c if isinstance(c, Credentials) else Credentials(c[0], c[1]))
+    if not creds:
+        key = os.environ.get("APCA_API_KEY_ID")
+        secret = os.environ.get("APCA_API_SECRET_KEY")
+        if not key or not secret:
+            raise CredentialsError(
+                "no credentials: pass api_key/api_secret or credentials=[...], or set "
+                "APCA_API_KEY_ID and APCA_API_SECRET_KEY"
+            )
+        creds.append(Credentials(key, secret))
+    keys = [c.api_key for c in creds]
+    if len(set(keys)) != len(keys):
+        raise PoolConfigError(
+            "the same API key appears twice in the pool's credentials; the connection limit is "
+            "per key, so list each key once and use max_connections_per_key instead"
+        )
+    return creds
+
+
+@asynccontextmanager
+async def open_pool(
+    api_key: str | None = None,
+    api_secret: str | None = None,
+    *,
+    credentials: Sequence[Credentials | tuple[str, str]] | None = None,
+    pool_size: int | None = None,
+    max_subscriptions_per_connection: int = 200,
+    max_connections_per_key: int = 1,
+    feed: str = "sip",
+    url: str | Sequence[str] | None = None,
+    channels: Iterable[str] = ("trades", "quotes"),
+    health: HealthThresholds | None = None,
+    health_check_interval: float = 1.0,
+    rebalance_threshold: int | None = None,
+    rotation_interval: float | None = None,
+    backoff: Backoff | None = None,
+    handle_buffer_size: int = 10_000,
+    handle_overflow: HandleOverflow = "block",
+    **client_options: Any,
+) -> AsyncIterator[ConnectionPool]:
+    """Open a pool of market data connections; leaving the block closes all of them.
+
+    .. warning::
+
+       Alpaca allows **one connection per API key per endpoint** on most plans; another
+       session is refused with error 406 (and, after a network drop, the old session may keep
+       counting for about 90 s). A pool of ``N`` connections therefore needs ``N`` keys (or
+       endpoints, or a plan with more sessions per key, declared with
+       ``max_connections_per_key``). A ``pool_size`` the credentials cannot support raises
+       :class:`PoolConfigError` here, before anything connects.
+
+    Args:
+        api_key: API key id (or use ``credentials``; falls back to ``APCA_API_KEY_ID``).
+        api_secret: API secret (falls back to ``APCA_API_SECRET_KEY``).
+        credentials: further key pairs, as :class:`Credentials` or ``(key, secret)`` tuples.
+        pool_size: number of connections; default: as many as the credentials, endpoints and
+            ``max_connections_per_key`` allow.
+        max_subscriptions_per_connection: most symbols on one connection (each symbol counts
+            once, whatever its channels).
+        max_connections_per_key: sessions your plan allows per key and endpoint (default 1).
+        feed: the market data feed of every connection (``"sip"``, ``"iex"``, ``"crypto/us"``,
+            ...).
+        url: one full stream URL, or several (each is a separate endpoint for the connection
+            limit); default: the feed's URL.
+        channels: default channels of handles (python or wire names); default trades and
+            quotes. Each handle may choose its own with ``get_connection(channels=...)``.
+        health: thresholds for healthy / degraded / dead (see :class:`HealthThresholds`).
+        health_check_interval: seconds between health checks (also rotation / rebalance checks).
+        rebalance_threshold: rebalance when healthy connections' loads differ by more than this
+            many symbols; default 10 % of ``max_subscriptions_per_connection`` (at least 2).
+        rotation_interval: rotate each connection after it has been up this many seconds
+            (e.g. ``86400`` for daily); default never (call :meth:`ConnectionPool.rotate`).
+        backoff: reconnect delays of dead slots (406 honours its floor); default
+            :class:`~trioalpaca.backoff.Backoff`.
+        handle_buffer_size: default per-handle buffer bound (messages).
+        handle_overflow: default per-handle overflow policy, ``"block"`` or ``"drop_oldest"``.
+        client_options: passed to every :class:`~trioalpaca.client.AlpacaWebSocketClient`
+            (``heartbeat_interval``, ``heartbeat_timeout``, ``staleness_timeout``,
+            ``buffer_size``, ``overflow``, ``subscription_timeout``, ``encoding``, ...).
+            ``max_reconnect_attempts`` is managed by the pool and cannot be passed.
+
+    Yields:
+        The :class:`ConnectionPool`, once at least one connection is ready.
+
+    Raises:
+        PoolConfigError: impossible configuration (checked before connecting).
+        CredentialsError: no credentials given or found in the environment.
+        AlpacaServerError: every connection failed with a fatal error (e.g. 402 auth failed).
+    """
+    if "max_reconnect_attempts" in client_options:
+        raise UsageError(
+            "max_reconnect_attempts is managed by the pool (dead slots reconnect in the "
+            "background with `backoff`)"
+        )
+    if client_options.pop("stream_type", "data") != "data":
+        raise UsageError("pools carry market data streams only (stream_type='data')")
+    if client_options.pop("raw_data", False):
+        raise UsageError("pools deliver typed messages; raw_data=True is not supported")
+    creds = _resolve_credentials(api_key, api_secret, credentials)
+    urls: list[str | None] = [url] if isinstance(url, str) or url is None else list(url)
+    if not urls:
+        raise PoolConfigError("url= must name at least one endpoint")
+    if max_subscriptions_per_connection < 1:
+        raise PoolConfigError("max_subscriptions_per_connection must be at least 1")
+    if max_connections_per_key < 1:
+        raise PoolConfigError("max_connections_per_key must be at least 1")
+    if health_check_interval <= 0:
+        raise PoolConfigError("health_check_interval must be positive")
+    size = pool_size if pool_size is not None else len(creds) * len(urls) * max_connections_per_key
+    specs = plan_slots(size, len(creds), len(urls), max_connections_per_key)
+    chans = frozenset(channel_to_wire(c) for c in channels)
+    if not chans:
+        raise PoolConfigError("channels must name at least one channel")
+    threshold = (
+        rebalance_threshold
+        if rebalance_threshold is not None
+        else default_rebalance_threshold(max_subscriptions_per_connection)
+    )
+    if threshold < 1:
+        raise PoolConfigError("rebalance_threshold must be at least 1")
+
+    try:
+        async with trio.open_nursery() as nursery:
+            pool = ConnectionPool(
+                nursery,
+                credentials=creds,
+                urls=urls,
+                specs=specs,
+                max_subscriptions_per_connection=max_subscriptions_per_connection,
+                max_connections_per_key=max_connections_per_key,
+                feed=feed,
+                channels=chans,
+                health=health if health is not None else HealthThresholds(),
+                health_check_interval=health_check_interval,
+                rebalance_threshold=threshold,
+                rotation_interval=rotation_interval,
+                backoff=backoff if backoff is not None else Backoff(),
+                handle_buffer_size=handle_buffer_size,
+                handle_overflow=handle_overflow,
+                client_options=client_options,
+            )
+            try:
+                for slot in pool._slots:
+                    nursery.start_soon(pool._supervise, slot)
+                await pool._wait_first_ready()
+                nursery.start_soon(pool._monitor)
+                yield pool
+            finally:
+                pool._shutdown()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        errors = _flatten(group)
+        if len(errors) == 1:
+            if isinstance(errors[0], TrioAlpacaError):
+                raise errors[0] from group
+            raise errors[0]  # noqa: B904 - the caller's own exception, unwrapped
+        raise
+
+
+def _flatten(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_flatten(exc))
+        else:
+            out.append(exc)
+    return out
