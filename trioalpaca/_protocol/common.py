@@ -1,0 +1,138 @@
+"""Pieces shared by the client and server state machines: channel tables, request building and
+parsing, subscription state arithmetic. Pure functions; no I/O, no clocks, no logging.
+
+Subscription state is a ``dict`` mapping a wire channel name to an insertion-ordered "set" of
+symbols (a ``dict[str, None]``), so that symbol order is stable and deterministic.
+
+``"*"`` semantics (the real server's behaviour is undocumented; this is trioalpaca's choice, used by
+both the client bookkeeping and the emulator): ``"*"`` is an ordinary member of a channel's
+symbol set that additionally matches every symbol. Unsubscribing ``"AAPL"`` while ``"*"`` is
+subscribed only removes an explicit ``"AAPL"`` entry (the wildcard keeps delivering AAPL);
+unsubscribing ``"*"`` removes the wildcard and leaves explicitly listed symbols subscribed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from .._errors import UsageError
+from ..endpoints import MIRRORED_CHANNELS, Endpoint, channel_to_wire
+
+__all__ = [
+    "SYMBOL_RE",
+    "Action",
+    "ChannelSpec",
+    "State",
+    "apply_change",
+    "build_request",
+    "freeze_state",
+    "normalize_channels",
+    "thaw_state",
+]
+
+#: Subscription actions.
+Action = Literal["subscribe", "unsubscribe"]
+
+#: What callers may pass per channel: an iterable of symbols, one symbol as a string, or ``None``.
+ChannelSpec = Iterable[str] | str | None
+
+#: Mutable subscription state: wire channel -> ordered set of symbols.
+State = dict[str, dict[str, None]]
+
+#: Valid symbol format (stocks ``BRK.B``, crypto ``BTC/USD``, perps ``BTC-PERP``, OCC option
+#: symbols) or the wildcard. Anything else is "invalid syntax" (400) on the server.
+SYMBOL_RE = re.compile(r"\*|[A-Za-z0-9][A-Za-z0-9./:_-]{0,39}")
+
+
+def _symbols(value: ChannelSpec, channel: str) -> tuple[str, ...]:
+    """Deduplicate (keeping order) the symbols given for one channel."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = (value,)
+    out: dict[str, None] = {}
+    for sym in value:
+        if not isinstance(sym, str) or not sym:
+            raise UsageError(
+                f"symbols for channel {channel!r} must be non-empty strings, got {sym!r}"
+            )
+        out[sym] = None
+    return tuple(out)
+
+
+def normalize_channels(
+    endpoint: Endpoint, channels: Mapping[str, ChannelSpec]
+) -> dict[str, tuple[str, ...]]:
+    """Validate and normalise a channel mapping for ``endpoint``.
+
+    Channel names may use either spelling (``daily_bars`` / ``dailyBars``); the result uses wire
+    names, drops channels with no symbols, removes duplicate symbols (keeping the first
+    occurrence) and treats a bare string as one symbol.
+
+    Raises:
+        UsageError: unknown channel, a channel this endpoint does not offer, a server-maintained
+            channel (``corrections``, ``cancelErrors``), or a non-string symbol.
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for name, value in channels.items():
+        wire = channel_to_wire(name)
+        if wire not in endpoint.channels:
+            if wire in MIRRORED_CHANNELS:
+                raise UsageError(
+                    f"{name!r} cannot be subscribed directly: the server adds corrections and "
+                    "cancel errors for every symbol subscribed on 'trades'"
+                )
+            offered = ", ".join(sorted(endpoint.channels))
+            raise UsageError(
+                f"feed {endpoint.feed!r} has no channel {name!r}; it offers: {offered}"
+            )
+        syms = _symbols(value, name)
+        if syms:
+            if wire in out:
+                syms = tuple(dict.fromkeys(out[wire] + syms))
+            out[wire] = syms
+    return out
+
+
+def build_request(action: Action, channels: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
+    """Return the request map ``{"action": action, "<channel>": [symbols], ...}``.
+
+    Only non-empty channels are included (``channels`` is expected to be normalised).
+    """
+    req: dict[str, Any] = {"action": action}
+    for ch, syms in channels.items():
+        if syms:
+            req[ch] = list(syms)
+    return req
+
+
+def apply_change(state: State, action: Action, channels: Mapping[str, Iterable[str]]) -> None:
+    """Apply a subscribe (set union) or unsubscribe (set difference) to ``state`` in place.
+
+    Channels emptied by an unsubscribe keep an empty entry (callers decide whether to show it).
+    """
+    if action == "subscribe":
+        for ch, syms in channels.items():
+            target = state.get(ch)
+            if target is None:
+                target = state[ch] = {}
+            for s in syms:
+                target[s] = None
+    else:
+        for ch, syms in channels.items():
+            target = state.get(ch)
+            if target:
+                for s in syms:
+                    target.pop(s, None)
+
+
+def freeze_state(state: State) -> dict[str, tuple[str, ...]]:
+    """Immutable copy of a subscription state (``dict`` of ``tuple``), keeping empty channels."""
+    return {ch: tuple(syms) for ch, syms in state.items()}
+
+
+def thaw_state(state: Mapping[str, Iterable[str]]) -> State:
+    """Mutable copy of a frozen subscription state."""
+    return {ch: dict.fromkeys(syms) for ch, syms in state.items()}
