@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
+from .._protocol.server import DEFAULT_CLOSE_ON
+
 if TYPE_CHECKING:
     from ._server import Emulator
 
 __all__ = [
-    "CLOSE_AFTER_ERROR",
     "SCENARIOS",
     "DropHow",
     "DropRule",
@@ -29,25 +30,6 @@ DropHow = Literal["reset", "abort"] | int
 """How to drop a connection: ``"reset"`` (TCP RST, no close frame), ``"abort"`` (TCP FIN without a
 close frame; the client reports close code 1006) or a close code sent in a proper close frame (1000,
 1011, ...). The integer 1006 means ``"abort"`` (1006 is never sent on the wire)."""
-
-#: Error codes after which the emulator closes the socket (the others leave it open), following the
-#: spec's recommendation. Override per code with ``Faults.close_after_error``.
-CLOSE_AFTER_ERROR: dict[int, bool] = {
-    400: False,
-    401: False,
-    402: True,
-    403: False,
-    404: True,
-    405: False,
-    406: False,
-    407: True,
-    409: True,
-    410: False,
-    411: True,
-    412: True,
-    413: False,
-    500: True,
-}
 
 
 def _matches(rule_feed: str | None, feed: str) -> bool:
@@ -106,7 +88,9 @@ class Faults:
     #: Seconds a connection slot stays taken after an abnormal disconnect (reaping period; 406
     #: meanwhile).
     reap_period: float = 0.0
-    close_after_error: dict[int, bool] = attrs.Factory(lambda: dict(CLOSE_AFTER_ERROR))
+    #: Error codes after which the socket is closed (404 and 407 always; never 400, 401, 403, 405,
+    #: 410, 413). Default: 402, 404, 406, 407, 409, 412.
+    close_on: frozenset[int] = DEFAULT_CLOSE_ON
 
     def clear(self) -> None:
         """Remove every rule (reaping period and garbage injection too)."""
@@ -116,7 +100,7 @@ class Faults:
         self.mutes.clear()
         self.garbage_interval = None
         self.reap_period = 0.0
-        self.close_after_error = dict(CLOSE_AFTER_ERROR)
+        self.close_on = DEFAULT_CLOSE_ON
 
     def add_upgrade_rejection(self, status: int, feed: str | None, count: int | None) -> None:
         """Reject the next ``count`` upgrades of ``feed`` with HTTP ``status``."""

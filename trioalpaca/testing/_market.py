@@ -469,7 +469,13 @@ class Market:
 
     def _resume(self, sym: _Symbol, t: int, out: list[Event]) -> None:
         sym.halted = False
-        msg: dict[str, Any] = {"T": "s", "S": sym.name, "sc": "T", "sm": "Trading Resumption", "rc": "T2"}
+        msg: dict[str, Any] = {
+            "T": "s",
+            "S": sym.name,
+            "sc": "T",
+            "sm": "Trading Resumption",
+            "rc": "T2",
+        }
         msg.update({"rm": "Halt News Dissemination", "t": t, "z": self._tape(sym.name)})
         out.append(("statuses", sym.name, msg))
         self._push(t + self._exp(self.config.status_interval, sym.rng), "status", sym.name)
