@@ -1,0 +1,1017 @@
+"""Wire codec: frames (``bytes`` / ``str``) <-> lists of messages, for msgpack and JSON.
+
+Private module; the client, the sans-IO protocol and the emulator share it so both ends always
+agree on the format.
+
+*Canonical wire dict*: the map exactly as on the wire (keys ``T``, ``S``, ``p``, ...) except that
+every timestamp is an ``int`` of nanoseconds since the epoch. msgpack timestamps (extension -1, all
+three sizes) are decoded by the C unpacker straight into ints (``timestamp=2``) and encoded in the
+smallest valid form; JSON timestamps are RFC 3339 text (see :mod:`trioalpaca._time`). The supported
+timestamp range is the years 0001-9999 (``MIN_TIMESTAMP_NS`` .. ``MAX_TIMESTAMP_NS``).
+
+Decoding never lets anything but :class:`~trioalpaca._errors.RemoteProtocolError` (a
+:class:`~trioalpaca._errors.ProtocolError`) escape for malformed input; encoding something that
+cannot be represented raises :class:`~trioalpaca._errors.LocalProtocolError`.
+
+Fast path: each known ``T`` of each stream kind has a constructor function generated once at import
+time (plain positional code: dict lookups, exact type checks, slot stores; no per-field loops or
+reflection). Anything unusual (a missing optional key, an ``int`` price, a JSON number where a
+float is expected) falls back to a slower, generic path that normalises or raises a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgpack
+
+from trioalpaca import models as m
+from trioalpaca._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from trioalpaca._time import (
+    MAX_TIMESTAMP_NS,
+    MIN_TIMESTAMP_NS,
+    datetime_to_ns,
+    format_rfc3339_ns,
+    parse_rfc3339_ns,
+)
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+__all__ = [
+    "Decoder",
+    "Encoder",
+    "Encoding",
+    "Frame",
+    "decode_request",
+    "decode_trading",
+    "encode_request",
+    "encode_trading",
+]
+
+Encoding: TypeAlias = Literal["msgpack", "json"]
+"""Wire encoding of a stream: ``"msgpack"`` (binary frames) or ``"json"`` (text frames)."""
+
+Frame: TypeAlias = "bytes | str"
+"""One WebSocket message: ``bytes`` for binary (msgpack) frames, ``str`` for text (JSON) frames."""
+
+_Ctor = Callable[[Any], Any]
+
+_KINDS = ("stocks", "crypto", "options", "news", "trading")
+_ENCODINGS = ("msgpack", "json")
+
+# ------------------------------------------------------------------------------- type tables
+
+_REQUIRED: Any = object()
+
+# Field specs: (attribute, wire key, kind, default). Attribute order = the attrs field order.
+# kinds: str, int, float, strs (list of str), ts (timestamp), bool, levels (order book levels).
+_Spec = tuple[tuple[str, str, str, Any], ...]
+
+_R = _REQUIRED
+_SPECS: dict[type[Any], _Spec] = {
+    m.Trade: (
+        ("symbol", "S", "str", _R),
+        ("trade_id", "i", "int", _R),
+        ("exchange", "x", "str", _R),
+        ("price", "p", "float", _R),
+        ("size", "s", "int", _R),
+        ("conditions", "c", "strs", ()),
+        ("timestamp_ns", "t", "ts", _R),
+        ("tape", "z", "str", ""),
+    ),
+    m.Quote: (
+        ("symbol", "S", "str", _R),
+        ("bid_exchange", "bx", "str", _R),
+        ("bid_price", "bp", "float", _R),
+        ("bid_size", "bs", "int", _R),
+        ("ask_exchange", "ax", "str", _R),
+        ("ask_price", "ap", "float", _R),
+        ("ask_size", "as", "int", _R),
+        ("conditions", "c", "strs", ()),
+        ("timestamp_ns", "t", "ts", _R),
+        ("tape", "z", "str", ""),
+    ),
+    m.Bar: (
+        ("symbol", "S", "str", _R),
+        ("open", "o", "float", _R),
+        ("high", "h", "float", _R),
+        ("low", "l", "float", _R),
+        ("close", "c", "float", _R),
+        ("volume", "v", "int", _R),
+        ("trade_count", "n", "int", 0),
+        ("vwap", "vw", "float", 0.0),
+        ("timestamp_ns", "t", "ts", _R),
+    ),
+    m.TradingStatus: (
+        ("symbol", "S", "str", _R),
+        ("status_code", "sc", "str", ""),
+        ("status_message", "sm", "str", ""),
+        ("reason_code", "rc", "str", ""),
+        ("reason_message", "rm", "str", ""),
+        ("timestamp_ns", "t", "ts", _R),
+        ("tape", "z", "str", ""),
+    ),
+    m.LULD: (
+        ("symbol", "S", "str", _R),
+        ("limit_up", "u", "float", _R),
+        ("limit_down", "d", "float", _R),
+        ("indicator", "i", "str", ""),
+        ("timestamp_ns", "t", "ts", _R),
+        ("tape", "z", "str", ""),
+    ),
+    m.TradeCorrection: (
+        ("symbol", "S", "str", _R),
+        ("exchange", "x", "str", _R),
+        ("original_id", "oi", "int", _R),
+        ("original_price", "op", "float", _R),
+        ("original_size", "os", "int", _R),
+        ("original_conditions", "oc", "strs", ()),
+        ("corrected_id", "ci", "int", _R),
+        ("corrected_price", "cp", "float", _R),
+        ("corrected_size", "cs", "int", _R),
+        ("corrected_conditions", "cc", "strs", ()),
+        ("timestamp_ns", "t", "ts", _R),
+        ("tape", "z", "str", ""),
+    ),
+    m.TradeCancel: (
+        ("symbol", "S", "str", _R),
+        ("trade_id", "i", "int", _R),
+        ("exchange", "x", "str", _R),
+        ("price", "p", "float", _R),
+        ("size", "s", "int", _R),
+        ("action", "a", "str", _R),
+        ("timestamp_ns", "t", "ts", _R),
+        ("tape", "z", "str", ""),
+    ),
+    m.Imbalance: (
+        ("symbol", "S", "str", _R),
+        ("price", "p", "float", _R),
+        ("timestamp_ns", "t", "ts", _R),
+        ("tape", "z", "str", ""),
+    ),
+    m.CryptoTrade: (
+        ("symbol", "S", "str", _R),
+        ("trade_id", "i", "int", _R),
+        ("price", "p", "float", _R),
+        ("size", "s", "float", _R),
+        ("taker_side", "tks", "str", ""),
+        ("timestamp_ns", "t", "ts", _R),
+    ),
+    m.CryptoQuote: (
+        ("symbol", "S", "str", _R),
+        ("bid_price", "bp", "float", _R),
+        ("bid_size", "bs", "float", _R),
+        ("ask_price", "ap", "float", _R),
+        ("ask_size", "as", "float", _R),
+        ("timestamp_ns", "t", "ts", _R),
+    ),
+    m.CryptoBar: (
+        ("symbol", "S", "str", _R),
+        ("open", "o", "float", _R),
+        ("high", "h", "float", _R),
+        ("low", "l", "float", _R),
+        ("close", "c", "float", _R),
+        ("volume", "v", "float", _R),
+        ("trade_count", "n", "int", 0),
+        ("vwap", "vw", "float", 0.0),
+        ("timestamp_ns", "t", "ts", _R),
+    ),
+    m.Orderbook: (
+        ("symbol", "S", "str", _R),
+        ("timestamp_ns", "t", "ts", _R),
+        ("bids", "b", "levels", ()),
+        ("asks", "a", "levels", ()),
+        ("reset", "r", "bool", False),
+    ),
+    m.CryptoPricing: (
+        ("symbol", "S", "str", _R),
+        ("exchange", "x", "str", ""),
+        ("index_price", "ip", "float", _R),
+        ("mark_price", "mp", "float", _R),
+        ("funding_rate", "fr", "float", _R),
+        ("open_interest", "oi", "float", _R),
+        ("timestamp_ns", "t", "ts", _R),
+        ("next_funding_time_ns", "ft", "ts", _R),
+    ),
+    m.OptionTrade: (
+        ("symbol", "S", "str", _R),
+        ("price", "p", "float", _R),
+        ("size", "s", "int", _R),
+        ("exchange", "x", "str", _R),
+        ("condition", "c", "str", ""),
+        ("timestamp_ns", "t", "ts", _R),
+    ),
+    m.OptionQuote: (
+        ("symbol", "S", "str", _R),
+        ("bid_exchange", "bx", "str", _R),
+        ("bid_price", "bp", "float", _R),
+        ("bid_size", "bs", "int", _R),
+        ("ask_exchange", "ax", "str", _R),
+        ("ask_price", "ap", "float", _R),
+        ("ask_size", "as", "int", _R),
+        ("condition", "c", "str", ""),
+        ("timestamp_ns", "t", "ts", _R),
+    ),
+    m.News: (
+        ("id", "id", "int", _R),
+        ("headline", "headline", "str", ""),
+        ("summary", "summary", "str", ""),
+        ("author", "author", "str", ""),
+        ("created_at_ns", "created_at", "ts", _R),
+        ("updated_at_ns", "updated_at", "ts", _R),
+        ("content", "content", "str", ""),
+        ("url", "url", "str", ""),
+        ("symbols", "symbols", "strs", ()),
+        ("source", "source", "str", ""),
+    ),
+}
+for _sub, _base in (
+    (m.DailyBar, m.Bar),
+    (m.UpdatedBar, m.Bar),
+    (m.CryptoDailyBar, m.CryptoBar),
+    (m.CryptoUpdatedBar, m.CryptoBar),
+):
+    _SPECS[_sub] = _SPECS[_base]
+del _R
+
+#: Market data classes per stream kind, keyed by ``T``.
+_DATA_TYPES: dict[str, dict[str, type[Any]]] = {
+    "stocks": {
+        c.wire_type: c
+        for c in (
+            m.Trade,
+            m.Quote,
+            m.Bar,
+            m.DailyBar,
+            m.UpdatedBar,
+            m.TradingStatus,
+            m.LULD,
+            m.TradeCorrection,
+            m.TradeCancel,
+            m.Imbalance,
+        )
+    },
+    "crypto": {
+        c.wire_type: c
+        for c in (
+            m.CryptoTrade,
+            m.CryptoQuote,
+            m.CryptoBar,
+            m.CryptoDailyBar,
+            m.CryptoUpdatedBar,
+            m.Orderbook,
+            m.CryptoPricing,
+        )
+    },
+    "options": {c.wire_type: c for c in (m.OptionTrade, m.OptionQuote)},
+    "news": {"n": m.News},
+    "trading": {},
+}
+
+#: Timestamp keys per class (what becomes msgpack ext -1 / RFC 3339 text on the wire).
+_TS_KEYS: dict[type[Any], tuple[str, ...]] = {
+    cls: tuple(key for _, key, kind, _ in spec if kind == "ts") for cls, spec in _SPECS.items()
+}
+#: Float keys per class (Go clients want float64 there, never an integer).
+_FLOAT_KEYS: dict[type[Any], tuple[str, ...]] = {
+    cls: tuple(key for _, key, kind, _ in spec if kind == "float") for cls, spec in _SPECS.items()
+}
+#: Timestamp keys per stream kind and ``T`` (for raw dicts).
+_TS_KEYS_BY_T: dict[str, dict[str, tuple[str, ...]]] = {
+    kind: {t: _TS_KEYS[cls] for t, cls in types.items()} for kind, types in _DATA_TYPES.items()
+}
+
+
+# ----------------------------------------------------------------------------- error helpers
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _remote(msg: str, exc: BaseException | None = None) -> RemoteProtocolError:
+    err = RemoteProtocolError(msg)
+    if exc is not None:
+        err.__cause__ = exc
+    return err
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _kind_name(kind: Any) -> str:
+    value = getattr(kind, "value", kind)
+    if value not in _KINDS:
+        raise ValueError(f"unknown stream kind {kind!r}; expected one of {', '.join(_KINDS)}")
+    return str(value)
+
+
+def _encoding_name(encoding: Any) -> str:
+    if encoding not in _ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}; expected 'msgpack' or 'json'")
+    return str(encoding)
+
+
+# ------------------------------------------------------------------------ generic (slow) path
+
+
+def _norm(kind: str, key: str, v: Any, t: str) -> Any:
+    """Validate/normalise one field value of a ``T`` message (slow path)."""
+    if kind == "str":
+        if isinstance(v, str):
+            return v
+    elif kind == "int":
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    elif kind == "float":
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            try:
+                return float(v)
+            except OverflowError:
+                pass
+    elif kind == "ts":
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        if isinstance(v, str):
+            try:
+                return parse_rfc3339_ns(v)
+            except ValueError as exc:
+                raise _remote(f"{t!r} message: {key!r} is not a valid timestamp: {exc}") from None
+    elif kind == "strs":
+        if v is None:
+            return ()
+        if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
+            return tuple(v)
+    elif kind == "bool":
+        if isinstance(v, bool):
+            return v
+    elif kind == "levels":
+        if v is None:
+            return ()
+        if isinstance(v, (list, tuple)):
+            levels = []
+            for lv in v:
+                if not isinstance(lv, Mapping) or "p" not in lv or "s" not in lv:
+                    break
+                price = _norm("float", "p", lv["p"], t)
+                size = _norm("float", "s", lv["s"], t)
+                levels.append(m.OrderbookLevel(price, size))
+            else:
+                return tuple(levels)
+    expected = {
+        "str": "a string",
+        "int": "an integer",
+        "float": "a number",
+        "ts": "a timestamp",
+        "strs": "a list of strings",
+        "bool": "a boolean",
+        "levels": "a list of {p, s} price levels",
+    }[kind]
+    raise _remote(f"{t!r} message: {key!r} must be {expected}, got {_short(v)}")
+
+
+def _slow_build(cls: type[Any], d: Any) -> Any:
+    """Generic, validating constructor: the fallback when the fast path declines."""
+    t = cls.wire_type
+    if not isinstance(d, Mapping):
+        raise _remote(f"expected a map for a {t!r} message, got {_short(d)}")
+    values = []
+    for _attr, key, kind, default in _SPECS[cls]:
+        v = d.get(key, _REQUIRED)
+        if v is _REQUIRED:
+            if default is _REQUIRED:
+                raise _remote(f"{t!r} ({cls.__name__}) message without required key {key!r}")
+            values.append(default)
+        else:
+            values.append(_norm(kind, key, v, t))
+    return cls(*values)
+
+
+# ---------------------------------------------------------------------------- fast path (gen)
+
+
+def _fast_levels_msgpack(v: Any, level: type[m.OrderbookLevel] = m.OrderbookLevel) -> Any:
+    if type(v) is not tuple:
+        raise TypeError("levels")
+    out = []
+    for lv in v:
+        p = lv["p"]
+        s = lv["s"]
+        if type(p) is not float or type(s) is not float:
+            raise TypeError("level")
+        out.append(level(p, s))
+    return tuple(out)
+
+
+def _fast_levels_json(v: Any, level: type[m.OrderbookLevel] = m.OrderbookLevel) -> Any:
+    if type(v) is not list:
+        raise TypeError("levels")
+    out = []
+    for lv in v:
+        p = lv["p"]
+        s = lv["s"]
+        if type(p) is not float or type(s) is not float:
+            raise TypeError("level")
+        out.append(level(p, s))
+    return tuple(out)
+
+
+def _make_fast(cls: type[Any], encoding: str) -> _Ctor:
+    """Generate the positional constructor for ``cls`` (fields read, type-checked, stored)."""
+    spec = _SPECS[cls]
+    attr_names = [a.name for a in cls.__attrs_attrs__]
+    if attr_names != [s[0] for s in spec]:  # pragma: no cover - guarded by tests
+        raise RuntimeError(f"codec spec for {cls.__name__} does not match its fields")
+    env: dict[str, Any] = {
+        "new": object.__new__,
+        "cls": cls,
+        "slow": _slow_build,
+        "parse_ts": parse_rfc3339_ns,
+        "levels": _fast_levels_json if encoding == "json" else _fast_levels_msgpack,
+        "tuple": tuple,
+        "type": type,
+        "str": str,
+        "int": int,
+        "float": float,
+        "bool": bool,
+        "list": list,
+    }
+    lines = ["def ctor(d):", "    try:"]
+    checks = []
+    for i, (attr, key, kind, _default) in enumerate(spec):
+        # member descriptors' __set__ stores into the slot, bypassing the frozen __setattr__
+        env[f"set_{i}"] = cls.__dict__[attr].__set__ if attr in cls.__dict__ else None
+        if env[f"set_{i}"] is None:
+            for base in cls.__mro__:
+                if attr in base.__dict__:
+                    env[f"set_{i}"] = base.__dict__[attr].__set__
+                    break
+        var = f"v{i}"
+        if kind == "ts" and encoding == "json":
+            lines.append(f"        {var} = parse_ts(d[{key!r}])")
+        elif kind == "strs" and encoding == "json":
+            lines.append(f"        {var} = d[{key!r}]")
+            checks.append(f"type({var}) is not list")
+        elif kind == "levels":
+            lines.append(f"        {var} = levels(d[{key!r}])")
+        else:
+            lines.append(f"        {var} = d[{key!r}]")
+            pytype = {"str": "str", "int": "int", "float": "float", "ts": "int", "bool": "bool"}
+            checks.append(f"type({var}) is not {pytype.get(kind, 'tuple')}")
+    lines.append("    except Exception:")
+    lines.append("        return slow(cls, d)")
+    if checks:
+        lines.append("    if " + " or ".join(checks) + ":")
+        lines.append("        return slow(cls, d)")
+    for i, (_attr, _key, kind, _default) in enumerate(spec):
+        if kind == "strs" and encoding == "json":
+            lines.append(f"    v{i} = tuple(v{i})")
+    lines.append("    o = new(cls)")
+    for i in range(len(spec)):
+        lines.append(f"    set_{i}(o, v{i})")
+    lines.append("    return o")
+    source = "\n".join(lines) + "\n"
+    code = compile(source, f"<trioalpaca codec: {cls.__name__} ({encoding})>", "exec")
+    exec(code, env)
+    ctor: _Ctor = env["ctor"]
+    return ctor
+
+
+# ------------------------------------------------------------------------- control messages
+
+
+def _ctor_success(d: Any) -> Any:
+    msg = d.get("msg")
+    if msg == "connected":
+        return m.Connected()
+    if msg == "authenticated":
+        return m.Authenticated()
+    return m.UnknownMessage(dict(d))
+
+
+def _ctor_error(d: Any) -> Any:
+    code = d.get("code")
+    msg = d.get("msg", "")
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise _remote(f"'error' message: 'code' must be an integer, got {_short(code)}")
+    if not isinstance(msg, str):
+        raise _remote(f"'error' message: 'msg' must be a string, got {_short(msg)}")
+    return m.ServerError(code, msg)
+
+
+def _ctor_subscription(d: Any) -> Any:
+    subs: dict[str, tuple[str, ...]] = {}
+    for key, value in d.items():
+        if key == "T":
+            continue
+        if value is None:
+            subs[key] = ()
+        elif isinstance(value, (list, tuple)):
+            if not all(isinstance(x, str) for x in value):
+                raise _remote(f"'subscription' message: {key!r} must be a list of symbols")
+            subs[key] = tuple(value)
+    return m.SubscriptionChanged(subs)
+
+
+_CONTROL: dict[str, _Ctor] = {
+    "success": _ctor_success,
+    "error": _ctor_error,
+    "subscription": _ctor_subscription,
+}
+
+#: (kind, encoding) -> {T: constructor}
+_TABLES: dict[tuple[str, str], dict[str, _Ctor]] = {}
+for _kind, _types in _DATA_TYPES.items():
+    for _enc in _ENCODINGS:
+        _table = {t: _make_fast(cls, _enc) for t, cls in _types.items()}
+        _table.update(_CONTROL)
+        _TABLES[(_kind, _enc)] = _table
+
+
+# ---------------------------------------------------------------------------- frame parsing
+
+_unpackb = msgpack.unpackb
+
+
+def _load_msgpack(frame: Any, use_list: bool) -> Any:
+    try:
+        return _unpackb(frame, timestamp=2, use_list=use_list)
+    except Exception as exc:
+        raise _remote(f"malformed msgpack frame ({_describe(exc)})", exc) from None
+
+
+def _load_json(frame: Any) -> Any:
+    try:
+        return json.loads(frame)
+    except RecursionError as exc:
+        raise _remote("malformed JSON frame: nested too deeply", exc) from None
+    except Exception as exc:
+        raise _remote(f"malformed JSON frame ({_describe(exc)})", exc) from None
+
+
+def _load(frame: Any, encoding: str, use_list: bool) -> Any:
+    tp = type(frame)
+    if tp is bytes:
+        if encoding == "msgpack":
+            return _load_msgpack(frame, use_list)
+        return _load_json(frame)
+    if tp is str:
+        return _load_json(frame)
+    if isinstance(frame, (bytearray, memoryview)):
+        return _load(bytes(frame), encoding, use_list)
+    raise _remote(f"a frame must be bytes or str, got {type(frame).__name__}")
+
+
+def _check_element(d: Any, index: int) -> str:
+    if not isinstance(d, dict):
+        raise _remote(f"frame element {index} is not a map: {_short(d)}")
+    t = d.get("T", _REQUIRED)
+    if t is _REQUIRED:
+        raise _remote(f"frame element {index} has no 'T' (type) key: {_short(d)}")
+    if not isinstance(t, str):
+        raise _remote(f"frame element {index} has a non-string 'T': {_short(t)}")
+    return t
+
+
+class Decoder:
+    """Decode frames of one stream kind and encoding into messages.
+
+    Args:
+        kind: the stream kind (a :class:`~trioalpaca.endpoints.StreamKind` or its string value:
+            ``"stocks"``, ``"crypto"``, ``"options"``, ``"news"``, ``"trading"``). It decides
+            which class a ``T`` code maps to (``"t"`` is a stock, crypto or option trade).
+        encoding: ``"msgpack"`` or ``"json"``. Text (``str``) frames are always parsed as JSON;
+            binary frames by ``encoding``.
+    """
+
+    __slots__ = ("_encoding", "_kind", "_table", "_ts_keys")
+
+    def __init__(self, kind: Any, encoding: Encoding) -> None:
+        self._kind = _kind_name(kind)
+        self._encoding = _encoding_name(encoding)
+        self._table = _TABLES[(self._kind, self._encoding)]
+        self._ts_keys = _TS_KEYS_BY_T[self._kind]
+
+    @property
+    def kind(self) -> str:
+        """The stream kind, as a string."""
+        return self._kind
+
+    @property
+    def encoding(self) -> Encoding:
+        """The encoding for binary frames."""
+        return "json" if self._encoding == "json" else "msgpack"
+
+    def decode(self, frame: Frame) -> list[m.Message]:
+        """Decode one frame into typed messages.
+
+        Unknown ``T`` codes become :class:`~trioalpaca.models.UnknownMessage`; control messages
+        become :class:`~trioalpaca.models.Connected`, :class:`~trioalpaca.models.Authenticated`,
+        :class:`~trioalpaca.models.ServerError` or
+        :class:`~trioalpaca.models.SubscriptionChanged`. On the trading stream the frame is one
+        object and the result has one element.
+
+        Raises:
+            RemoteProtocolError: the frame is malformed (never any other exception).
+        """
+        if self._kind == "trading":
+            return [self._decode_trading(frame)]
+        if type(frame) is bytes and self._encoding == "msgpack":
+            try:
+                items = _unpackb(frame, timestamp=2, use_list=False)
+            except Exception as exc:
+                raise _remote(f"malformed msgpack frame ({_describe(exc)})", exc) from None
+            if type(items) is not tuple:
+                raise _remote(f"expected an array of messages, got {_short(items)}")
+        else:
+            items = _load(frame, self._encoding, False)
+            if type(items) is not list and type(items) is not tuple:
+                raise _remote(f"expected an array of messages, got {_short(items)}")
+        table = self._table
+        try:
+            return [table[d["T"]](d) for d in items]
+        except Exception:  # something unusual: redo it element by element with diagnostics
+            return self._decode_careful(items)
+
+    def _decode_careful(self, items: Sequence[Any]) -> list[m.Message]:
+        table = self._table
+        out: list[m.Message] = []
+        for index, d in enumerate(items):
+            t = _check_element(d, index)
+            ctor = table.get(t)
+            if ctor is None:
+                out.append(m.UnknownMessage(dict(d)))
+                continue
+            try:
+                out.append(ctor(d))
+            except ProtocolError:
+                raise
+            except Exception as exc:
+                raise _remote(
+                    f"frame element {index} ({t!r}) is malformed: {_describe(exc)}", exc
+                ) from None
+        return out
+
+    def decode_raw(self, frame: Frame) -> list[dict[str, Any]]:
+        """Decode one frame into canonical wire dicts (timestamps as int nanoseconds).
+
+        Only the frame's shape is validated (an array of maps, each with a string ``T``; JSON
+        timestamps at known keys are converted); field values are passed on as received. On the
+        trading stream the result is the one object of the frame.
+
+        Raises:
+            RemoteProtocolError: the frame is malformed.
+        """
+        if self._kind == "trading":
+            return [decode_trading(frame, self.encoding)]
+        if type(frame) is bytes and self._encoding == "msgpack":
+            try:
+                items = _unpackb(frame, timestamp=2)
+            except Exception as exc:
+                raise _remote(f"malformed msgpack frame ({_describe(exc)})", exc) from None
+            if type(items) is not list:
+                raise _remote(f"expected an array of messages, got {_short(items)}")
+            try:
+                for d in items:
+                    if type(d["T"]) is not str:
+                        break
+                else:
+                    return items
+            except Exception:
+                pass
+            for index, d in enumerate(items):
+                _check_element(d, index)
+            return items  # pragma: no cover - _check_element raised
+        items = _load(frame, self._encoding, True)
+        if type(items) is not list:
+            raise _remote(f"expected an array of messages, got {_short(items)}")
+        ts_keys = self._ts_keys
+        for index, d in enumerate(items):
+            t = _check_element(d, index)
+            keys = ts_keys.get(t)
+            if keys:
+                for key in keys:
+                    v = d.get(key)
+                    if type(v) is str:
+                        try:
+                            d[key] = parse_rfc3339_ns(v)
+                        except ValueError as exc:
+                            raise _remote(
+                                f"frame element {index} ({t!r}): bad timestamp {key!r}: {exc}"
+                            ) from None
+        return items
+
+    def _decode_trading(self, frame: Frame) -> m.Message:
+        obj = decode_trading(frame, self.encoding)
+        stream = obj.get("stream")
+        data = obj.get("data")
+        if stream == "trade_updates":
+            if not isinstance(data, Mapping):
+                raise _remote(f"'trade_updates' message without a data object: {_short(obj)}")
+            return _trade_update(data)
+        if stream == "listening":
+            if not isinstance(data, Mapping):
+                raise _remote(f"'listening' message without a data object: {_short(obj)}")
+            streams = data.get("streams")
+            if streams is not None and not (
+                isinstance(streams, list) and all(isinstance(s, str) for s in streams)
+            ):
+                raise _remote(f"'listening' message: bad streams list {_short(streams)}")
+            return m.Listening(tuple(streams or ()))
+        if stream == "authorization" and isinstance(data, Mapping):
+            status = data.get("status")
+            if status == "authorized":
+                return m.Authenticated()
+            if status == "unauthorized":
+                if data.get("action") == "listen":
+                    return m.ServerError(401, "not authenticated (listen before auth)")
+                return m.ServerError(402, "unauthorized")
+        return m.UnknownMessage(obj)
+
+
+def _trade_update(data: Mapping[str, Any]) -> m.TradeUpdate:
+    event = data.get("event")
+    if not isinstance(event, str):
+        raise _remote(f"trade update without a string 'event': {_short(event)}")
+    if not isinstance(data.get("order"), Mapping):
+        raise _remote(f"trade update {event!r} without an 'order' object")
+    if "timestamp" not in data:
+        raise _remote(f"trade update {event!r} without a 'timestamp'")
+    for key in ("execution_id", "event_id"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, (str, int)):
+            raise _remote(f"trade update {event!r}: {key!r} must be a string")
+    try:
+        return m.TradeUpdate.from_wire(data)
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        raise _remote(f"malformed trade update {event!r}: {exc}", exc) from None
+
+
+# ------------------------------------------------------------------------------------ encoding
+
+_Timestamp = msgpack.Timestamp
+_packb = msgpack.packb
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, datetime):
+        return format_rfc3339_ns(datetime_to_ns(obj))
+    if isinstance(obj, (tuple, frozenset, set)):
+        return list(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
+
+
+def _msgpack_default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, (frozenset, set)):
+        return list(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__} as msgpack")
+
+
+def _dump_msgpack(obj: Any) -> bytes:
+    try:
+        data: bytes = _packb(obj, default=_msgpack_default, datetime=True)
+    except Exception as exc:
+        raise LocalProtocolError(f"cannot encode as msgpack: {exc}") from exc
+    return data
+
+
+def _dump_json(obj: Any) -> str:
+    try:
+        return json.dumps(
+            obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+        )
+    except Exception as exc:
+        raise LocalProtocolError(f"cannot encode as JSON: {exc}") from exc
+
+
+def _to_float(v: Any, key: str) -> float:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        try:
+            return float(v)
+        except OverflowError:
+            pass
+    raise LocalProtocolError(f"{key!r} must be a number, got {_short(v)}")
+
+
+def _ts_to_msgpack(ns: Any) -> Any:
+    if type(ns) is int:
+        if not MIN_TIMESTAMP_NS <= ns <= MAX_TIMESTAMP_NS:
+            raise LocalProtocolError(f"timestamp {ns} ns is outside the years 0001-9999")
+        return _Timestamp.from_unix_nano(ns)
+    return ns
+
+
+def _ts_to_json(ns: Any) -> Any:
+    if type(ns) is int:
+        try:
+            return format_rfc3339_ns(ns)
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc)) from None
+    return ns
+
+
+def _with_t_first(d: Mapping[str, Any]) -> dict[str, Any]:
+    if "T" not in d:
+        raise LocalProtocolError(f"a message map needs a 'T' key: {_short(d)}")
+    if next(iter(d)) == "T" and type(d) is dict:
+        return d
+    out: dict[str, Any] = {"T": d["T"]}
+    out.update(d)
+    return out
+
+
+class Encoder:
+    """Encode messages (or canonical wire dicts) of one stream kind into frames.
+
+    msgpack frames are ``bytes`` (send as binary), JSON frames ``str`` (send as text). ``T`` is
+    written first in every map; timestamps become msgpack ext -1 (smallest form) or RFC 3339
+    text.
+
+    Args:
+        kind: the stream kind (a :class:`~trioalpaca.endpoints.StreamKind` or its string value).
+        encoding: ``"msgpack"`` or ``"json"``.
+    """
+
+    __slots__ = ("_conv", "_encoding", "_kind", "_ts_keys")
+
+    def __init__(self, kind: Any, encoding: Encoding) -> None:
+        self._kind = _kind_name(kind)
+        self._encoding = _encoding_name(encoding)
+        self._ts_keys = _TS_KEYS_BY_T[self._kind]
+        self._conv = _ts_to_json if self._encoding == "json" else _ts_to_msgpack
+
+    @property
+    def kind(self) -> str:
+        """The stream kind, as a string."""
+        return self._kind
+
+    @property
+    def encoding(self) -> Encoding:
+        """The encoding frames are produced in."""
+        return "json" if self._encoding == "json" else "msgpack"
+
+    def encode(self, messages: Sequence[m.Message]) -> Frame:
+        """Encode messages into one frame (an array of maps).
+
+        On the trading stream exactly one message (:class:`~trioalpaca.models.TradeUpdate`,
+        :class:`~trioalpaca.models.Listening` or :class:`~trioalpaca.models.Authenticated`) makes
+        one frame.
+
+        Raises:
+            LocalProtocolError: a message cannot be represented.
+        """
+        if self._kind == "trading":
+            if len(messages) != 1:
+                raise LocalProtocolError("a trading stream frame carries exactly one message")
+            return encode_trading(_trading_object(messages[0]), self.encoding)
+        conv = self._conv
+        out = []
+        for msg in messages:
+            try:
+                d = msg.to_wire()
+            except Exception as exc:
+                raise LocalProtocolError(f"cannot encode {msg!r:.80}: {exc}") from exc
+            keys = _TS_KEYS.get(type(msg))
+            if keys:
+                for key in keys:
+                    d[key] = conv(d[key])
+                for key in _FLOAT_KEYS[type(msg)]:
+                    v = d[key]
+                    if type(v) is not float:
+                        d[key] = _to_float(v, key)
+            out.append(d)
+        return _dump_json(out) if self._encoding == "json" else _dump_msgpack(out)
+
+    def encode_raw(self, dicts: Sequence[Mapping[str, Any]]) -> Frame:
+        """Encode canonical wire dicts into one frame (the dicts are not modified).
+
+        Integer timestamps at the known timestamp keys of known ``T`` codes are converted;
+        everything else is written as given, with ``T`` moved first.
+
+        Raises:
+            LocalProtocolError: a dict has no ``T`` or cannot be represented.
+        """
+        if self._kind == "trading":
+            if len(dicts) != 1:
+                raise LocalProtocolError("a trading stream frame carries exactly one object")
+            return encode_trading(dicts[0], self.encoding)
+        conv = self._conv
+        ts_keys = self._ts_keys
+        out = []
+        for d in dicts:
+            if not isinstance(d, Mapping):
+                raise LocalProtocolError(f"expected a map, got {_short(d)}")
+            keys = ts_keys.get(d.get("T"))  # type: ignore[arg-type]
+            if keys and any(type(d.get(k)) is int for k in keys):
+                d = {"T": d["T"], **d}
+                for key in keys:
+                    if key in d:
+                        d[key] = conv(d[key])
+            else:
+                d = _with_t_first(d)
+            out.append(d)
+        return _dump_json(out) if self._encoding == "json" else _dump_msgpack(out)
+
+
+def _trading_object(msg: m.Message) -> dict[str, Any]:
+    if isinstance(msg, m.TradeUpdate):
+        return {"stream": "trade_updates", "data": msg.to_wire()}
+    if isinstance(msg, m.Listening):
+        return {"stream": "listening", "data": msg.to_wire()}
+    if isinstance(msg, m.Authenticated):
+        data = {"status": "authorized", "action": "authenticate"}
+        return {"stream": "authorization", "data": data}
+    if isinstance(msg, m.UnknownMessage):
+        return dict(msg.raw)
+    raise LocalProtocolError(f"{type(msg).__name__} has no trading stream form")
+
+
+# ------------------------------------------------------------------------ requests / trading
+
+
+def encode_request(req: Mapping[str, Any], encoding: Encoding) -> Frame:
+    """Encode a client request (``{"action": "auth", ...}``; no ``T``) as one frame.
+
+    msgpack gives ``bytes`` (binary frame), JSON ``str`` (text frame).
+
+    Raises:
+        LocalProtocolError: the request cannot be represented.
+    """
+    enc = _encoding_name(encoding)
+    obj = dict(req)
+    return _dump_json(obj) if enc == "json" else _dump_msgpack(obj)
+
+
+def _looks_like_json(frame: bytes) -> bool:
+    stripped = frame.lstrip(b" \t\r\n")
+    return stripped[:1] in (b"{", b"[")
+
+
+def decode_request(frame: Frame) -> dict[str, Any]:
+    """Decode a client request on the server side.
+
+    Accepts JSON text, binary frames holding JSON (starting with ``{`` or ``[``) and msgpack.
+
+    Raises:
+        RemoteProtocolError: not a well-formed map.
+    """
+    raw: Any = frame
+    if isinstance(raw, (bytearray, memoryview)):
+        raw = bytes(raw)
+    if type(raw) is bytes and not _looks_like_json(raw):
+        obj = _load_msgpack(raw, True)
+    else:
+        obj = _load(raw, "json", True)
+    if type(obj) is not dict:
+        raise _remote(f"a request must be a map, got {_short(obj)}")
+    return obj
+
+
+def decode_trading(frame: Frame, encoding: Encoding) -> dict[str, Any]:
+    """Decode one trading stream frame (``{"stream": ..., "data": ...}``) into a dict.
+
+    JSON may arrive in binary frames (Alpaca's paper endpoint does that); a binary frame that
+    starts with ``{`` is parsed as JSON even when ``encoding`` is ``"msgpack"``. Values are
+    returned as sent (timestamps stay RFC 3339 text).
+
+    Raises:
+        RemoteProtocolError: not a well-formed map.
+    """
+    enc = _encoding_name(encoding)
+    raw: Any = frame
+    if isinstance(raw, (bytearray, memoryview)):
+        raw = bytes(raw)
+    if type(raw) is bytes and enc == "msgpack" and not _looks_like_json(raw):
+        obj = _load_msgpack(raw, True)
+    else:
+        obj = _load(raw, "json", True)
+    if type(obj) is not dict:
+        raise _remote(f"a trading stream message must be a map, got {_short(obj)}")
+    return obj
+
+
+def encode_trading(obj: Mapping[str, Any], encoding: Encoding) -> Frame:
+    """Encode one trading stream object (``{"stream": ..., "data": ...}``) as a frame.
+
+    JSON gives ``str``; msgpack ``bytes``. Decimals are written as strings and datetimes as
+    RFC 3339 text.
+
+    Raises:
+        LocalProtocolError: the object cannot be represented.
+    """
+    enc = _encoding_name(encoding)
+    if not isinstance(obj, Mapping):
+        raise LocalProtocolError(f"a trading stream message must be a map, got {_short(obj)}")
+    return _dump_json(dict(obj)) if enc == "json" else _dump_msgpack(dict(obj))
