@@ -43,3 +43,10 @@ def docs(session: nox.Session) -> None:
     session.run(
         "sphinx-build", "-W", "-n", "--keep-going", "-b", "html", "docs", "docs/_build/html"
     )
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """Run the official, unmodified alpaca-py stream clients against the emulator."""
+    session.install("-e", ".[test]", "alpaca-py")
+    session.run("pytest", "conformance", "-p", "no:cacheprovider", *session.posargs)
