@@ -82,6 +82,7 @@ from trioalpaca.backoff import BackoffSchedule as BackoffSchedule
 from trioalpaca.endpoints import FEEDS as FEEDS
 from trioalpaca.endpoints import Endpoint as Endpoint
 from trioalpaca.endpoints import StreamKind as StreamKind
+from trioalpaca.endpoints import channel_to_python as channel_to_python
 from trioalpaca.endpoints import channel_to_wire as channel_to_wire
 from trioalpaca.endpoints import resolve_feed as resolve_feed
 from trioalpaca.endpoints import stream_url as stream_url
