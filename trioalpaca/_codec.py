@@ -488,13 +488,26 @@ def _make_fast(cls: type[Any], encoding: str) -> _Ctor:
 # ------------------------------------------------------------------------- control messages
 
 
+def _thaw(obj: Any) -> Any:
+    """Tuples (from ``use_list=False``) back to lists, recursively, for raw dicts."""
+    if type(obj) is tuple or type(obj) is list:
+        return [_thaw(x) for x in obj]
+    if type(obj) is dict:
+        return {k: _thaw(v) for k, v in obj.items()}
+    return obj
+
+
+def _unknown(d: Any) -> m.UnknownMessage:
+    return m.UnknownMessage(_thaw(d))
+
+
 def _ctor_success(d: Any) -> Any:
     msg = d.get("msg")
     if msg == "connected":
         return m.Connected()
     if msg == "authenticated":
         return m.Authenticated()
-    return m.UnknownMessage(dict(d))
+    return _unknown(d)
 
 
 def _ctor_error(d: Any) -> Any:
@@ -648,7 +661,7 @@ class Decoder:
             t = _check_element(d, index)
             ctor = table.get(t)
             if ctor is None:
-                out.append(m.UnknownMessage(dict(d)))
+                out.append(_unknown(d))
                 continue
             try:
                 out.append(ctor(d))
