@@ -16,6 +16,7 @@ from trioalpaca._protocol import (
     ClientState,
     DataClientProtocol,
     DataServerProtocol,
+    endpoint_for,
 )
 from trioalpaca._protocol.server import ERROR_MESSAGES
 from trioalpaca.endpoints import FEEDS, StreamKind
@@ -524,3 +525,55 @@ def test_acknowledged_matches_model(
     for ch, syms in expect_desired.items():
         for s in ("AAPL", "TSLA"):
             assert server.is_subscribed(ch, s) is (s in syms or "*" in syms)
+
+
+# ------------------------------------------------------------------------------ hot path
+
+
+def test_multi_element_frames_are_never_inspected_when_ready() -> None:
+    """Control messages always come alone; a batch is handed over untouched (no bookkeeping)."""
+    client, _server, _ = connect("sip", "json", raw=True)
+    frame = Encoder(StreamKind.STOCKS, "json").encode_raw(
+        [trade("A"), {"T": "subscription", "trades": ["ZZZ"]}]
+    )
+    out = client.receive(frame)
+    assert len(out) == 2 and out[1]["T"] == "subscription"
+    assert not client.last_control
+    assert client.acknowledged == {}  # the embedded control message was not interpreted
+
+
+def test_data_while_subscribing_passes_through() -> None:
+    server = DataServerProtocol("sip", "msgpack")
+    client = DataClientProtocol("sip", "msgpack", KEY, SECRET, resubscribe={"trades": ["A"]})
+    client.receive(server.welcome())
+    (auth,) = client.data_to_send()
+    client.receive(server.receive(auth)[0])
+    assert client.state is ClientState.SUBSCRIBING
+    enc = Encoder(StreamKind.STOCKS, "msgpack")
+    assert len(client.receive(enc.encode_raw([trade("A"), trade("A", 2)]))) == 2
+    assert client.state is ClientState.SUBSCRIBING
+
+
+def test_empty_frame() -> None:
+    client, _server, _ = connect("sip", "json")
+    assert client.receive("[]") == []
+    assert client.state is ClientState.READY
+
+
+@pytest.mark.parametrize(
+    ("kind", "feed"),
+    [
+        (StreamKind.STOCKS, "sip"),
+        ("stocks", "sip"),
+        (StreamKind.OPTIONS, "opra"),
+        ("news", "news"),
+        ("crypto/eu-1", "crypto/eu-1"),
+        (FEEDS["boats"], "boats"),
+    ],
+)
+def test_endpoint_for(kind: Any, feed: str) -> None:
+    assert endpoint_for(kind).feed == feed
+    crypto = endpoint_for(StreamKind.CRYPTO)
+    assert crypto.kind is StreamKind.CRYPTO and "pricing" in crypto.channels
+    with pytest.raises(E.UsageError):
+        endpoint_for("nope")
