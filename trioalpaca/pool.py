@@ -43,6 +43,7 @@ from ._errors import (
     ReconnectLimitError,
     TrioAlpacaError,
     UsageError,
+    server_error,
 )
 from ._pool_policy import (
     Health,
@@ -211,16 +212,14 @@ class PooledConnection:
                 raise trio.EndOfChannel
             await self._readers.park()
 
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self._iterate()
+    def __aiter__(self) -> PooledConnection:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Message]:
-        while True:
-            try:
-                msg = await self.receive()
-            except trio.EndOfChannel:
-                return
-            yield msg
+    async def __anext__(self) -> Message:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
     async def aclose(self) -> None:
         """Release the handle: its symbols are unsubscribed once no other handle needs them."""
@@ -279,6 +278,7 @@ class _Slot:
         self.down_since_ns = time.time_ns()
         self.messages = RateMeter(10.0)
         self.last_error: BaseException | None = None
+        self.error_counts: collections.Counter[str] = collections.Counter()
         self.gens = 0
 
     @property
@@ -353,6 +353,7 @@ class ConnectionPool:
         self._live: dict[str, int] = {}
         self._handles: set[PooledConnection] = set()
         self._closed = False
+        self._failed = False
         self._messages = RateMeter(10.0)
         self._failovers = 0
         self._rotations = 0
@@ -445,7 +446,8 @@ class ConnectionPool:
         ``connections``: one dict per pooled connection with ``index``, ``state``, ``health``,
         ``load``, ``credential`` (index), ``endpoint`` (index), ``latency_ms`` (last heartbeat
         round trip, ``None`` if unknown), ``reconnects``, ``failovers``, ``messages_total``,
-        ``messages_per_second``, ``connected_for`` (seconds) and ``last_error``.
+        ``messages_per_second``, ``connected_for`` (seconds), ``last_error`` (repr) and
+        ``errors`` (count per server code or error class).
         """
         now = trio.current_time()
         conns: list[dict[str, Any]] = []
@@ -466,6 +468,7 @@ class ConnectionPool:
                     "messages_per_second": slot.messages.rate(now),
                     "connected_for": (now - slot.ready_at) if slot.ready else 0.0,
                     "last_error": None if slot.last_error is None else repr(slot.last_error),
+                    "errors": dict(slot.error_counts),
                 }
             )
         health = [s.health for s in self._slots]
@@ -606,6 +609,7 @@ class ConnectionPool:
     def _record_error(self, slot: _Slot, exc: BaseException) -> None:
         slot.last_error = exc
         slot.error_times.append(trio.current_time())
+        slot.error_counts[_error_key(exc)] += 1
 
     def _emit_reconnected(self, symbols: Iterable[str], gap_start_ns: int, attempts: int) -> None:
         """One ``Reconnected`` per handle affected by ``symbols`` (call before making them live)."""
@@ -730,7 +734,7 @@ class ConnectionPool:
                 if h._wants(channel):
                     await h._put(msg)
         elif isinstance(msg, ServerError):
-            self._record_error(slot, TrioAlpacaError(f"server error {msg.code}: {msg.message}"))
+            self._record_error(slot, server_error(msg.code, msg.message))
         elif isinstance(msg, Dropped):
             # The session's own buffer overflowed: every handle on this slot may have lost data.
             seen: set[int] = set()
@@ -811,7 +815,7 @@ class ConnectionPool:
             try:
                 await self._nursery.start(self._run_session, slot, conn)
             except TrioAlpacaError as exc:
-                slot.last_error = exc
+                self._record_error(slot, exc)
                 if exc.fatal:
                     await self._slot_failed(slot, exc)
                     return
@@ -844,11 +848,15 @@ class ConnectionPool:
     async def _slot_failed(self, slot: _Slot, exc: TrioAlpacaError) -> None:
         slot.state = "failed"
         slot.health = Health.DEAD
+        if all(s.state == "failed" for s in self._slots):
+            # Nothing left to serve the handles: end the pool's block with the (first) error.
+            if not self._failed:
+                self._failed = True
+                raise exc
+            return
         async with self._lock:
             await self._place_stranded()
             self._notify()
-        if all(s.state == "failed" for s in self._slots):
-            raise exc
 
     async def _on_ready(self, slot: _Slot, conn: _Conn) -> None:
         async with self._lock:
@@ -888,7 +896,7 @@ class ConnectionPool:
             slot.health = Health.DEAD
             slot.degraded_since = None
             if conn.error is not None and not conn.retired:
-                slot.last_error = conn.error
+                self._record_error(slot, conn.error)
             if conn.retired:
                 self._notify()
                 return
@@ -1119,6 +1127,11 @@ class ConnectionPool:
         for slot in self._slots:
             slot.state = "closed"
             slot.health = Health.DEAD
+
+
+def _error_key(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    return str(code) if isinstance(code, int) and code else type(exc).__name__
 
 
 def _root_cause(exc: TrioAlpacaError) -> TrioAlpacaError:

@@ -1,0 +1,462 @@
+"""ConnectionPool against the emulator: placement, failover, rotation, teardown, metrics."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+import trioalpaca
+from trioalpaca import AuthFailedError, Quote, Reconnected, Trade
+from trioalpaca.pool import (
+    ConnectionPool,
+    PoolCapacityError,
+    PoolConfigError,
+    PooledConnection,
+    RotationMode,
+    open_pool,
+)
+from trioalpaca.testing import Emulator, open_emulator
+
+CREDS = {"PKPOOL1": "secret-one", "PKPOOL2": "secret-two", "PKPOOL3": "secret-three"}
+FEED = "iex"
+
+
+@asynccontextmanager
+async def emulator(**kwargs: Any) -> AsyncIterator[Emulator]:
+    kwargs.setdefault("symbols", ["AAPL", "MSFT", "SPY", "QQQ", "TSLA", "NVDA"])
+    kwargs.setdefault("rate", 20.0)
+    kwargs.setdefault("credentials", CREDS)
+    async with open_emulator(**kwargs) as emu:
+        yield emu
+
+
+def pool_for(emu: Emulator, n_keys: int = 3, **kwargs: Any) -> Any:
+    kwargs.setdefault("heartbeat_interval", 1.0)
+    kwargs.setdefault("backoff", trioalpaca.Backoff(initial=0.5, cap=2.0, seed=1))
+    return open_pool(
+        credentials=list(CREDS.items())[:n_keys],
+        feed=FEED,
+        url=emu.url_for(FEED),
+        **kwargs,
+    )
+
+
+class Collector:
+    """Consumes a handle in the background and records what arrived (with trio times)."""
+
+    def __init__(self, handle: PooledConnection) -> None:
+        self.handle = handle
+        self.items: list[tuple[float, Any]] = []
+        self.event = trio.Event()
+
+    async def run(self) -> None:
+        async for msg in self.handle:
+            self.items.append((trio.current_time(), msg))
+            self.event.set()
+            self.event = trio.Event()
+
+    def reconnects(self) -> list[Reconnected]:
+        return [m for _, m in self.items if isinstance(m, Reconnected)]
+
+    def data(self, since_ns: int = 0) -> list[Any]:
+        """Data messages whose (market) timestamp is at or after ``since_ns``."""
+        return [
+            m for _, m in self.items if isinstance(m, (Trade, Quote)) and m.timestamp_ns >= since_ns
+        ]
+
+    async def wait_for(self, symbols: set[str], since_ns: int = 0) -> float:
+        """Wait until every symbol delivered data generated at or after ``since_ns``."""
+        while True:
+            seen = {m.symbol for m in self.data(since_ns)}
+            if symbols <= seen:
+                return trio.current_time()
+            await self.event.wait()
+
+
+def subscribed_symbols(emu: Emulator, channel: str = "trades") -> Counter[str]:
+    """How many open emulator connections are subscribed to each symbol on ``channel``."""
+    counts: Counter[str] = Counter()
+    for conn in emu.open_connections(FEED):
+        for sym in conn.subscriptions.get(channel, ()):
+            counts[sym] += 1
+    return counts
+
+
+def conn_of_key(emu: Emulator, key: str) -> Any:
+    (conn,) = [c for c in emu.open_connections(FEED) if c.key == key]
+    return conn
+
+
+def key_of_slot(pool: ConnectionPool, index: int) -> str:
+    credential: int = pool.get_pool_metrics()["connections"][index]["credential"]
+    return list(CREDS)[credential]
+
+
+def no_duplicate_trades(col: Collector) -> None:
+    ids = [(m.symbol, m.trade_id) for m in col.data() if isinstance(m, Trade)]
+    assert len(ids) == len(set(ids)), "a trade was delivered twice"
+
+
+# ---------------------------------------------------------------------------------- config
+
+
+async def test_oversized_pool_refused_up_front(autojump_clock: trio.abc.Clock) -> None:
+    async with emulator() as emu:
+        with pytest.raises(PoolConfigError, match="406"):
+            async with open_pool(
+                api_key="PKPOOL1",
+                api_secret="secret-one",
+                pool_size=3,
+                feed=FEED,
+                url=emu.url_for(FEED),
+            ):
+                pytest.fail("the pool must not open")  # pragma: no cover
+        with pytest.raises(PoolConfigError, match="allow only 4"):
+            async with pool_for(emu, n_keys=2, pool_size=5, max_connections_per_key=2):
+                pytest.fail("the pool must not open")  # pragma: no cover
+        with pytest.raises(PoolConfigError, match="same API key"):
+            async with open_pool(
+                credentials=[("PKPOOL1", "a"), ("PKPOOL1", "b")], url=emu.url_for(FEED)
+            ):
+                pytest.fail("the pool must not open")  # pragma: no cover
+        with pytest.raises(trioalpaca.UsageError, match="managed by the pool"):
+            async with pool_for(emu, max_reconnect_attempts=3):
+                pytest.fail("the pool must not open")  # pragma: no cover
+        # Nothing ever connected.
+        assert emu.connections == []
+
+
+async def test_two_sessions_per_key_when_the_plan_allows(autojump_clock: trio.abc.Clock) -> None:
+    async with (
+        emulator(connection_limit=2) as emu,
+        pool_for(emu, n_keys=1, max_connections_per_key=2) as pool,
+    ):
+        assert pool.pool_size == 2
+        await emu.wait_for_connections(2, authenticated=True)
+        with trio.fail_after(10):
+            while pool.get_pool_metrics()["healthy_connections"] < 2:
+                await trio.sleep(0.1)
+        assert {c.key for c in emu.open_connections(FEED)} == {"PKPOOL1"}
+
+
+async def test_fatal_auth_error_on_every_slot_leaves_the_block(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with emulator() as emu:
+        emu.fail_auth(402, count=None)
+        with pytest.raises(AuthFailedError):
+            async with pool_for(emu, n_keys=2):
+                pytest.fail("the pool must not open")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------- placement
+
+
+async def test_placement_reuse_limits_and_release(autojump_clock: trio.abc.Clock) -> None:
+    async with emulator() as emu, pool_for(emu, max_subscriptions_per_connection=3) as pool:
+        with trio.fail_after(10):
+            while pool.get_pool_metrics()["healthy_connections"] < 3:
+                await trio.sleep(0.1)
+        a = await pool.get_connection(["aapl", "MSFT"])
+        b = await pool.get_connection(["SPY", "QQQ"])
+        # Least loaded: each handle lands alone on an empty connection (lowest index first).
+        assert a.connections == (0,) and b.connections == (1,)
+        c = await pool.get_connection(["AAPL", "TSLA"], channels=["trades"])
+        # AAPL is reused where it is; TSLA goes to the least loaded connection (2).
+        assert c.connections == (0, 2)
+        counts = subscribed_symbols(emu)
+        assert all(v == 1 for v in counts.values())
+        assert set(counts) == {"AAPL", "MSFT", "SPY", "QQQ", "TSLA"}
+        m = pool.get_pool_metrics()
+        assert [x["load"] for x in m["connections"]] == [2, 2, 1]
+        assert m["symbols"] == 5 and m["handles"] == 3
+        # Room: 9 slots, 5 used; 5 new symbols can never fit.
+        with pytest.raises(PoolCapacityError):
+            await pool.get_connection(["A1", "A2", "A3", "A4", "A5"])
+        # Four new symbols fit, spread over the connections with room.
+        d = await pool.get_connection(["B1", "B2", "B3", "B4"])
+        assert [x["load"] for x in pool.get_pool_metrics()["connections"]] == [3, 3, 3]
+        assert set(d.connections) == {0, 1, 2}
+        # Releasing b unsubscribes SPY and QQQ; AAPL stays for c after releasing a.
+        await b.aclose()
+        await a.aclose()
+        counts = subscribed_symbols(emu)
+        assert "SPY" not in counts and "QQQ" not in counts and "MSFT" not in counts
+        assert counts["AAPL"] == 1 and counts["TSLA"] == 1
+        quotes: Counter[str] = Counter()
+        for conn in emu.open_connections(FEED):
+            quotes.update(conn.subscriptions.get("quotes", ()))
+        assert "AAPL" not in quotes  # only c (trades) still wants AAPL
+        await c.aclose()
+        await d.aclose()
+        assert sum(subscribed_symbols(emu).values()) == 0
+        assert pool.get_pool_metrics()["symbols"] == 0
+        with pytest.raises(trioalpaca.UsageError):
+            await pool.get_connection([])
+
+
+async def test_handles_receive_only_their_symbols_and_channels(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with emulator() as emu, pool_for(emu) as pool:
+        a = await pool.get_connection(["AAPL"])
+        b = await pool.get_connection(["AAPL", "MSFT"], channels=["trades"])
+        ca, cb = Collector(a), Collector(b)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ca.run)
+            nursery.start_soon(cb.run)
+            with trio.fail_after(30):
+                await ca.wait_for({"AAPL"})
+                await cb.wait_for({"AAPL", "MSFT"})
+                while not any(isinstance(m, Quote) for m in ca.data()):
+                    await ca.event.wait()
+            nursery.cancel_scope.cancel()
+        assert {m.symbol for m in ca.data()} == {"AAPL"}
+        assert {type(m) for m in ca.data()} == {Trade, Quote}
+        assert {type(m) for m in cb.data()} == {Trade}
+        no_duplicate_trades(ca)
+        no_duplicate_trades(cb)
+        m = pool.get_pool_metrics()
+        assert m["messages_total"] > 0 and m["messages_per_second"] > 0
+
+
+# ---------------------------------------------------------------------------------- failover
+
+
+async def test_kill_one_of_three_connections_fails_over(autojump_clock: trio.abc.Clock) -> None:
+    async with emulator() as emu:
+        emu.set_reap_period(90.0)  # the killed session keeps its slot: reconnecting gets 406
+        async with pool_for(emu) as pool:
+            with trio.fail_after(10):
+                while pool.get_pool_metrics()["healthy_connections"] < 3:
+                    await trio.sleep(0.1)
+            h1 = await pool.get_connection(["AAPL", "MSFT"])  # connection 0
+            h2 = await pool.get_connection(["SPY", "QQQ"])  # connection 1
+            h3 = await pool.get_connection(["TSLA"])  # connection 2
+            h4 = await pool.get_connection(["AAPL", "TSLA"], channels=["trades"])  # 0 and 2
+            assert h1.connections == (0,) and h4.connections == (0, 2)
+            cols = [Collector(h) for h in (h1, h2, h3, h4)]
+            async with trio.open_nursery() as nursery:
+                for col in cols:
+                    nursery.start_soon(col.run)
+                with trio.fail_after(30):
+                    await cols[0].wait_for({"AAPL", "MSFT"})
+                    await cols[1].wait_for({"SPY", "QQQ"})
+                killed_key = key_of_slot(pool, 0)
+                victim = conn_of_key(emu, killed_key)
+                t_kill = trio.current_time()
+                kill_ns = emu.market_ns()
+                emu.drop(connection=victim.id, how="reset")
+                with trio.fail_after(10):
+                    await cols[0].wait_for({"AAPL", "MSFT"}, since_ns=kill_ns)
+                    await cols[3].wait_for({"AAPL"}, since_ns=kill_ns)
+                recovered = trio.current_time() - t_kill
+                assert recovered < 5.0, recovered
+                # Exactly one Reconnected per affected handle, none for the others.
+                assert [len(c.reconnects()) for c in cols] == [1, 0, 0, 1]
+                # The marker comes before the first post-gap message of the handle.
+                idx = [i for i, (_, m) in enumerate(cols[0].items) if isinstance(m, Reconnected)]
+                after = [m for _, m in cols[0].items[idx[0] + 1 :]]
+                assert after and all(not isinstance(m, Reconnected) for m in after)
+                gap = cols[0].reconnects()[0]
+                assert gap.gap_end_ns >= gap.gap_start_ns
+                # No duplicate subscriptions, nothing on the dead key, everything covered.
+                counts = subscribed_symbols(emu)
+                assert set(counts) == {"AAPL", "MSFT", "SPY", "QQQ", "TSLA"}
+                assert all(v == 1 for v in counts.values()), counts
+                m = pool.get_pool_metrics()
+                assert m["failovers"] == 1 and m["gaps"] >= 1
+                assert m["healthy_connections"] == 2
+                assert m["connections"][0]["load"] == 0
+                assert m["unplaced_symbols"] == 0
+                # The dead slot comes back in the background, after the 406 floor (90 s).
+                with trio.fail_after(400):
+                    while pool.get_pool_metrics()["healthy_connections"] < 3:
+                        await trio.sleep(1.0)
+                assert trio.current_time() - t_kill >= 90.0
+                assert any(406 in c.errors_sent for c in emu.connections)
+                m = pool.get_pool_metrics()
+                assert m["connections"][0]["reconnects"] >= 1
+                counts = subscribed_symbols(emu)
+                assert all(v == 1 for v in counts.values()), counts
+                # Still exactly one marker each: the returning slot caused no new gap.
+                assert [len(c.reconnects()) for c in cols] == [1, 0, 0, 1]
+                nursery.cancel_scope.cancel()
+            for col in cols:
+                no_duplicate_trades(col)
+
+
+async def test_mute_connection_without_pongs_is_declared_dead(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with emulator() as emu:
+        # The first connection to open goes mute (no data, no pongs) 5 s after it opened.
+        emu.mute(feed=FEED, pings=False, after_seconds=5.0, count=1)
+        async with pool_for(emu, n_keys=2, heartbeat_timeout=1.0) as pool:
+            with trio.fail_after(10):
+                while pool.get_pool_metrics()["healthy_connections"] < 2:
+                    await trio.sleep(0.1)
+            cols = [
+                Collector(await pool.get_connection(["AAPL"])),
+                Collector(await pool.get_connection(["MSFT"])),
+            ]
+            assert [c.handle.connections for c in cols] == [(0,), (1,)]
+            async with trio.open_nursery() as nursery:
+                for col in cols:
+                    nursery.start_soon(col.run)
+                with trio.fail_after(10):
+                    while not any(c.muted for c in emu.open_connections(FEED)):
+                        await trio.sleep(0.05)
+                t0 = trio.current_time()
+                with trio.fail_after(10):
+                    await cols[0].wait_for({"AAPL"}, since_ns=emu.market_ns(t0 + 2.5))
+                    await cols[1].wait_for({"MSFT"}, since_ns=emu.market_ns(t0 + 2.5))
+                # Exactly one of the two handles sat on the mute connection.
+                assert sorted(len(c.reconnects()) for c in cols) == [0, 1]
+                m = pool.get_pool_metrics()
+                assert m["failovers"] == 1
+                errors = [c["errors"] for c in m["connections"]]
+                assert sum(e.get("HeartbeatTimeoutError", 0) for e in errors) == 1, errors
+                # The mute socket is still open on the server side (it stopped reading, so it
+                # has not seen the close); every other connection has each symbol once.
+                counts: Counter[str] = Counter()
+                for conn in emu.open_connections(FEED):
+                    if not conn.muted:
+                        counts.update(conn.subscriptions.get("trades", ()))
+                assert counts == {"AAPL": 1, "MSFT": 1}
+                nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------------------------- rotation
+
+
+async def test_rotation_modes_under_load(autojump_clock: trio.abc.Clock) -> None:
+    async with emulator(rate=50.0) as emu, pool_for(emu) as pool:
+        with trio.fail_after(10):
+            while pool.get_pool_metrics()["healthy_connections"] < 3:
+                await trio.sleep(0.1)
+        h1 = await pool.get_connection(["AAPL", "MSFT"])
+        h2 = await pool.get_connection(["SPY"])
+        cols = [Collector(h1), Collector(h2)]
+        async with trio.open_nursery() as nursery:
+            for col in cols:
+                nursery.start_soon(col.run)
+            with trio.fail_after(10):
+                await cols[0].wait_for({"AAPL", "MSFT"})
+            first_key = key_of_slot(pool, 0)
+            old_id = conn_of_key(emu, first_key).id
+            # One session per key and room elsewhere: migrate, gapless.
+            mode = await pool.rotate(0)
+            assert mode is RotationMode.MIGRATE
+            t0_ns = emu.market_ns()
+            with trio.fail_after(10):
+                await cols[0].wait_for({"AAPL", "MSFT"}, since_ns=t0_ns)
+                while pool.get_pool_metrics()["healthy_connections"] < 3:
+                    await trio.sleep(0.1)
+            assert 0 not in h1.connections
+            assert old_id not in {c.id for c in emu.open_connections(FEED)}
+            assert [len(c.reconnects()) for c in cols] == [0, 0]
+            counts = subscribed_symbols(emu)
+            assert all(v == 1 for v in counts.values()), counts
+            assert pool.get_pool_metrics()["rotations"] == 1
+            nursery.cancel_scope.cancel()
+        for col in cols:
+            no_duplicate_trades(col)
+
+
+async def test_rotation_break_before_make_single_key(autojump_clock: trio.abc.Clock) -> None:
+    async with emulator(rate=50.0) as emu, pool_for(emu, n_keys=1) as pool:
+        h = await pool.get_connection(["AAPL", "MSFT"])
+        col = Collector(h)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(col.run)
+            with trio.fail_after(10):
+                await col.wait_for({"AAPL", "MSFT"})
+            mode = await pool.rotate()
+            assert mode is RotationMode.BREAK_BEFORE_MAKE
+            t0, t0_ns = trio.current_time(), emu.market_ns()
+            with trio.fail_after(10):
+                await col.wait_for({"AAPL", "MSFT"}, since_ns=t0_ns)
+            # Covered again within one backoff step (a clean close: no 406).
+            assert trio.current_time() - t0 < 2.5
+            assert len(col.reconnects()) == 1
+            assert len(emu.open_connections(FEED)) == 1
+            assert all(v == 1 for v in subscribed_symbols(emu).values())
+            nursery.cancel_scope.cancel()
+        no_duplicate_trades(col)
+
+
+async def test_rotation_make_before_break(autojump_clock: trio.abc.Clock) -> None:
+    async with (
+        emulator(rate=50.0, connection_limit=2) as emu,
+        pool_for(emu, n_keys=1, pool_size=1, max_connections_per_key=2) as pool,
+    ):
+        h = await pool.get_connection(["AAPL", "MSFT"])
+        col = Collector(h)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(col.run)
+            with trio.fail_after(10):
+                await col.wait_for({"AAPL", "MSFT"})
+            (old,) = emu.open_connections(FEED)
+            mode = await pool.rotate()
+            assert mode is RotationMode.MAKE_BEFORE_BREAK
+            t0_ns = emu.market_ns()
+            with trio.fail_after(10):
+                await col.wait_for({"AAPL", "MSFT"}, since_ns=t0_ns)
+                while old.open:
+                    await trio.sleep(0.05)
+            (new,) = emu.open_connections(FEED)
+            assert new.id != old.id
+            assert set(new.subscriptions["trades"]) == {"AAPL", "MSFT"}
+            assert col.reconnects() == []
+            nursery.cancel_scope.cancel()
+        no_duplicate_trades(col)
+
+
+# ---------------------------------------------------------------------------------- teardown
+
+
+async def test_cancelling_the_pool_tears_everything_down(autojump_clock: trio.abc.Clock) -> None:
+    async with emulator() as emu:
+        ended = trio.Event()
+
+        async def consume(handle: PooledConnection) -> None:
+            async for _ in handle:
+                pass
+            ended.set()
+
+        with trio.CancelScope() as outer:
+            async with pool_for(emu) as pool, trio.open_nursery() as nursery:
+                h = await pool.get_connection(["AAPL", "SPY"])
+                nursery.start_soon(consume, h)
+                await emu.wait_for_connections(3, authenticated=True)
+                await trio.sleep(1.0)
+                t0 = trio.current_time()
+                outer.cancel()
+        assert outer.cancelled_caught
+        assert trio.current_time() - t0 < 1.0
+        with trio.fail_after(2):
+            while emu.open_connections(FEED):
+                await trio.sleep(0.01)
+        assert h.closed
+        with pytest.raises(trio.EndOfChannel):
+            while True:
+                await h.receive()
+        with pytest.raises(trioalpaca.UsageError):
+            await pool.get_connection(["AAPL"])
+
+
+async def test_leaving_the_block_closes_handles(autojump_clock: trio.abc.Clock) -> None:
+    async with emulator() as emu:
+        async with pool_for(emu, n_keys=2) as pool:
+            h = await pool.get_connection(["AAPL"])
+        assert h.closed
+        assert [x async for x in h if not isinstance(x, (Trade, Quote))] == []
+        with trio.fail_after(2):
+            while emu.open_connections(FEED):
+                await trio.sleep(0.01)
