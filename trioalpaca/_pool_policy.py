@@ -46,7 +46,7 @@ __all__ = [
 class PoolConfigError(UsageError):
     """The pool was configured in a way the connection limits cannot support.
 
-    Raised by :func:`trioalpaca.open_pool` before any connection is opened, for example when
+    Raised by :func:`trioalpaca.pool.open_pool` before any connection is opened, for example when
     ``pool_size`` exceeds credentials x endpoints x ``max_connections_per_key``: Alpaca refuses
     the extra sessions with error 406 (connection limit exceeded), so the pool refuses up front.
     """
@@ -61,7 +61,7 @@ class PoolCapacityError(UsageError):
 
 
 class Health(str, enum.Enum):
-    """Health verdict for one pooled connection (see :func:`assess_health`)."""
+    """Health verdict for one pooled connection (rules: :class:`HealthThresholds`)."""
 
     HEALTHY = "healthy"
     """Connected and within every threshold; receives new symbols."""
@@ -291,7 +291,7 @@ def plan_rebalance(
 
 @attrs.frozen
 class HealthThresholds:
-    """The documented rules that turn a :class:`HealthSample` into a :class:`Health` verdict.
+    """The documented rules that turn a ``HealthSample`` into a :class:`Health` verdict.
 
     A connection is **dead** when it is not connected, when its last heartbeat round trip took
     ``dead_rtt`` seconds or more, or (if ``dead_silence`` is set) when it has delivered no
@@ -388,14 +388,15 @@ class RotationMode(str, enum.Enum):
     """How a planned replacement of one connection is carried out."""
 
     MAKE_BEFORE_BREAK = "make_before_break"
-    """The key allows another session: open the replacement, subscribe, switch, then close."""
+    """Used when the key allows another session. Open the replacement, subscribe, switch
+    delivery to it, then close the old session (no gap)."""
     MIGRATE = "migrate"
-    """Move the symbols to other healthy connections (gapless), then reconnect the slot."""
+    """Used when the key allows no other session but other healthy connections have room.
+    Move the symbols there first (no gap), then reconnect the slot empty."""
     BREAK_BEFORE_MAKE = "break_before_make"
-    """Only one session per key and nowhere to move the symbols: close, reconnect, resubscribe.
-
-    The symbols have a gap of about one connect (plus backoff if the server still counts the
-    old session; 406 honours the connection-limit floor) and affected handles get a
+    """Used when there is neither a spare session nor room elsewhere. Close, reconnect and
+    resubscribe: the symbols have a gap of about one connect (plus backoff if the server still
+    counts the old session; 406 honours the connection-limit floor) and affected handles get a
     ``Reconnected`` marker."""
 
 

@@ -1,6 +1,7 @@
 """Connection pools: several Alpaca stream connections behind one placement / failover layer.
 
-``open_pool`` opens ``pool_size`` market data connections (one :class:`AlpacaWebSocketClient`
+``open_pool`` opens ``pool_size`` market data connections (one
+:class:`~trioalpaca.client.AlpacaWebSocketClient`
 each, every one in its own cancel scope inside the pool's nursery) and hands out
 :class:`PooledConnection` handles with :meth:`ConnectionPool.get_connection`. The pool decides
 where each symbol is subscribed, watches every connection's health, moves the symbols of a dead
@@ -72,12 +73,14 @@ from .models import Dropped, Message, Reconnected, ServerError
 __all__ = [
     "ConnectionPool",
     "Credentials",
+    "HandleOverflow",
     "Health",
     "HealthThresholds",
     "PoolCapacityError",
     "PoolConfigError",
     "PooledConnection",
     "RotationMode",
+    "SlotSpec",
     "open_pool",
 ]
 
@@ -85,6 +88,9 @@ __all__ = [
 _TRADE_MIRRORS = frozenset({"corrections", "cancelErrors"})
 
 HandleOverflow = Literal["block", "drop_oldest"]
+"""What a :class:`PooledConnection` does when its buffer is full: ``"block"`` (back-pressure the
+pooled connection that delivers the message) or ``"drop_oldest"`` (discard the oldest message,
+count it and report a ``Dropped`` marker)."""
 
 
 @attrs.frozen(repr=False)
