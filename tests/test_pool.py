@@ -460,3 +460,51 @@ async def test_leaving_the_block_closes_handles(autojump_clock: trio.abc.Clock) 
         with trio.fail_after(2):
             while emu.open_connections(FEED):
                 await trio.sleep(0.01)
+
+
+# ---------------------------------------------------------------------------------- balancing
+
+
+async def test_rebalancing_moves_symbols_without_a_gap(autojump_clock: trio.abc.Clock) -> None:
+    symbols = ["AAPL", "MSFT", "SPY", "QQQ", "TSLA", "NVDA"]
+    async with (
+        emulator() as emu,
+        pool_for(emu, n_keys=2, max_subscriptions_per_connection=10, rebalance_threshold=2) as pool,
+    ):
+        with trio.fail_after(10):
+            while pool.get_pool_metrics()["healthy_connections"] < 2:
+                await trio.sleep(0.1)
+        h = await pool.get_connection(symbols, channels=["trades"])
+        # All six fit on the least-loaded connection, so they go there together...
+        assert [c["load"] for c in pool.get_pool_metrics()["connections"]] == [6, 0]
+        col = Collector(h)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(col.run)
+            # ...and the monitor then evens the loads out (spread 6 > threshold 2).
+            with trio.fail_after(10):
+                while [c["load"] for c in pool.get_pool_metrics()["connections"]] != [3, 3]:
+                    await trio.sleep(0.1)
+            t0_ns = emu.market_ns()
+            with trio.fail_after(10):
+                await col.wait_for(set(symbols), since_ns=t0_ns)
+            assert h.connections == (0, 1)
+            assert col.reconnects() == []
+            assert pool.get_pool_metrics()["rebalance_moves"] == 3
+            counts = subscribed_symbols(emu)
+            assert counts == dict.fromkeys(symbols, 1)
+            nursery.cancel_scope.cancel()
+        no_duplicate_trades(col)
+
+
+async def test_slow_handle_drop_oldest_reports_dropped(autojump_clock: trio.abc.Clock) -> None:
+    async with emulator(rate=100.0) as emu, pool_for(emu, n_keys=1) as pool:
+        slow = await pool.get_connection(["AAPL"], buffer_size=5, overflow="drop_oldest")
+        fast = await pool.get_connection(["AAPL"])
+        await trio.sleep(2.0)  # nobody reads: slow overflows, fast (10 000) does not
+        first = await slow.receive()
+        assert isinstance(first, trioalpaca.Dropped) and first.count > 0
+        assert slow.dropped == first.count
+        rest = [await slow.receive() for _ in range(5)]
+        assert all(isinstance(m, (Trade, Quote)) for m in rest)
+        assert fast.dropped == 0
+        assert not isinstance(await fast.receive(), trioalpaca.Dropped)
