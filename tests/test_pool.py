@@ -230,8 +230,9 @@ async def test_handles_receive_only_their_symbols_and_channels(
 
 async def test_kill_one_of_three_connections_fails_over(autojump_clock: trio.abc.Clock) -> None:
     async with emulator() as emu:
-        emu.set_reap_period(90.0)  # the killed session keeps its slot: reconnecting gets 406
-        async with pool_for(emu) as pool:
+        emu.set_reap_period(30.0)  # the killed session keeps its slot: reconnecting gets 406
+        backoff = trioalpaca.Backoff(initial=0.5, cap=2.0, connection_limit_floor=30.0, seed=1)
+        async with pool_for(emu, backoff=backoff) as pool:
             with trio.fail_after(10):
                 while pool.get_pool_metrics()["healthy_connections"] < 3:
                     await trio.sleep(0.1)
@@ -274,11 +275,11 @@ async def test_kill_one_of_three_connections_fails_over(autojump_clock: trio.abc
                 assert m["healthy_connections"] == 2
                 assert m["connections"][0]["load"] == 0
                 assert m["unplaced_symbols"] == 0
-                # The dead slot comes back in the background, after the 406 floor (90 s).
-                with trio.fail_after(400):
+                # The dead slot comes back in the background, after the 406 floor (30 s here).
+                with trio.fail_after(200):
                     while pool.get_pool_metrics()["healthy_connections"] < 3:
                         await trio.sleep(1.0)
-                assert trio.current_time() - t_kill >= 90.0
+                assert trio.current_time() - t_kill >= 30.0
                 assert any(406 in c.errors_sent for c in emu.connections)
                 m = pool.get_pool_metrics()
                 assert m["connections"][0]["reconnects"] >= 1

@@ -286,6 +286,7 @@ class _Slot:
         self.last_error: BaseException | None = None
         self.error_counts: collections.Counter[str] = collections.Counter()
         self.gens = 0
+        self.attempted = False
 
     @property
     def ready(self) -> bool:
@@ -822,14 +823,17 @@ class ConnectionPool:
                 await self._nursery.start(self._run_session, slot, conn)
             except TrioAlpacaError as exc:
                 self._record_error(slot, exc)
+                slot.attempted = True
                 if exc.fatal:
                     await self._slot_failed(slot, exc)
                     return
                 slot.state = "backoff"
+                self._notify()
                 slot.reconnects += 1
                 delay = slot.schedule.next_delay(connection_limit=exc.connection_limit)
                 await trio.sleep(delay)
                 continue
+            slot.attempted = True
             await self._on_ready(slot, conn)
             # Wait for the slot's current session to end (rotation may swap sessions).
             while True:
@@ -1122,7 +1126,12 @@ class ConnectionPool:
             await self._rebalance()
 
     async def _wait_first_ready(self) -> None:
-        while not any(s.ready for s in self._slots):
+        """Wait until every slot made its first attempt and at least one is ready.
+
+        Waiting for every first attempt keeps the initial placement deterministic (handles do
+        not all land on whichever connection happened to be quickest).
+        """
+        while not (any(s.ready for s in self._slots) and all(s.attempted for s in self._slots)):
             changed = self._changed
             await changed.wait()
 
@@ -1260,7 +1269,8 @@ async def open_pool(
             ``max_reconnect_attempts`` is managed by the pool and cannot be passed.
 
     Yields:
-        The :class:`ConnectionPool`, once at least one connection is ready.
+        The :class:`ConnectionPool`, once every connection made its first attempt and at least
+        one is ready.
 
     Raises:
         PoolConfigError: impossible configuration (checked before connecting).
