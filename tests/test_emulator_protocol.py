@@ -81,11 +81,14 @@ async def upgrade_status(emu: Emulator, path: str) -> int:
 async def ws_connect(url: str, headers: list[tuple[str, str]] | None = None) -> AsyncIterator[Any]:
     """``open_websocket_url`` that also closes the TCP stream when the server closed first
     (trio-websocket's client leaves it to the garbage collector, a ResourceWarning)."""
-    async with open_websocket_url(url, extra_headers=headers or []) as ws:
-        try:
+    conn = None
+    try:
+        async with open_websocket_url(url, extra_headers=headers or []) as ws:
+            conn = ws
             yield ws
-        finally:
-            await ws._stream.aclose()
+    finally:
+        if conn is not None:
+            await conn._stream.aclose()
 
 
 @asynccontextmanager

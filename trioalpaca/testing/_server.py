@@ -209,6 +209,13 @@ class _Conn:
             self._push(_Item(self.proto.error_frame(407), 1))
             self.stats.errors_sent = list(self.proto.errors_sent)
         self.close_after_flush(1008)
+        if self.nursery is not None:
+            # the client may not read at all: the 407 then never leaves, so cut the socket
+            self.nursery.start_soon(self._abort_later, 1.0)
+
+    async def _abort_later(self, delay: float) -> None:
+        await trio.sleep(delay)
+        await self.drop("abort")
 
     # ------------------------------------------------------------------ drops
     async def drop(self, how: DropHow) -> None:
@@ -463,6 +470,12 @@ class Emulator:
         """Answer the next ``count`` auth requests (``None``: all) with error ``code`` (402, 406,
         409, 411, ...)."""
         self.faults.add_auth_error(code, None if feed is None else resolve_feed(feed).feed, count)
+
+    def set_close_on(self, codes: Iterable[int]) -> None:
+        """Error codes after which the emulator closes the socket (404 and 407 always do; 400, 401,
+        403, 405, 410 and 413 never do). Default: 402, 404, 406, 407, 409, 412. Remove 406 to
+        let clients retry auth on the same socket like the Go SDK does."""
+        self.faults.close_on = frozenset(codes)
 
     def set_send_buffer_limit(self, limit: int) -> None:
         """Bytes the server queues for one connection before the slow-client policy (407, close)."""
@@ -1072,6 +1085,10 @@ async def open_emulator(**kwargs: Any) -> AsyncIterator[Emulator]:
     """``async with open_emulator(...) as emu:`` runs :func:`serve_emulator` (same keyword
     arguments) in a nursery for the duration of the block and yields the :class:`Emulator`
     handle."""
+    scenario = kwargs.get("scenario")
+    for name in [scenario] if isinstance(scenario, str) else scenario or ():
+        if name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {name!r}; valid: {', '.join(sorted(SCENARIOS))}")
     async with trio.open_nursery() as nursery:
         emu: Emulator = await nursery.start(
             lambda task_status: serve_emulator(task_status=task_status, **kwargs)
