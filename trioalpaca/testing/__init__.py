@@ -14,7 +14,7 @@ or, for ``nursery.start``::
 
     emu = await nursery.start(serve_emulator)
 
-Hypothesis strategies for messages live in :mod:`trioalpaca.testing.strategies`.
+Hypothesis strategies for messages live in ``trioalpaca.testing.strategies``.
 """
 
 from __future__ import annotations

@@ -513,7 +513,7 @@ class Emulator:
             c.unmute()
 
     def apply_scenario(self, name: str) -> None:
-        """Apply a named scenario from :data:`~trioalpaca.testing.SCENARIOS`."""
+        """Apply a named scenario (a key of ``trioalpaca.testing.SCENARIOS``)."""
         try:
             scenario = SCENARIOS[name]
         except KeyError:
