@@ -437,6 +437,7 @@ def _make_fast(cls: type[Any], encoding: str) -> _Ctor:
         "parse_ts": parse_rfc3339_ns,
         "levels": _fast_levels_json if encoding == "json" else _fast_levels_msgpack,
         "tuple": tuple,
+        "join": "".join,
         "type": type,
         "str": str,
         "int": int,
@@ -457,9 +458,11 @@ def _make_fast(cls: type[Any], encoding: str) -> _Ctor:
         var = f"v{i}"
         if kind == "ts" and encoding == "json":
             lines.append(f"        {var} = parse_ts(d[{key!r}])")
-        elif kind == "strs" and encoding == "json":
+        elif kind == "strs":
+            # str.join raises TypeError (-> slow path -> clear error) for non-string elements
             lines.append(f"        {var} = d[{key!r}]")
-            checks.append(f"type({var}) is not list")
+            lines.append(f"        join({var})")
+            checks.append(f"type({var}) is not {'list' if encoding == 'json' else 'tuple'}")
         elif kind == "levels":
             lines.append(f"        {var} = levels(d[{key!r}])")
         else:
@@ -523,7 +526,7 @@ def _ctor_error(d: Any) -> Any:
 def _ctor_subscription(d: Any) -> Any:
     subs: dict[str, tuple[str, ...]] = {}
     for key, value in d.items():
-        if key == "T":
+        if key == "T" or type(key) is not str:
             continue
         if value is None:
             subs[key] = ()
@@ -926,7 +929,10 @@ class Encoder:
         for d in dicts:
             if not isinstance(d, Mapping):
                 raise LocalProtocolError(f"expected a map, got {_short(d)}")
-            keys = ts_keys.get(d.get("T"))  # type: ignore[arg-type]
+            t = d.get("T")
+            if type(t) is not str:
+                raise LocalProtocolError(f"a message map needs a string 'T': {_short(d)}")
+            keys = ts_keys.get(t)
             if keys and any(type(d.get(k)) is int for k in keys):
                 d = {"T": d["T"], **d}
                 for key in keys:
