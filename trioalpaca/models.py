@@ -18,7 +18,7 @@ properties give a UTC :class:`~datetime.datetime` (microsecond precision) for co
 
 The same ``T`` code means different things on different endpoints (``"t"`` is :class:`Trade` on
 stock feeds, :class:`CryptoTrade` on crypto and :class:`OptionTrade` on options): pick the class by
-endpoint, as :class:`trioalpaca._codec.Decoder` does.
+endpoint, as the codec (``trioalpaca._codec.Decoder``) does.
 
 This module imports neither trio nor msgpack nor anything that touches sockets.
 """
@@ -998,7 +998,7 @@ class TradeUpdate:
     channel: ClassVar[str] = "trade_updates"
 
     event: str
-    """Event name: ``new``, ``fill``, ``partial_fill``, ``canceled``, ... (``event``)."""
+    """The event (``new``, ``fill``, ``partial_fill``, ``canceled``, ...; wire key ``event``)."""
     order: dict[str, Any]
     """The REST order object, as sent (``order``)."""
     timestamp_ns: int

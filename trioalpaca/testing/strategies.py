@@ -8,7 +8,7 @@ Use them to property-test code that consumes trioalpaca messages::
     @given(tst.frames("stocks"))
     def test_my_handler(messages): ...
 
-Every generated value can be encoded by :class:`trioalpaca._codec.Encoder` in both encodings and
+Every generated value can be encoded by the codec (``trioalpaca._codec``) in both encodings and
 decodes back to an equal value: timestamps span the whole supported range (years 0001-9999,
 biased towards edge cases and present-day values), floats are finite, integers fit the wire
 types, text is valid UTF-8.
