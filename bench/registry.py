@@ -1,0 +1,60 @@
+"""The benchmark case registry.
+
+A case is a function run in its **own subprocess** (so every client gets a fresh interpreter
+and its own CPU time); it receives :class:`Params` and returns a dict of figures. Add cases from
+any ``bench/cases_*.py`` module with the :func:`case` decorator; ``bench/run.py`` imports them all.
+
+Kinds:
+
+* ``"throughput"``: the emulator runs in burst mode (pre-encoded frames of 100 messages, half
+  trades half quotes, sent as fast as the socket takes them); return at least
+  ``{"msgs": n, "seconds": dt}`` for the ``params.total`` messages.
+* ``"latency"``: the emulator is paced (``params.rate`` msgs/s in total); return
+  ``{"p50_ms": ..., "p99_ms": ..., "msgs": n}``.
+* ``"memory"``: paced feed with a consumer much slower than the feed; return RSS figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+KEY = "PKBENCHKEY"
+SECRET = "bench-secret"
+
+
+@dataclass(frozen=True)
+class Params:
+    """What a case gets: the emulator endpoint and the workload."""
+
+    url: str
+    symbols: list[str]
+    total: int
+    seconds: float
+    rate: float
+
+
+@dataclass(frozen=True)
+class Case:
+    """One named benchmark case."""
+
+    name: str
+    label: str
+    kind: str
+    run: Callable[[Params], dict[str, Any]]
+
+
+CASES: dict[str, Case] = {}
+
+
+def case(name: str, label: str, kind: str) -> Callable[[Callable[[Params], dict[str, Any]]], Any]:
+    """Register a case: ``@case("a", "trioalpaca typed", "throughput")``."""
+
+    def register(fn: Callable[[Params], dict[str, Any]]) -> Callable[[Params], dict[str, Any]]:
+        if name in CASES:
+            raise ValueError(f"duplicate bench case {name!r}")
+        CASES[name] = Case(name, label, kind, fn)
+        return fn
+
+    return register

@@ -1,0 +1,347 @@
+"""One websocket connection under a nursery: reader, heartbeat and writer tasks.
+
+This module knows nothing about Alpaca's protocol, retries or pools. It opens one websocket,
+runs three tasks next to the caller's block and maps every trio-websocket / socket error to a
+:class:`~trioalpaca.TransportError` subclass at the edge:
+
+* the **reader** takes each complete frame off the socket and hands it to a *synchronous*
+  ``on_frame`` callback. Because the callback is synchronous it cannot wait on a consumer; the only
+  place the reader ever pauses is an explicit :class:`Gate` (the ``block`` overflow policy), and
+  while it is paused the heartbeat does not count missing pongs against the server.
+* the **heartbeat** sends a websocket ping every ``heartbeat_interval`` seconds and expects the
+  pong within ``heartbeat_timeout`` (``trio.move_on_after``); otherwise
+  :class:`~trioalpaca.HeartbeatTimeoutError`.
+* the **writer** sends queued control frames (auth, subscribe) in order.
+
+Leaving the block (normally, by an error or by cancellation) sends a close frame under a shielded,
+bounded cancel scope and closes the TCP stream, so a cancelled client still says goodbye properly.
+Errors leave :func:`open_connection` as a single exception, never as an exception group.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import trio
+import trio_websocket
+
+from trioalpaca._errors import (
+    ConnectionClosedError,
+    HandshakeRejectedError,
+    HeartbeatTimeoutError,
+    TransportError,
+    TrioAlpacaError,
+    UsageError,
+)
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = ["Connection", "Gate", "collapse_exception_group", "open_connection"]
+
+logger = logging.getLogger("trioalpaca.connection")
+
+Frame = bytes | str
+
+#: Pending outgoing control frames (auth, subscribe...). Far more than the protocol ever queues.
+WRITE_QUEUE_SIZE = 64
+#: Frames trio-websocket may hold between its own reader and ours. Our reader never waits on a
+#: consumer, so a small queue suffices; it lets the library read ahead while we decode.
+MESSAGE_QUEUE_SIZE = 16
+#: Bytes per socket read. Bigger than trio-websocket's 4 KiB default: fewer wake-ups per frame.
+RECEIVE_BUFFER_SIZE = 256 * 1024
+
+
+class Gate(Protocol):
+    """Back-pressure hook for the ``block`` overflow policy.
+
+    The reader asks :meth:`full` before taking the next frame off the socket and, if it is, waits
+    in :meth:`wait_for_space`. Policies that never block simply pass no gate.
+    """
+
+    def full(self) -> bool:
+        """Whether the consumer-side buffer has no room for another frame."""
+        ...
+
+    async def wait_for_space(self) -> None:
+        """Return once :meth:`full` would return ``False`` (or the connection is closing)."""
+        ...
+
+
+class Connection:
+    """An open websocket with its reader, heartbeat and writer tasks running.
+
+    Only :func:`open_connection` creates these.
+    """
+
+    def __init__(
+        self,
+        ws: trio_websocket.WebSocketConnection,
+        write_channel: trio.MemorySendChannel[Frame],
+    ) -> None:
+        self._ws = ws
+        self._write = write_channel
+        self._pauses = 0
+        self.paused = False
+        """Whether the reader is currently parked on a full :class:`Gate`."""
+        self.frames_sent = 0
+        """Control frames written to the socket."""
+        self.last_rtt: float | None = None
+        """Round trip of the last answered heartbeat ping, seconds (``None`` before the first)."""
+
+    def send_nowait(self, frame: Frame) -> None:
+        """Queue ``frame`` for the writer task without waiting.
+
+        Raises:
+            TransportError: the write queue is full (the socket stopped accepting data) or the
+                connection is closing.
+        """
+        try:
+            self._write.send_nowait(frame)
+        except trio.WouldBlock:
+            raise TransportError(
+                "too many control frames queued; the socket is not accepting writes"
+            ) from None
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ConnectionClosedError() from None
+
+    async def send(self, frame: Frame) -> None:
+        """Queue ``frame`` for the writer task, waiting if the queue is full."""
+        try:
+            await self._write.send(frame)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ConnectionClosedError() from None
+
+    @property
+    def closed(self) -> bool:
+        """Whether the websocket has been closed (by either side)."""
+        return self._ws.closed is not None
+
+    async def _reader(self, on_frame: Callable[[Frame], None], gate: Gate | None) -> None:
+        get_message = self._ws.get_message
+        try:
+            if gate is None:
+                while True:
+                    on_frame(await get_message())
+            else:
+                while True:
+                    if gate.full():
+                        self.paused = True
+                        self._pauses += 1
+                        try:
+                            await gate.wait_for_space()
+                        finally:
+                            self.paused = False
+                    on_frame(await get_message())
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed_error(exc) from None
+
+    async def _writer(self, receive: trio.MemoryReceiveChannel[Frame], limit: float) -> None:
+        try:
+            async for frame in receive:
+                with trio.fail_after(limit):
+                    await self._ws.send_message(frame)
+                self.frames_sent += 1
+        except trio.TooSlowError:
+            raise TransportError(f"a write did not complete within {limit:g} s") from None
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed_error(exc) from None
+
+    async def _heartbeat(self, interval: float, pong_limit: float) -> None:
+        try:
+            while True:
+                await trio.sleep(interval)
+                pauses = self._pauses
+                sent = trio.current_time()
+                with trio.move_on_after(pong_limit) as scope:
+                    await self._ws.ping()
+                    self.last_rtt = trio.current_time() - sent
+                if scope.cancelled_caught:
+                    if self.paused or self._pauses != pauses:
+                        # Our own reader was parked on a full buffer (``block`` policy): the
+                        # library cannot read the pong until the consumer catches up. Not the
+                        # server's fault.
+                        continue
+                    raise HeartbeatTimeoutError(pong_limit)
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed_error(exc) from None
+
+    async def _close(self, code: int, limit: float) -> None:
+        # Shielded and bounded: runs even when the surrounding scope is cancelled.
+        with trio.CancelScope(shield=True), trio.move_on_after(limit):
+            try:
+                await self._ws.aclose(code)
+            except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, OSError):
+                pass
+
+
+def _closed_error(exc: trio_websocket.ConnectionClosed) -> ConnectionClosedError:
+    reason = exc.reason
+    if reason is None:
+        return ConnectionClosedError()
+    return ConnectionClosedError(reason.code, reason.reason)
+
+
+def _map_error(exc: BaseException, url: str) -> BaseException:
+    """Translate a trio-websocket / socket exception into ours; others are returned unchanged."""
+    if isinstance(exc, TrioAlpacaError):
+        return exc
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        return HandshakeRejectedError(exc.status_code, url)
+    if isinstance(exc, trio_websocket.ConnectionClosed):
+        return _closed_error(exc)
+    if isinstance(exc, trio_websocket.HandshakeError):
+        return TransportError(f"websocket handshake with {url} failed: {exc!r}")
+    if isinstance(exc, (OSError, trio.BrokenResourceError)):
+        return TransportError(f"connection to {url} failed: {exc}")
+    return exc
+
+
+def collapse_exception_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """Pick the one exception a nursery's group stands for.
+
+    ``KeyboardInterrupt``/``SystemExit`` win; then the first non-``Cancelled`` exception
+    (preferring a :class:`~trioalpaca.TrioAlpacaError`, then anything else); a group of nothing
+    but ``Cancelled`` collapses to its first ``Cancelled`` so cancellation keeps propagating.
+    """
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for sub in exc.exceptions:
+                walk(sub)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for leaf in leaves:
+        if isinstance(leaf, (KeyboardInterrupt, SystemExit)):
+            return leaf
+    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+    for leaf in real:
+        if isinstance(leaf, TrioAlpacaError):
+            return leaf
+    if real:
+        return real[0]
+    return leaves[0]
+
+
+@asynccontextmanager
+async def open_connection(
+    url: str,
+    *,
+    on_frame: Callable[[Frame], None],
+    gate: Gate | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+    connect_timeout: float = 10.0,
+    close_timeout: float = 1.0,
+    write_timeout: float = 5.0,
+    heartbeat_interval: float | None = 10.0,
+    heartbeat_timeout: float = 5.0,
+    max_message_size: int = 16 * 2**20,
+) -> AsyncIterator[Connection]:
+    """Open a websocket to ``url`` and run its reader, heartbeat and writer during the block.
+
+    Args:
+        url: full ``ws://`` or ``wss://`` URL (it must not contain credentials).
+        on_frame: synchronous callback the reader calls with every received frame
+            (``bytes`` for binary frames, ``str`` for text frames). Exceptions it raises end the
+            connection and leave the block.
+        gate: optional back-pressure hook (see :class:`Gate`).
+        headers: extra HTTP headers for the upgrade request.
+        connect_timeout: seconds for TCP connect + websocket upgrade.
+        close_timeout: seconds to wait for the closing handshake when leaving.
+        write_timeout: seconds one control-frame write may take.
+        heartbeat_interval: seconds between pings; ``None`` disables the heartbeat.
+        heartbeat_timeout: seconds a pong may take.
+        max_message_size: largest accepted frame in bytes.
+
+    Raises:
+        TransportError: the connection failed or was lost (see its subclasses).
+        HandshakeRejectedError: the server answered the upgrade with an HTTP error.
+        HeartbeatTimeoutError: a ping went unanswered.
+    """
+    extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    host, port, resource, secure = _split_url(url)
+    send_channel, receive_channel = trio.open_memory_channel[Frame](WRITE_QUEUE_SIZE)
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
+    try:
+        async with trio.open_nursery() as ws_nursery:
+            try:
+                with trio.fail_after(connect_timeout):
+                    if secure:
+                        stream = await trio.open_ssl_over_tcp_stream(
+                            host,
+                            port,
+                            ssl_context=ssl.create_default_context(),
+                            https_compatible=True,
+                        )
+                    else:
+                        stream = await trio.open_tcp_stream(host, port)
+                    host_header = host if port in (80, 443) else f"{host}:{port}"
+                    ws = await trio_websocket.wrap_client_stream(
+                        ws_nursery,
+                        stream,
+                        host_header,
+                        resource,
+                        extra_headers=extra,
+                        message_queue_size=MESSAGE_QUEUE_SIZE,
+                        max_message_size=max_message_size,
+                        receive_buffer_size=RECEIVE_BUFFER_SIZE,
+                    )
+            except trio.TooSlowError:
+                raise TransportError(
+                    f"connecting to {url} took longer than {connect_timeout:g} s"
+                ) from None
+            conn = Connection(ws, send_channel)
+            try:
+                async with trio.open_nursery() as tasks:
+                    tasks.start_soon(conn._reader, on_frame, gate, name="trioalpaca-reader")
+                    tasks.start_soon(
+                        conn._writer, receive_channel, write_timeout, name="trioalpaca-writer"
+                    )
+                    if heartbeat_interval is not None:
+                        tasks.start_soon(
+                            conn._heartbeat,
+                            heartbeat_interval,
+                            heartbeat_timeout,
+                            name="trioalpaca-heartbeat",
+                        )
+                    yield conn
+                    tasks.cancel_scope.cancel()
+            finally:
+                send_channel.close()
+                await conn._close(1000, close_timeout)
+                ws_nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        single = collapse_exception_group(group)
+        mapped = _map_error(single, url)
+        if mapped is single:
+            raise single from None
+        raise mapped from single
+    except (OSError, trio_websocket.HandshakeError, trio.BrokenResourceError) as exc:
+        raise _map_error(exc, url) from exc
+    finally:
+        if stream is not None:
+            # trio-websocket leaves the TCP stream open when the peer vanished first.
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+
+def _split_url(url: str) -> tuple[str, int, str, bool]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss") or not parts.hostname:
+        raise UsageError(f"not a websocket URL: {url!r}")
+    secure = scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    return parts.hostname, port, resource, secure

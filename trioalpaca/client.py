@@ -1,0 +1,1286 @@
+"""The stream client: :func:`open_stream` / :class:`AlpacaWebSocketClient`.
+
+One client owns one websocket at a time and a nursery that lives exactly as long as its
+``async with`` block::
+
+    async with trioalpaca.open_stream(feed="iex", trades=["AAPL"], quotes=["MSFT"]) as stream:
+        async for msg in stream:
+            ...
+
+Inside the nursery run the *connection task* (the reconnect loop: connect, authenticate,
+subscribe, stream, and on a retryable failure back off and do it again) and, while handlers are
+registered, a *dispatcher task*. Nothing is spawned anywhere else.
+
+Data path: the connection's reader task decodes each frame (through the sans-IO protocol object)
+and appends the messages to a bounded buffer in one synchronous call; the consumer
+(``async for`` / :meth:`~AlpacaWebSocketClient.receive` / the dispatcher) takes them from there.
+When the buffer is full the overflow policy decides: ``"block"`` pauses the reader (TCP back
+pressure; the server may end a slow session with 407, which the client survives like any other
+disconnect), ``"drop_oldest"`` discards the oldest messages and puts a :class:`~trioalpaca.Dropped`
+marker in their place, ``"disconnect"`` discards the new frame, adds a ``Dropped`` marker and
+reconnects.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import trio
+
+from trioalpaca import __version__
+from trioalpaca._connection import Connection, Frame, collapse_exception_group, open_connection
+from trioalpaca._errors import (
+    CredentialsError,
+    ReconnectLimitError,
+    StaleStreamError,
+    SubscriptionTimeoutError,
+    TransportError,
+    TrioAlpacaError,
+    UsageError,
+)
+from trioalpaca._protocol.client import ClientState, DataClientProtocol
+from trioalpaca.backoff import Backoff
+from trioalpaca.endpoints import (
+    CHANNELS,
+    FEEDS,
+    Endpoint,
+    StreamKind,
+    channel_to_python,
+    channel_to_wire,
+    resolve_feed,
+    stream_url,
+)
+from trioalpaca.metrics import LatencyHistogram, RateMeter
+from trioalpaca.models import Authenticated, Dropped, Listening, Message, Reconnected
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = [
+    "AlpacaWebSocketClient",
+    "ErrorHandler",
+    "Handle",
+    "Handler",
+    "OverflowPolicy",
+    "StreamItem",
+    "open_stream",
+]
+
+logger = logging.getLogger("trioalpaca.client")
+
+OverflowPolicy = Literal["block", "drop_oldest", "disconnect"]
+"""What happens when the consumer-side buffer is full (see :class:`AlpacaWebSocketClient`)."""
+
+StreamItem = Message | dict[str, Any]
+"""What the stream yields: a typed message, or a plain dict when ``raw_data=True``."""
+
+Handler = Callable[[Any], Awaitable[None]]
+"""An async callable taking one message (typed or raw dict)."""
+
+ErrorHandler = Callable[[BaseException, Any], Awaitable[None]]
+"""An async callable taking (exception, message) when a handler raised."""
+
+#: Channels that are quiet for long stretches by nature; staleness detection ignores them unless
+#: a timeout is given for them explicitly.
+SPARSE_CHANNELS = frozenset(
+    {
+        "bars",
+        "dailyBars",
+        "updatedBars",
+        "statuses",
+        "lulds",
+        "imbalances",
+        "corrections",
+        "cancelErrors",
+        "news",
+        "trade_updates",
+    }
+)
+
+#: Channels the client fills in itself; they are never subscribed explicitly.
+_MIRRORED = frozenset({"corrections", "cancelErrors"})
+
+#: Wire ``T`` code -> channel (for raw dicts and handler keys).
+_T_TO_CHANNEL: dict[str, str] = {
+    "t": "trades",
+    "q": "quotes",
+    "b": "bars",
+    "d": "dailyBars",
+    "u": "updatedBars",
+    "s": "statuses",
+    "l": "lulds",
+    "c": "corrections",
+    "x": "cancelErrors",
+    "i": "imbalances",
+    "o": "orderbooks",
+    "p": "pricing",
+    "n": "news",
+    "trade_updates": "trade_updates",
+    "reconnected": "control",
+    "dropped": "control",
+    "subscription": "control",
+    "success": "control",
+    "error": "control",
+    "listening": "control",
+}
+
+_STATES = (
+    "idle",
+    "connecting",
+    "connected",
+    "reconnecting",
+    "disconnected",
+    "closed",
+    "failed",
+)
+
+
+def _env_credentials() -> tuple[str | None, str | None]:
+    for key_var, secret_var in (
+        ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"),
+        ("ALPACA_API_KEY", "ALPACA_API_SECRET"),
+    ):
+        key, secret = os.environ.get(key_var), os.environ.get(secret_var)
+        if key and secret:
+            return key, secret
+    return None, None
+
+
+class _Secret:
+    """Holds a credential; never shows it in ``repr``/``str``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+
+class _EndOfStream(Exception):
+    pass
+
+
+class _OverflowDisconnect(TrioAlpacaError):
+    """The buffer overflowed under the ``disconnect`` policy (internal; causes a reconnect)."""
+
+    retryable = True
+    fatal = False
+
+
+class _Buffer:
+    """Bounded FIFO between the reader and the consumer with an overflow policy.
+
+    ``put`` is synchronous (the reader never waits here). Markers (``Reconnected``/``Dropped``)
+    bypass the bound. Under ``drop_oldest`` the count of discarded messages is reported by a
+    ``Dropped`` marker right before the next item the consumer gets.
+    """
+
+    def __init__(self, maxsize: int, policy: OverflowPolicy, raw: bool) -> None:
+        self.maxsize = maxsize
+        self.low_water = max(maxsize // 2, 1)
+        self.policy = policy
+        self.raw = raw
+        self.q: collections.deque[Any] = collections.deque()
+        self.attention = False
+        self.head_markers: list[Any] = []
+        self.pending_drop = 0
+        self.dropped_total = 0
+        self.closed = False
+        self._waiter: trio.Event | None = None
+        self._space: trio.Event | None = None
+        self._since_checkpoint = 0
+
+    # -- reader side ------------------------------------------------------------------------
+
+    def put(self, msgs: list[Any]) -> bool:
+        """Append a frame's messages; return ``False`` if the ``disconnect`` policy tripped."""
+        q = self.q
+        if len(q) + len(msgs) > self.maxsize and self.policy != "block":
+            if self.policy == "disconnect":
+                self.dropped_total += len(msgs)
+                q.append(self._marker(Dropped(len(msgs), "buffer overflow (disconnect)")))
+                self._wake()
+                return False
+            q.extend(msgs)
+            self._drop_head(len(q) - self.maxsize)
+        else:
+            q.extend(msgs)
+        if self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None
+        return True
+
+    def _drop_head(self, excess: int) -> None:
+        q = self.q
+        dropped = 0
+        while excess > 0 and q:
+            item = q.popleft()
+            if _is_marker(item):
+                self.head_markers.append(item)
+                continue
+            dropped += 1
+            excess -= 1
+        if dropped:
+            self.pending_drop += dropped
+            self.dropped_total += dropped
+            self.attention = True
+        if self.head_markers:
+            self.attention = True
+
+    def put_marker(self, marker: Message) -> None:
+        self.q.append(self._marker(marker))
+        self._wake()
+
+    def _marker(self, marker: Message) -> Any:
+        return marker.to_wire() if self.raw else marker
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+        if self._space is not None:
+            self._space.set()
+            self._space = None
+
+    def reopen(self) -> None:
+        self.closed = False
+
+    # -- Gate protocol (block policy) -------------------------------------------------------
+
+    def full(self) -> bool:
+        return len(self.q) >= self.maxsize
+
+    async def wait_for_space(self) -> None:
+        while len(self.q) > self.low_water and not self.closed:
+            self._space = trio.Event()
+            await self._space.wait()
+
+    # -- consumer side ----------------------------------------------------------------------
+
+    def _attention_item(self) -> Any:
+        if self.head_markers:
+            item = self.head_markers.pop(0)
+        else:
+            item = self._marker(Dropped(self.pending_drop, "buffer overflow (drop_oldest)"))
+            self.pending_drop = 0
+        self.attention = bool(self.head_markers or self.pending_drop)
+        return item
+
+    def _after_take(self) -> None:
+        if self._space is not None and len(self.q) <= self.low_water:
+            self._space.set()
+            self._space = None
+
+    async def get(self) -> Any:
+        while True:
+            if self.attention:
+                return self._attention_item()
+            q = self.q
+            if q:
+                item = q.popleft()
+                if self._space is not None:
+                    self._after_take()
+                self._since_checkpoint += 1
+                if self._since_checkpoint >= 512:
+                    self._since_checkpoint = 0
+                    await trio.lowlevel.checkpoint()
+                return item
+            if self.closed:
+                raise _EndOfStream
+            self._since_checkpoint = 0
+            self._waiter = trio.Event()
+            await self._waiter.wait()
+
+    async def get_batch(self, max_items: int | None) -> list[Any]:
+        while True:
+            if self.attention:
+                return [self._attention_item()]
+            q = self.q
+            if q:
+                if max_items is None or len(q) <= max_items:
+                    items = list(q)
+                    q.clear()
+                else:
+                    items = [q.popleft() for _ in range(max_items)]
+                if self._space is not None:
+                    self._after_take()
+                await trio.lowlevel.checkpoint()
+                return items
+            if self.closed:
+                raise _EndOfStream
+            self._waiter = trio.Event()
+            await self._waiter.wait()
+
+    def push_front(self, item: Any) -> None:
+        self.q.appendleft(item)
+
+
+def _is_trading_control(msg: Any) -> bool:
+    if type(msg) is dict:
+        return "stream" in msg
+    return isinstance(msg, (Authenticated, Listening))
+
+
+def _is_marker(item: Any) -> bool:
+    if type(item) is dict:
+        return item.get("T") in ("reconnected", "dropped")
+    return isinstance(item, (Reconnected, Dropped))
+
+
+class Handle:
+    """What :meth:`AlpacaWebSocketClient.register_handler` returns; :meth:`remove` unregisters."""
+
+    __slots__ = ("_client", "_entry")
+
+    def __init__(self, client: AlpacaWebSocketClient, entry: _HandlerEntry) -> None:
+        self._client = client
+        self._entry = entry
+
+    @property
+    def kind(self) -> str:
+        """The normalised kind the handler listens to (wire code, channel or ``"*"``)."""
+        return self._entry.kind
+
+    @property
+    def symbols(self) -> frozenset[str] | None:
+        """The symbols the handler is limited to, ``None`` for all."""
+        return self._entry.symbols
+
+    def remove(self) -> None:
+        """Unregister the handler (idempotent)."""
+        self._client._remove_handler(self._entry)
+
+    def __repr__(self) -> str:
+        return f"Handle(kind={self.kind!r}, symbols={self.symbols!r})"
+
+
+class _HandlerEntry:
+    __slots__ = ("fn", "kind", "symbols")
+
+    def __init__(self, kind: str, fn: Handler, symbols: frozenset[str] | None) -> None:
+        self.kind = kind
+        self.fn = fn
+        self.symbols = symbols
+
+
+def _symbols_of(msg: Any) -> tuple[str, ...]:
+    if type(msg) is dict:
+        s = msg.get("S")
+        if s is not None:
+            return (s,)
+        syms = msg.get("symbols")
+        return tuple(syms) if syms else ()
+    s = getattr(msg, "symbol", None)
+    if s is not None:
+        return (s,)
+    syms = getattr(msg, "symbols", None)
+    return tuple(syms) if syms else ()
+
+
+class _Pending:
+    """A subscription change waiting for its acknowledgement."""
+
+    __slots__ = ("done", "error", "request_id", "session")
+
+    def __init__(self, request_id: int, session: int) -> None:
+        self.request_id = request_id
+        self.session = session
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+
+class AlpacaWebSocketClient:
+    """A self-healing client for one Alpaca real-time stream (market data or trade updates).
+
+    Use it as an async context manager; entering connects (and waits until the initial
+    subscriptions are confirmed), leaving disconnects, cancels every task it started and sends a
+    proper close frame::
+
+        async with AlpacaWebSocketClient(feed="iex", trades=["AAPL"]) as stream:
+            async for msg in stream:
+                print(msg)
+
+    Args:
+        api_key: API key id. Defaults to ``APCA_API_KEY_ID``, then ``ALPACA_API_KEY``.
+        api_secret: API secret. Defaults to ``APCA_API_SECRET_KEY``, then ``ALPACA_API_SECRET``.
+        stream_type: ``"data"`` (market data, the default) or ``"trading"`` (``trade_updates``).
+        feed: stock feed (``iex``, ``sip``, ``delayed_sip``, ``boats``, ``overnight``, ``test``),
+            ``crypto/us`` (``crypto/us-1``, ``crypto/eu-1``, ``crypto-perps/global``), ``opra`` /
+            ``indicative`` / ``options``, or ``news``. Ignored for ``stream_type="trading"``.
+        raw_data: yield canonical wire dicts (``{"T": "t", "S": "AAPL", "p": ..., "t": <int ns>}``)
+            instead of typed models. Markers become ``{"T": "reconnected", ...}`` /
+            ``{"T": "dropped", ...}`` dicts.
+        encoding: ``"msgpack"`` or ``"json"`` on the wire. Default: msgpack for market data
+            (also in raw mode: the dicts are the same either way and msgpack is faster), JSON for
+            the trading stream. Option feeds require msgpack.
+        max_reconnect_attempts: consecutive failed connection attempts tolerated before the block
+            ends with :class:`~trioalpaca.ReconnectLimitError`; ``None`` retries forever. The count
+            resets once market data flows again.
+        heartbeat_interval: seconds between websocket pings (``None`` disables the heartbeat).
+        heartbeat_timeout: seconds a pong may take before the connection is declared dead.
+        url: full websocket URL override (e.g. an emulator: ``"ws://127.0.0.1:8765/v2/test"``).
+        base_url: scheme + host override; the feed's path is appended.
+        sandbox: use Alpaca's sandbox market data host.
+        paper: trading stream: paper (default) or live host.
+        buffer_size: capacity of the buffer between the reader and the consumer, in messages.
+        overflow: ``"block"`` (default), ``"drop_oldest"`` or ``"disconnect"``; see the module
+            documentation.
+        backoff: reconnect delay schedule (exponential with jitter; at least
+            ``backoff.connection_limit_floor`` seconds after error 406).
+        subscription_timeout: seconds :meth:`subscribe` / :meth:`unsubscribe` wait for the ack.
+        connect_timeout: seconds one connection attempt may take up to the confirmed initial
+            subscription.
+        close_timeout: seconds the closing handshake may take when leaving.
+        staleness_timeout: per-channel silence limit. A number applies to the busy channels
+            (``trades``, ``quotes``, ``orderbooks``, ``pricing``); a mapping ``{channel: seconds}``
+            sets it per channel (sparse channels such as news or bars only when listed). ``None``
+            (default) disables it. A subscribed channel that stays silent that long triggers a
+            reconnect (:class:`~trioalpaca.StaleStreamError`).
+        handler_errors: ``"continue"`` (default: report handler exceptions to the error handler, or
+            log them, and keep streaming) or ``"raise"`` (end the block with the exception).
+        auto_connect: connect when entering the block (default). With ``False`` call
+            :meth:`connect` yourself.
+        trades, quotes, bars, daily_bars, updated_bars, statuses, lulds, imbalances, orderbooks,
+        news, pricing: initial subscriptions (symbols, or ``["*"]`` for all).
+
+    Raises:
+        CredentialsError: no credentials in the arguments or the environment.
+        UsageError: unknown feed/channel, or a channel the feed does not offer.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        *,
+        stream_type: Literal["data", "trading"] = "data",
+        feed: str = "sip",
+        raw_data: bool = False,
+        encoding: Literal["msgpack", "json"] | None = None,
+        max_reconnect_attempts: int | None = None,
+        heartbeat_interval: float | None = 10.0,
+        heartbeat_timeout: float = 5.0,
+        url: str | None = None,
+        base_url: str | None = None,
+        sandbox: bool = False,
+        paper: bool = True,
+        buffer_size: int = 10_000,
+        overflow: OverflowPolicy = "block",
+        backoff: Backoff | None = None,
+        subscription_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        close_timeout: float = 0.5,
+        staleness_timeout: float | Mapping[str, float] | None = None,
+        handler_errors: Literal["continue", "raise"] = "continue",
+        auto_connect: bool = True,
+        trades: Iterable[str] = (),
+        quotes: Iterable[str] = (),
+        bars: Iterable[str] = (),
+        daily_bars: Iterable[str] = (),
+        updated_bars: Iterable[str] = (),
+        statuses: Iterable[str] = (),
+        lulds: Iterable[str] = (),
+        imbalances: Iterable[str] = (),
+        orderbooks: Iterable[str] = (),
+        news: Iterable[str] = (),
+        pricing: Iterable[str] = (),
+    ) -> None:
+        if stream_type not in ("data", "trading"):
+            raise UsageError(f"stream_type must be 'data' or 'trading', not {stream_type!r}")
+        if overflow not in ("block", "drop_oldest", "disconnect"):
+            raise UsageError(
+                f"overflow must be 'block', 'drop_oldest' or 'disconnect', not {overflow!r}"
+            )
+        if buffer_size < 1:
+            raise UsageError("buffer_size must be at least 1")
+        if handler_errors not in ("continue", "raise"):
+            raise UsageError("handler_errors must be 'continue' or 'raise'")
+        if max_reconnect_attempts is not None and max_reconnect_attempts < 0:
+            raise UsageError("max_reconnect_attempts must be >= 0 or None")
+        if api_key is None or api_secret is None:
+            env_key, env_secret = _env_credentials()
+            api_key = api_key if api_key is not None else env_key
+            api_secret = api_secret if api_secret is not None else env_secret
+        if not api_key or not api_secret:
+            raise CredentialsError()
+        self._key = _Secret(api_key)
+        self._secret = _Secret(api_secret)
+
+        self.stream_type = stream_type
+        """``"data"`` or ``"trading"``."""
+        self.endpoint: Endpoint = (
+            FEEDS["trading"] if stream_type == "trading" else resolve_feed(feed)
+        )
+        """The resolved :class:`~trioalpaca.endpoints.Endpoint`."""
+        if stream_type == "data" and self.endpoint.kind is StreamKind.TRADING:
+            raise UsageError("feed 'trading' needs stream_type='trading'")
+        self.kind: StreamKind = self.endpoint.kind
+        """The stream family."""
+        if encoding is None:
+            encoding = "json" if self.kind is StreamKind.TRADING else "msgpack"
+        if encoding not in ("msgpack", "json"):
+            raise UsageError(f"encoding must be 'msgpack' or 'json', not {encoding!r}")
+        if self.endpoint.msgpack_only and encoding != "msgpack":
+            raise UsageError(
+                f"feed {self.endpoint.feed!r} only supports msgpack; drop encoding='json'"
+            )
+        self.encoding: Literal["msgpack", "json"] = encoding
+        """Wire encoding."""
+        self.raw_data = raw_data
+        """Whether plain dicts are yielded instead of models."""
+        self.url = stream_url(
+            self.endpoint, base_url=base_url, sandbox=sandbox, paper=paper, url=url
+        )
+        """The websocket URL."""
+
+        self._max_attempts = max_reconnect_attempts
+        self._heartbeat_interval = heartbeat_interval
+        self._heartbeat_timeout = heartbeat_timeout
+        self._backoff = backoff if backoff is not None else Backoff()
+        self._subscription_timeout = subscription_timeout
+        self._connect_timeout = connect_timeout
+        self._close_timeout = close_timeout
+        self._handler_errors = handler_errors
+        self._auto_connect = auto_connect
+        self._staleness = self._staleness_config(staleness_timeout)
+
+        initial = {
+            "trades": trades,
+            "quotes": quotes,
+            "bars": bars,
+            "daily_bars": daily_bars,
+            "updated_bars": updated_bars,
+            "statuses": statuses,
+            "lulds": lulds,
+            "imbalances": imbalances,
+            "orderbooks": orderbooks,
+            "news": news,
+            "pricing": pricing,
+        }
+        self._desired: dict[str, tuple[str, ...]] = {}
+        if self.kind is StreamKind.TRADING:
+            if any(tuple(v) for v in initial.values()):
+                raise UsageError("the trading stream has no market data channels")
+        else:
+            self._desired = self._normalise_channels(initial)
+        self._acknowledged: dict[str, tuple[str, ...]] = {}
+
+        # runtime state
+        self._buffer = _Buffer(buffer_size, overflow, raw_data)
+        self._nursery: trio.Nursery | None = None
+        self._cm: Any = None
+        self._run_scope: trio.CancelScope | None = None
+        self._run_done: trio.Event | None = None
+        self._ready: trio.Event = trio.Event()
+        self._state = "idle"
+        self._session_id = 0
+        self._session: _Session | None = None
+        self._conn: Connection | None = None
+        self._sub_lock = trio.Lock()
+        self._pending: _Pending | None = None
+        self._handlers: dict[str, list[_HandlerEntry]] = {}
+        self._handler_count = 0
+        self._error_handler: ErrorHandler | None = None
+        self._dispatcher_running = False
+        self._iterating = False
+
+        # metrics
+        self._messages = 0
+        self._frames = 0
+        self._bytes = 0
+        self._reconnects = 0
+        self._errors: collections.Counter[str] = collections.Counter()
+        self._rate = RateMeter(10.0)
+        self._latency = LatencyHistogram()
+        self._last_rx: float | None = None
+        self._last_rx_wall_ns: int | None = None
+        self._channel_seen: dict[str, float] = {}
+        self._data_flowed = False
+        self._attempts = 0
+
+    # ------------------------------------------------------------------ configuration helpers
+
+    def _normalise_channels(
+        self, channels: Mapping[str, Iterable[str] | str | None]
+    ) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        offered = self.endpoint.channels
+        for name, symbols in channels.items():
+            if symbols is None:
+                continue
+            if isinstance(symbols, str):
+                symbols = (symbols,)
+            syms = tuple(dict.fromkeys(symbols))
+            if not syms:
+                continue
+            wire = channel_to_wire(name)
+            if wire not in offered:
+                raise UsageError(
+                    f"feed {self.endpoint.feed!r} has no channel {channel_to_python(wire)!r}; "
+                    f"it offers {', '.join(sorted(channel_to_python(c) for c in offered))}"
+                )
+            out[wire] = syms
+        return out
+
+    def _staleness_config(self, staleness: float | Mapping[str, float] | None) -> dict[str, float]:
+        if staleness is None:
+            return {}
+        if isinstance(staleness, Mapping):
+            cfg = {channel_to_wire(k): float(v) for k, v in staleness.items()}
+        else:
+            value = float(staleness)
+            dense = (
+                CHANNELS.get(self.kind, frozenset()) | self.endpoint.channels
+            ) - SPARSE_CHANNELS
+            cfg = dict.fromkeys(dense, value)
+        for ch, v in cfg.items():
+            if not (v > 0 and math.isfinite(v)):
+                raise UsageError(f"staleness timeout for {ch!r} must be a positive number")
+        return cfg
+
+    # ------------------------------------------------------------------ context manager
+
+    async def __aenter__(self) -> AlpacaWebSocketClient:
+        if self._cm is not None:
+            raise UsageError("this client is already open; create a new one per async with")
+        self._cm = self._lifecycle()
+        return await self._cm.__aenter__()  # type: ignore[no-any-return]
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        cm, self._cm = self._cm, None
+        return await cm.__aexit__(*exc_info)  # type: ignore[no-any-return]
+
+    @asynccontextmanager
+    async def _lifecycle(self) -> AsyncIterator[AlpacaWebSocketClient]:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    if self._auto_connect:
+                        await self.connect()
+                    yield self
+                finally:
+                    self._buffer.close()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            single = collapse_exception_group(group)
+            if isinstance(single, trio.Cancelled):
+                raise single from None
+            raise single from None
+        finally:
+            self._nursery = None
+            if self._state != "failed":
+                self._state = "closed"
+            self._conn = None
+
+    # ------------------------------------------------------------------ explicit control
+
+    async def connect(self) -> None:
+        """Connect (if not connected) and wait until the subscriptions are confirmed.
+
+        Only valid inside the ``async with`` block. Errors that stop the stream (fatal server
+        errors, the reconnect limit) end the block with that error.
+        """
+        nursery = self._require_nursery()
+        if self._run_scope is None:
+            self._buffer.reopen()
+            self._ready = trio.Event()
+            self._run_scope = trio.CancelScope()
+            self._run_done = trio.Event()
+            nursery.start_soon(self._run, self._run_scope, self._run_done, name="trioalpaca-run")
+            if self._handler_count:
+                self._start_dispatcher()
+        await self._ready.wait()
+
+    async def disconnect(self) -> None:
+        """Close the connection and stop reconnecting; :meth:`connect` starts again.
+
+        Messages already buffered can still be read; after them iteration ends.
+        """
+        scope, done = self._run_scope, self._run_done
+        if scope is None or done is None:
+            return
+        scope.cancel()
+        await done.wait()
+        self._run_scope = None
+        self._run_done = None
+        self._buffer.close()
+        self._state = "disconnected"
+
+    def _require_nursery(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise UsageError(
+                "use the client as an async context manager: `async with client:` or "
+                "`async with open_stream(...) as stream:`"
+            )
+        return self._nursery
+
+    # ------------------------------------------------------------------ reconnect loop
+
+    async def _run(self, scope: trio.CancelScope, done: trio.Event) -> None:
+        schedule = self._backoff.schedule()
+        attempts = 0
+        gap_start: int | None = None
+        try:
+            with scope:
+                while True:
+                    self._state = "connecting" if gap_start is None else "reconnecting"
+                    self._data_flowed = False
+                    try:
+                        await self._session_run(gap_start, attempts)
+                        return  # pragma: no cover - sessions only end by raising
+                    except TrioAlpacaError as exc:
+                        self._count_error(exc)
+                        if exc.fatal:
+                            self._state = "failed"
+                            logger.error(  # noqa: TRY400 - the error propagates to the user
+                                "stream %s stopped: %s", self.endpoint.feed, exc
+                            )
+                            raise
+                        if self._ready.is_set():
+                            self._ready = trio.Event()
+                        lost_at = time.time_ns()
+                        if gap_start is None or self._data_flowed:
+                            gap_start = min(lost_at, self._last_rx_wall_ns or lost_at)
+                        if self._data_flowed:
+                            attempts = 0
+                            schedule.reset()
+                        attempts += 1
+                        if self._max_attempts is not None and attempts > self._max_attempts:
+                            self._state = "failed"
+                            raise ReconnectLimitError(attempts - 1, exc) from exc
+                        delay = schedule.next_delay(connection_limit=exc.connection_limit)
+                        self._state = "reconnecting"
+                        logger.warning(
+                            "stream %s lost (%s: %s); reconnect attempt %d in %.2f s",
+                            self.endpoint.feed,
+                            type(exc).__name__,
+                            exc,
+                            attempts,
+                            delay,
+                        )
+                        await trio.sleep(delay)
+        finally:
+            self._conn = None
+            done.set()
+
+    def _count_error(self, exc: BaseException) -> None:
+        code = getattr(exc, "code", None)
+        key = str(code) if isinstance(code, int) and code else type(exc).__name__
+        self._errors[key] += 1
+
+    async def _session_run(self, gap_start: int | None, attempts: int) -> None:
+        """One connection's lifetime; always ends by raising."""
+        session = self._new_session(gap_start, attempts)
+        headers = [("User-Agent", f"trioalpaca/{__version__}")]
+        if self.encoding == "msgpack":
+            headers.append(("Content-Type", "application/msgpack"))
+        gate = self._buffer if self._buffer.policy == "block" else None
+        try:
+            async with open_connection(
+                self.url,
+                on_frame=session.on_frame,
+                gate=gate,
+                headers=headers,
+                connect_timeout=self._connect_timeout,
+                close_timeout=self._close_timeout,
+                heartbeat_interval=self._heartbeat_interval,
+                heartbeat_timeout=self._heartbeat_timeout,
+            ) as conn:
+                self._conn = conn
+                session.conn = conn
+                session.flush()
+                await self._until_ready(session)
+                await self._watch(session)
+        except BaseException as exc:
+            session.lost(exc)
+            raise
+        raise TransportError("connection closed")  # pragma: no cover
+
+    async def _until_ready(self, session: _Session) -> None:
+        with trio.move_on_after(self._connect_timeout) as cs:
+            await session.ready.wait()
+        if cs.cancelled_caught:
+            raise TransportError(
+                "the server did not complete authentication and subscription within "
+                f"{self._connect_timeout:g} s"
+            )
+
+    async def _watch(self, session: _Session) -> None:
+        if not self._staleness:
+            await trio.sleep_forever()
+        start = trio.current_time()
+        seen = self._channel_seen
+        seen.clear()
+        step = min(self._staleness.values()) / 4
+        while True:
+            await trio.sleep(step)
+            now = trio.current_time()
+            for channel, limit in self._staleness.items():
+                if not self._acknowledged.get(channel):
+                    continue
+                last = max(seen.get(channel, start), start)
+                if now - last > limit:
+                    raise StaleStreamError(now - last, channel)
+
+    def _new_session(self, gap_start: int | None, attempts: int) -> _Session:
+        previous = self._session
+        if previous is not None:
+            self._desired = previous.proto.desired
+        self._session_id += 1
+        session = _Session(self, self._session_id, gap_start, attempts)
+        self._session = session
+        return session
+
+    def _make_protocol(self) -> Any:
+        key, secret = self._key.reveal(), self._secret.reveal()
+        if self.kind is StreamKind.TRADING:
+            from trioalpaca._protocol.trading import TradingClientProtocol
+
+            proto = TradingClientProtocol(key, secret, encoding=self.encoding, raw=self.raw_data)
+            proto.listen(("trade_updates",))
+            return proto
+        return DataClientProtocol(
+            self.endpoint, self.encoding, key, secret, raw=self.raw_data, resubscribe=self._desired
+        )
+
+    def _request_done(
+        self, session: _Session, request_id: int, error: BaseException | None
+    ) -> None:
+        pending = self._pending
+        if (
+            pending is not None
+            and pending.session == session.id
+            and pending.request_id == request_id
+        ):
+            pending.error = error
+            pending.done.set()
+
+    def _session_ready(self, session: _Session) -> None:
+        """Called by the reader (synchronously) when a session's subscriptions are confirmed."""
+        if session.gap_start is not None:
+            now_wall = time.time_ns()
+            self._reconnects += 1
+            self._buffer.put_marker(Reconnected(session.gap_start, now_wall, session.attempts))
+            logger.info(
+                "stream %s reconnected after %.3f s (%d attempt(s))",
+                self.endpoint.feed,
+                (now_wall - session.gap_start) / 1e9,
+                session.attempts,
+            )
+        self._state = "connected"
+        self._ready.set()
+        pending = self._pending
+        if pending is not None and pending.session != session.id:
+            # A change pending on a lost connection was part of this connection's resubscribe.
+            pending.done.set()
+
+    # ------------------------------------------------------------------ consuming
+
+    def __aiter__(self) -> AlpacaWebSocketClient:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._dispatcher_running:
+            raise UsageError(
+                "handlers are registered: they consume the stream; remove them to iterate"
+            )
+        try:
+            return await self._buffer.get()
+        except _EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def receive(self) -> Any:
+        """Return the next message (or marker), waiting for one.
+
+        Raises:
+            trio.EndOfChannel: the client was disconnected and the buffer is empty.
+        """
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise trio.EndOfChannel from None
+
+    async def receive_batch(self, max_items: int | None = None) -> list[Any]:
+        """Return every buffered message (at least one, at most ``max_items``), in order.
+
+        Cheaper per message than iterating one by one; markers keep their place (a marker is
+        always returned in a batch of its own).
+
+        Raises:
+            trio.EndOfChannel: the client was disconnected and the buffer is empty.
+        """
+        if self._dispatcher_running:
+            raise UsageError("handlers are registered: they consume the stream")
+        try:
+            return await self._buffer.get_batch(max_items)
+        except _EndOfStream:
+            raise trio.EndOfChannel from None
+
+    # ------------------------------------------------------------------ handlers
+
+    def register_handler(
+        self, kind: str, handler: Handler, symbols: Iterable[str] | str | None = None
+    ) -> Handle:
+        """Call ``await handler(msg)`` for every message of ``kind``.
+
+        Args:
+            kind: a wire code (``"t"``, ``"q"``, ``"b"``, ``"n"``...), a channel name in either
+                spelling (``"trades"``, ``"daily_bars"``/``"dailyBars"``), ``"control"`` for the
+                ``Reconnected``/``Dropped`` markers, or ``"*"`` for everything.
+            handler: async callable taking the message.
+            symbols: only these symbols (``None`` or ``"*"``: all).
+
+        Several handlers may listen to the same kind; each gets every matching message, in
+        registration order. While at least one handler is registered a dispatcher task in the
+        client's nursery consumes the stream, so ``async for`` is not available at the same time.
+        Handlers run one message at a time, in stream order; a slow handler slows the consumer
+        side only (the overflow policy applies).
+        """
+        key = self._normalise_kind(kind)
+        if isinstance(symbols, str):
+            symbols = (symbols,)
+        symset = None if symbols is None else frozenset(symbols)
+        if symset is not None and "*" in symset:
+            symset = None
+        entry = _HandlerEntry(key, handler, symset)
+        self._handlers.setdefault(key, []).append(entry)
+        self._handler_count += 1
+        if self._nursery is not None and self._run_scope is not None:
+            self._start_dispatcher()
+        return Handle(self, entry)
+
+    def _normalise_kind(self, kind: str) -> str:
+        if kind == "*" or kind in _T_TO_CHANNEL or kind == "control":
+            return kind
+        try:
+            return channel_to_wire(kind)
+        except UsageError:
+            raise UsageError(
+                f"unknown handler kind {kind!r}; use a wire code such as 't', a channel name "
+                "such as 'trades', 'control' or '*'"
+            ) from None
+
+    def _remove_handler(self, entry: _HandlerEntry) -> None:
+        entries = self._handlers.get(entry.kind)
+        if entries and entry in entries:
+            entries.remove(entry)
+            self._handler_count -= 1
+            if not entries:
+                del self._handlers[entry.kind]
+
+    def set_error_handler(self, handler: ErrorHandler | None) -> None:
+        """Set ``await handler(exc, msg)``, called when a message handler raises.
+
+        Without one, handler exceptions are logged (``handler_errors="continue"``) or end the
+        block (``handler_errors="raise"``).
+        """
+        self._error_handler = handler
+
+    def _start_dispatcher(self) -> None:
+        if self._dispatcher_running or self._nursery is None:
+            return
+        self._dispatcher_running = True
+        self._nursery.start_soon(self._dispatch_loop, name="trioalpaca-dispatcher")
+
+    async def _dispatch_loop(self) -> None:
+        buffer = self._buffer
+        try:
+            while self._handler_count:
+                try:
+                    msg = await buffer.get()
+                except _EndOfStream:
+                    return
+                if not self._handler_count:
+                    buffer.push_front(msg)
+                    return
+                await self._dispatch(msg)
+        finally:
+            self._dispatcher_running = False
+
+    async def _dispatch(self, msg: Any) -> None:
+        handlers = self._handlers
+        if type(msg) is dict:
+            code = msg.get("T", "")
+            channel = _T_TO_CHANNEL.get(code, "")
+        else:
+            code = type(msg).wire_type
+            channel = type(msg).channel
+        entries: list[_HandlerEntry] = []
+        for key in (code, channel, "*"):
+            found = handlers.get(key)
+            if found:
+                entries.extend(found)
+        if not entries:
+            return
+        symbols: tuple[str, ...] | None = None
+        for entry in entries:
+            if entry.symbols is not None:
+                if symbols is None:
+                    symbols = _symbols_of(msg)
+                if entry.symbols.isdisjoint(symbols):
+                    continue
+            try:
+                await entry.fn(msg)
+            except Exception as exc:
+                await self._handler_failed(exc, msg)
+
+    async def _handler_failed(self, exc: Exception, msg: Any) -> None:
+        self._errors["handler"] += 1
+        if self._error_handler is not None:
+            await self._error_handler(exc, msg)
+            return
+        if self._handler_errors == "raise":
+            raise exc
+        logger.exception("message handler raised; the stream continues", exc_info=exc)
+
+    # ------------------------------------------------------------------ subscriptions
+
+    async def subscribe(self, **channels: Iterable[str] | str) -> None:
+        """Add symbols to channels and return once the server confirmed the new state.
+
+        Example: ``await stream.subscribe(trades=["AAPL"], daily_bars=["SPY"])``.
+
+        Changes are serialised. The reader keeps running meanwhile. If the connection drops while
+        the change is pending, it is part of the resubscription on the next connection.
+
+        Raises:
+            SubscriptionTimeoutError: no confirmation within ``subscription_timeout``.
+            AlpacaServerError: the server rejected the change (e.g. 405 symbol limit).
+        """
+        await self._change("subscribe", channels)
+
+    async def unsubscribe(self, **channels: Iterable[str] | str) -> None:
+        """Remove symbols from channels and return once the server confirmed the new state."""
+        await self._change("unsubscribe", channels)
+
+    async def _change(
+        self, action: Literal["subscribe", "unsubscribe"], channels: Mapping[str, Any]
+    ) -> None:
+        if self.kind is StreamKind.TRADING:
+            raise UsageError("the trading stream has no market data channels")
+        wanted = self._normalise_channels(channels)
+        if not wanted:
+            return
+        self._require_nursery()
+        try:
+            with trio.fail_after(self._subscription_timeout):
+                async with self._sub_lock:
+                    await self._ready.wait()
+                    session = self._session
+                    assert session is not None
+                    request_id = session.request(action, wanted)
+                    pending = _Pending(request_id, session.id)
+                    self._pending = pending
+                    try:
+                        await pending.done.wait()
+                    finally:
+                        self._pending = None
+        except trio.TooSlowError:
+            raise SubscriptionTimeoutError(self._subscription_timeout) from None
+        if pending.error is not None:
+            raise pending.error
+
+    @property
+    def subscriptions(self) -> dict[str, tuple[str, ...]]:
+        """The subscriptions the server last confirmed (wire channel names, non-empty only).
+
+        The server-maintained ``corrections`` / ``cancelErrors`` channels (which follow ``trades``
+        on stock feeds) are not listed.
+        """
+        return {ch: syms for ch, syms in self._acknowledged.items() if syms and ch not in _MIRRORED}
+
+    # ------------------------------------------------------------------ status and metrics
+
+    @property
+    def state(self) -> str:
+        """``idle``, ``connecting``, ``connected``, ``reconnecting``, ``disconnected``,
+        ``closed`` or ``failed``."""
+        return self._state
+
+    def get_metrics(self) -> dict[str, Any]:
+        """A snapshot of the stream's health and throughput (a plain dict).
+
+        Keys: ``state``, ``feed``, ``messages_received``, ``messages_per_second`` (10 s window),
+        ``frames_received``, ``bytes_received``, ``avg_latency_ms``, ``p50_latency_ms``,
+        ``p99_latency_ms`` (receive time minus the message's own timestamp, sampled per frame),
+        ``heartbeat_rtt_ms`` (last ping round trip), ``reconnects``, ``errors`` (count per
+        server code or error class), ``dropped``,
+        ``buffered``, ``last_message_age_s`` (``None`` before the first message),
+        ``subscriptions`` (confirmed).
+        """
+        now = trio.current_time()
+        lat = self._latency
+        conn = self._conn
+        rtt = conn.last_rtt if conn is not None else None
+        return {
+            "state": self._state,
+            "feed": self.endpoint.feed,
+            "messages_received": self._messages,
+            "messages_per_second": self._rate.rate(now),
+            "frames_received": self._frames,
+            "bytes_received": self._bytes,
+            "avg_latency_ms": lat.mean * 1e3 if lat.count else None,
+            "p50_latency_ms": lat.percentile(50) * 1e3 if lat.count else None,
+            "p99_latency_ms": lat.percentile(99) * 1e3 if lat.count else None,
+            "heartbeat_rtt_ms": None if rtt is None else rtt * 1e3,
+            "reconnects": self._reconnects,
+            "errors": dict(self._errors),
+            "dropped": self._buffer.dropped_total,
+            "buffered": len(self._buffer.q),
+            "last_message_age_s": None if self._last_rx is None else now - self._last_rx,
+            "subscriptions": self.subscriptions,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"<AlpacaWebSocketClient feed={self.endpoint.feed!r} url={self.url!r} "
+            f"state={self._state!r} api_key=*** api_secret=***>"
+        )
+
+
+def open_stream(
+    api_key: str | None = None, api_secret: str | None = None, **kwargs: Any
+) -> AlpacaWebSocketClient:
+    """Create an :class:`AlpacaWebSocketClient`; use it with ``async with``.
+
+    ``async with open_stream(feed="iex", trades=["AAPL"]) as stream: ...`` — every keyword of
+    :class:`AlpacaWebSocketClient` is accepted.
+    """
+    return AlpacaWebSocketClient(api_key, api_secret, **kwargs)
+
+
+class _Session:
+    """Glue between one connection and the sans-IO protocol object (one per connection)."""
+
+    def __init__(
+        self,
+        client: AlpacaWebSocketClient,
+        session_id: int,
+        gap_start: int | None,
+        attempts: int,
+    ) -> None:
+        self.client = client
+        self.id = session_id
+        self.gap_start = gap_start
+        self.attempts = attempts
+        self.ready = trio.Event()
+        self.is_ready = False
+        self.conn: Connection | None = None
+        self.proto = client._make_protocol()
+        self._receive = self.proto.receive
+        self._raw = client.raw_data
+        self._track_channels = bool(client._staleness)
+        self._trading = client.kind is StreamKind.TRADING
+
+    # -- outgoing ---------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        for frame in self.proto.data_to_send():
+            conn.send_nowait(frame)
+
+    def request(self, action: str, channels: dict[str, tuple[str, ...]]) -> int:
+        if action == "subscribe":
+            request_id: int = self.proto.subscribe(channels)
+        else:
+            request_id = self.proto.unsubscribe(channels)
+        self.flush()
+        for rid, err in self.proto.completed():
+            self.client._request_done(self, rid, err)
+        return request_id
+
+    def lost(self, exc: BaseException) -> None:
+        err = exc if isinstance(exc, TrioAlpacaError) else None
+        self.proto.connection_closed(err)
+
+    # -- incoming ---------------------------------------------------------------------------
+
+    def _control(self, msgs: list[Any]) -> list[Any]:
+        proto = self.proto
+        client = self.client
+        if self._trading:
+            msgs = [m for m in msgs if not _is_trading_control(m)]
+            control = False
+            ready = "trade_updates" in proto.listening
+        else:
+            control = proto.last_control
+            ready = proto.state is ClientState.READY
+        self.flush()
+        error = proto.error
+        if error is not None:
+            raise error
+        for rid, err in proto.completed():
+            client._request_done(self, rid, err)
+        if control:
+            client._acknowledged = proto.acknowledged
+            msgs = []
+        if not self.is_ready and (ready or msgs):
+            self.is_ready = True
+            client._session_ready(self)
+            self.ready.set()
+        return msgs
+
+    def on_frame(self, frame: Frame) -> None:
+        """The reader's callback (hot path): decode, account, hand to the buffer."""
+        client = self.client
+        now = trio.current_time()
+        client._frames += 1
+        client._bytes += len(frame)
+        client._last_rx = now
+        msgs = self._receive(frame)
+        if len(msgs) < 2 or not self.is_ready:
+            msgs = self._control(msgs)
+            if not msgs:
+                return
+        wall = time.time_ns()
+        client._last_rx_wall_ns = wall
+        n = len(msgs)
+        client._messages += n
+        client._rate.add(n, now)
+        client._data_flowed = True
+        record = client._latency.record
+        if self._raw:
+            for i in {0, n >> 1, n - 1}:
+                ts = msgs[i].get("t")
+                if type(ts) is int:
+                    record(max(wall - ts, 0) / 1e9)
+            if self._track_channels:
+                seen = client._channel_seen
+                for code in {m.get("T") for m in msgs}:
+                    seen[_T_TO_CHANNEL.get(code, "")] = now
+        else:
+            for i in {0, n >> 1, n - 1}:
+                ts = getattr(msgs[i], "timestamp_ns", None)
+                if ts is not None:
+                    record(max(wall - ts, 0) / 1e9)
+            if self._track_channels:
+                seen = client._channel_seen
+                for cls in {type(m) for m in msgs}:
+                    seen[cls.channel] = now
+        if not client._buffer.put(msgs):
+            raise _OverflowDisconnect(
+                "the consumer fell behind and the buffer overflowed (overflow='disconnect'); "
+                "reconnecting"
+            )
