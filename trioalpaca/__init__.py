@@ -90,6 +90,12 @@ from trioalpaca.endpoints import stream_url as stream_url
 # --- end backoff / endpoints ---
 
 # --- client ---
+# isort: split
+from trioalpaca.client import AlpacaWebSocketClient as AlpacaWebSocketClient
+from trioalpaca.client import Handle as Handle
+from trioalpaca.client import OverflowPolicy as OverflowPolicy
+from trioalpaca.client import open_stream as open_stream
+
 # --- end client ---
 
 # --- metrics ---

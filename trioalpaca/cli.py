@@ -19,6 +19,7 @@ Command = tuple[
 def _commands() -> list[Command]:
     commands: list[Command] = []
     # --- commands (one line each; keep sorted) ---
+    commands.append(("demo", "live trades/quotes from the built-in emulator", lambda p: __import__("trioalpaca._demo", fromlist=["_"]).add_arguments(p), lambda a: __import__("trioalpaca._demo", fromlist=["_"]).run(a)))  # fmt: skip  # noqa: E501
     commands.append(("emulator", "run the local Alpaca-compatible stream emulator", lambda p: __import__("trioalpaca.testing._cli", fromlist=["_"]).add_arguments(p), lambda a: __import__("trioalpaca.testing._cli", fromlist=["_"]).run(a)))  # fmt: skip  # noqa: E501
     # --- end commands ---
     return commands
