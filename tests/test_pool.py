@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,9 +12,10 @@ import pytest
 import trio
 
 import trioalpaca
-from trioalpaca import AuthFailedError, Quote, Reconnected, Trade
+from trioalpaca import AuthFailedError, Quote, Reconnected, Trade, TradeCorrection
 from trioalpaca.pool import (
     ConnectionPool,
+    HealthThresholds,
     PoolCapacityError,
     PoolConfigError,
     PooledConnection,
@@ -100,6 +102,21 @@ def key_of_slot(pool: ConnectionPool, index: int) -> str:
 def no_duplicate_trades(col: Collector) -> None:
     ids = [(m.symbol, m.trade_id) for m in col.data() if isinstance(m, Trade)]
     assert len(ids) == len(set(ids)), "a trade was delivered twice"
+
+
+def no_missing_trades(col: Collector) -> None:
+    """The emulator numbers each symbol's trades (and corrections) 1, 2, 3, ...: a handle without
+    a reported gap must see them all, in order, without holes."""
+    by_symbol: dict[str, list[int]] = {}
+    for _, m in col.items:
+        # Corrections take the next id too (their corrected trade's id).
+        if isinstance(m, Trade):
+            by_symbol.setdefault(m.symbol, []).append(m.trade_id)
+        elif isinstance(m, TradeCorrection):
+            by_symbol.setdefault(m.symbol, []).append(m.corrected_id)
+    for sym, ids in by_symbol.items():
+        holes = [(a, b) for a, b in itertools.pairwise(ids) if b != a + 1]
+        assert not holes, f"{sym}: trades missing or reordered: {holes}"
 
 
 # ---------------------------------------------------------------------------------- config
@@ -333,6 +350,43 @@ async def test_mute_connection_without_pongs_is_declared_dead(
                 nursery.cancel_scope.cancel()
 
 
+async def test_persistently_degraded_connection_is_failed_over(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    health = HealthThresholds(degraded_silence=2.0, degraded_grace=3.0)
+    async with emulator() as emu:
+        # The first connection goes mute 5 s after opening but keeps answering pings: it is
+        # alive, just silent -> degraded (never dead), failed over after the grace period.
+        emu.mute(feed=FEED, pings=True, after_seconds=5.0, count=1)
+        async with pool_for(emu, n_keys=2, health=health) as pool:
+            cols = [
+                Collector(await pool.get_connection(["AAPL"])),
+                Collector(await pool.get_connection(["MSFT"])),
+            ]
+            async with trio.open_nursery() as nursery:
+                for col in cols:
+                    nursery.start_soon(col.run)
+                with trio.fail_after(10):
+                    while not any(c.muted for c in emu.open_connections(FEED)):
+                        await trio.sleep(0.05)
+                t_mute = trio.current_time()
+                with trio.fail_after(5):
+                    while pool.get_pool_metrics()["degraded_connections"] != 1:
+                        await trio.sleep(0.1)
+                assert trio.current_time() - t_mute >= 1.9
+                with trio.fail_after(10):
+                    while pool.get_pool_metrics()["failovers"] != 1:
+                        await trio.sleep(0.1)
+                # Not before the grace period.
+                assert trio.current_time() - t_mute >= 4.9
+                since = emu.market_ns()
+                with trio.fail_after(10):
+                    await cols[0].wait_for({"AAPL"}, since_ns=since)
+                    await cols[1].wait_for({"MSFT"}, since_ns=since)
+                assert sorted(len(c.reconnects()) for c in cols) == [0, 1]
+                nursery.cancel_scope.cancel()
+
+
 # ---------------------------------------------------------------------------------- rotation
 
 
@@ -368,6 +422,7 @@ async def test_rotation_modes_under_load(autojump_clock: trio.abc.Clock) -> None
             nursery.cancel_scope.cancel()
         for col in cols:
             no_duplicate_trades(col)
+            no_missing_trades(col)
 
 
 async def test_rotation_break_before_make_single_key(autojump_clock: trio.abc.Clock) -> None:
@@ -417,6 +472,66 @@ async def test_rotation_make_before_break(autojump_clock: trio.abc.Clock) -> Non
             assert col.reconnects() == []
             nursery.cancel_scope.cancel()
         no_duplicate_trades(col)
+        no_missing_trades(col)
+
+
+async def test_scheduled_rotation(autojump_clock: trio.abc.Clock) -> None:
+    async with emulator() as emu, pool_for(emu, n_keys=2, rotation_interval=10.0) as pool:
+        col = Collector(await pool.get_connection(["AAPL", "MSFT"]))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(col.run)
+            await trio.sleep(25.0)
+            m = pool.get_pool_metrics()
+            assert m["rotations"] >= 2
+            assert m["failovers"] == 0
+            since = emu.market_ns()
+            with trio.fail_after(5):
+                await col.wait_for({"AAPL", "MSFT"}, since_ns=since)
+            assert col.reconnects() == []
+            assert subscribed_symbols(emu) == {"AAPL": 1, "MSFT": 1}
+            nursery.cancel_scope.cancel()
+        no_duplicate_trades(col)
+        no_missing_trades(col)
+
+
+async def test_migration_under_back_pressure_loses_nothing(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A slow consumer keeps messages queued inside the retiring session when it is rotated
+    away; they must still be delivered (the pool drains the old session before closing it)."""
+    async with emulator(rate=50.0) as emu, pool_for(emu, n_keys=2) as pool:
+        handle = await pool.get_connection(["MSFT"], buffer_size=5)
+        col = Collector(handle)
+        paused = trio.Event()
+        resume = trio.Event()
+
+        async def slow_consumer() -> None:
+            async for msg in handle:
+                col.items.append((trio.current_time(), msg))
+                if len(col.items) == 50:
+                    paused.set()
+                    await resume.wait()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_consumer)
+            await paused.wait()
+            await trio.sleep(0.5)  # the handle buffer is full: messages queue in the session
+
+            async def release_later() -> None:
+                await trio.sleep(1.0)
+                resume.set()
+
+            nursery.start_soon(release_later)
+            mode = await pool.rotate(handle.connections[0])
+            assert mode is RotationMode.MIGRATE
+            since = emu.market_ns()
+            with trio.fail_after(10):
+                while not {m.symbol for m in col.data(since)} >= {"MSFT"}:
+                    await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+        assert col.reconnects() == []
+        no_duplicate_trades(col)
+        no_missing_trades(col)
 
 
 # ---------------------------------------------------------------------------------- teardown
@@ -495,6 +610,7 @@ async def test_rebalancing_moves_symbols_without_a_gap(autojump_clock: trio.abc.
             assert counts == dict.fromkeys(symbols, 1)
             nursery.cancel_scope.cancel()
         no_duplicate_trades(col)
+        no_missing_trades(col)
 
 
 async def test_slow_handle_drop_oldest_reports_dropped(autojump_clock: trio.abc.Clock) -> None:

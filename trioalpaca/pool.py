@@ -87,6 +87,9 @@ __all__ = [
 #: Channels that the server mirrors from ``trades`` on stock feeds.
 _TRADE_MIRRORS = frozenset({"corrections", "cancelErrors"})
 
+#: Poll interval while waiting for a retiring session to route what it already received.
+_DRAIN_POLL = 0.001
+
 HandleOverflow = Literal["block", "drop_oldest"]
 """What a :class:`PooledConnection` does when its buffer is full: ``"block"`` (back-pressure the
 pooled connection that delivers the message) or ``"drop_oldest"`` (discard the oldest message,
@@ -263,6 +266,49 @@ class _Conn:
         self.error: BaseException | None = None
         self.retired = False
         self.reason = ""
+        self.busy = False
+        self.consumed = 0
+
+
+class _Handover:
+    """One symbol moving from session ``old`` to session ``new`` (make before break), in order.
+
+    Both sessions carry the same market. While the move lasts (``state == "moving"``) the old
+    session keeps delivering and every message it delivers is remembered; the new session's
+    messages are held back. Once the old session is unsubscribed and has routed everything it
+    had received, the held messages are flushed in arrival order, skipping those the old
+    session already delivered (``"flushing"``), and the new session takes over. For a short
+    while afterwards (``"draining"``) late copies of messages the old session delivered are
+    still dropped. The result per symbol: nothing lost, nothing twice, order kept.
+    """
+
+    __slots__ = ("deadline", "delivered", "held", "new", "old", "state")
+
+    drain_seconds = 5.0
+
+    def __init__(self, old: _Conn | None, new: _Conn | None) -> None:
+        self.old = old
+        self.new = new
+        self.delivered: dict[Any, None] = {}
+        self.held: collections.deque[Any] = collections.deque()
+        self.state = "moving"
+        self.deadline = math.inf
+
+    def remember(self, msg: Any) -> None:
+        try:
+            self.delivered[msg] = None
+        except TypeError:  # pragma: no cover - unhashable payload: cannot de-duplicate
+            pass
+
+    def seen(self, msg: Any) -> bool:
+        """Whether the old session already delivered ``msg`` (forgets it: copies come once)."""
+        try:
+            if msg in self.delivered:
+                del self.delivered[msg]
+                return True
+        except TypeError:  # pragma: no cover - unhashable payload
+            pass
+        return False
 
 
 class _Slot:
@@ -358,6 +404,8 @@ class ConnectionPool:
         self._place: dict[str, int] = {}
         #: symbol -> slot index whose messages are delivered for it (absent during a gap)
         self._live: dict[str, int] = {}
+        #: symbols moving between sessions right now (delivered from both, de-duplicated)
+        self._handover: dict[str, _Handover] = {}
         self._handles: set[PooledConnection] = set()
         self._closed = False
         self._failed = False
@@ -578,8 +626,10 @@ class ConnectionPool:
         slot: _Slot,
         action: Literal["subscribe", "unsubscribe"],
         channels: Mapping[str, Iterable[str]],
+        session: _Conn | None = None,
     ) -> bool:
-        """Run one subscription change on the slot's session, raced against the session's end.
+        """Run one subscription change on the slot's (or the given) session, raced against the
+        session's end.
 
         A session that dies while a change is pending would otherwise keep the caller (and the
         pool's lock) waiting for the client's ``subscription_timeout``.
@@ -587,9 +637,14 @@ class ConnectionPool:
         kwargs = _channel_kwargs(channels)
         if not kwargs:
             return True
-        conn = slot.conn
+        if session is None:
+            conn = slot.conn
+            if not slot.ready:
+                return False
+        else:
+            conn = session
         client = None if conn is None else conn.client
-        if conn is None or client is None or not slot.ready or conn.done.is_set():
+        if conn is None or client is None or conn.done.is_set():
             return False
         method = client.subscribe if action == "subscribe" else client.unsubscribe
         outcome: list[bool] = []
@@ -726,21 +781,42 @@ class ConnectionPool:
     # -- internals: message routing (hot path) ----------------------------------------------
 
     async def _route(self, slot: _Slot, conn: _Conn, msg: Any) -> None:
-        if slot.conn is not conn:
-            return  # a retiring session (rotation): its replacement delivers
-        now = trio.current_time()
-        slot.last_message_at = now
+        current = slot.conn is conn
+        if current:
+            slot.last_message_at = trio.current_time()
         sym = getattr(msg, "symbol", None)
-        if sym is not None:
-            if self._live.get(sym) != slot.spec.index:
-                return
-            slot.messages.add(1, now)
-            self._messages.add(1, now)
-            channel = msg.channel
-            for h in self._subscribers.get(sym, ()):
-                if h._wants(channel):
-                    await h._put(msg)
-        elif isinstance(msg, ServerError):
+        if sym is None:
+            if current:
+                self._control(slot, msg)
+            return
+        if self._handover:
+            handover = self._handover.get(sym)
+            if handover is not None:
+                if handover.state != "draining":
+                    if conn is handover.new:
+                        handover.held.append(msg)  # delivered in order once the old one is done
+                    elif conn is handover.old and handover.state == "moving":
+                        handover.remember(msg)
+                        await self._deliver(slot, sym, msg)
+                    return
+                if handover.seen(msg):
+                    return  # a late copy of what the old session delivered
+                if not handover.delivered or trio.current_time() > handover.deadline:
+                    del self._handover[sym]
+        if current and self._live.get(sym) == slot.spec.index:
+            await self._deliver(slot, sym, msg)
+
+    async def _deliver(self, slot: _Slot, sym: str, msg: Any) -> None:
+        now = trio.current_time()
+        slot.messages.add(1, now)
+        self._messages.add(1, now)
+        channel = msg.channel
+        for h in self._subscribers.get(sym, ()):
+            if h._wants(channel):
+                await h._put(msg)
+
+    def _control(self, slot: _Slot, msg: Any) -> None:
+        if isinstance(msg, ServerError):
             self._record_error(slot, server_error(msg.code, msg.message))
         elif isinstance(msg, Dropped):
             # The session's own buffer overflowed: every handle on this slot may have lost data.
@@ -793,7 +869,11 @@ class ConnectionPool:
                     task_status.started()
                     started = True
                     async for msg in client:
+                        if not isinstance(msg, (Reconnected, Dropped)):
+                            conn.consumed += 1
+                        conn.busy = True
                         await self._route(slot, conn, msg)
+                        conn.busy = False
                     conn.error = ConnectionClosedError(reason="the stream ended")
             if conn.scope.cancelled_caught and conn.error is None:
                 conn.error = ConnectionClosedError(reason=conn.reason or "cancelled by the pool")
@@ -1014,27 +1094,95 @@ class ConnectionPool:
             by_target: dict[int, list[str]] = {}
             for m in moves:
                 by_target.setdefault(m.target, []).append(m.symbol)
-            # Make before break: subscribe on the target, switch delivery, then unsubscribe.
-            results = await self._subscribe_many(by_target)
-            drop: dict[int, list[str]] = {}
-            for m in moves:
-                if not results.get(m.target):
-                    continue
-                if self._place.get(m.symbol) != m.source or not self._slots[m.target].ready:
-                    continue
-                self._slots[m.source].symbols.discard(m.symbol)
-                self._slots[m.target].symbols.add(m.symbol)
-                self._place[m.symbol] = m.target
-                if m.symbol in self._live:
-                    self._live[m.symbol] = m.target
-                drop.setdefault(m.source, []).append(m.symbol)
-                self._rebalance_moves += 1
-            async with trio.open_nursery() as nursery:
-                for index, syms in drop.items():
-                    nursery.start_soon(
-                        self._unsubscribe, self._slots[index], self._channels_for(syms)
-                    )
+            # Make before break, in order: the source keeps delivering while the target
+            # subscribes; then the source is unsubscribed and drained, and the target's held
+            # messages are flushed (see _Handover).
+            self._begin_handover(
+                {m.symbol: (self._slots[m.source].conn, self._slots[m.target].conn) for m in moves}
+            )
+            try:
+                results = await self._subscribe_many(by_target)
+                moved: dict[str, int] = {}
+                drop: dict[int, list[str]] = {}
+                for m in moves:
+                    if not results.get(m.target):
+                        continue
+                    if self._place.get(m.symbol) != m.source or not self._slots[m.target].ready:
+                        continue
+                    self._slots[m.source].symbols.discard(m.symbol)
+                    self._slots[m.target].symbols.add(m.symbol)
+                    self._place[m.symbol] = m.target
+                    if m.symbol in self._live:
+                        self._live[m.symbol] = m.target
+                    moved[m.symbol] = m.target
+                    drop.setdefault(m.source, []).append(m.symbol)
+                    self._rebalance_moves += 1
+                async with trio.open_nursery() as nursery:
+                    for index, syms in drop.items():
+                        source = self._slots[index]
+                        nursery.start_soon(
+                            self._release_from, source, source.conn, self._channels_for(syms)
+                        )
+                await self._finish_handover(moved)
+            finally:
+                self._abandon_handover(m.symbol for m in moves)
             self._notify()
+
+    def _begin_handover(self, moves: Mapping[str, tuple[_Conn | None, _Conn | None]]) -> None:
+        for sym, (old, new) in moves.items():
+            self._handover[sym] = _Handover(old, new)
+
+    async def _release_from(
+        self, slot: _Slot, conn: _Conn | None, channels: Mapping[str, Iterable[str]]
+    ) -> None:
+        """Unsubscribe ``channels`` on session ``conn`` and wait until everything it received
+        before the acknowledgement has been routed (so a handover loses nothing in flight)."""
+        if conn is None or conn.client is None:
+            return
+        if not await self._change(slot, "unsubscribe", channels, session=conn):
+            return
+        client = conn.client
+        metrics = client.get_metrics()
+        # Everything received before the acknowledgement, minus what the client discarded.
+        target = int(metrics["messages_received"]) - int(metrics["dropped"])
+
+        def drained() -> bool:
+            if conn.done.is_set():
+                return True
+            if conn.busy:
+                return False
+            return conn.consumed >= target or not client.get_metrics()["buffered"]
+
+        with trio.move_on_after(self._client_timeout()):
+            # Polls: the client offers no event for "routed up to here".
+            while not drained():  # noqa: ASYNC110
+                await trio.sleep(_DRAIN_POLL)
+
+    def _abandon_handover(self, symbols: Iterable[str]) -> None:
+        """Drop the handovers of ``symbols`` that did not finish (the move failed or was
+        cancelled: the symbol stays where ownership says)."""
+        for sym in symbols:
+            handover = self._handover.get(sym)
+            if handover is not None and handover.state != "draining":
+                del self._handover[sym]
+
+    async def _finish_handover(self, moved: Mapping[str, int]) -> None:
+        """End the handovers of ``moved`` (symbol -> slot now delivering it): flush what the
+        new session delivered meanwhile, in order, without what the old one already did."""
+        for sym, index in moved.items():
+            handover = self._handover.get(sym)
+            if handover is None:
+                continue
+            handover.state = "flushing"
+            target = self._slots[index]
+            while handover.held:
+                msg = handover.held.popleft()
+                if not handover.seen(msg) and self._live.get(sym) == index:
+                    await self._deliver(target, sym, msg)
+            handover.state = "draining"
+            handover.deadline = trio.current_time() + _Handover.drain_seconds
+            if not handover.delivered:
+                del self._handover[sym]
 
     async def _rotate_locked(
         self, slot: _Slot, *, allow_extra_session: bool = True
@@ -1055,46 +1203,68 @@ class ConnectionPool:
         if plan.mode is RotationMode.MAKE_BEFORE_BREAK:
             slot.gens += 1
             new = _Conn(slot.gens)
+            moving = [s for s in slot.symbols if self._live.get(s) == slot.spec.index]
+            self._begin_handover(dict.fromkeys(moving, (old, new)))
             try:
-                await self._nursery.start(self._run_session, slot, new)
-            except TrioAlpacaError as exc:
-                # The server refused the extra session after all (e.g. 406): fall back to the
-                # single-session modes.
-                self._record_error(slot, exc)
-                return await self._rotate_locked(slot, allow_extra_session=False)
-            self._rotations += 1
-            slot.ready_at = trio.current_time()
-            # The new session subscribed a snapshot of slot.symbols; top up any later change.
-            have = _client_subscriptions(new.client)
-            want = self._channels_for(slot.symbols)
-            slot.conn = new  # delivery switches to the new session from here on
-            await self._subscribe(
-                slot, {ch: syms - set(have.get(ch, ())) for ch, syms in want.items()}
-            )
-            old.retired = True
-            old.reason = "rotated (make before break)"
-            old.scope.cancel()
+                try:
+                    await self._nursery.start(self._run_session, slot, new)
+                except TrioAlpacaError as exc:
+                    # The server refused the extra session after all (e.g. 406): fall back to
+                    # the single-session modes.
+                    self._record_error(slot, exc)
+                    self._abandon_handover(moving)
+                    return await self._rotate_locked(slot, allow_extra_session=False)
+                self._rotations += 1
+                slot.ready_at = trio.current_time()
+                # The new session subscribed a snapshot of slot.symbols; top up later changes.
+                have = _client_subscriptions(new.client)
+                want = self._channels_for(slot.symbols)
+                slot.conn = new  # the new session owns the slot from here on
+                await self._subscribe(
+                    slot, {ch: syms - set(have.get(ch, ())) for ch, syms in want.items()}
+                )
+                await self._release_from(slot, old, self._channels_for(moving))
+                old.retired = True
+                old.reason = "rotated (make before break)"
+                old.scope.cancel()
+                await self._finish_handover(dict.fromkeys(moving, slot.spec.index))
+            finally:
+                self._abandon_handover(moving)
         elif plan.mode is RotationMode.MIGRATE:
             self._rotations += 1
-            results = await self._subscribe_many(plan.moves)
-            for index, syms in plan.moves.items():
-                if not results.get(index):
-                    continue
-                for sym in syms:
-                    if self._place.get(sym) != slot.spec.index:
+            targets = {sym: index for index, syms in plan.moves.items() for sym in syms}
+            self._begin_handover(
+                {
+                    sym: (old, self._slots[index].conn)
+                    for sym, index in targets.items()
+                    if self._live.get(sym) == slot.spec.index
+                }
+            )
+            try:
+                results = await self._subscribe_many(plan.moves)
+                for index, syms in plan.moves.items():
+                    if not results.get(index):
                         continue
-                    slot.symbols.discard(sym)
-                    self._slots[index].symbols.add(sym)
-                    self._place[sym] = index
-                    if sym in self._live:
-                        self._live[sym] = index
-            # Anything that could not move stays and is resubscribed by the new session.
-            slot.down_since_ns = time.time_ns()
-            for sym in slot.symbols:
-                self._live.pop(sym, None)
-            old.retired = True
-            old.reason = "rotated (migrate)"
-            old.scope.cancel()
+                    for sym in syms:
+                        if self._place.get(sym) != slot.spec.index:
+                            continue
+                        slot.symbols.discard(sym)
+                        self._slots[index].symbols.add(sym)
+                        self._place[sym] = index
+                        if sym in self._live:
+                            self._live[sym] = index
+                moved = {s: i for s, i in targets.items() if self._place.get(s) == i}
+                await self._release_from(slot, old, self._channels_for(moved))
+                # Anything that could not move stays and is resubscribed by the new session.
+                slot.down_since_ns = time.time_ns()
+                for sym in slot.symbols:
+                    self._live.pop(sym, None)
+                old.retired = True
+                old.reason = "rotated (migrate)"
+                old.scope.cancel()
+                await self._finish_handover(moved)
+            finally:
+                self._abandon_handover(targets)
         else:
             self._rotations += 1
             slot.down_since_ns = time.time_ns()
