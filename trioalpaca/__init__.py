@@ -121,4 +121,14 @@ from trioalpaca.pipeline import open_message_handler as open_message_handler
 # --- end pipeline / manager ---
 
 # --- pool ---
+# isort: split
+from trioalpaca.pool import ConnectionPool as ConnectionPool
+from trioalpaca.pool import Credentials as Credentials
+from trioalpaca.pool import HealthThresholds as HealthThresholds
+from trioalpaca.pool import PoolCapacityError as PoolCapacityError
+from trioalpaca.pool import PoolConfigError as PoolConfigError
+from trioalpaca.pool import PooledConnection as PooledConnection
+from trioalpaca.pool import RotationMode as RotationMode
+from trioalpaca.pool import open_pool as open_pool
+
 # --- end pool ---
