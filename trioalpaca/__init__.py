@@ -110,6 +110,12 @@ from trioalpaca.metrics import RateSnapshot as RateSnapshot
 
 # --- pipeline / manager ---
 # isort: split
+from trioalpaca.manager import HandlerFailure as HandlerFailure
+from trioalpaca.manager import StreamManager as StreamManager
+from trioalpaca.manager import Subscription as Subscription
+from trioalpaca.manager import SubscriptionHandler as SubscriptionHandler
+from trioalpaca.manager import TokenBucket as TokenBucket
+from trioalpaca.manager import open_stream_manager as open_stream_manager
 from trioalpaca.pipeline import ErrorHandler as ErrorHandler
 from trioalpaca.pipeline import ErrorPolicy as ErrorPolicy
 from trioalpaca.pipeline import MessageHandler as MessageHandler

@@ -103,14 +103,14 @@ OverflowPolicy = Literal["block", "drop_oldest", "drop_newest", "conflate"]
 """
 
 ErrorPolicy = Literal["skip", "retry", "stop"]
-"""What to do after a processor raised: skip the batch, retry it, or stop the handler."""
+"""What to do after a processor raised (skip the batch, retry it, or stop the handler)."""
 
 Processor = Callable[[list[Any]], Any]
-"""A processor: called with a ``list`` of messages of one channel; may be ``async`` (awaited)
-or a plain function."""
+"""Signature of a processor, called with a ``list`` of messages of one channel; may be ``async``
+(awaited) or a plain function."""
 
 ErrorHandler = Callable[["ProcessingFailure"], Any]
-"""An error handler: called with a :class:`ProcessingFailure`; may be ``async`` or plain."""
+"""Signature of an error handler, called with a :class:`ProcessingFailure`; ``async`` or plain."""
 
 _OVERFLOW_POLICIES = frozenset(get_args(OverflowPolicy))
 _ERROR_POLICIES = frozenset(get_args(ErrorPolicy))
@@ -146,7 +146,7 @@ _SYMBOL_CACHE_MAX = 200_000
 class ProcessorError(TrioAlpacaError):
     """A processor failed under the ``"stop"`` error policy; the handler stopped.
 
-    The processor's exception is the ``__cause__``; :attr:`failure` has the details.
+    The processor's exception is the ``__cause__``; the ``failure`` attribute has the details.
     """
 
     def __init__(self, failure: ProcessingFailure) -> None:
@@ -171,7 +171,7 @@ class ProcessingFailure:
     attempt: int
     """1 for the first call, 2 for the first retry, ..."""
     action: Literal["retry", "skip", "stop"]
-    """What the handler does next: call again after a delay, drop the batch, or stop."""
+    """What the handler does next (call again after a delay, drop the batch, or stop)."""
 
 
 class _TypeStats:
@@ -492,16 +492,29 @@ class MessageHandler:
         await self._intake_send.send(message)
 
     async def consume(self, stream: AsyncIterable[Any]) -> None:
-        """Route every message of ``stream`` (e.g. an :func:`~trioalpaca.open_stream` client)
+        """Route every message of ``stream`` (e.g. an ``open_stream`` client)
         into the lanes until the stream ends.
 
-        Routing happens in the calling task, one hop shorter than :meth:`send`. Under the
+        Routing happens in the calling task, one hop shorter than :meth:`send`. Streams with a
+        ``receive_batch()`` method (the client) are drained a buffered batch at a time. Under the
         ``"block"`` overflow policy this waits while the target lane is full, which holds the
         stream back (the client's own buffer and overflow policy take over).
         """
         if self._closed:
             raise trio.ClosedResourceError("the MessageHandler is closed")
         put = self._put_nowait
+        receive_batch = getattr(stream, "receive_batch", None)
+        if callable(receive_batch):
+            # Fast path for AlpacaWebSocketClient: take everything buffered at once.
+            while True:
+                try:
+                    msgs = await receive_batch()
+                except trio.EndOfChannel:
+                    return
+                for msg in msgs:
+                    lane = put(msg)
+                    if lane is not None:
+                        await self._put_blocking(lane, msg)
         async for msg in stream:
             lane = put(msg)
             if lane is not None:
