@@ -474,20 +474,29 @@ class ConnectionPool:
         handle = PooledConnection(
             self, syms, chans, size, self._handle_overflow if overflow is None else overflow
         )
-        while True:
-            self._check_open()
-            changed = self._changed
-            async with self._lock:
-                new = [s for s in syms if s not in self._wanted]
-                check_capacity(len(self._wanted) + len(new), len(self._slots), self._limit)
-                try:
-                    plan = plan_placement(new, self._loads(), self._eligible(), self._limit)
-                except PoolCapacityError:
-                    plan = None
-                if plan is not None:
-                    await self._attach(handle, plan)
-                    return handle
-            await changed.wait()
+        attached = done = False
+        try:
+            while True:
+                self._check_open()
+                changed = self._changed
+                async with self._lock:
+                    new = [s for s in syms if s not in self._wanted]
+                    check_capacity(len(self._wanted) + len(new), len(self._slots), self._limit)
+                    try:
+                        plan = plan_placement(new, self._loads(), self._eligible(), self._limit)
+                    except PoolCapacityError:
+                        plan = None
+                    if plan is not None:
+                        attached = True
+                        await self._attach(handle, plan)
+                        done = True
+                        return handle
+                await changed.wait()
+        finally:
+            if attached and not done:
+                # Cancelled (or failed) while waiting for the acknowledgements: undo.
+                handle._close()
+                await self._release(handle)
 
     def get_pool_metrics(self) -> dict[str, Any]:
         """Return a snapshot of the pool's state and counters.
@@ -993,16 +1002,22 @@ class ConnectionPool:
             slot.reconnects += 1
             slot.failovers += 1
             self._failovers += 1
-            gap_start = slot.down_since_ns = time.time_ns()
-            if slot.last_message_at is not None:
-                # Data may be missing since the session last delivered anything.
-                silent = trio.current_time() - slot.last_message_at
-                gap_start -= int(max(0.0, silent) * 1e9)
+            gap_start = slot.down_since_ns = self._gap_start(slot)
             for sym in slot.symbols:
                 if self._live.get(sym) == slot.spec.index:
                     del self._live[sym]
             await self._move_off(slot, gap_start)
             self._notify()
+
+    @staticmethod
+    def _gap_start(slot: _Slot) -> int:
+        """Wall-clock ns since which ``slot``'s data may be missing if its session is lost now:
+        when it last delivered anything (or now)."""
+        now_ns = time.time_ns()
+        if slot.last_message_at is None:
+            return now_ns
+        silent = max(0.0, trio.current_time() - slot.last_message_at)
+        return now_ns - int(silent * 1e9)
 
     async def _move_off(self, slot: _Slot, gap_start_ns: int) -> None:
         """Move ``slot``'s symbols to healthy connections with room (lock held)."""
@@ -1117,12 +1132,15 @@ class ConnectionPool:
                     moved[m.symbol] = m.target
                     drop.setdefault(m.source, []).append(m.symbol)
                     self._rebalance_moves += 1
+
+                async def release(source: _Slot, syms: list[str]) -> None:
+                    gap_start = self._gap_start(source)
+                    if await self._release_from(source, source.conn, self._channels_for(syms)):
+                        self._emit_reconnected(syms, gap_start, 1)  # it died during the move
+
                 async with trio.open_nursery() as nursery:
                     for index, syms in drop.items():
-                        source = self._slots[index]
-                        nursery.start_soon(
-                            self._release_from, source, source.conn, self._channels_for(syms)
-                        )
+                        nursery.start_soon(release, self._slots[index], syms)
                 await self._finish_handover(moved)
             finally:
                 self._abandon_handover(m.symbol for m in moves)
@@ -1134,13 +1152,16 @@ class ConnectionPool:
 
     async def _release_from(
         self, slot: _Slot, conn: _Conn | None, channels: Mapping[str, Iterable[str]]
-    ) -> None:
+    ) -> bool:
         """Unsubscribe ``channels`` on session ``conn`` and wait until everything it received
-        before the acknowledgement has been routed (so a handover loses nothing in flight)."""
+        before the acknowledgement has been routed (so a handover loses nothing in flight).
+
+        Returns True if the session died first: messages it had not delivered may be lost.
+        """
         if conn is None or conn.client is None:
-            return
+            return True
         if not await self._change(slot, "unsubscribe", channels, session=conn):
-            return
+            return conn.done.is_set() and not conn.retired
         client = conn.client
         metrics = client.get_metrics()
         # Everything received before the acknowledgement, minus what the client discarded.
@@ -1157,6 +1178,7 @@ class ConnectionPool:
             # Polls: the client offers no event for "routed up to here".
             while not drained():  # noqa: ASYNC110
                 await trio.sleep(_DRAIN_POLL)
+        return conn.done.is_set() and conn.consumed < target
 
     def _abandon_handover(self, symbols: Iterable[str]) -> None:
         """Drop the handovers of ``symbols`` that did not finish (the move failed or was
@@ -1223,7 +1245,9 @@ class ConnectionPool:
                 await self._subscribe(
                     slot, {ch: syms - set(have.get(ch, ())) for ch, syms in want.items()}
                 )
-                await self._release_from(slot, old, self._channels_for(moving))
+                gap_start = self._gap_start(slot)
+                if await self._release_from(slot, old, self._channels_for(moving)):
+                    self._emit_reconnected(moving, gap_start, 1)  # it died during the switch
                 old.retired = True
                 old.reason = "rotated (make before break)"
                 old.scope.cancel()
@@ -1254,7 +1278,9 @@ class ConnectionPool:
                         if sym in self._live:
                             self._live[sym] = index
                 moved = {s: i for s, i in targets.items() if self._place.get(s) == i}
-                await self._release_from(slot, old, self._channels_for(moved))
+                gap_start = self._gap_start(slot)
+                if await self._release_from(slot, old, self._channels_for(moved)):
+                    self._emit_reconnected(moved, gap_start, 1)  # it died during the move
                 # Anything that could not move stays and is resubscribed by the new session.
                 slot.down_since_ns = time.time_ns()
                 for sym in slot.symbols:
