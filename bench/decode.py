@@ -90,8 +90,8 @@ def best(fn: Any, frame: bytes, number: int, repeat: int) -> float:
 def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--frames", type=int, default=2000, help="frames per timing run")
-    parser.add_argument("--repeat", type=int, default=7, help="timing runs (best is kept)")
+    parser.add_argument("--frames", type=int, default=300, help="frames per timing run")
+    parser.add_argument("--repeat", type=int, default=15, help="timing runs (best is kept)")
     args = parser.parse_args()
 
     frame = make_frame(100)

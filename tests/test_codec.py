@@ -146,12 +146,21 @@ def test_decode_timestamp_64bit() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "nanos"),
-    [(1_614_009_104, 208_123_456), (-1, 999_999_999), (-62_135_596_800, 0), (2**40, 5)],
+    [(1_614_009_104, 208_123_456), (-1, 999_999_999), (-62_135_596_800, 0), (2**34 + 7, 5)],
 )
 def test_decode_timestamp_96bit(seconds: int, nanos: int) -> None:
     frame = _frame_with_raw_timestamp(b"\xc7\x0c\xff" + struct.pack(">Iq", nanos, seconds))
     [msg] = Decoder("stocks", "msgpack").decode(frame)
     assert msg.timestamp_ns == seconds * 1_000_000_000 + nanos  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"), [(2**40, 5), (-62_135_596_801, 999_999_999), (253_402_300_800, 0)]
+)
+def test_decode_rejects_timestamps_outside_years_1_to_9999(seconds: int, nanos: int) -> None:
+    frame = _frame_with_raw_timestamp(b"\xc7\x0c\xff" + struct.pack(">Iq", nanos, seconds))
+    with pytest.raises(RemoteProtocolError, match="outside the years 0001-9999"):
+        Decoder("stocks", "msgpack").decode(frame)
 
 
 @pytest.mark.parametrize(
@@ -291,16 +300,29 @@ def test_fast_path_does_not_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_slow_path(cls: type[Any], d: Any) -> Any:
         raise AssertionError(f"slow path used for {cls.__name__}")
 
-    messages = [trade(), m.Quote("A", "V", 1.0, 1, "Q", 2.0, 2, ("R",), TS, "C")]
-    frames = {enc: Encoder("stocks", enc).encode(messages) for enc in ENCODINGS}  # type: ignore[arg-type]
+    monkeypatch.setattr(_codec, "_slow_build", no_slow_path)
+    messages = [
+        trade(),
+        m.Quote("A", "V", 1.0, 1, "Q", 2.0, 2, ("R",), TS, "C"),
+        m.DailyBar("A", 1.0, 2.0, 0.5, 1.5, 10, 2, 1.2, TS),
+    ]
     for enc in ENCODINGS:
-        # re-generate the constructors so they see the patched fallback
-        monkeypatch.setattr(_codec, "_slow_build", no_slow_path)
-        table = {cls.wire_type: _codec._make_fast(cls, enc) for cls in (m.Trade, m.Quote)}
+        # re-generate the decoders so that they see the patched fallback
+        types = _codec._DATA_TYPES["stocks"]
+        table = {t: _codec._make_fast(cls, enc) for t, cls in types.items()}
+        table.update(_codec._CONTROL)
+        key = ("stocks", enc)
+        monkeypatch.setitem(_codec._TABLES, key, table)
         monkeypatch.setitem(
-            _codec._TABLES, ("stocks", enc), {**_codec._TABLES[("stocks", enc)], **table}
+            _codec._FRAME_DECODERS, key, _codec._make_frame_decoder(types, table, enc)
         )
-        assert Decoder("stocks", enc).decode(frames[enc]) == messages  # type: ignore[arg-type]
+        encoder, decoder = Encoder("stocks", enc), Decoder("stocks", enc)  # type: ignore[arg-type]
+        assert decoder.decode(encoder.encode(messages)) == messages
+        for msg in messages:
+            assert decoder.decode(encoder.encode([msg])) == [msg]
+        # an int price needs the generic path: the patched fallback proves this test can fail
+        with pytest.raises(ProtocolError, match="slow path used for Trade"):
+            decoder.decode(encoder.encode_raw([{**trade().to_wire(), "p": 126}]))
 
 
 def test_decoder_accepts_memoryview_and_bytearray() -> None:

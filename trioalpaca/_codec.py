@@ -339,7 +339,9 @@ def _norm(kind: str, key: str, v: Any, t: str) -> Any:
                 pass
     elif kind == "ts":
         if isinstance(v, int) and not isinstance(v, bool):
-            return v
+            if MIN_TIMESTAMP_NS <= v <= MAX_TIMESTAMP_NS:
+                return v
+            raise _remote(f"{t!r} message: {key!r} is outside the years 0001-9999: {v} ns")
         if isinstance(v, str):
             try:
                 return parse_rfc3339_ns(v)
@@ -424,20 +426,16 @@ def _fast_levels_json(v: Any, level: type[m.OrderbookLevel] = m.OrderbookLevel) 
     return tuple(out)
 
 
-def _make_fast(cls: type[Any], encoding: str) -> _Ctor:
-    """Generate the positional constructor for ``cls`` (fields read, type-checked, stored)."""
-    spec = _SPECS[cls]
-    attr_names = [a.name for a in cls.__attrs_attrs__]
-    if attr_names != [s[0] for s in spec]:  # pragma: no cover - guarded by tests
-        raise RuntimeError(f"codec spec for {cls.__name__} does not match its fields")
-    env: dict[str, Any] = {
+def _base_env(encoding: str) -> dict[str, Any]:
+    return {
         "new": object.__new__,
-        "cls": cls,
         "slow": _slow_build,
         "parse_ts": parse_rfc3339_ns,
         "levels": _fast_levels_json if encoding == "json" else _fast_levels_msgpack,
         "tuple": tuple,
         "join": "".join,
+        "MIN_TS": MIN_TIMESTAMP_NS,
+        "MAX_TS": MAX_TIMESTAMP_NS,
         "type": type,
         "str": str,
         "int": int,
@@ -445,47 +443,103 @@ def _make_fast(cls: type[Any], encoding: str) -> _Ctor:
         "bool": bool,
         "list": list,
     }
-    lines = ["def ctor(d):", "    try:"]
+
+
+def _ctor_source(
+    cls: type[Any], encoding: str, tag: str, env: dict[str, Any], fail: str, done: str
+) -> list[str]:
+    """Source lines (indent 0) building ``cls`` from the map ``d``.
+
+    Names are suffixed with ``tag`` so several bodies can share one namespace. ``fail`` is the
+    statement run when the fast path declines (``slow(cls, d)`` is its value), ``done`` the one
+    run with the finished object ``o``; both may contain several lines separated by newlines.
+    """
+    spec = _SPECS[cls]
+    attr_names = [a.name for a in cls.__attrs_attrs__]
+    if attr_names != [s[0] for s in spec]:  # pragma: no cover - guarded by tests
+        raise RuntimeError(f"codec spec for {cls.__name__} does not match its fields")
+    env[f"cls{tag}"] = cls
+    lines = ["try:"]
     checks = []
     for i, (attr, key, kind, _default) in enumerate(spec):
-        # member descriptors' __set__ stores into the slot, bypassing the frozen __setattr__
-        env[f"set_{i}"] = cls.__dict__[attr].__set__ if attr in cls.__dict__ else None
-        if env[f"set_{i}"] is None:
-            for base in cls.__mro__:
-                if attr in base.__dict__:
-                    env[f"set_{i}"] = base.__dict__[attr].__set__
-                    break
+        # the slot's member descriptor stores directly, bypassing the frozen __setattr__
+        owner = next(base for base in cls.__mro__ if attr in base.__dict__)
+        env[f"set{tag}_{i}"] = owner.__dict__[attr].__set__
         var = f"v{i}"
         if kind == "ts" and encoding == "json":
-            lines.append(f"        {var} = parse_ts(d[{key!r}])")
+            lines.append(f"    {var} = parse_ts(d[{key!r}])")
         elif kind == "strs":
             # str.join raises TypeError (-> slow path -> clear error) for non-string elements
-            lines.append(f"        {var} = d[{key!r}]")
-            lines.append(f"        join({var})")
+            lines.append(f"    {var} = d[{key!r}]")
+            lines.append(f"    join({var})")
             checks.append(f"type({var}) is not {'list' if encoding == 'json' else 'tuple'}")
         elif kind == "levels":
-            lines.append(f"        {var} = levels(d[{key!r}])")
+            lines.append(f"    {var} = levels(d[{key!r}])")
         else:
-            lines.append(f"        {var} = d[{key!r}]")
+            lines.append(f"    {var} = d[{key!r}]")
             pytype = {"str": "str", "int": "int", "float": "float", "ts": "int", "bool": "bool"}
-            checks.append(f"type({var}) is not {pytype.get(kind, 'tuple')}")
-    lines.append("    except Exception:")
-    lines.append("        return slow(cls, d)")
+            checks.append(f"type({var}) is not {pytype[kind]}")
+            if kind == "ts":
+                checks.append(f"not MIN_TS <= {var} <= MAX_TS")
+    fail_lines = fail.replace("CLS", f"cls{tag}").split("\n")
+    lines.append("except Exception:")
+    lines.extend("    " + line for line in fail_lines)
     if checks:
-        lines.append("    if " + " or ".join(checks) + ":")
-        lines.append("        return slow(cls, d)")
+        lines.append("if " + " or ".join(checks) + ":")
+        lines.extend("    " + line for line in fail_lines)
     for i, (_attr, _key, kind, _default) in enumerate(spec):
         if kind == "strs" and encoding == "json":
-            lines.append(f"    v{i} = tuple(v{i})")
-    lines.append("    o = new(cls)")
-    for i in range(len(spec)):
-        lines.append(f"    set_{i}(o, v{i})")
-    lines.append("    return o")
-    source = "\n".join(lines) + "\n"
-    code = compile(source, f"<trioalpaca codec: {cls.__name__} ({encoding})>", "exec")
-    exec(code, env)
-    ctor: _Ctor = env["ctor"]
+            lines.append(f"v{i} = tuple(v{i})")
+    lines.append(f"o = new(cls{tag})")
+    lines.extend(f"set{tag}_{i}(o, v{i})" for i in range(len(spec)))
+    lines.extend(done.split("\n"))
+    return lines
+
+
+def _compile(source: str, name: str, env: dict[str, Any], func: str) -> Any:
+    exec(compile(source, f"<trioalpaca codec: {name}>", "exec"), env)
+    return env[func]
+
+
+def _make_fast(cls: type[Any], encoding: str) -> _Ctor:
+    """Generate the positional constructor for ``cls`` (fields read, type-checked, stored)."""
+    env = _base_env(encoding)
+    body = _ctor_source(cls, encoding, "", env, "return slow(CLS, d)", "return o")
+    source = "def ctor(d):\n" + "".join(f"    {line}\n" for line in body)
+    ctor: _Ctor = _compile(source, f"{cls.__name__} ({encoding})", env, "ctor")
     return ctor
+
+
+def _make_frame_decoder(
+    types: Mapping[str, type[Any]], table: Mapping[str, _Ctor], encoding: str
+) -> Callable[[Sequence[Any]], list[Any]]:
+    """Generate one loop decoding a whole frame, every known data type inlined.
+
+    Same code as the per-type constructors, minus a function call per message. Control and
+    unknown types go through ``table`` (an unknown ``T`` raises KeyError; the caller then redoes
+    the frame element by element).
+    """
+    env = _base_env(encoding)
+    env["table"] = table
+    lines = [
+        "def decode_items(items):",
+        "    out = []",
+        "    append = out.append",
+        "    for d in items:",
+        "        T = d['T']",
+    ]
+    for n, (t, cls) in enumerate(types.items()):
+        body = _ctor_source(
+            cls, encoding, str(n), env, "append(slow(CLS, d))\ncontinue", "append(o)\ncontinue"
+        )
+        lines.append(f"        if T == {t!r}:")
+        lines.extend(f"            {line}" for line in body)
+    lines.append("        append(table[T](d))")
+    lines.append("    return out")
+    decode_items: Callable[[Sequence[Any]], list[Any]] = _compile(
+        "\n".join(lines) + "\n", f"frame decoder ({encoding})", env, "decode_items"
+    )
+    return decode_items
 
 
 # ------------------------------------------------------------------------- control messages
@@ -545,11 +599,14 @@ _CONTROL: dict[str, _Ctor] = {
 
 #: (kind, encoding) -> {T: constructor}
 _TABLES: dict[tuple[str, str], dict[str, _Ctor]] = {}
+#: (kind, encoding) -> whole-frame decoder (a list of maps -> a list of messages)
+_FRAME_DECODERS: dict[tuple[str, str], Callable[[Sequence[Any]], list[Any]]] = {}
 for _kind, _types in _DATA_TYPES.items():
     for _enc in _ENCODINGS:
         _table = {t: _make_fast(cls, _enc) for t, cls in _types.items()}
         _table.update(_CONTROL)
         _TABLES[(_kind, _enc)] = _table
+        _FRAME_DECODERS[(_kind, _enc)] = _make_frame_decoder(_types, _table, _enc)
 
 
 # ---------------------------------------------------------------------------- frame parsing
@@ -608,12 +665,13 @@ class Decoder:
             binary frames by ``encoding``.
     """
 
-    __slots__ = ("_encoding", "_kind", "_table", "_ts_keys")
+    __slots__ = ("_decode_items", "_encoding", "_kind", "_table", "_ts_keys")
 
     def __init__(self, kind: Any, encoding: Encoding) -> None:
         self._kind = _kind_name(kind)
         self._encoding = _encoding_name(encoding)
         self._table = _TABLES[(self._kind, self._encoding)]
+        self._decode_items = _FRAME_DECODERS[(self._kind, self._encoding)]
         self._ts_keys = _TS_KEYS_BY_T[self._kind]
 
     @property
@@ -651,9 +709,8 @@ class Decoder:
             items = _load(frame, self._encoding, False)
             if type(items) is not list and type(items) is not tuple:
                 raise _remote(f"expected an array of messages, got {_short(items)}")
-        table = self._table
         try:
-            return [table[d["T"]](d) for d in items]
+            return self._decode_items(items)
         except Exception:  # something unusual: redo it element by element with diagnostics
             return self._decode_careful(items)
 
@@ -900,6 +957,8 @@ class Encoder:
             except Exception as exc:
                 raise LocalProtocolError(f"cannot encode {msg!r:.80}: {exc}") from exc
             keys = _TS_KEYS.get(type(msg))
+            if keys is None and "T" not in d:
+                raise LocalProtocolError(f"{type(msg).__name__} cannot be sent on a data stream")
             if keys:
                 for key in keys:
                     d[key] = conv(d[key])
