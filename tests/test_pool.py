@@ -238,8 +238,14 @@ async def test_handles_receive_only_their_symbols_and_channels(
         assert {type(m) for m in cb.data()} == {Trade}
         no_duplicate_trades(ca)
         no_duplicate_trades(cb)
+        await trio.sleep(2.5)  # a couple of heartbeats (interval 1 s)
         m = pool.get_pool_metrics()
         assert m["messages_total"] > 0 and m["messages_per_second"] > 0
+        for conn in m["connections"]:
+            assert conn["state"] == "ready" and conn["health"] == "healthy"
+            assert conn["latency_ms"] is not None and 0 <= conn["latency_ms"] < 1000
+            assert conn["connected_for"] > 2.0
+        assert m["connections"][0]["messages_total"] > 0
 
 
 # ---------------------------------------------------------------------------------- failover
@@ -385,6 +391,31 @@ async def test_persistently_degraded_connection_is_failed_over(
                     await cols[1].wait_for({"MSFT"}, since_ns=since)
                 assert sorted(len(c.reconnects()) for c in cols) == [0, 1]
                 nursery.cancel_scope.cancel()
+
+
+async def test_all_degraded_still_serves_and_does_not_churn(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Every measured heartbeat round trip counts as "slow": all connections turn degraded.
+    health = HealthThresholds(degraded_rtt=0.0, degraded_grace=3.0)
+    async with emulator() as emu, pool_for(emu, n_keys=2, health=health) as pool:
+        with trio.fail_after(10):
+            while pool.get_pool_metrics()["degraded_connections"] != 2:
+                await trio.sleep(0.1)
+        # No healthy connection: new symbols go to the degraded ones rather than waiting.
+        h = await pool.get_connection(["AAPL"])
+        col = Collector(h)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(col.run)
+            await trio.sleep(10.0)
+            since = emu.market_ns()
+            with trio.fail_after(5):
+                await col.wait_for({"AAPL"}, since_ns=since)
+            nursery.cancel_scope.cancel()
+        m = pool.get_pool_metrics()
+        # Nowhere healthy to go: nothing is failed over, nothing reconnects.
+        assert m["failovers"] == 0 and m["reconnects"] == 0
+        assert col.reconnects() == []
 
 
 # ---------------------------------------------------------------------------------- rotation

@@ -442,9 +442,10 @@ class ConnectionPool:
         Symbols another handle already placed are reused (same connection, reference counted);
         new symbols go to the least-loaded healthy connection with room under
         ``max_subscriptions_per_connection`` (all to one connection when it has room, otherwise
-        spread). Returns once the server acknowledged every new subscription. Waits (under the
-        caller's cancel scopes) while no healthy connection has room but the pool as a whole
-        could hold the symbols, e.g. while connections are still connecting.
+        spread); degraded connections are used only when the healthy ones lack room. Returns
+        once the server acknowledged every new subscription. Waits (under the caller's cancel
+        scopes) while no ready connection has room but the pool as a whole could hold the
+        symbols, e.g. while connections are still connecting.
 
         Args:
             symbols: ticker symbols (case-insensitive).
@@ -482,10 +483,14 @@ class ConnectionPool:
                 async with self._lock:
                     new = [s for s in syms if s not in self._wanted]
                     check_capacity(len(self._wanted) + len(new), len(self._slots), self._limit)
-                    try:
-                        plan = plan_placement(new, self._loads(), self._eligible(), self._limit)
-                    except PoolCapacityError:
-                        plan = None
+                    plan = None
+                    # Healthy connections first; degraded ones only if the healthy lack room.
+                    for candidates in (self._eligible(), self._eligible(degraded=True)):
+                        try:
+                            plan = plan_placement(new, self._loads(), candidates, self._limit)
+                            break
+                        except PoolCapacityError:
+                            continue
                     if plan is not None:
                         attached = True
                         await self._attach(handle, plan)
@@ -599,11 +604,12 @@ class ConnectionPool:
     def _loads(self) -> dict[int, int]:
         return {s.spec.index: len(s.symbols) for s in self._slots}
 
-    def _eligible(self, exclude: int | None = None) -> list[int]:
+    def _eligible(self, exclude: int | None = None, *, degraded: bool = False) -> list[int]:
+        ok = (Health.HEALTHY, Health.DEGRADED) if degraded else (Health.HEALTHY,)
         return [
             s.spec.index
             for s in self._slots
-            if s.ready and s.health is Health.HEALTHY and s.spec.index != exclude
+            if s.ready and s.health in ok and s.spec.index != exclude
         ]
 
     def _connections_of(self, symbols: Iterable[str]) -> tuple[int, ...]:
@@ -1092,7 +1098,9 @@ class ConnectionPool:
                 slot.degraded_since,
                 now,
                 self._thresholds,
-                others_have_room=room >= len(slot.symbols),
+                # Failing over a degraded connection only helps if it carries symbols and
+                # healthy connections can take all of them.
+                others_have_room=bool(others and slot.symbols) and room >= len(slot.symbols),
             ):
                 conn = slot.conn
                 if conn is not None:
