@@ -42,6 +42,8 @@ from trioalpaca._time import (
 if TYPE_CHECKING:
     from typing import TypeAlias
 
+    from trioalpaca.endpoints import StreamKind
+
 __all__ = [
     "Decoder",
     "Encoder",
@@ -667,7 +669,7 @@ class Decoder:
 
     __slots__ = ("_decode_items", "_encoding", "_kind", "_table", "_ts_keys")
 
-    def __init__(self, kind: Any, encoding: Encoding) -> None:
+    def __init__(self, kind: StreamKind | str, encoding: Encoding) -> None:
         self._kind = _kind_name(kind)
         self._encoding = _encoding_name(encoding)
         self._table = _TABLES[(self._kind, self._encoding)]
@@ -919,7 +921,7 @@ class Encoder:
 
     __slots__ = ("_conv", "_encoding", "_kind", "_ts_keys")
 
-    def __init__(self, kind: Any, encoding: Encoding) -> None:
+    def __init__(self, kind: StreamKind | str, encoding: Encoding) -> None:
         self._kind = _kind_name(kind)
         self._encoding = _encoding_name(encoding)
         self._ts_keys = _TS_KEYS_BY_T[self._kind]
