@@ -22,7 +22,7 @@ from trioalpaca import (
     Trade,
     open_stream,
 )
-from trioalpaca.testing import Emulator, open_emulator
+from trioalpaca.testing import DEFAULT_SEND_BUFFER_LIMIT, Emulator, open_emulator
 
 KEY = "PKFAULTKEY"
 SECRET = "fault-secret-value"
@@ -118,10 +118,16 @@ async def test_mute_socket_without_pongs_detected_by_heartbeat(
         await take_data(stream, 5)
         emu.mute(feed="iex", pings=False)
         t0 = trio.current_time()
-        await until_reconnected(stream)
+        while not stream.get_metrics()["errors"]:
+            await trio.sleep(0.01)
         elapsed = trio.current_time() - t0
-        assert elapsed < 2.0 + 1.0 + 0.5 + 1.5
+        assert elapsed <= 2.0 + 1.0 + 0.5 + 0.05  # next ping + pong deadline + close_timeout
         assert stream.get_metrics()["errors"] == {"HeartbeatTimeoutError": 1}
+        assert stream.state == "reconnecting"
+        # The emulator's mute connection cannot even process our close frame (its socket lock is
+        # held), so it keeps the connection slot: unmute it to let it notice we are gone.
+        emu.unmute(feed="iex")
+        await until_reconnected(stream)
         await take_data(stream, 5)
 
 
@@ -203,8 +209,10 @@ async def test_fatal_error_while_streaming_ends_block(autojump_clock: trio.abc.C
 async def test_slow_client_407_then_close_reconnects(autojump_clock: trio.abc.Clock) -> None:
     async with emulator() as emu, client(emu, trades=["AAPL"]) as stream:
         await take_data(stream, 3)
-        emu.inject_frame(b"\x91\x83\xa1T\xa5error\xa4code\xcd\x01\x97\xa3msg\xabslow client")
-        emu.drop(feed="iex", how=1008)
+        emu.set_send_buffer_limit(1)  # the next data frame trips 407 + close
+        while "407" not in stream.get_metrics()["errors"]:
+            await trio.sleep(0.01)
+        emu.set_send_buffer_limit(DEFAULT_SEND_BUFFER_LIMIT)
         await until_reconnected(stream)
         assert stream.get_metrics()["errors"].get("407") == 1
         await take_data(stream, 3)

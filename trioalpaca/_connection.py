@@ -323,7 +323,8 @@ async def open_connection(
         single = collapse_exception_group(group)
         mapped = _map_error(single, url)
         if mapped is single:
-            raise single from None
+            single.__suppress_context__ = True  # keep __cause__; hide the group
+            raise single  # noqa: B904
         raise mapped from single
     except (OSError, trio_websocket.HandshakeError, trio.BrokenResourceError) as exc:
         raise _map_error(exc, url) from exc

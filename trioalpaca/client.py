@@ -615,7 +615,7 @@ class AlpacaWebSocketClient:
         self._last_rx_wall_ns: int | None = None
         self._channel_seen: dict[str, float] = {}
         self._data_flowed = False
-        self._attempts = 0
+        self._session_was_ready = False
 
     # ------------------------------------------------------------------ configuration helpers
 
@@ -683,9 +683,8 @@ class AlpacaWebSocketClient:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             single = collapse_exception_group(group)
-            if isinstance(single, trio.Cancelled):
-                raise single from None
-            raise single from None
+            single.__suppress_context__ = True  # keep __cause__; hide the group
+            raise single  # noqa: B904
         finally:
             self._nursery = None
             if self._state != "failed":
@@ -745,6 +744,7 @@ class AlpacaWebSocketClient:
                 while True:
                     self._state = "connecting" if gap_start is None else "reconnecting"
                     self._data_flowed = False
+                    self._session_was_ready = False
                     try:
                         await self._session_run(gap_start, attempts)
                         return  # pragma: no cover - sessions only end by raising
@@ -759,7 +759,7 @@ class AlpacaWebSocketClient:
                         if self._ready.is_set():
                             self._ready = trio.Event()
                         lost_at = time.time_ns()
-                        if gap_start is None or self._data_flowed:
+                        if self._session_was_ready and (gap_start is None or self._data_flowed):
                             gap_start = min(lost_at, self._last_rx_wall_ns or lost_at)
                         if self._data_flowed:
                             attempts = 0
@@ -877,6 +877,7 @@ class AlpacaWebSocketClient:
 
     def _session_ready(self, session: _Session) -> None:
         """Called by the reader (synchronously) when a session's subscriptions are confirmed."""
+        self._session_was_ready = True
         if session.gap_start is not None:
             now_wall = time.time_ns()
             self._reconnects += 1
