@@ -612,3 +612,54 @@ async def test_cancellation_is_not_an_error() -> None:
             await handler.consume(agen([trade("A", 0)]))
     assert failures == []
     assert handler.get_metrics()["by_type"]["trades"]["errors"] == 0
+
+
+class BatchSource:
+    """Mimics the client's ``receive_batch()`` fast path."""
+
+    def __init__(self, msgs: list[Any], size: int) -> None:
+        self.msgs = msgs
+        self.size = size
+        self.calls = 0
+
+    async def receive_batch(self) -> list[Any]:
+        await trio.lowlevel.checkpoint()
+        if not self.msgs:
+            raise trio.EndOfChannel
+        self.calls += 1
+        out, self.msgs = self.msgs[: self.size], self.msgs[self.size :]
+        return out
+
+    def __aiter__(self) -> AsyncIterator[Any]:  # pragma: no cover - must not be used
+        raise AssertionError("consume() should use receive_batch()")
+
+
+async def test_consume_uses_receive_batch() -> None:
+    got: list[Any] = []
+    msgs: list[Any] = [trade(f"S{i % 7}", i) for i in range(500)] + [Reconnected(1, 2)]
+    src = BatchSource(msgs, 64)
+    async with open_message_handler(worker_count=3, batch_size=50) as handler:
+        handler.register_processor("*", got.extend)
+        await handler.consume(src)
+    assert src.calls == 8
+    trades = [m for m in got if isinstance(m, Trade)]
+    assert sorted(trades, key=lambda t: t.trade_id) == msgs[:-1]
+    assert [m for m in got if not isinstance(m, Trade)] == [Reconnected(1, 2)]
+
+
+async def test_many_producers_through_intake() -> None:
+    got: list[Trade] = []
+    async with open_message_handler(worker_count=2, buffer_size=8) as handler:
+        handler.register_processor("trades", got.extend)
+        async with trio.open_nursery() as nursery:
+            for p in range(4):
+
+                async def produce(p: int = p) -> None:
+                    async with handler.intake_channel() as ch:
+                        for i in range(50):
+                            await ch.send(trade(f"P{p}", i))
+
+                nursery.start_soon(produce)
+    for p in range(4):
+        assert [t.trade_id for t in got if t.symbol == f"P{p}"] == list(range(50))
+    check_invariant(handler)

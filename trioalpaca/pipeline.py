@@ -1,4 +1,4 @@
-"""MessageHandler: a bounded, symbol-affine, batching processing pipeline built on memory channels.
+"""MessageHandler: a bounded, symbol-affine, batching processing pipeline.
 
 Shape of the pipeline::
 
@@ -13,11 +13,16 @@ Shape of the pipeline::
   the same worker in every run), so one worker owns each symbol. :meth:`MessageHandler.consume`
   routes inline (the stream itself is the intake, one hop less); :meth:`MessageHandler.send` and
   :meth:`MessageHandler.intake_channel` go through the intake memory channel and the router task.
-* **Lanes** are bounded ``trio`` memory channels (``buffer_size`` messages each) with a named
-  overflow policy per channel, see :data:`OverflowPolicy`.
+* **Lanes** are bounded FIFO queues (``buffer_size`` messages each) with a named overflow
+  policy per channel, see :data:`OverflowPolicy`. They behave like memory channels (bounded,
+  closable, ``EndOfChannel`` once closed and drained) but are a ``deque`` plus a parking lot:
+  the router appends a whole received frame without per-message task bookkeeping, a worker is
+  woken once per batch rather than per message, and ``drop_oldest`` is O(1) (a memory channel
+  cannot drop its head). This keeps the pipeline's cost per message well below the client's
+  decoding cost (see the ``bench`` session).
 * **Workers** take up to ``batch_size`` messages from their lane: the first message is awaited,
-  more are taken while immediately available, and then waited for until ``batch_timeout``
-  seconds after the first one arrived. The batch is split by channel (order kept within each
+  then, if fewer than ``batch_size`` are queued, they wait up to ``batch_timeout`` seconds for a
+  full batch before taking what is there. The batch is split by channel (order kept within each
   channel) and each part is handed to that channel's processor as a ``list``.
 * **Control events** (``Reconnected``, ``Dropped``, ``SubscriptionChanged``, ``ServerError``, ...;
   channel ``"control"``) never share a lane with market data: they go, unbatched-by-time and never
@@ -58,7 +63,8 @@ import logging
 import math
 import sys
 import zlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal, get_args
 
@@ -206,15 +212,89 @@ class _TypeStats:
 
 
 class _Lane:
-    __slots__ = ("batches", "capacity", "index", "pending", "recv", "send")
+    """A bounded FIFO of messages feeding one worker (memory-channel semantics).
+
+    Like a memory channel it is bounded, closable and ends with ``EndOfChannel`` once closed and
+    drained; unlike one it takes a message with a plain ``deque.append`` (no task bookkeeping per
+    message), wakes its worker only when a batch can be formed, and drops its oldest message in
+    O(1). The router is the only producer and the lane's worker the only consumer.
+    """
+
+    __slots__ = (
+        "_lot",
+        "_room",
+        "batches",
+        "capacity",
+        "closed",
+        "index",
+        "pending",
+        "q",
+        "wake_at",
+    )
 
     def __init__(self, index: int, capacity: int) -> None:
         self.index = index
         self.capacity = capacity
-        self.send, self.recv = trio.open_memory_channel[Any](capacity)
+        self.q: deque[Any] = deque()
+        self.closed = False
+        #: the worker parks here; producers unpark it once len(q) >= wake_at
+        self._lot = trio.lowlevel.ParkingLot()
+        self.wake_at = 1
+        #: producers waiting for room park here
+        self._room = trio.lowlevel.ParkingLot()
         #: conflated channels: (channel, symbol) -> latest message for the queued token
         self.pending: dict[tuple[str, str], Any] = {}
         self.batches = 0
+
+    def notify(self) -> None:
+        """Wake the worker if it waits for what is queued now (call after appending)."""
+        if len(self.q) >= self.wake_at and self._lot:
+            self._lot.unpark_all()
+
+    async def wait_for_room(self) -> None:
+        """Wait until the lane has room (or is closed: then raise ClosedResourceError)."""
+        while len(self.q) >= self.capacity:
+            if self.closed:
+                raise trio.ClosedResourceError("the MessageHandler is closed")
+            await self._room.park()
+        if self.closed:
+            raise trio.ClosedResourceError("the MessageHandler is closed")
+
+    def close(self) -> None:
+        """No more messages; the worker drains what is queued, then ends."""
+        self.closed = True
+        self._lot.unpark_all()
+        self._room.unpark_all()
+
+    async def take(self, max_n: int, wait_s: float) -> list[Any]:
+        """Wait for the first message, then up to ``wait_s`` seconds for ``max_n`` of them;
+        return at most ``max_n`` (``EndOfChannel`` once closed and drained)."""
+        q = self.q
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not q:
+            self.wake_at = 1
+            while not q:
+                if self.closed:
+                    raise trio.EndOfChannel
+                await self._lot.park()
+        if len(q) < max_n and wait_s > 0 and not self.closed:
+            self.wake_at = max_n
+            with trio.move_on_after(wait_s):
+                while len(q) < max_n and not self.closed:
+                    await self._lot.park()
+            self.wake_at = 1
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        n = len(q)
+        if n <= max_n:
+            batch = list(q)
+            q.clear()
+        else:
+            popleft = q.popleft
+            batch = [popleft() for _ in range(max_n)]
+        if self._room:
+            self._room.unpark_all()
+        return batch
 
 
 def _channel_of(msg: Any) -> str:
@@ -358,6 +438,9 @@ class MessageHandler:
         self._error_handler: ErrorHandler | None = None
         self._stats: dict[str, _TypeStats] = {}
         self._worker_of: dict[str, int] = {}
+        #: hot-path cache: message class -> (stats, overflow policy, channel)
+        self._fast: dict[type, tuple[_TypeStats, str, str]] = {}
+        self._class_channel: dict[type, str] = {}
         self._reconnects = 0
         self._upstream_dropped = 0
         self._handler_errors = 0
@@ -422,10 +505,12 @@ class MessageHandler:
                 f"a processor for {key!r} is already registered; call unregister_processor first"
             )
         self._processors[key] = processor
+        self._fast.clear()
 
     def unregister_processor(self, kind: str) -> None:
         """Remove the processor for ``kind`` (``KeyError`` if none is registered)."""
         del self._processors[_normalize_kind(kind)]
+        self._fast.clear()
 
     def set_error_handler(self, handler: ErrorHandler | None) -> None:
         """Set the function called with a :class:`ProcessingFailure` when a processor raises.
@@ -502,7 +587,6 @@ class MessageHandler:
         """
         if self._closed:
             raise trio.ClosedResourceError("the MessageHandler is closed")
-        put = self._put_nowait
         receive_batch = getattr(stream, "receive_batch", None)
         if callable(receive_batch):
             # Fast path for AlpacaWebSocketClient: take everything buffered at once.
@@ -511,27 +595,51 @@ class MessageHandler:
                     msgs = await receive_batch()
                 except trio.EndOfChannel:
                     return
-                for msg in msgs:
-                    lane = put(msg)
-                    if lane is not None:
-                        await self._put_blocking(lane, msg)
+                await self._route_all(msgs)
+        put = self._put_nowait
         async for msg in stream:
             lane = put(msg)
             if lane is not None:
                 await self._put_blocking(lane, msg)
+            else:
+                self._notify_all()
+
+    async def _route_all(self, msgs: Iterable[Any]) -> None:
+        put = self._put_nowait
+        for msg in msgs:
+            lane = put(msg)
+            if lane is not None:
+                self._notify_all()
+                await self._put_blocking(lane, msg)
+        self._notify_all()
+
+    def _notify_all(self) -> None:
+        for lane in self._lanes:
+            if lane.q:
+                lane.notify()
+        if self._control.q:
+            self._control.notify()
 
     async def _router(self) -> None:
-        put = self._put_nowait
         try:
             async with self._intake_recv:
-                async for msg in self._intake_recv:
-                    lane = put(msg)
-                    if lane is not None:
-                        await self._put_blocking(lane, msg)
+                while True:
+                    try:
+                        first = await self._intake_recv.receive()
+                    except trio.EndOfChannel:
+                        break
+                    msgs = [first]
+                    # take what else is queued without waiting, then route it all at once
+                    while len(msgs) < 1000:
+                        try:
+                            msgs.append(self._intake_recv.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await self._route_all(msgs)
         finally:
             for lane in self._lanes:
-                lane.send.close()
-            self._control.send.close()
+                lane.close()
+            self._control.close()
 
     def _stats_for(self, channel: str) -> _TypeStats:
         st = self._stats.get(channel)
@@ -552,12 +660,33 @@ class MessageHandler:
         return zlib.crc32(symbol.encode()) % self.worker_count
 
     def _put_nowait(self, msg: Any) -> _Lane | None:
-        """Route one message without waiting. Returns the lane when the caller must block."""
+        """Route one message without waiting. Returns the lane when the caller must block.
+
+        The caller wakes the workers afterwards (``_notify_all``) so that a whole frame is queued
+        before any worker runs.
+        """
+        fast = self._fast.get(type(msg))
+        if fast is not None:
+            # Typed market data with a processor and a non-conflating policy: the hot path.
+            st = fast[0]
+            key = msg.symbol
+            idx = self._worker_of.get(key)
+            lane = self._lanes[idx] if idx is not None else self._lane_for(key)
+            st.received += 1
+            q = lane.q
+            if len(q) < lane.capacity:
+                q.append(msg)
+                st.queued += 1
+                return None
+            return self._overflow(msg, fast[1], lane, st, fast[2], key)
+        return self._put_slow(msg)
+
+    def _put_slow(self, msg: Any) -> _Lane | None:
         channel = _channel_of(msg)
         procs = self._processors
         st = self._stats_for(channel)
+        cls = type(msg)
         if channel == "control":
-            cls = type(msg)
             if cls is dict:
                 t = msg.get("T")
                 if t == "reconnected":
@@ -581,11 +710,10 @@ class MessageHandler:
             st.received += 1
             st.queued += 1
             lane = self._control
-            try:
-                lane.send.send_nowait(msg)
-            except trio.WouldBlock:
-                return lane
-            return None
+            if len(lane.q) < lane.capacity:
+                lane.q.append(msg)
+                return None
+            return lane  # control events are never dropped: wait for room
         if channel not in procs and "*" not in procs:
             st.unhandled += 1
             return None
@@ -593,6 +721,13 @@ class MessageHandler:
         lane = self._lane_for(key)
         st.received += 1
         policy = self._policies.get(channel, self._default_policy)
+        if (
+            cls is not dict
+            and policy != "conflate"
+            and isinstance(getattr(msg, "symbol", None), str)
+        ):
+            # Remember this class for the hot path (cleared when processors change).
+            self._fast[cls] = (st, policy, channel)
         if policy == "conflate":
             pkey = (channel, key)
             pending = lane.pending
@@ -601,35 +736,34 @@ class MessageHandler:
                 st.dropped += 1
                 st.conflated += 1
                 return None
-            try:
-                lane.send.send_nowait(msg)
-            except trio.WouldBlock:
-                policy = self._default_policy
-            else:
+            if len(lane.q) < lane.capacity:
+                lane.q.append(msg)
                 pending[pkey] = msg
                 st.queued += 1
                 return None
-        else:
-            try:
-                lane.send.send_nowait(msg)
-            except trio.WouldBlock:
-                pass
-            else:
-                st.queued += 1
-                return None
-        # The lane is full.
+            policy = self._default_policy
+        elif len(lane.q) < lane.capacity:
+            lane.q.append(msg)
+            st.queued += 1
+            return None
+        return self._overflow(msg, policy, lane, st, channel, key)
+
+    def _overflow(
+        self, msg: Any, policy: str, lane: _Lane, st: _TypeStats, channel: str, key: str
+    ) -> _Lane | None:
+        """``msg`` found ``lane`` full: apply ``policy``."""
         if policy == "drop_newest":
             st.dropped += 1
             return None
         if policy == "drop_oldest":
-            old = lane.recv.receive_nowait()
+            old = lane.q.popleft()
             old_ch = _channel_of(old)
             old_st = self._stats_for(old_ch)
             old_st.dropped += 1
             old_st.queued -= 1
             if old_ch in self._conflated:
                 lane.pending.pop((old_ch, _key_of(old)), None)
-            lane.send.send_nowait(msg)
+            lane.q.append(msg)
             st.queued += 1
             if channel in self._conflated:
                 lane.pending[(channel, key)] = msg
@@ -640,12 +774,14 @@ class MessageHandler:
 
     async def _put_blocking(self, lane: _Lane, msg: Any) -> None:
         try:
-            await lane.send.send(msg)
+            await lane.wait_for_room()
         except BaseException:
             st = self._stats_for(_channel_of(msg))
             st.queued -= 1
             st.dropped += 1
             raise
+        lane.q.append(msg)
+        lane.notify()
         channel = _channel_of(msg)
         if channel in self._conflated:
             lane.pending.setdefault((channel, _key_of(msg)), msg)
@@ -653,52 +789,39 @@ class MessageHandler:
     # ------------------------------------------------------------------ workers
 
     async def _worker(self, lane: _Lane, wait_s: float) -> None:
-        recv = lane.recv
         size = self.batch_size
         while True:
             try:
-                first = await recv.receive()
+                batch = await lane.take(size, wait_s)
             except trio.EndOfChannel:
                 return
-            batch = [first]
-            deadline: float | None = None
-            while len(batch) < size:
-                try:
-                    batch.append(recv.receive_nowait())
-                    continue
-                except trio.WouldBlock:
-                    pass
-                except trio.EndOfChannel:
-                    break
-                if wait_s <= 0:
-                    break
-                if deadline is None:
-                    deadline = trio.current_time() + wait_s
-                got = False
-                with trio.move_on_at(deadline):
-                    try:
-                        batch.append(await recv.receive())
-                        got = True
-                    except trio.EndOfChannel:
-                        pass
-                if not got:
-                    break
             lane.batches += 1
             await self._dispatch(lane, batch)
 
     async def _dispatch(self, lane: _Lane, batch: list[Any]) -> None:
-        groups: dict[str, list[Any]] = {}
         conflated = self._conflated
-        pending = lane.pending
-        for msg in batch:
-            ch = _channel_of(msg)
-            if ch in conflated:
-                msg = pending.pop((ch, _key_of(msg)), msg)
-            group = groups.get(ch)
-            if group is None:
-                groups[ch] = [msg]
-            else:
-                group.append(msg)
+        first_cls = type(batch[0])
+        groups: dict[str, list[Any]]
+        if not conflated and first_cls is not dict and all(type(m) is first_cls for m in batch):
+            groups = {_channel_of(batch[0]): batch}
+        else:
+            groups = {}
+            pending = lane.pending
+            chans = self._class_channel
+            for msg in batch:
+                cls = type(msg)
+                ch = chans.get(cls)
+                if ch is None:
+                    ch = _channel_of(msg)
+                    if cls is not dict:
+                        chans[cls] = ch
+                if ch in conflated:
+                    msg = pending.pop((ch, _key_of(msg)), msg)
+                group = groups.get(ch)
+                if group is None:
+                    groups[ch] = [msg]
+                else:
+                    group.append(msg)
         now = trio.current_time()
         for ch, group in groups.items():
             st = self._stats_for(ch)
@@ -804,14 +927,14 @@ class MessageHandler:
             "total": self._stats_dict(list(self._stats.values()), t),
             "workers": [
                 {
-                    "queue_depth": lane.send.statistics().current_buffer_used,
+                    "queue_depth": len(lane.q),
                     "capacity": lane.capacity,
                     "batches": lane.batches,
                 }
                 for lane in self._lanes
             ],
             "control": {
-                "queue_depth": self._control.send.statistics().current_buffer_used,
+                "queue_depth": len(self._control.q),
                 "batches": self._control.batches,
             },
             "reconnects": self._reconnects,
