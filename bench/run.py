@@ -159,6 +159,8 @@ def main() -> int:
         ("b / e  raw vs bare trio-websocket loop", "b", "e", 0.85),
         ("a_batch / c  typed batches vs alpaca-py typed", "a_batch", "c", 3.0),
         ("b_batch / e  raw batches vs bare loop", "b_batch", "e", 0.85),
+        ("p1 / a_batch  MessageHandler 1 worker vs bare client", "p1", "a_batch", 0.70),
+        ("p4 / a_batch  MessageHandler 4 workers vs bare client", "p4", "a_batch", 0.70),
     ]
     for label, num, den, target in checks:
         if num in rates and den in rates:
