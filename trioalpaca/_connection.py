@@ -273,52 +273,58 @@ async def open_connection(
     stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
     try:
         async with trio.open_nursery() as ws_nursery:
+            # trio-websocket's own reader runs in a shielded nursery so that it can still read the
+            # server's half of the closing handshake after our scope was cancelled; we cancel it
+            # ourselves once the close is done.
+            host_nursery, host_scope = await ws_nursery.start(_shielded_host)
             try:
-                with trio.fail_after(connect_timeout):
-                    if secure:
-                        stream = await trio.open_ssl_over_tcp_stream(
-                            host,
-                            port,
-                            ssl_context=ssl.create_default_context(),
-                            https_compatible=True,
+                try:
+                    with trio.fail_after(connect_timeout):
+                        if secure:
+                            stream = await trio.open_ssl_over_tcp_stream(
+                                host,
+                                port,
+                                ssl_context=ssl.create_default_context(),
+                                https_compatible=True,
+                            )
+                        else:
+                            stream = await trio.open_tcp_stream(host, port)
+                        host_header = host if port in (80, 443) else f"{host}:{port}"
+                        ws = await trio_websocket.wrap_client_stream(
+                            host_nursery,
+                            stream,
+                            host_header,
+                            resource,
+                            extra_headers=extra,
+                            message_queue_size=MESSAGE_QUEUE_SIZE,
+                            max_message_size=max_message_size,
+                            receive_buffer_size=RECEIVE_BUFFER_SIZE,
                         )
-                    else:
-                        stream = await trio.open_tcp_stream(host, port)
-                    host_header = host if port in (80, 443) else f"{host}:{port}"
-                    ws = await trio_websocket.wrap_client_stream(
-                        ws_nursery,
-                        stream,
-                        host_header,
-                        resource,
-                        extra_headers=extra,
-                        message_queue_size=MESSAGE_QUEUE_SIZE,
-                        max_message_size=max_message_size,
-                        receive_buffer_size=RECEIVE_BUFFER_SIZE,
-                    )
-            except trio.TooSlowError:
-                raise TransportError(
-                    f"connecting to {url} took longer than {connect_timeout:g} s"
-                ) from None
-            conn = Connection(ws, send_channel)
-            try:
-                async with trio.open_nursery() as tasks:
-                    tasks.start_soon(conn._reader, on_frame, gate, name="trioalpaca-reader")
-                    tasks.start_soon(
-                        conn._writer, receive_channel, write_timeout, name="trioalpaca-writer"
-                    )
-                    if heartbeat_interval is not None:
+                except trio.TooSlowError:
+                    raise TransportError(
+                        f"connecting to {url} took longer than {connect_timeout:g} s"
+                    ) from None
+                conn = Connection(ws, send_channel)
+                try:
+                    async with trio.open_nursery() as tasks:
+                        tasks.start_soon(conn._reader, on_frame, gate, name="trioalpaca-reader")
                         tasks.start_soon(
-                            conn._heartbeat,
-                            heartbeat_interval,
-                            heartbeat_timeout,
-                            name="trioalpaca-heartbeat",
+                            conn._writer, receive_channel, write_timeout, name="trioalpaca-writer"
                         )
-                    yield conn
-                    tasks.cancel_scope.cancel()
+                        if heartbeat_interval is not None:
+                            tasks.start_soon(
+                                conn._heartbeat,
+                                heartbeat_interval,
+                                heartbeat_timeout,
+                                name="trioalpaca-heartbeat",
+                            )
+                        yield conn
+                        tasks.cancel_scope.cancel()
+                finally:
+                    send_channel.close()
+                    await conn._close(1000, close_timeout)
             finally:
-                send_channel.close()
-                await conn._close(1000, close_timeout)
-                ws_nursery.cancel_scope.cancel()
+                host_scope.cancel()
     except BaseExceptionGroup as group:
         single = collapse_exception_group(group)
         mapped = _map_error(single, url)
@@ -333,6 +339,15 @@ async def open_connection(
             # trio-websocket leaves the TCP stream open when the peer vanished first.
             with trio.CancelScope(shield=True):
                 await stream.aclose()
+
+
+async def _shielded_host(
+    task_status: trio.TaskStatus[tuple[trio.Nursery, trio.CancelScope]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with trio.CancelScope(shield=True) as scope:
+        async with trio.open_nursery() as nursery:
+            task_status.started((nursery, scope))
+            await trio.sleep_forever()
 
 
 def _split_url(url: str) -> tuple[str, int, str, bool]:

@@ -28,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--symbols", default=DEFAULT_SYMBOLS, help=f"comma-separated symbols ({DEFAULT_SYMBOLS})"
     )
     parser.add_argument(
-        "--rate", type=float, default=2000.0, help="emulated messages per second (2000)"
+        "--rate",
+        type=float,
+        default=250.0,
+        help="emulated trades + quotes per symbol per second (250)",
     )
     parser.add_argument(
         "--chaos",
@@ -46,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; returns the exit code."""
     import trio
 
+    import logging
+
+    # Reconnects show up in the view itself; keep the library's warnings off the screen.
+    logging.getLogger("trioalpaca").setLevel(logging.ERROR)
     symbols = [s.strip().upper() for s in str(args.symbols).split(",") if s.strip()]
     if not symbols:
         print("trioalpaca demo: give at least one symbol", file=sys.stderr)
@@ -113,7 +120,9 @@ async def _main(args: argparse.Namespace, symbols: list[str]) -> None:
             nursery.start_soon(consume)
             if args.chaos > 0:
                 nursery.start_soon(chaos)
-            with trio.move_on_after(args.duration if args.duration is not None else math_inf()):
+            printed = 0
+            duration = args.duration if args.duration is not None else float("inf")
+            with trio.move_on_after(duration):
                 while True:
                     await trio.sleep(0.5 if tty else 1.0)
                     now = trio.current_time()
@@ -121,6 +130,9 @@ async def _main(args: argparse.Namespace, symbols: list[str]) -> None:
                     if tty:
                         _draw(now - start, metrics, views, events, now)
                     else:
+                        for event in events[printed:]:
+                            print(f"event: {event}", flush=True)
+                        printed = len(events)
                         _line(now - start, metrics, views, now)
             nursery.cancel_scope.cancel()
     if tty:
@@ -128,15 +140,9 @@ async def _main(args: argparse.Namespace, symbols: list[str]) -> None:
     sys.stdout.flush()
 
 
-def math_inf() -> float:
-    return float("inf")
-
-
 async def _drop_connections(emu: Any) -> None:
-    """Ask the emulator to drop every client connection (fault injection)."""
-    result = emu.drop_connections()
-    if hasattr(result, "__await__"):
-        await result
+    """Ask the emulator to reset the client's connection (fault injection)."""
+    emu.drop(feed="iex", how="reset")
 
 
 def _apply(msg: Any, views: dict[str, _SymbolView], events: list[str], raw: bool) -> None:
@@ -174,7 +180,7 @@ def _apply(msg: Any, views: dict[str, _SymbolView], events: list[str], raw: bool
 
 def _event_text(code: str, d: dict[str, Any]) -> str:
     if code == "reconnected":
-        gap = (d["gap_end_ns"] - d["gap_start_ns"]) / 1e9
+        gap = (d["gap_end"] - d["gap_start"]) / 1e9
         return f"reconnected after a {gap:.3f} s gap ({d.get('attempts', 1)} attempt(s))"
     return f"dropped {d['count']} message(s): {d.get('reason', '')}"
 
