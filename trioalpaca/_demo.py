@@ -47,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns the exit code."""
-    import trio
-
     import logging
+
+    import trio
 
     # Reconnects show up in the view itself; keep the library's warnings off the screen.
     logging.getLogger("trioalpaca").setLevel(logging.ERROR)
