@@ -22,10 +22,8 @@ import trio_websocket
 from trioalpaca import AlpacaWebSocketClient, Backoff, TrioAlpacaError, open_stream
 from trioalpaca.testing import open_emulator
 
-if sys.version_info >= (3, 11):
-    ExceptionGroupType: type[BaseException] = BaseExceptionGroup
-else:  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup as ExceptionGroupType
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 KEY = "PKLIFECYCLE"
 SECRET = "lifecycle-secret"
@@ -234,7 +232,7 @@ async def test_fatal_error_is_single_typed_exception() -> None:
         with pytest.raises(TrioAlpacaError) as info:
             async with stream_to(server.port):
                 raise AssertionError("unreachable")  # pragma: no cover
-    assert not isinstance(info.value, ExceptionGroupType)
+    assert not isinstance(info.value, BaseExceptionGroup)
     assert type(info.value).__name__ == "AuthFailedError"
     assert SECRET not in str(info.value)
 
