@@ -275,11 +275,13 @@ async def test_scenarios_behave(autojump_clock: trio.abc.Clock) -> None:
     async with (
         open_emulator(rate=0, scenario="garbage") as emu,
         session(emu, subscribe=TRADES) as ws,
+        session(emu, "crypto/us", subscribe={"trades": ["BTC/USD"]}) as ws2,
     ):
-        frames = [await ws.get_message() for _ in range(2)]
-        with pytest.raises(Exception):  # noqa: B017
-            msgpack.unpackb(frames[0])
-        assert msgpack.unpackb(frames[1])[0]["T"] == "zz"
+        for conn in (ws, ws2):
+            frames = [await conn.get_message() for _ in range(2)]
+            with pytest.raises(Exception):  # noqa: B017
+                msgpack.unpackb(frames[0])
+            assert msgpack.unpackb(frames[1])[0]["T"] == "zz"
     async with (
         open_emulator(rate=0, scenario="insufficient-subscription") as emu,
         ws_connect(emu.url_for("sip"), MSGPACK) as ws,

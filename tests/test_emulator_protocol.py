@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -432,3 +433,33 @@ async def test_trading_stream_order_flow() -> None:
         stats = next(c for c in emu.connections if c.feed == "trading")
         assert stats.data_messages == 8 and stats.listening == ("trade_updates",)
         assert emu.errors == []
+
+
+async def test_header_authentication() -> None:
+    async with open_emulator(rate=0, credentials={"k": "s"}) as emu:
+        headers = [*MSGPACK, ("APCA-API-KEY-ID", "k"), ("APCA-API-SECRET-KEY", "s")]
+        async with ws_connect(emu.url_for("iex"), headers) as ws:
+            c = Client(ws, "msgpack")
+            assert await c.recv() == WELCOME
+            assert await c.recv() == AUTHENTICATED
+            ack = await c.request({"action": "subscribe", "trades": ["AAPL"]})
+            assert ack[0]["trades"] == ["AAPL"]
+            assert (await c.request({"action": "auth", "key": "k", "secret": "s"}))[0][
+                "code"
+            ] == 403
+        basic = [("Authorization", "Basic " + base64.b64encode(b"k:bad").decode())]
+        async with ws_connect(emu.url_for("news"), basic) as ws:
+            c = Client(ws, "json")
+            assert await c.recv() == WELCOME
+            assert (await c.recv())[0]["code"] == 402
+
+
+async def test_trading_stream_has_no_connection_limit() -> None:
+    async with (
+        open_emulator(rate=0) as emu,
+        ws_connect(emu.url_for("trading")) as a,
+        ws_connect(emu.url_for("trading")) as b,
+    ):
+        for ws in (a, b):
+            await ws.send_message(json.dumps({"action": "auth", "key": "k", "secret": "s"}))
+            assert json.loads(await ws.get_message())["data"]["status"] == "authorized"

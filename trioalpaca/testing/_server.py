@@ -10,6 +10,7 @@ one task per market family that advances a :class:`~trioalpaca.testing._market.M
 
 from __future__ import annotations
 
+import base64
 import itertools
 import logging
 import math
@@ -34,7 +35,7 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from .._codec import Encoder
+from .._codec import Encoder, encode_request
 from .._protocol.server import DataServerProtocol, TradingServerProtocol
 from ..endpoints import FEEDS, Endpoint, StreamKind, resolve_feed
 from ._faults import SCENARIOS, DropHow, DropRule, Faults, MuteRule
@@ -129,6 +130,7 @@ class _Conn:
         trading = ep.kind is StreamKind.TRADING
         self.encoder: Encoder | None = None if trading else Encoder(ep.kind, enc)  # type: ignore[arg-type]
         self.proto: DataServerProtocol | None = None
+        self.header_auth: tuple[str, str] | None = None
         self.tproto: TradingServerProtocol | None = None
         self.closing = False
         self.abnormal = False
@@ -268,6 +270,30 @@ class _Conn:
         self.unmuted.set()
 
 
+def _header_credentials(headers: Mapping[bytes, bytes]) -> tuple[str, str] | None:
+    """Key and secret from the ``APCA-API-KEY-ID`` / ``APCA-API-SECRET-KEY`` headers or from
+    ``Authorization: Basic``."""
+    key = headers.get(b"apca-api-key-id")
+    secret = headers.get(b"apca-api-secret-key")
+    if key is not None and secret is not None:
+        return key.decode("latin-1"), secret.decode("latin-1")
+    auth = headers.get(b"authorization", b"")
+    if auth[:6].lower() == b"basic ":
+        try:
+            decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("latin-1")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        k, sep, sec = decoded.partition(":")
+        if sep:
+            return k, sec
+    return None
+
+
+def _malformed(encoding: str) -> bytes | str:
+    """A frame that is neither valid msgpack (0xc1 is never used) nor valid JSON."""
+    return b"\xc1\xc1 not msgpack" if encoding == "msgpack" else "[{not json"
+
+
 async def _guard(conn: _Conn, fn: Callable[[_Conn], Awaitable[None]]) -> None:
     """Run one connection task; the end of the socket ends every task of the connection."""
     try:
@@ -284,6 +310,15 @@ class Emulator:
 
     All control methods are synchronous and take effect at once (fault rules apply to connections
     opened later; ``drop``/``mute`` without delays also to the live connections that match).
+
+    Attributes:
+        host: the bound interface.
+        port: the bound port (the real one when 0 was asked for).
+        config: the :class:`MarketConfig` of the synthetic market.
+        faults: the fault plan the control methods edit.
+        orders: the order book of the trading stream (orders and positions).
+        errors: unexpected exceptions raised inside the emulator's connection handlers; tests
+            should assert it stays empty.
     """
 
     def __init__(
@@ -531,7 +566,7 @@ class Emulator:
         """Send a frame that is not valid msgpack / JSON to every open data connection."""
         for c in self._live(feed):
             if c.encoder is not None:
-                c.send_control(b"\xc1\xc1 not msgpack" if c.encoding == "msgpack" else "[{not json")
+                c.send_control(_malformed(c.encoding))
 
     def inject_unknown(self, *, feed: str | None = None) -> None:
         """Send a well-formed frame with an unknown message type to every open data connection."""
@@ -693,9 +728,10 @@ class Emulator:
             return 402
         if self.allowed_feeds is not None and feed not in self.allowed_feeds:
             return 409
-        if not self._slot_free(key, feed):
-            return 406
-        self._slots.setdefault((key, feed), []).append(conn.stats.id)
+        if feed != "trading":  # the connection limit is a market data rule
+            if not self._slot_free(key, feed):
+                return 406
+            self._slots.setdefault((key, feed), []).append(conn.stats.id)
         conn.stats.key = key
         return None
 
@@ -740,6 +776,7 @@ class Emulator:
         encoding = "msgpack" if "msgpack" in ctype else "json"
         ws = await request.accept()
         conn = _Conn(self, next(self._ids), ws, ep, encoding)
+        conn.header_auth = _header_credentials(headers)
         self._conns[conn.stats.id] = conn
         self._history.append(conn.stats)
         try:
@@ -853,6 +890,17 @@ class Emulator:
         if proto.encoding_rejected:  # 412: options without msgpack
             conn.close_after_flush(1008)
             await trio.sleep_forever()
+        if conn.header_auth is not None:
+            # APCA-API-KEY-ID / APCA-API-SECRET-KEY headers: authenticated without an auth message
+            key, secret = conn.header_auth
+            auth = encode_request({"action": "auth", "key": key, "secret": secret}, "json")
+            for reply in proto.receive(auth):
+                conn.send_control(reply)
+            conn.stats.errors_sent = list(proto.errors_sent)
+            conn.stats.authenticated = proto.authenticated
+            if proto.should_close:
+                conn.close_after_flush(1008)
+                await trio.sleep_forever()
         conn.nursery.start_soon(self._auth_deadline, conn, proto)
         market = self._ensure_market(conn.family)
         ws = conn.ws
@@ -977,12 +1025,11 @@ class Emulator:
         try:
             while self.faults.garbage_interval is not None:
                 await trio.sleep(self.faults.garbage_interval)
-                data = [c for c in self._conns.values() if c.encoder is not None]
-                for c in data:
-                    if c.stats.authenticated:
-                        self.inject_malformed(feed=c.endpoint.feed)
-                        self.inject_unknown(feed=c.endpoint.feed)
-                        break
+                unknown = {"T": "zz", "S": "AAPL", "t": self.market_ns(), "note": "unknown type"}
+                for c in list(self._conns.values()):
+                    if c.encoder is not None and c.stats.authenticated:
+                        c.send_control(_malformed(c.encoding))
+                        c.send_control(c.encoder.encode_raw([unknown]))
         finally:
             self._garbage_running = False
 
