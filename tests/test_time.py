@@ -148,3 +148,19 @@ def test_datetime_examples() -> None:
 @given(st.datetimes(timezones=st.just(UTC)))
 def test_datetime_roundtrip(dt: datetime) -> None:
     assert ns_to_datetime(datetime_to_ns(dt)) == dt
+
+
+@settings(max_examples=200, deadline=None)
+@given(timestamps_ns(), st.integers(0, 10**9 - 1))
+def test_cached_fast_path_agrees_with_full_parser(ns: int, other_fraction: int) -> None:
+    from trioalpaca import _time
+
+    text = format_rfc3339_ns(ns)
+    assert parse_rfc3339_ns(text) == ns  # fills the cache for this second
+    same_second = ns - ns % 1_000_000_000 + other_fraction
+    variant = format_rfc3339_ns(same_second)
+    assert parse_rfc3339_ns(variant) == _time._parse_slow(variant) == same_second
+    # a cached second must not make malformed tails acceptable
+    for bad in (text[:19] + ".Z", text[:19] + ".1234567890Z", text[:19] + ".12x4Z"):
+        with pytest.raises(ValueError, match="RFC 3339"):
+            parse_rfc3339_ns(bad)

@@ -833,6 +833,9 @@ def _trade_update(data: Mapping[str, Any]) -> m.TradeUpdate:
 # ------------------------------------------------------------------------------------ encoding
 
 _Timestamp = msgpack.Timestamp
+_new_timestamp = object.__new__
+_set_seconds = _Timestamp.seconds.__set__
+_set_nanoseconds = _Timestamp.nanoseconds.__set__
 _packb = msgpack.packb
 
 
@@ -884,7 +887,13 @@ def _ts_to_msgpack(ns: Any) -> Any:
     if type(ns) is int:
         if not MIN_TIMESTAMP_NS <= ns <= MAX_TIMESTAMP_NS:
             raise LocalProtocolError(f"timestamp {ns} ns is outside the years 0001-9999")
-        return _Timestamp.from_unix_nano(ns)
+        # Timestamp(secs, nanos) without its __init__ checks (the values are known good);
+        # the packer then writes the smallest form (32, 64 or 96 bit).
+        secs, nanos = divmod(ns, 1_000_000_000)
+        stamp = _new_timestamp(_Timestamp)
+        _set_seconds(stamp, secs)
+        _set_nanoseconds(stamp, nanos)
+        return stamp
     return ns
 
 

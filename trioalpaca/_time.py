@@ -41,7 +41,12 @@ _RFC3339 = re.compile(
     r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
     re.ASCII,
 )
-_FRAC_SCALE = tuple(10 ** (9 - n) for n in range(10))
+_FRAC_SCALE: tuple[int, ...] = tuple(10 ** (9 - n) for n in range(10))
+
+# Streams carry many timestamps within the same second: remember the date-and-time part.
+_CACHE_SIZE = 4096
+_PARSE_CACHE: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> seconds since the epoch (UTC)
+_FORMAT_CACHE: dict[int, str] = {}  # seconds since the epoch -> "YYYY-MM-DDTHH:MM:SS"
 
 
 def parse_rfc3339_ns(s: str) -> int:
@@ -53,6 +58,25 @@ def parse_rfc3339_ns(s: str) -> int:
     Raises:
         ValueError: ``s`` is not a valid RFC 3339 timestamp or lies outside the supported range.
     """
+    # Fast path: "YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z" whose seconds part was seen recently.
+    if type(s) is str and s[-1:] == "Z":
+        secs = _PARSE_CACHE.get(s[:19])
+        if secs is not None:
+            n = len(s)
+            if n == 20:
+                return secs * _NS
+            frac = s[20:-1]
+            if 22 <= n <= 30 and s[19] == "." and frac.isascii() and frac.isdigit():
+                return secs * _NS + int(frac) * _FRAC_SCALE[n - 21]
+    ns = _parse_slow(s)
+    if type(s) is str and len(s) >= 20 and s[-1] == "Z" and s[19] in ".Z" and s[10] == "T":
+        if len(_PARSE_CACHE) >= _CACHE_SIZE:
+            _PARSE_CACHE.clear()
+        _PARSE_CACHE[s[:19]] = ns // _NS
+    return ns
+
+
+def _parse_slow(s: str) -> int:
     m = _RFC3339.fullmatch(s) if isinstance(s, str) else None
     if m is None:
         raise ValueError(f"not an RFC 3339 timestamp: {s!r:.60}")
@@ -90,17 +114,19 @@ def format_rfc3339_ns(ns: int) -> str:
     if not MIN_TIMESTAMP_NS <= ns <= MAX_TIMESTAMP_NS:
         raise ValueError(f"timestamp {ns} ns is outside the years 0001-9999")
     secs, frac = divmod(ns, _NS)
-    days, sod = divmod(secs, 86_400)
-    d = date.fromordinal(days + _EPOCH_ORDINAL)
-    hour, rem = divmod(sod, 3600)
-    minute, second = divmod(rem, 60)
+    prefix = _FORMAT_CACHE.get(secs)
+    if prefix is None:
+        days, sod = divmod(secs, 86_400)
+        d = date.fromordinal(days + _EPOCH_ORDINAL)
+        hour, rem = divmod(sod, 3600)
+        minute, second = divmod(rem, 60)
+        prefix = f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+        if len(_FORMAT_CACHE) >= _CACHE_SIZE:
+            _FORMAT_CACHE.clear()
+        _FORMAT_CACHE[secs] = prefix
     if frac:
-        fraction = f".{frac:09d}".rstrip("0")
-        return (
-            f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
-            f"{fraction}Z"
-        )
-    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{hour:02d}:{minute:02d}:{second:02d}Z"
+        return f"{prefix}.{frac:09d}".rstrip("0") + "Z"
+    return prefix + "Z"
 
 
 def ns_to_datetime(ns: int) -> datetime:
