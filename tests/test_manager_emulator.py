@@ -1,0 +1,193 @@
+"""StreamManager and MessageHandler against the real client and the emulator.
+
+Coalescing, request splitting and the rate limit are observed on the emulator's side (its
+per-connection counters of received frames and its subscription state), not in the manager.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio.testing
+
+from trioalpaca import Reconnected, Trade, open_message_handler, open_stream
+from trioalpaca.manager import open_stream_manager, split_request
+from trioalpaca.testing import Emulator, open_emulator
+from trioalpaca.testing._server import ConnectionStats
+
+KEY = "PKTESTKEY0123456789"
+SECRET = "sEcReT-do-not-leak-0123456789abcdef"
+
+
+@asynccontextmanager
+async def setup(
+    *, rate: float = 0.0, symbols: tuple[str, ...] = ("AAPL", "MSFT", "TSLA"), **mgr: Any
+) -> AsyncIterator[tuple[Emulator, Any, Any]]:
+    async with (
+        open_emulator(symbols=list(symbols), rate=rate) as emu,
+        open_stream(KEY, SECRET, feed="iex", url=emu.url_for("iex"), heartbeat_interval=1.0) as cl,
+        open_stream_manager(cl, **mgr) as manager,
+    ):
+        yield emu, cl, manager
+
+
+def conn(emu: Emulator) -> ConnectionStats:
+    [c] = emu.open_connections("iex")
+    return c
+
+
+def requests_seen(c: ConnectionStats) -> int:
+    """Subscription requests the emulator received on this connection (the first frame is auth)."""
+    return c.received_frames - 1
+
+
+class FrameWatch:
+    """Notes the (virtual) time at which the emulator received each new frame."""
+
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+        self.times: list[float] = []
+
+    async def run(self) -> None:
+        last = requests_seen(conn(self.emu))
+        while True:
+            await trio.sleep(0.001)
+            now = requests_seen(conn(self.emu))
+            self.times.extend([trio.current_time()] * (now - last))
+            last = now
+
+
+async def test_concurrent_subscribes_become_one_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    symbols = [f"S{i:03}" for i in range(40)]
+    async with setup(coalesce_window=0.05) as (emu, _client, manager):
+        c = conn(emu)
+        before = requests_seen(c)
+
+        async def one(i: int, s: str) -> None:
+            await trio.sleep(i * 0.001)  # spread over 40 ms, inside the 50 ms window
+            await manager.subscribe(symbols=[s], data_types=["trades", "quotes"], handler=print)
+
+        async with trio.open_nursery() as nursery:
+            for i, s in enumerate(symbols):
+                nursery.start_soon(one, i, s)
+        assert requests_seen(c) - before == 1  # 40 calls, one request on the wire
+        assert set(c.subscriptions["trades"]) == set(symbols)
+        assert set(c.subscriptions["quotes"]) == set(symbols)
+
+        # Unsubscribing all of them is one request too.
+        before = requests_seen(c)
+        async with trio.open_nursery() as nursery:
+            for sub in manager.subscriptions:
+                nursery.start_soon(sub.unsubscribe)
+        assert requests_seen(c) - before == 1
+        assert not c.subscriptions.get("trades")
+        assert not c.subscriptions.get("quotes")
+
+
+async def test_refcounts_seen_by_the_server(autojump_clock: trio.testing.MockClock) -> None:
+    async with setup() as (emu, _client, manager):
+        c = conn(emu)
+        a = await manager.subscribe(symbols=["AAPL"], data_types="trades", handler=print)
+        n = requests_seen(c)
+        b = await manager.subscribe(symbols=["AAPL"], data_types="trades", handler=print)
+        assert requests_seen(c) == n  # already on the wire: no request
+        await a.unsubscribe()
+        assert requests_seen(c) == n and c.subscriptions["trades"] == ("AAPL",)
+        await b.unsubscribe()
+        assert requests_seen(c) == n + 1
+        assert not c.subscriptions.get("trades")
+
+
+async def test_large_lists_split_and_rate_limited(autojump_clock: trio.testing.MockClock) -> None:
+    symbols = [f"SYMBOL{i:04}" for i in range(420)]
+    chunks = split_request("subscribe", {"trades": symbols}, 1024)
+    assert len(chunks) >= 6
+    async with setup(max_request_bytes=1024, requests_per_second=4.0, burst=2) as (
+        emu,
+        _client,
+        manager,
+    ):
+        watch = FrameWatch(emu)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch.run)
+            await trio.sleep(0.01)
+            await manager.subscribe(symbols=symbols, data_types="trades", handler=print)
+            await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        assert len(watch.times) == len(chunks)
+        assert set(conn(emu).subscriptions["trades"]) == set(symbols)
+        gaps = [b - a for a, b in zip(watch.times, watch.times[1:], strict=False)]
+        # The first two (the burst) may go back to back; after that 1 / 4 s apart at least.
+        assert all(g >= 0.25 - 0.002 for g in gaps[1:]), gaps
+        assert watch.times[-1] - watch.times[0] >= 0.25 * (len(chunks) - 2) - 0.002
+
+
+async def test_routing_with_live_data_and_reconnect(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    got: dict[str, list[Any]] = {"a": [], "m": [], "ctl": []}
+    async with setup(rate=50.0) as (emu, _client, manager):
+        await manager.subscribe(symbols=["AAPL"], data_types=["trades"], handler=got["a"].append)
+        await manager.subscribe(
+            symbols=["MSFT"], data_types=["trades", "quotes"], handler=got["m"].append
+        )
+        await manager.subscribe(symbols=[], data_types="control", handler=got["ctl"].append)
+        await trio.sleep(1.0)
+        assert got["a"] and got["m"]
+        assert {(type(m).channel, m.symbol) for m in got["a"]} <= {
+            ("trades", "AAPL"),
+            ("corrections", "AAPL"),
+            ("cancelErrors", "AAPL"),
+        }
+        assert {m.symbol for m in got["m"]} == {"MSFT"}
+        assert any(type(m).channel == "quotes" for m in got["m"])
+
+        # The connection drops; the client resubscribes the union; routing continues.
+        emu.drop(feed="iex")
+        await emu.wait_for_connections(1, feed="iex", authenticated=True)
+        n_a = len(got["a"])
+        await trio.sleep(1.0)
+        assert any(isinstance(m, Reconnected) for m in got["ctl"])
+        assert len(got["a"]) > n_a
+        c = conn(emu)
+        assert c.subscriptions["trades"] == ("AAPL", "MSFT")
+        # A change after the reconnect goes out on the new connection.
+        await manager.subscribe(symbols=["TSLA"], data_types="trades", handler=print)
+        assert "TSLA" in conn(emu).subscriptions["trades"]
+
+
+async def test_manager_feeding_a_message_handler(autojump_clock: trio.testing.MockClock) -> None:
+    """The manager routes, a MessageHandler does the (slow) work per symbol in order."""
+    seen: dict[str, list[int]] = {}
+
+    async def work(batch: list[Trade]) -> None:
+        await trio.sleep(0.001)
+        for t in batch:
+            seen.setdefault(t.symbol, []).append(t.timestamp_ns)
+
+    async with open_message_handler(worker_count=4, batch_size=20) as handler:
+        handler.register_processor("trades", work)
+        async with setup(rate=100.0, consume=False) as (_emu, client, manager):
+
+            async def to_handler(msg: Any) -> None:
+                await handler.send(msg)
+
+            await manager.subscribe(symbols=["*"], data_types="trades", handler=to_handler)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_pump, client, manager)
+                await trio.sleep(1.0)
+                nursery.cancel_scope.cancel()
+    assert set(seen) == {"AAPL", "MSFT", "TSLA"}
+    for ts in seen.values():
+        assert ts == sorted(ts)
+    assert handler.get_metrics()["by_type"]["trades"]["processed"] == sum(map(len, seen.values()))
+
+
+async def _pump(client: Any, manager: Any) -> None:
+    while True:
+        await manager.dispatch_batch(await client.receive_batch())
