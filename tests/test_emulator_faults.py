@@ -289,3 +289,22 @@ async def test_scenarios_behave(autojump_clock: trio.abc.Clock) -> None:
         await ws.get_message()
         await ws.send_message(msgpack.packb({"action": "auth", "key": "a", "secret": "b"}))
         assert msgpack.unpackb(await ws.get_message())[0]["code"] == 409
+
+
+async def test_burst_mode_with_drop_and_mute(autojump_clock: trio.abc.Clock) -> None:
+    async with open_emulator(rate=0, burst=10) as emu:
+        emu.drop(after_messages=50, how=1011)
+        async with session(emu, subscribe={"trades": ["AAPL"]}) as ws:
+            assert await count_until_closed(ws) == (50, 1011)
+        async with session(emu, subscribe={"trades": ["AAPL"]}) as ws:
+            await ws.get_message()
+            emu.mute()
+            with trio.move_on_after(0.5):
+                while True:
+                    await ws.get_message()  # drain what was in flight
+            with trio.move_on_after(5) as quiet:
+                await ws.get_message()
+            assert quiet.cancelled_caught
+            emu.unmute()
+            with trio.fail_after(5):
+                assert len(msgpack.unpackb(await ws.get_message())) == 10

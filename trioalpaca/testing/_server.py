@@ -140,6 +140,7 @@ class _Conn:
         self.unmuted.set()
         self.burst_frames: list[bytes | str] | None = None
         self.burst_left: int | None = None
+        self.burst_n = 0
         self.burst_cycle: Iterator[bytes | str] = iter(())
 
     # ------------------------------------------------------------------ queueing
@@ -268,6 +269,7 @@ class _Conn:
         """Resume sending data (and answering pings)."""
         self.stats.muted = False
         self.unmuted.set()
+        self.wake.set()
 
 
 def _header_credentials(headers: Mapping[bytes, bytes]) -> tuple[str, str] | None:
@@ -831,7 +833,7 @@ class Emulator:
                 burst = conn.burst_frames
                 if burst and not stats.muted and not conn.closing and conn.burst_left != 0:
                     frame = next(conn.burst_cycle)
-                    n = self._burst or 0
+                    n = conn.burst_n
                     await ws.send_message(frame)
                     stats.sent_frames += 1
                     stats.data_frames += 1
@@ -840,6 +842,11 @@ class Emulator:
                     stats.sent_bytes += len(frame)
                     if conn.burst_left is not None:
                         conn.burst_left -= 1
+                    rule = conn.drop_rule
+                    limit = None if rule is None else rule.after_messages
+                    if rule is not None and limit is not None and stats.data_messages >= limit:
+                        await conn.drop(rule.how)
+                        return
                     continue
                 conn.wake = trio.Event()
                 await conn.wake.wait()
@@ -970,6 +977,7 @@ class Emulator:
                     msgs.append(self._burst_quote(conn.family, sym, price, t))
             frames.append(conn.encoder.encode_raw(msgs))
         conn.burst_frames = frames
+        conn.burst_n = n
         conn.burst_cycle = itertools.cycle(frames)
         conn.burst_left = self._burst_frames
         conn.wake.set()
@@ -1049,7 +1057,10 @@ class Emulator:
                     task_status=task_status,
                 )
             )
-            self.port = server.port
+            listener = server.listeners[0]
+            self.port = (
+                listener.port if isinstance(listener, trio_websocket.Endpoint) else self.port
+            )
             if self._scripted_orders:
                 nursery.start_soon(self._scripted_order_loop, self._scripted_orders)
             if self.faults.garbage_interval is not None:
