@@ -109,5 +109,8 @@ def test_cli_arguments() -> None:
         ["emulator", "--symbols", "AAPL", "BTC/USD", "--scenario", "flaky", "--credentials", "k:s"]
     )
     assert args.symbols == ["AAPL", "BTC/USD"] and args.scenario == ["flaky"]
+    assert args.burst is None and args.port == 8765 and args.host == "127.0.0.1"
+    assert build_parser().parse_args(["emulator", "--burst"]).burst == 100
+    assert build_parser().parse_args(["emulator", "--burst", "7"]).burst == 7
     with pytest.raises(SystemExit):
         build_parser().parse_args(["emulator", "--scenario", "nope"])

@@ -57,10 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--burst",
         type=int,
+        nargs="?",
+        const=100,
         default=None,
         metavar="N",
-        help="burst mode: after subscribing, send pre-encoded frames of N messages (half trades, "
-        "half quotes) as fast as the socket takes them",
+        help="burst mode: after subscribing, send pre-encoded frames of N messages (default 100; "
+        "half trades, half quotes) as fast as the socket takes them",
     )
     parser.add_argument(
         "--burst-frames",

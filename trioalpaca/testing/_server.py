@@ -11,6 +11,7 @@ one task per market family that advances a :class:`~trioalpaca.testing._market.M
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import logging
 import math
@@ -534,7 +535,7 @@ class Emulator:
             self._garbage_running = True
             self._nursery.start_soon(self._garbage_loop)
 
-    def set_burst(self, messages_per_frame: int | None, *, frames: int | None = None) -> None:
+    def set_burst(self, messages_per_frame: int | None = 100, *, frames: int | None = None) -> None:
         """Burst mode for connections subscribed later: pre-encoded frames of ``messages_per_frame``
         messages (half trades, half quotes of the subscribed symbols), sent as fast as the socket
         takes them, ``frames`` in total per connection (``None``: unlimited). ``None`` turns it
@@ -1139,18 +1140,60 @@ async def serve_emulator(
 
 
 @asynccontextmanager
-async def open_emulator(**kwargs: Any) -> AsyncIterator[Emulator]:
+async def open_emulator(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    seed: int = 0,
+    rate: float = 5.0,
+    symbols: Sequence[str] = (),
+    speed: float = 1.0,
+    credentials: Mapping[str, str] | None = None,
+    allowed_feeds: Collection[str] | None = None,
+    symbol_limit: int | None = None,
+    connection_limit: int = 1,
+    auth_timeout: float = 10.0,
+    send_buffer_limit: int = DEFAULT_SEND_BUFFER_LIMIT,
+    news_interval: float = 30.0,
+    start_ns: int | None = None,
+    burst: int | None = None,
+    burst_frames: int | None = None,
+    scripted_orders: float | None = None,
+    scenario: str | Iterable[str] | None = None,
+) -> AsyncIterator[Emulator]:
     """``async with open_emulator(...) as emu:`` runs :func:`serve_emulator` (same keyword
     arguments) in a nursery for the duration of the block and yields the :class:`Emulator`
-    handle."""
-    scenario = kwargs.get("scenario")
+    handle; leaving the block closes every connection.
+
+    Raises:
+        ValueError: an unknown scenario name (before anything starts).
+    """
     for name in [scenario] if isinstance(scenario, str) else scenario or ():
         if name not in SCENARIOS:
             raise ValueError(f"unknown scenario {name!r}; valid: {', '.join(sorted(SCENARIOS))}")
+    serve = functools.partial(
+        serve_emulator,
+        host=host,
+        port=port,
+        seed=seed,
+        rate=rate,
+        symbols=symbols,
+        speed=speed,
+        credentials=credentials,
+        allowed_feeds=allowed_feeds,
+        symbol_limit=symbol_limit,
+        connection_limit=connection_limit,
+        auth_timeout=auth_timeout,
+        send_buffer_limit=send_buffer_limit,
+        news_interval=news_interval,
+        start_ns=start_ns,
+        burst=burst,
+        burst_frames=burst_frames,
+        scripted_orders=scripted_orders,
+        scenario=scenario,
+    )
     async with trio.open_nursery() as nursery:
-        emu: Emulator = await nursery.start(
-            lambda task_status: serve_emulator(task_status=task_status, **kwargs)
-        )
+        emu: Emulator = await nursery.start(serve)
         try:
             yield emu
         finally:
