@@ -92,6 +92,26 @@ async def test_rate_is_sliding_window(autojump_clock: trio.testing.MockClock) ->
         assert handler.get_metrics()["by_type"]["trades"]["count"] == 100
 
 
+async def test_metrics_list_registered_channels_before_data() -> None:
+    async with open_message_handler() as handler:
+        handler.register_processor("trades", print)
+        handler.register_processor("daily_bars", print)
+        m = handler.get_metrics()
+        assert m["by_type"]["trades"]["rate"] == 0.0
+        assert m["by_type"]["dailyBars"]["count"] == 0
+        assert m["total"]["count"] == 0
+
+
+async def test_consume_after_lanes_closed_raises() -> None:
+    handler = MessageHandler(batch_timeout=0)
+    handler.register_processor("trades", print)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(handler.run)
+        handler.close()
+    with pytest.raises(trio.ClosedResourceError):
+        await handler._route_all([trade("A", 1)])
+
+
 async def test_unhandled_and_star_processor() -> None:
     star: list[Any] = []
     async with open_message_handler() as handler:

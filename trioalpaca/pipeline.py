@@ -506,6 +506,8 @@ class MessageHandler:
             )
         self._processors[key] = processor
         self._fast.clear()
+        if key not in _SPECIAL_KINDS:
+            self._stats_for(key)  # list it in get_metrics() right away
 
     def unregister_processor(self, kind: str) -> None:
         """Remove the processor for ``kind`` (``KeyError`` if none is registered)."""
@@ -597,7 +599,10 @@ class MessageHandler:
                     return
                 await self._route_all(msgs)
         put = self._put_nowait
+        first_lane = self._lanes[0]
         async for msg in stream:
+            if first_lane.closed:
+                raise trio.ClosedResourceError("the MessageHandler is closed")
             lane = put(msg)
             if lane is not None:
                 await self._put_blocking(lane, msg)
@@ -605,6 +610,8 @@ class MessageHandler:
                 self._notify_all()
 
     async def _route_all(self, msgs: Iterable[Any]) -> None:
+        if self._lanes[0].closed:
+            raise trio.ClosedResourceError("the MessageHandler is closed")
         put = self._put_nowait
         for msg in msgs:
             lane = put(msg)
