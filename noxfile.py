@@ -50,3 +50,13 @@ def conformance(session: nox.Session) -> None:
     """Run the official, unmodified alpaca-py stream clients against the emulator."""
     session.install("-e", ".[test]", "alpaca-py")
     session.run("pytest", "conformance", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Side-by-side throughput/latency/memory benchmark: trioalpaca vs alpaca-py vs bare loop.
+
+    Extra arguments go to ``bench/run.py`` (e.g. ``nox -s bench -- --frames 4000 --repeat 3``).
+    """
+    session.install("-e", ".", "alpaca-py==0.44.0")
+    session.run("python", "bench/run.py", *session.posargs)

@@ -901,12 +901,19 @@ class AlpacaWebSocketClient:
         return self
 
     async def __anext__(self) -> Any:
+        buffer = self._buffer
+        q = buffer.q
+        # Fast path (inlined _Buffer.get): a message is buffered and nothing needs attention.
+        if q and not buffer.attention and not self._dispatcher_running:
+            buffer._since_checkpoint += 1
+            if buffer._since_checkpoint < 512 and buffer._space is None:
+                return q.popleft()
         if self._dispatcher_running:
             raise UsageError(
                 "handlers are registered: they consume the stream; remove them to iterate"
             )
         try:
-            return await self._buffer.get()
+            return await buffer.get()
         except _EndOfStream:
             raise StopAsyncIteration from None
 
