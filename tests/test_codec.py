@@ -215,6 +215,21 @@ def test_numbers_keep_their_wire_types() -> None:
     assert type(d[0]["s"]) is float
 
 
+def test_encode_raw_writes_floats_where_the_wire_wants_them() -> None:
+    raw = {"T": "t", "S": "A", "i": 1, "x": "V", "p": 126, "s": 1, "c": [], "t": TS, "z": "C"}
+    for encoding in ENCODINGS:
+        frame = Encoder("stocks", encoding).encode_raw([raw])  # type: ignore[arg-type]
+        d = msgpack.unpackb(frame) if isinstance(frame, bytes) else json.loads(frame)
+        assert type(d[0]["p"]) is float and type(d[0]["s"]) is int
+    assert raw["p"] == 126 and type(raw["p"]) is int  # the caller's dict is untouched
+    bar = {"T": "b", "S": "A", "o": 1, "h": 2, "l": 1, "c": 2, "v": 10, "t": TS}
+    [out] = msgpack.unpackb(Encoder("stocks", "msgpack").encode_raw([bar]), timestamp=2)
+    assert out == bar  # same values, missing optional keys not invented
+    assert [type(out[k]) for k in "ohlcv"] == [float, float, float, float, int]
+    with pytest.raises(LocalProtocolError, match="'p' must be a number"):
+        Encoder("stocks", "msgpack").encode_raw([{**raw, "p": "cheap"}])
+
+
 def test_json_timestamps_are_rfc3339() -> None:
     text = Encoder("stocks", "json").encode(
         [trade(1_614_009_104_208_000_000), trade(1_614_021_300_000_000_000)]
@@ -321,8 +336,14 @@ def test_fast_path_does_not_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
         for msg in messages:
             assert decoder.decode(encoder.encode([msg])) == [msg]
         # an int price needs the generic path: the patched fallback proves this test can fail
+        int_price = {**trade().to_wire(), "p": 126}
+        frame = (
+            msgpack.packb([int_price])
+            if enc == "msgpack"
+            else json.dumps([{**int_price, "t": "2021-02-22T15:51:44.208123456Z"}])
+        )
         with pytest.raises(ProtocolError, match="slow path used for Trade"):
-            decoder.decode(encoder.encode_raw([{**trade().to_wire(), "p": 126}]))
+            decoder.decode(frame)
 
 
 def test_decoder_accepts_memoryview_and_bytearray() -> None:

@@ -283,6 +283,10 @@ _TS_KEYS: dict[type[Any], tuple[str, ...]] = {
 _FLOAT_KEYS: dict[type[Any], tuple[str, ...]] = {
     cls: tuple(key for _, key, kind, _ in spec if kind == "float") for cls, spec in _SPECS.items()
 }
+#: Float keys per stream kind and ``T`` (for raw dicts).
+_FLOAT_KEYS_BY_T: dict[str, dict[str, tuple[str, ...]]] = {
+    kind: {t: _FLOAT_KEYS[cls] for t, cls in types.items()} for kind, types in _DATA_TYPES.items()
+}
 #: Timestamp keys per stream kind and ``T`` (for raw dicts).
 _TS_KEYS_BY_T: dict[str, dict[str, tuple[str, ...]]] = {
     kind: {t: _TS_KEYS[cls] for t, cls in types.items()} for kind, types in _DATA_TYPES.items()
@@ -928,12 +932,13 @@ class Encoder:
         encoding: ``"msgpack"`` or ``"json"``.
     """
 
-    __slots__ = ("_conv", "_encoding", "_kind", "_ts_keys")
+    __slots__ = ("_conv", "_encoding", "_float_keys", "_kind", "_ts_keys")
 
     def __init__(self, kind: StreamKind | str, encoding: Encoding) -> None:
         self._kind = _kind_name(kind)
         self._encoding = _encoding_name(encoding)
         self._ts_keys = _TS_KEYS_BY_T[self._kind]
+        self._float_keys = _FLOAT_KEYS_BY_T[self._kind]
         self._conv = _ts_to_json if self._encoding == "json" else _ts_to_msgpack
 
     @property
@@ -983,11 +988,12 @@ class Encoder:
     def encode_raw(self, dicts: Sequence[Mapping[str, Any]]) -> Frame:
         """Encode canonical wire dicts into one frame (the dicts are not modified).
 
-        Integer timestamps at the known timestamp keys of known ``T`` codes are converted;
-        everything else is written as given, with ``T`` moved first.
+        For known ``T`` codes, integer timestamps at the timestamp keys are converted and
+        integer prices (float fields) are written as floats, as Go clients require; everything
+        else is written as given, with ``T`` moved first.
 
         Raises:
-            LocalProtocolError: a dict has no ``T`` or cannot be represented.
+            LocalProtocolError: a dict has no string ``T`` or cannot be represented.
         """
         if self._kind == "trading":
             if len(dicts) != 1:
@@ -995,6 +1001,7 @@ class Encoder:
             return encode_trading(dicts[0], self.encoding)
         conv = self._conv
         ts_keys = self._ts_keys
+        float_keys = self._float_keys
         out = []
         for d in dicts:
             if not isinstance(d, Mapping):
@@ -1003,14 +1010,23 @@ class Encoder:
             if type(t) is not str:
                 raise LocalProtocolError(f"a message map needs a string 'T': {_short(d)}")
             keys = ts_keys.get(t)
-            if keys and any(type(d.get(k)) is int for k in keys):
-                d = {"T": d["T"], **d}
-                for key in keys:
-                    if key in d:
-                        d[key] = conv(d[key])
-            else:
-                d = _with_t_first(d)
-            out.append(d)
+            if keys is None:
+                out.append(_with_t_first(d))
+                continue
+            new: dict[str, Any] | None = None
+            for key in keys:
+                v = d.get(key)
+                if type(v) is int:
+                    if new is None:
+                        new = {"T": t, **d}
+                    new[key] = conv(v)
+            for key in float_keys[t]:
+                v = d.get(key, 0.0)
+                if type(v) is not float:
+                    if new is None:
+                        new = {"T": t, **d}
+                    new[key] = _to_float(v, key)
+            out.append(_with_t_first(d) if new is None else new)
         return _dump_json(out) if self._encoding == "json" else _dump_msgpack(out)
 
 
