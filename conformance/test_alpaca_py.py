@@ -37,6 +37,8 @@ from alpaca.data.models import (  # noqa: E402
     Orderbook,
     Quote,
     Trade,
+    TradeCancel,
+    TradeCorrection,
     TradingStatus,
 )
 from alpaca.trading.models import TradeUpdate  # noqa: E402
@@ -113,6 +115,7 @@ def run_stream(stream: Any, rec: Recorder, caplog: pytest.LogCaptureFixture) -> 
 
 def test_stock_data_stream(emulator_url: str, caplog: pytest.LogCaptureFixture) -> None:
     channels = {"trades", "quotes", "bars", "updated_bars", "daily_bars", "statuses"}
+    channels |= {"corrections", "cancels"}
     rec = Recorder(channels)
     stream = StockDataStream(
         "key-stocks", "secret", feed=DataFeed.IEX, url_override=emulator_url + "/v2/iex"
@@ -124,12 +127,16 @@ def test_stock_data_stream(emulator_url: str, caplog: pytest.LogCaptureFixture) 
     stream.subscribe_updated_bars(rec.handler("updated_bars"), "*")
     stream.subscribe_daily_bars(rec.handler("daily_bars"), *symbols)
     stream.subscribe_trading_statuses(rec.handler("statuses"), "*")
+    stream.register_trade_corrections(rec.handler("corrections"))
+    stream.register_trade_cancels(rec.handler("cancels"))
     run_stream(stream, rec, caplog)
     assert all(isinstance(m, Trade) for m in rec.got["trades"])
     assert all(isinstance(m, Quote) and m.bid_price < m.ask_price for m in rec.got["quotes"])
     for ch in ("bars", "updated_bars", "daily_bars"):
         assert all(isinstance(m, Bar) and m.low <= m.high for m in rec.got[ch])
     assert all(isinstance(m, TradingStatus) for m in rec.got["statuses"])
+    assert all(isinstance(m, TradeCorrection) for m in rec.got["corrections"])
+    assert all(isinstance(m, TradeCancel) for m in rec.got["cancels"])
 
 
 def test_stock_test_feed_fakepaca(emulator_url: str, caplog: pytest.LogCaptureFixture) -> None:
