@@ -58,7 +58,7 @@ __all__ = [
 Encoding: TypeAlias = Literal["msgpack", "json"]
 """Wire encoding of a stream: ``"msgpack"`` (binary frames) or ``"json"`` (text frames)."""
 
-Frame: TypeAlias = "bytes | str"
+Frame: TypeAlias = bytes | str
 """One WebSocket message: ``bytes`` for binary (msgpack) frames, ``str`` for text (JSON) frames."""
 
 _Ctor = Callable[[Any], Any]
