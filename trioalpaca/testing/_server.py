@@ -51,6 +51,7 @@ logger = logging.getLogger("trioalpaca.testing")
 DEFAULT_SEND_BUFFER_LIMIT = 8 * 1024 * 1024
 _MAX_FRAME_MESSAGES = 1000
 _MIN_TICK = 0.01
+_HISTORY = 10_000
 
 
 def _family(ep: Endpoint) -> str:
@@ -357,7 +358,7 @@ class Emulator:
         self.errors: list[BaseException] = []
         self._ids = itertools.count(1)
         self._conns: dict[int, _Conn] = {}
-        self._history: list[ConnectionStats] = []
+        self._history: deque[ConnectionStats] = deque(maxlen=_HISTORY)
         self._markets: dict[str, Market] = {}
         self._market_wake: dict[str, trio.Event] = {}
         self._slots: dict[tuple[str, str], list[int]] = {}
@@ -401,7 +402,8 @@ class Emulator:
     # ------------------------------------------------------------------ introspection
     @property
     def connections(self) -> list[ConnectionStats]:
-        """Stats of every connection accepted so far (open and closed), oldest first."""
+        """Stats of the connections accepted so far (open and closed; the last 10000), oldest
+        first."""
         return list(self._history)
 
     def open_connections(self, feed: str | None = None) -> list[ConnectionStats]:
