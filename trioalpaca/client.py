@@ -16,7 +16,7 @@ and appends the messages to a bounded buffer in one synchronous call; the consum
 (``async for`` / :meth:`~AlpacaWebSocketClient.receive` / the dispatcher) takes them from there.
 When the buffer is full the overflow policy decides: ``"block"`` pauses the reader (TCP back
 pressure; the server may end a slow session with 407, which the client survives like any other
-disconnect), ``"drop_oldest"`` discards the oldest messages and puts a :class:`~trioalpaca.Dropped`
+disconnect), ``"drop_oldest"`` discards the oldest messages and puts a :class:`~trioalpaca.models.Dropped`
 marker in their place, ``"disconnect"`` discards the new frame, adds a ``Dropped`` marker and
 reconnects.
 """
@@ -80,7 +80,7 @@ OverflowPolicy = Literal["block", "drop_oldest", "disconnect"]
 """What happens when the consumer-side buffer is full (see :class:`AlpacaWebSocketClient`)."""
 
 StreamItem = Message | dict[str, Any]
-"""What the stream yields: a typed message, or a plain dict when ``raw_data=True``."""
+"""A typed message, or a plain dict when ``raw_data=True`` (what the stream yields)."""
 
 Handler = Callable[[Any], Awaitable[None]]
 """An async callable taking one message (typed or raw dict)."""
@@ -351,9 +351,9 @@ class Handle:
 
     __slots__ = ("_client", "_entry")
 
-    def __init__(self, client: AlpacaWebSocketClient, entry: _HandlerEntry) -> None:
+    def __init__(self, client: AlpacaWebSocketClient, entry: Any) -> None:
         self._client = client
-        self._entry = entry
+        self._entry: _HandlerEntry = entry
 
     @property
     def kind(self) -> str:
@@ -459,8 +459,9 @@ class AlpacaWebSocketClient:
             log them, and keep streaming) or ``"raise"`` (end the block with the exception).
         auto_connect: connect when entering the block (default). With ``False`` call
             :meth:`connect` yourself.
-        trades, quotes, bars, daily_bars, updated_bars, statuses, lulds, imbalances, orderbooks,
-        news, pricing: initial subscriptions (symbols, or ``["*"]`` for all).
+        trades: initial ``trades`` subscription (symbols, or ``["*"]`` for all); likewise
+            ``quotes``, ``bars``, ``daily_bars``, ``updated_bars``, ``statuses``, ``lulds``,
+            ``imbalances``, ``orderbooks``, ``news`` and ``pricing``.
 
     Raises:
         CredentialsError: no credentials in the arguments or the environment.
