@@ -16,9 +16,9 @@ and appends the messages to a bounded buffer in one synchronous call; the consum
 (``async for`` / :meth:`~AlpacaWebSocketClient.receive` / the dispatcher) takes them from there.
 When the buffer is full the overflow policy decides: ``"block"`` pauses the reader (TCP back
 pressure; the server may end a slow session with 407, which the client survives like any other
-disconnect), ``"drop_oldest"`` discards the oldest messages and puts a :class:`~trioalpaca.models.Dropped`
-marker in their place, ``"disconnect"`` discards the new frame, adds a ``Dropped`` marker and
-reconnects.
+disconnect), ``"drop_oldest"`` discards the oldest messages and puts a
+:class:`~trioalpaca.models.Dropped` marker in their place, ``"disconnect"`` discards the new
+frame, adds a ``Dropped`` marker and reconnects.
 """
 
 from __future__ import annotations
