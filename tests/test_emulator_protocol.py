@@ -223,7 +223,7 @@ async def test_options_need_msgpack() -> None:
             await ws.get_message()
 
 
-async def test_credentials_and_plan(autojump_clock: trio.abc.Clock) -> None:
+async def test_credentials_and_plan() -> None:
     async with open_emulator(rate=0, credentials={"k": "s"}, allowed_feeds=["iex", "news"]) as emu:
         async with connect(emu, key=None) as c:
             err = await c.request({"action": "auth", "key": "k", "secret": "wrong"})
