@@ -463,3 +463,14 @@ async def test_trading_stream_has_no_connection_limit() -> None:
         for ws in (a, b):
             await ws.send_message(json.dumps({"action": "auth", "key": "k", "secret": "s"}))
             assert json.loads(await ws.get_message())["data"]["status"] == "authorized"
+
+
+async def test_delayed_sip_timestamps_are_15_minutes_old() -> None:
+    async with (
+        open_emulator(rate=50, speed=1, seed=9) as emu,
+        connect(emu, "delayed_sip") as c,
+    ):
+        await c.request({"action": "subscribe", "quotes": ["AAPL"]})
+        msgs = await c.recv()
+        lag = emu.market_ns() - msgs[0]["t"]
+        assert 15 * 60 * 10**9 <= lag < 16 * 60 * 10**9

@@ -52,6 +52,7 @@ DEFAULT_SEND_BUFFER_LIMIT = 8 * 1024 * 1024
 _MAX_FRAME_MESSAGES = 1000
 _MIN_TICK = 0.01
 _HISTORY = 10_000
+_DELAY_NS = 15 * 60 * NS  # delayed_sip: timestamps 15 minutes old
 
 
 def _family(ep: Endpoint) -> str:
@@ -713,6 +714,8 @@ class Emulator:
                 elif wants(channel, symbol):
                     out.append(msg)
             if out:
+                if c.endpoint.feed == "delayed_sip":
+                    out = [{**m, "t": m["t"] - _DELAY_NS} if "t" in m else m for m in out]
                 c.send_data(out)
 
     # ------------------------------------------------------------------ auth / slots
