@@ -42,8 +42,13 @@ async def agen(msgs: Iterable[Any], *, settle: bool = False) -> AsyncIterator[An
 
 
 def check_invariant(handler: MessageHandler) -> None:
-    for ch, d in handler.get_metrics()["by_type"].items():
+    """Per-channel depths add up to what the lanes actually hold."""
+    m = handler.get_metrics()
+    for ch, d in m["by_type"].items():
         assert d["received"] == d["count"] + d["dropped"] + d["queue_depth"], ch
+        assert d["queue_depth"] >= 0, ch
+    lanes = sum(w["queue_depth"] for w in m["workers"]) + m["control"]["queue_depth"]
+    assert m["total"]["queue_depth"] == lanes
 
 
 # ---------------------------------------------------------------- basics

@@ -190,7 +190,6 @@ class _TypeStats:
         "failed",
         "latency",
         "processed",
-        "queued",
         "rate",
         "received",
         "unhandled",
@@ -206,7 +205,6 @@ class _TypeStats:
         self.unhandled = 0
         self.errors = 0
         self.failed = 0
-        self.queued = 0
         self.rate = RateMeter(window_s)
         self.latency = LatencyHistogram()
 
@@ -612,12 +610,28 @@ class MessageHandler:
     async def _route_all(self, msgs: Iterable[Any]) -> None:
         if self._lanes[0].closed:
             raise trio.ClosedResourceError("the MessageHandler is closed")
-        put = self._put_nowait
+        # The hot path of _put_nowait, inlined: this loop runs once per message.
+        fast = self._fast
+        worker_of = self._worker_of
+        lanes = self._lanes
         for msg in msgs:
-            lane = put(msg)
-            if lane is not None:
+            f = fast.get(type(msg))
+            if f is not None:
+                key = msg.symbol
+                idx = worker_of.get(key)
+                lane = lanes[idx] if idx is not None else self._lane_for(key)
+                st = f[0]
+                st.received += 1
+                q = lane.q
+                if len(q) < lane.capacity:
+                    q.append(msg)
+                    continue
+                blocked = self._overflow(msg, f[1], lane, st, f[2], key)
+            else:
+                blocked = self._put_slow(msg)
+            if blocked is not None:
                 self._notify_all()
-                await self._put_blocking(lane, msg)
+                await self._put_blocking(blocked, msg)
         self._notify_all()
 
     def _notify_all(self) -> None:
@@ -683,7 +697,6 @@ class MessageHandler:
             q = lane.q
             if len(q) < lane.capacity:
                 q.append(msg)
-                st.queued += 1
                 return None
             return self._overflow(msg, fast[1], lane, st, fast[2], key)
         return self._put_slow(msg)
@@ -715,7 +728,6 @@ class MessageHandler:
                     )
                 return None
             st.received += 1
-            st.queued += 1
             lane = self._control
             if len(lane.q) < lane.capacity:
                 lane.q.append(msg)
@@ -746,12 +758,10 @@ class MessageHandler:
             if len(lane.q) < lane.capacity:
                 lane.q.append(msg)
                 pending[pkey] = msg
-                st.queued += 1
                 return None
             policy = self._default_policy
         elif len(lane.q) < lane.capacity:
             lane.q.append(msg)
-            st.queued += 1
             return None
         return self._overflow(msg, policy, lane, st, channel, key)
 
@@ -767,16 +777,13 @@ class MessageHandler:
             old_ch = _channel_of(old)
             old_st = self._stats_for(old_ch)
             old_st.dropped += 1
-            old_st.queued -= 1
             if old_ch in self._conflated:
                 lane.pending.pop((old_ch, _key_of(old)), None)
             lane.q.append(msg)
-            st.queued += 1
             if channel in self._conflated:
                 lane.pending[(channel, key)] = msg
             return None
         # block: the caller awaits _put_blocking
-        st.queued += 1
         return lane
 
     async def _put_blocking(self, lane: _Lane, msg: Any) -> None:
@@ -784,7 +791,6 @@ class MessageHandler:
             await lane.wait_for_room()
         except BaseException:
             st = self._stats_for(_channel_of(msg))
-            st.queued -= 1
             st.dropped += 1
             raise
         lane.q.append(msg)
@@ -806,15 +812,28 @@ class MessageHandler:
             await self._dispatch(lane, batch)
 
     async def _dispatch(self, lane: _Lane, batch: list[Any]) -> None:
-        conflated = self._conflated
-        first_cls = type(batch[0])
-        groups: dict[str, list[Any]]
-        if not conflated and first_cls is not dict and all(type(m) is first_cls for m in batch):
-            groups = {_channel_of(batch[0]): batch}
-        else:
-            groups = {}
+        groups: dict[str, list[Any]] = {}
+        chans = self._class_channel
+        if not self._conflated:
+            # Group by class (one dict operation per message), then name the channels.
+            by_cls: dict[type, list[Any]] = {}
+            for msg in batch:
+                try:
+                    by_cls[type(msg)].append(msg)
+                except KeyError:
+                    by_cls[type(msg)] = [msg]
+            if dict not in by_cls:
+                for cls, group in by_cls.items():
+                    ch = chans.get(cls)
+                    if ch is None:
+                        ch = chans[cls] = _channel_of(group[0])
+                    if ch in groups:  # two classes on one channel: keep arrival order
+                        groups = {}
+                        break
+                    groups[ch] = group
+        if not groups:
             pending = lane.pending
-            chans = self._class_channel
+            conflated = self._conflated
             for msg in batch:
                 cls = type(msg)
                 ch = chans.get(cls)
@@ -824,16 +843,15 @@ class MessageHandler:
                         chans[cls] = ch
                 if ch in conflated:
                     msg = pending.pop((ch, _key_of(msg)), msg)
-                group = groups.get(ch)
-                if group is None:
+                grp = groups.get(ch)
+                if grp is None:
                     groups[ch] = [msg]
                 else:
-                    group.append(msg)
+                    grp.append(msg)
         now = trio.current_time()
         for ch, group in groups.items():
             st = self._stats_for(ch)
             n = len(group)
-            st.queued -= n
             st.count += n
             st.rate.add(n, now)
             proc = self._processors.get(ch)
@@ -967,7 +985,7 @@ class MessageHandler:
             "unhandled": sum(s.unhandled for s in stats),
             "errors": sum(s.errors for s in stats),
             "failed": sum(s.failed for s in stats),
-            "queue_depth": sum(s.queued for s in stats),
+            "queue_depth": sum(s.received - s.count - s.dropped for s in stats),
             "latency_p50": hist.percentile(50),
             "latency_p99": hist.percentile(99),
             "latency_mean": hist.mean,
