@@ -943,7 +943,8 @@ class MessageHandler:
         ``dropped``: removed by an overflow policy (``conflated`` included); ``unhandled``: no
         processor registered; ``errors``: processor calls that raised; ``failed``: messages in
         batches given up; latencies are processor call durations per batch, in seconds.
-        ``received == count + dropped + queue_depth`` holds per channel.
+        ``queue_depth`` per channel is ``received - count - dropped`` (in a lane, or waiting for
+        room under ``"block"``); the lanes' own depths are under ``workers`` and ``control``.
         """
         t = trio.current_time() if now is None else now
         by_type = {ch: self._stats_dict([st], t) for ch, st in self._stats.items()}
