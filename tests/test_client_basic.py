@@ -376,3 +376,56 @@ async def test_trading_stream(autojump_clock: trio.abc.Clock) -> None:
         msgs = await take(stream, 2)
     assert all(type(m).__name__ == "TradeUpdate" for m in msgs)
     assert msgs[0].event == "new"
+
+
+async def test_subscribe_needs_a_connection(autojump_clock: trio.abc.Clock) -> None:
+    async with emulator() as emu:
+        stream = client(emu, trades=["AAPL"], auto_connect=False)
+        async with stream:
+            with pytest.raises(UsageError):
+                await stream.subscribe(quotes=["MSFT"])
+            await stream.connect()
+            await stream.subscribe(quotes=["MSFT"])
+            await stream.disconnect()
+            with pytest.raises(UsageError):
+                await stream.unsubscribe(quotes=["MSFT"])
+            # subscriptions survive disconnect/connect
+            await stream.connect()
+            (conn,) = emu.open_connections("iex")
+            assert conn.subscriptions["quotes"] == ("MSFT",)
+            assert conn.subscriptions["trades"] == ("AAPL",)
+
+
+async def test_trading_stream_raw(autojump_clock: trio.abc.Clock) -> None:
+    async with (
+        emulator() as emu,
+        open_stream(
+            KEY, SECRET, stream_type="trading", url=emu.url_for("trading"), raw_data=True
+        ) as stream,
+    ):
+        emu.submit_order("MSFT", qty=2, plan="cancel")
+        msgs = await take(stream, 2)
+    assert all(type(m) is dict and m["order"]["symbol"] == "MSFT" for m in msgs)
+    assert [m["event"] for m in msgs][:1] == ["new"]
+
+
+async def test_staleness_for_an_explicit_sparse_channel(autojump_clock: trio.abc.Clock) -> None:
+    async with (
+        emulator(rate=0) as emu,
+        client(emu, daily_bars=["AAPL"], staleness_timeout={"daily_bars": 5.0}) as stream,
+    ):
+        t0 = trio.current_time()
+        async for msg in stream:
+            if isinstance(msg, trioalpaca.Reconnected):
+                break
+        assert 5.0 <= trio.current_time() - t0 < 8.0
+        assert stream.get_metrics()["errors"] == {"StaleStreamError": 1}
+
+
+async def test_metrics_before_any_data() -> None:
+    stream = open_stream(KEY, SECRET, feed="iex", url="ws://127.0.0.1:9/v2/iex")
+    m = stream.get_metrics()
+    assert m["state"] == "idle"
+    assert m["messages_received"] == 0
+    assert m["p50_latency_ms"] is None and m["last_message_age_s"] is None
+    assert m["subscriptions"] == {} and m["errors"] == {}

@@ -723,6 +723,7 @@ class AlpacaWebSocketClient:
         await done.wait()
         self._run_scope = None
         self._run_done = None
+        self._ready = trio.Event()
         self._buffer.close()
         self._state = "disconnected"
 
@@ -1001,7 +1002,8 @@ class AlpacaWebSocketClient:
         """Set ``await handler(exc, msg)``, called when a message handler raises.
 
         Without one, handler exceptions are logged (``handler_errors="continue"``) or end the
-        block (``handler_errors="raise"``).
+        block (``handler_errors="raise"``). An exception raised by the error handler itself ends
+        the block.
         """
         self._error_handler = handler
 
@@ -1091,6 +1093,8 @@ class AlpacaWebSocketClient:
         if not wanted:
             return
         self._require_nursery()
+        if self._run_scope is None:
+            raise UsageError(f"cannot {action} while disconnected; call connect() first")
         try:
             with trio.fail_after(self._subscription_timeout):
                 async with self._sub_lock:
