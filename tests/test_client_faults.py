@@ -430,3 +430,22 @@ async def test_trade_data_keeps_flowing_under_garbage_free_run(
         assert len(msgs) > 50
         ts = [m.timestamp_ns for m in msgs]
         assert ts == sorted(ts)
+
+
+async def test_auto_staleness_needs_data_first(autojump_clock: trio.abc.Clock) -> None:
+    # default staleness_timeout="auto": a channel that never delivered is never stale...
+    async with emulator(rate=0) as emu, client(emu, trades=["AAPL"]) as stream:
+        await trio.sleep(400)
+        assert stream.get_metrics()["reconnects"] == 0
+        assert len(emu.connections) == 1
+
+
+async def test_auto_staleness_catches_a_mute_socket(autojump_clock: trio.abc.Clock) -> None:
+    # ...but one that delivered and then went silent (pings still answered) is, after 120 s
+    async with emulator() as emu, client(emu, trades=["AAPL"]) as stream:
+        await take_data(stream, 5)
+        emu.mute(feed="iex", pings=True)
+        t0 = trio.current_time()
+        await until_reconnected(stream)
+        assert 120.0 <= trio.current_time() - t0 < 120.0 + 30.0 + 1.5
+        assert stream.get_metrics()["errors"] == {"StaleStreamError": 1}

@@ -105,6 +105,9 @@ SPARSE_CHANNELS = frozenset(
     }
 )
 
+#: Default silence limit of ``staleness_timeout="auto"`` (seconds).
+AUTO_STALENESS_TIMEOUT = 120.0
+
 #: Channels the client fills in itself; they are never subscribed explicitly.
 _MIRRORED = frozenset({"corrections", "cancelErrors"})
 
@@ -450,11 +453,14 @@ class AlpacaWebSocketClient:
         connect_timeout: seconds one connection attempt may take up to the confirmed initial
             subscription.
         close_timeout: seconds the closing handshake may take when leaving.
-        staleness_timeout: per-channel silence limit. A number applies to the busy channels
-            (``trades``, ``quotes``, ``orderbooks``, ``pricing``); a mapping ``{channel: seconds}``
-            sets it per channel (sparse channels such as news or bars only when listed). ``None``
-            (default) disables it. A subscribed channel that stays silent that long triggers a
-            reconnect (:class:`~trioalpaca.StaleStreamError`).
+        staleness_timeout: per-channel silence limit; a subscribed channel that stays silent that
+            long triggers a reconnect (:class:`~trioalpaca.StaleStreamError`). ``"auto"``
+            (default): 120 s on the busy channels (``trades``, ``quotes``, ``orderbooks``,
+            ``pricing``), armed only once the channel has delivered data on the current
+            connection, so a quiet market at connect time never trips it. A number: that limit
+            on the busy channels, armed from the subscription. A mapping ``{channel: seconds}``:
+            per channel (sparse channels such as news or bars are only watched when listed).
+            ``None`` disables it.
         handler_errors: ``"continue"`` (default: report handler exceptions to the error handler, or
             log them, and keep streaming) or ``"raise"`` (end the block with the exception).
         auto_connect: connect when entering the block (default). With ``False`` call
@@ -490,7 +496,7 @@ class AlpacaWebSocketClient:
         subscription_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         close_timeout: float = 0.5,
-        staleness_timeout: float | Mapping[str, float] | None = None,
+        staleness_timeout: float | Mapping[str, float] | Literal["auto"] | None = "auto",
         handler_errors: Literal["continue", "raise"] = "continue",
         auto_connect: bool = True,
         trades: Iterable[str] = (),
@@ -642,9 +648,14 @@ class AlpacaWebSocketClient:
             out[wire] = syms
         return out
 
-    def _staleness_config(self, staleness: float | Mapping[str, float] | None) -> dict[str, float]:
+    def _staleness_config(
+        self, staleness: float | Mapping[str, float] | Literal["auto"] | None
+    ) -> dict[str, float]:
+        self._staleness_after_data = staleness == "auto"
         if staleness is None:
             return {}
+        if staleness == "auto":
+            staleness = AUTO_STALENESS_TIMEOUT
         if isinstance(staleness, Mapping):
             cfg = {channel_to_wire(k): float(v) for k, v in staleness.items()}
         else:
@@ -840,6 +851,8 @@ class AlpacaWebSocketClient:
             for channel, limit in self._staleness.items():
                 if not self._acknowledged.get(channel):
                     continue
+                if self._staleness_after_data and channel not in seen:
+                    continue  # "auto": armed once the channel delivered data on this connection
                 last = max(seen.get(channel, start), start)
                 if now - last > limit:
                     raise StaleStreamError(now - last, channel)
