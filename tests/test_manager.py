@@ -470,3 +470,32 @@ async def test_unsubscribe_failure_is_logged_and_retried(
         assert any("unsubscribe request failed" in r.getMessage() for r in caplog.records)
         await manager.subscribe(symbols=["B"], data_types="trades", handler=print)
         assert client.state == {("trades", "B")}  # ... and went out with the next change
+
+
+async def test_stopping_releases_waiters_and_handles(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client = FakeClient(latency=5.0)  # every request takes 5 s
+    errors: list[BaseException] = []
+    async with trio.open_nursery() as outer:
+        manager = StreamManager(client, consume=False, coalesce_window=0)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(manager.run)
+            done = await manager.subscribe(symbols=["A"], data_types="trades", handler=print)
+
+            async def waiter() -> None:
+                try:
+                    await manager.subscribe(symbols=["B"], data_types="trades", handler=print)
+                except UsageError as exc:
+                    errors.append(exc)
+
+            outer.start_soon(waiter)
+            await trio.sleep(1.0)  # the request for B is in flight
+            nursery.cancel_scope.cancel()
+    assert len(errors) == 1  # released with an error, not left hanging or falsely "done"
+    # Leaving a handle's block after the manager stopped does not hang.
+    async with done:
+        pass
+    assert not done.active
+    with pytest.raises(UsageError):
+        await manager.subscribe(symbols=["C"], data_types="trades", handler=print)

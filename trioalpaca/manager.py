@@ -90,6 +90,8 @@ SubscriptionHandler = Callable[[Any], Any]
 _ROUTE_AS: Mapping[str, str] = {"corrections": "trades", "cancelErrors": "trades"}
 _ROUTE_CACHE_MAX = 100_000
 _EPSILON = 1e-9
+#: Most seconds ``async with subscription`` waits for its unsubscribe when leaving.
+_EXIT_TIMEOUT = 10.0
 
 
 class Subscribable(Protocol):
@@ -290,7 +292,8 @@ class Subscription:
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self.active:
-            with trio.CancelScope(shield=True):
+            # Shielded so a cancelled block still releases its pairs, but bounded.
+            with trio.CancelScope(shield=True), trio.move_on_after(_EXIT_TIMEOUT):
                 await self.unsubscribe()
 
     def __repr__(self) -> str:
@@ -361,7 +364,7 @@ class StreamManager:
         self._inflight = False
         self._error_handler: Callable[[HandlerFailure], Any] | None = None
         self._started = False
-        self._bucket_started = False
+        self._running = False
         # metrics
         self._requests: dict[str, int] = {"subscribe": 0, "unsubscribe": 0}
         self._requests_failed = 0
@@ -386,6 +389,7 @@ class StreamManager:
             (channel_to_wire(ch), sym) for ch, syms in dict(subs).items() for sym in syms
         )
         self.bucket = TokenBucket(self.bucket.rate, self.bucket.capacity, now=trio.current_time())
+        self._running = True
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._flusher)
@@ -397,6 +401,14 @@ class StreamManager:
             if exc is group:
                 raise
             raise exc from exc.__cause__
+        finally:
+            self._running = False
+            # Nobody will flush any more: release waiters instead of leaving them hanging.
+            waiters, self._waiters = self._waiters, []
+            for w in waiters:
+                if w.sub is not None and w.error is None:
+                    w.error = UsageError("the StreamManager stopped before the change was sent")
+                w.done.set()
 
     def set_error_handler(self, handler: Callable[[HandlerFailure], Any] | None) -> None:
         """Set the function (plain or ``async``) called with a :class:`HandlerFailure` when a
@@ -467,7 +479,7 @@ class StreamManager:
             SubscriptionTimeoutError: the client got no confirmation in time (not created).
             UsageError: bad arguments; not running.
         """
-        if not self._started:
+        if not self._running:
             raise UsageError("the StreamManager is not running (use open_stream_manager)")
         sub = Subscription(
             self,
@@ -500,6 +512,8 @@ class StreamManager:
         if not subscription.active:
             return
         self._remove(subscription)
+        if not self._running:
+            return  # stopped: nothing will be sent any more
         if not (self._inflight or self._waiters) and not any(
             k in self._wire and k not in self._by_key for k in subscription.pairs()
         ):
@@ -578,6 +592,11 @@ class StreamManager:
             self._inflight = True
             try:
                 await self._reconcile(waiters)
+            except BaseException:
+                for w in waiters:
+                    if w.sub is not None and w.error is None:
+                        w.error = UsageError("the StreamManager stopped while sending the change")
+                raise
             finally:
                 self._inflight = False
                 for w in waiters:
