@@ -47,6 +47,14 @@ class Case:
 
 CASES: dict[str, Case] = {}
 
+#: Extra ratio checks printed by ``run.py``: ``(label, numerator case, denominator case, target)``.
+RATIOS: list[tuple[str, str, str, float]] = []
+
+
+def ratio(label: str, numerator: str, denominator: str, target: float) -> None:
+    """Add a ratio line to the report: ``ratio("p1 / a", "p1", "a", 0.7)``."""
+    RATIOS.append((label, numerator, denominator, target))
+
 
 def case(name: str, label: str, kind: str) -> Callable[[Callable[[Params], dict[str, Any]]], Any]:
     """Register a case: ``@case("a", "trioalpaca typed", "throughput")``."""

@@ -29,7 +29,7 @@ from typing import Any
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from registry import CASES, Params  # noqa: E402
+from registry import CASES, RATIOS, Params  # noqa: E402
 
 
 def _load_cases() -> None:
@@ -164,6 +164,7 @@ def main() -> int:
         ("p1 / a_batch  MessageHandler 1 worker vs bare client", "p1", "a_batch", 0.70),
         ("p4 / a_batch  MessageHandler 4 workers vs bare client", "p4", "a_batch", 0.70),
     ]
+    checks += [c for c in RATIOS if c not in checks]
     for label, num, den, target in checks:
         if num in rates and den in rates:
             ratio = rates[num] / rates[den]
