@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import trio
-from registry import KEY, SECRET, Params, case
+from registry import KEY, SECRET, Params, case, ratio
 
 
 class _Timed:
@@ -67,3 +67,7 @@ def p1(p: Params) -> dict[str, Any]:
 @case("p4", "client -> MessageHandler, 4 workers", "throughput")
 def p4(p: Params) -> dict[str, Any]:
     return trio.run(_pipeline, p, 4)
+
+
+ratio("p1 / a_batch  MessageHandler 1 worker vs bare client", "p1", "a_batch", 0.70)
+ratio("p4 / a_batch  MessageHandler 4 workers vs bare client", "p4", "a_batch", 0.70)
