@@ -224,3 +224,32 @@ def test_order_flow_quantities_are_consistent() -> None:
     assert flow.expire("nope", START) is None
     with pytest.raises(ValueError, match="plan"):
         flow.submit("AAPL", 1, now_ns=START, plan="bogus")  # type: ignore[arg-type]
+
+
+def test_fast_forward_skips_time_and_keeps_bars_consistent() -> None:
+    config = MarketConfig(seed=11, rate=20.0, speed=60.0, late_trade_probability=0.2)
+    m = Market("stocks", config, START)
+    m.advance(START + 90 * NS)
+    skip_to = START + 3 * MINUTE_NS + 17 * NS
+    m.fast_forward(skip_to)
+    m.fast_forward(skip_to - NS)  # going back is a no-op
+    events = m.advance(START + 12 * MINUTE_NS)
+    bar_types = ("bars", "updatedBars", "dailyBars")
+    assert events and all(msg["t"] > skip_to for c, _, msg in events if c not in bar_types)
+    first_minute = skip_to // MINUTE_NS * MINUTE_NS
+    assert all(msg["t"] >= first_minute for c, _, msg in events if c in bar_types[:2])
+    trades: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    final: dict[tuple[str, int], dict[str, Any]] = {}
+    for channel, symbol, msg in events:
+        if channel == "trades":
+            trades[(symbol, msg["t"] // MINUTE_NS * MINUTE_NS)].append(msg)
+        elif channel in ("bars", "updatedBars"):
+            final[(symbol, msg["t"])] = msg
+    assert len(final) > 20
+    for key, bar in final.items():
+        assert bar["n"] == len(trades[key])
+        assert bar["v"] == sum(m["s"] for m in trades[key])
+    crypto = Market("crypto", config, START)
+    crypto.advance(START + 10 * NS)
+    crypto.fast_forward(START + 10 * MINUTE_NS)
+    assert any(c == "orderbooks" for c, _, _ in crypto.advance(START + 11 * MINUTE_NS))

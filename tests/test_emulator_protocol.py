@@ -474,3 +474,21 @@ async def test_delayed_sip_timestamps_are_15_minutes_old() -> None:
         msgs = await c.recv()
         lag = emu.market_ns() - msgs[0]["t"]
         assert 15 * 60 * 10**9 <= lag < 16 * 60 * 10**9
+
+
+async def test_idle_market_costs_nothing_in_virtual_time(autojump_clock: trio.abc.Clock) -> None:
+    import time
+
+    async with open_emulator(rate=50, speed=60, seed=1) as emu, connect(emu) as c:
+        await c.request({"action": "subscribe", "trades": ["AAPL"]})
+        await c.recv()
+        ack = await c.request({"action": "unsubscribe", "trades": ["AAPL"]})
+        while ack[0]["T"] != "subscription":  # data sent before the unsubscribe
+            ack = await c.recv()
+        wall = time.perf_counter()
+        await trio.sleep(5000)  # 83 market hours at speed 60 with nobody listening
+        assert time.perf_counter() - wall < 2.0
+        before = emu.market_ns()
+        await c.request({"action": "subscribe", "trades": ["AAPL"]})
+        msgs = await c.recv()
+        assert msgs[0]["T"] == "t" and msgs[0]["t"] >= before

@@ -247,6 +247,46 @@ class Market:
             if self.family == "perps" and self.config.rate > 0:
                 self._push(t + self._exp(self._mean_gap_s * 2, rng), "pricing", name)
 
+    def fast_forward(self, until_ns: int) -> None:
+        """Skip market time to ``until_ns`` without generating messages (nobody is listening).
+
+        Prices keep their last value, pending bar aggregates are discarded (no bar will cover the
+        skipped time) and halted symbols resume silently; the recurring events are rescheduled
+        after ``until_ns``.
+        """
+        if until_ns <= self.now_ns:
+            return
+        old, self._heap = self._heap, []
+        gap = self._mean_gap_s if self.config.rate > 0 else 0.0
+        for t, seq, what, name in old:
+            if t > until_ns:
+                heapq.heappush(self._heap, (t, seq, what, name))
+                continue
+            sym = self._symbols.get(name)
+            if what == "minute":
+                self._push((until_ns // MINUTE_NS + 1) * MINUTE_NS, "minute", "")
+            elif what == "half":
+                continue
+            elif what in ("tq", "book") and sym is not None:
+                mean = gap if what == "tq" else gap * 2
+                self._push(until_ns + self._exp(mean, sym.rng), what, name)
+            elif what == "pricing" and sym is not None:
+                self._push(until_ns + self._exp(gap * 2, sym.rng), what, name)
+            elif what in ("status", "resume") and sym is not None:
+                sym.halted = False
+                self._push(
+                    until_ns + self._exp(self.config.status_interval, sym.rng), "status", name
+                )
+            elif what == "news":
+                self._push(until_ns + self._exp(self.config.news_interval), "news", "")
+        for sym in self._symbols.values():
+            sym.minutes.clear()
+            sym.dirty.clear()
+            sym.recent.clear()
+            if sym.day != (until_ns // DAY_NS) * DAY_NS:
+                sym.daily = None
+        self.now_ns = until_ns
+
     def next_event_ns(self) -> int | None:
         """Market time of the next scheduled event, or None when nothing is scheduled."""
         return self._heap[0][0] if self._heap else None
@@ -311,8 +351,10 @@ class Market:
             and (minute - MINUTE_NS) in sym.minutes
             and rng.random() < self.config.late_trade_probability
         ):
-            # a late print: belongs to the previous (already published) minute
-            ts = minute - MINUTE_NS + rng.randrange(MINUTE_NS)
+            # a late print: belongs to the previous (already published) minute, after its first
+            # trade (never inside time skipped by fast_forward)
+            lo = sym.minutes[minute - MINUTE_NS].open_t
+            ts = lo + rng.randrange(minute - lo)
         tid = sym.next_id
         sym.next_id += 1
         msg: dict[str, Any]

@@ -50,7 +50,7 @@ logger = logging.getLogger("trioalpaca.testing")
 #: Default server-side send buffer (bytes queued for one connection) before the slow-client policy.
 DEFAULT_SEND_BUFFER_LIMIT = 8 * 1024 * 1024
 _MAX_FRAME_MESSAGES = 1000
-_MIN_TICK = 0.01
+_MIN_TICK = 0.02
 _HISTORY = 10_000
 _DELAY_NS = 15 * 60 * NS  # delayed_sip: timestamps 15 minutes old
 
@@ -362,6 +362,7 @@ class Emulator:
         self._history: deque[ConnectionStats] = deque(maxlen=_HISTORY)
         self._markets: dict[str, Market] = {}
         self._market_wake: dict[str, trio.Event] = {}
+        self._idle: dict[str, bool] = {}
         self._slots: dict[tuple[str, str], list[int]] = {}
         self._held: dict[tuple[str, str], list[float]] = {}
         self._t0 = trio.current_time()
@@ -678,14 +679,35 @@ class Emulator:
 
     def _advance(self, family: str) -> None:
         market = self._markets[family]
+        if self._idle.get(family):
+            # nobody listened: skip the time instead of generating unseen messages
+            market.fast_forward(self.market_ns())
+            self._idle[family] = False
+            return
         events = market.advance(self.market_ns())
         if events:
             self._dispatch(family, events)
+
+    def _has_listeners(self, family: str) -> bool:
+        return any(
+            c.family == family
+            and c.stats.authenticated
+            and not c.closing
+            and any(c.stats.subscriptions.values())
+            for c in self._conns.values()
+        )
 
     async def _market_loop(self, family: str) -> None:
         market = self._markets[family]
         last = trio.current_time()
         while True:
+            if not self._has_listeners(family):
+                self._idle[family] = True
+                await self._market_wake[family].wait()
+                self._market_wake[family] = trio.Event()
+                self._advance(family)  # fast-forwards unless a subscription already did
+                last = trio.current_time()
+                continue
             nxt = market.next_event_ns()
             deadline = math.inf if nxt is None else self._trio_time_for(nxt)
             deadline = max(deadline, last + _MIN_TICK)
@@ -944,7 +966,7 @@ class Emulator:
         new = [s for s in explicit if s not in market.symbols]
         if new:
             market.add_symbols(sorted(new))
-            self._market_wake[family].set()
+        self._market_wake[family].set()
         if family == "crypto":
             books = set(subs.get("orderbooks", ()))
             old = set(before.get("orderbooks", ()))
