@@ -56,7 +56,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -356,6 +356,8 @@ class StreamManager:
         self._subs: dict[int, Subscription] = {}
         self._by_key: dict[tuple[str, str], dict[int, Subscription]] = {}
         self._route_cache: dict[tuple[str, str], tuple[Subscription, ...]] = {}
+        #: message class -> routing channel, for typed single-symbol market data
+        self._fast: dict[type, str] = {}
         self._wire: set[tuple[str, str]] = set()
         self._external: frozenset[tuple[str, str]] = frozenset()
         self._waiters: list[_Change] = []
@@ -699,6 +701,9 @@ class StreamManager:
             syms = getattr(message, "symbols", None)
             single = getattr(message, "symbol", None)
         if isinstance(single, str):
+            cls = type(message)
+            if cls is not dict and syms is None:
+                self._fast[cls] = channel  # next time: dispatch_batch's one-lookup path
             return self._targets(channel, single)
         if syms:
             found: dict[int, Subscription] = {}
@@ -713,27 +718,43 @@ class StreamManager:
 
     async def dispatch(self, message: Any) -> None:
         """Deliver one message to every subscription that covers it."""
-        subs = self.targets(message)
-        if not subs:
-            self._unrouted += 1
-            if self.default_handler is not None:
-                await self._call(None, self.default_handler, message)
-            return
-        self._routed += 1
-        for sub in subs:
-            if sub.active:
-                sub.delivered += 1
-                await self._call(sub, sub.handler, message)
+        await self.dispatch_batch((message,))
 
-    async def dispatch_batch(self, messages: Sequence[Any]) -> None:
+    async def dispatch_batch(self, messages: Iterable[Any]) -> None:
         """Deliver several messages in order (usable as a MessageHandler processor)."""
+        fast = self._fast
+        cache = self._route_cache
         for msg in messages:
-            await self.dispatch(msg)
+            ch = fast.get(type(msg))
+            if ch is not None:
+                # Typed single-symbol market data: one cache lookup.
+                subs = cache.get((ch, msg.symbol))
+                if subs is None:
+                    subs = self._targets(ch, msg.symbol)
+            else:
+                subs = self.targets(msg)
+            if not subs:
+                self._unrouted += 1
+                if self.default_handler is not None:
+                    await self._call(None, self.default_handler, msg)
+                continue
+            self._routed += 1
+            for sub in subs:
+                if sub.active:
+                    sub.delivered += 1
+                    try:
+                        result = sub.handler(msg)
+                        if result is not None and inspect.isawaitable(result):
+                            await result
+                    except Exception as exc:
+                        self._handler_errors += 1
+                        sub.errors += 1
+                        await self._report(sub, msg, exc)
 
     async def _call(self, sub: Subscription | None, fn: SubscriptionHandler, msg: Any) -> None:
         try:
             result = fn(msg)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 await result
         except Exception as exc:
             self._handler_errors += 1
