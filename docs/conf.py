@@ -20,8 +20,14 @@ napoleon_google_docstring = True
 nitpicky = True
 # Names that autodoc cannot resolve through intersphinx offline (no network here).
 nitpick_ignore_regex = [
-    (r"py:.*", r"(trio|trio_websocket|msgpack|attrs|attr|datetime|decimal|enum|collections|typing|types|abc|_abc|builtins|contextlib|hypothesis)\..*"),
-    (r"py:.*", r"(Any|Self|Callable|Awaitable|Mapping|Sequence|Iterable|Iterator|AsyncIterator|Literal|TypeAlias|Frame|Message|Encoding|T|NoneType|ellipsis)"),
+    (
+        r"py:.*",
+        r"(trio|trio_websocket|msgpack|attrs|attr|datetime|decimal|enum|collections|typing|types|abc|_abc|builtins|contextlib|hypothesis)\..*",
+    ),
+    (
+        r"py:.*",
+        r"(Any|Self|Callable|Awaitable|Mapping|Sequence|Iterable|Iterator|AsyncIterator|Literal|TypeAlias|Frame|Message|Encoding|T|NoneType|ellipsis)",
+    ),
     (r"py:.*", r"trioalpaca\..*\._.*"),
 ]
 intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
