@@ -12,7 +12,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--integration",
         action="store_true",
         default=False,
-        help="run tests against the real Alpaca service (needs APCA_API_KEY_ID/APCA_API_SECRET_KEY)",
+        help="run tests against the real Alpaca service "
+        "(needs APCA_API_KEY_ID / APCA_API_SECRET_KEY)",
     )
 
 
