@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import trio
-import trio.testing
 
-from trioalpaca import Quote, Reconnected, Trade, open_message_handler, open_stream
+from trioalpaca import Backoff, Quote, Reconnected, Trade, open_message_handler, open_stream
 from trioalpaca.testing import open_emulator
 
 KEY = "PKTESTKEY0123456789"
 SECRET = "sEcReT-do-not-leak-0123456789abcdef"
 
 
-async def test_client_into_handler_with_reconnect(autojump_clock: trio.testing.MockClock) -> None:
+async def test_client_into_handler_with_reconnect() -> None:
+    """Real clock: see test_manager_emulator for why."""
     syms = ["AAPL", "MSFT", "TSLA", "NVDA"]
     trades: dict[str, list[int]] = {}
     quotes: dict[str, list[int]] = {}
@@ -32,7 +32,14 @@ async def test_client_into_handler_with_reconnect(autojump_clock: trio.testing.M
     async with (
         open_emulator(symbols=syms, rate=200.0) as emu,
         open_stream(
-            KEY, SECRET, feed="iex", url=emu.url_for("iex"), trades=syms, quotes=syms
+            KEY,
+            SECRET,
+            feed="iex",
+            url=emu.url_for("iex"),
+            trades=syms,
+            quotes=syms,
+            backoff=Backoff(initial=0.05, cap=0.2),
+            heartbeat_interval=None,
         ) as cl,
         open_message_handler(worker_count=4, batch_size=50) as handler,
     ):
@@ -41,9 +48,15 @@ async def test_client_into_handler_with_reconnect(autojump_clock: trio.testing.M
         handler.register_processor("control", control.extend)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(handler.consume, cl)
-            await trio.sleep(1.0)
-            emu.drop(feed="iex")
-            await trio.sleep(1.0)
+            with trio.fail_after(10):
+                while sum(map(len, trades.values())) < 40:
+                    await trio.sleep(0.01)
+                emu.drop(feed="iex")
+                while not control:
+                    await trio.sleep(0.01)
+                n = sum(map(len, trades.values()))
+                while sum(map(len, trades.values())) < n + 40:  # data flows again
+                    await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
     m = handler.get_metrics()  # after the block: everything queued was processed
     assert set(trades) == set(syms) and set(quotes) == set(syms)
