@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 DEFAULT_SYMBOLS = "AAPL,MSFT,TSLA,NVDA"
+_WINDOW = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +75,13 @@ class _SymbolView:
         self.last_size: float | None = None
         self.bid: float | None = None
         self.ask: float | None = None
-        self.trade_meter = RateMeter(5.0)
-        self.quote_meter = RateMeter(5.0)
+        self.trade_meter = RateMeter(_WINDOW)
+        self.quote_meter = RateMeter(_WINDOW)
+
+
+def _per_second(meter: Any, now: float, elapsed: float) -> float:
+    """Events per second over the meter's window, or over the run so far while it is shorter."""
+    return float(meter.count(now)) / min(_WINDOW, max(elapsed, 0.25))
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -198,7 +204,8 @@ def _line(elapsed: float, m: dict[str, Any], views: dict[str, _SymbolView], now:
     for sym, v in views.items():
         parts.append(
             f"{sym} last={_fmt(v.last_price)} bid={_fmt(v.bid)} ask={_fmt(v.ask)} "
-            f"t/s={v.trade_meter.rate(now):.0f} q/s={v.quote_meter.rate(now):.0f}"
+            f"t/s={_per_second(v.trade_meter, now, elapsed):.0f} "
+            f"q/s={_per_second(v.quote_meter, now, elapsed):.0f}"
         )
     print(" | ".join(parts), flush=True)
 
@@ -218,7 +225,8 @@ def _draw(
         out.append(
             f"{sym:<8}{_fmt(v.last_price):>10}{_fmt(v.last_size, '.0f'):>8}"
             f"{_fmt(v.bid):>10}{_fmt(v.ask):>10}"
-            f"{v.trade_meter.rate(now):>10.0f}{v.quote_meter.rate(now):>10.0f}\n"
+            f"{_per_second(v.trade_meter, now, elapsed):>10.0f}"
+            f"{_per_second(v.quote_meter, now, elapsed):>10.0f}\n"
         )
     if events:
         out.append("\nevents:\n")

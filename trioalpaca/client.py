@@ -105,6 +105,9 @@ SPARSE_CHANNELS = frozenset(
     }
 )
 
+#: Window of ``messages_per_second`` in :meth:`AlpacaWebSocketClient.get_metrics` (seconds).
+RATE_WINDOW = 10.0
+
 #: Default silence limit of ``staleness_timeout="auto"`` (seconds).
 AUTO_STALENESS_TIMEOUT = 120.0
 
@@ -616,7 +619,9 @@ class AlpacaWebSocketClient:
         self._bytes = 0
         self._reconnects = 0
         self._errors: collections.Counter[str] = collections.Counter()
-        self._rate = RateMeter(10.0)
+        self._rate = RateMeter(RATE_WINDOW)
+        self._rate_resolution = RATE_WINDOW / 20
+        self._first_rx: float | None = None
         self._latency = LatencyHistogram()
         self._last_rx: float | None = None
         self._last_rx_wall_ns: int | None = None
@@ -1162,7 +1167,7 @@ class AlpacaWebSocketClient:
             "state": self._state,
             "feed": self.endpoint.feed,
             "messages_received": self._messages,
-            "messages_per_second": self._rate.rate(now),
+            "messages_per_second": self._messages_per_second(now),
             "frames_received": self._frames,
             "bytes_received": self._bytes,
             "avg_latency_ms": lat.mean * 1e3 if lat.count else None,
@@ -1176,6 +1181,13 @@ class AlpacaWebSocketClient:
             "last_message_age_s": None if self._last_rx is None else now - self._last_rx,
             "subscriptions": self.subscriptions,
         }
+
+    def _messages_per_second(self, now: float) -> float:
+        # Over the last 10 s, or since the first message when that is more recent (no ramp-up).
+        if self._first_rx is None:
+            return 0.0
+        span = min(RATE_WINDOW, max(now - self._first_rx, self._rate_resolution))
+        return self._rate.count(now) / span
 
     def __repr__(self) -> str:
         return (
@@ -1285,6 +1297,8 @@ class _Session:
         n = len(msgs)
         client._messages += n
         client._rate.add(n, now)
+        if client._first_rx is None:
+            client._first_rx = now
         client._data_flowed = True
         record = client._latency.record
         if self._raw:
