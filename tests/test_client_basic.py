@@ -429,3 +429,22 @@ async def test_metrics_before_any_data() -> None:
     assert m["messages_received"] == 0
     assert m["p50_latency_ms"] is None and m["last_message_age_s"] is None
     assert m["subscriptions"] == {} and m["errors"] == {}
+
+
+async def test_control_handler_gets_markers(autojump_clock: trio.abc.Clock) -> None:
+    markers: list[Any] = []
+    got = trio.Event()
+
+    async def on_control(msg: Any) -> None:
+        markers.append(msg)
+        got.set()
+
+    async with emulator() as emu:
+        stream = client(emu, trades=["AAPL"])
+        stream.register_handler("control", on_control)
+        stream.register_handler("t", _noop)
+        async with stream:
+            await trio.sleep(1)
+            emu.drop(feed="iex")
+            await got.wait()
+    assert len(markers) == 1 and isinstance(markers[0], trioalpaca.Reconnected)
