@@ -688,3 +688,24 @@ async def test_many_producers_through_intake() -> None:
     for p in range(4):
         assert [t.trade_id for t in got if t.symbol == f"P{p}"] == list(range(50))
     check_invariant(handler)
+
+
+async def test_raw_dict_hot_path_keeps_order_and_policies() -> None:
+    seen: dict[str, list[int]] = {}
+    news: list[Any] = []
+
+    async def proc(batch: list[dict[str, Any]]) -> None:
+        await trio.sleep(0)
+        for d in batch:
+            seen.setdefault(d["S"], []).append(d["i"])
+
+    msgs: list[Any] = [{"T": "t", "S": f"S{i % 5}", "i": i} for i in range(300)]
+    msgs.insert(150, {"T": "n", "symbols": ["S1", "S2"], "headline": "h"})  # no "S": slow path
+    async with open_message_handler(worker_count=4, batch_size=7, buffer_size=16) as handler:
+        handler.register_processor("trades", proc)
+        handler.register_processor("news", news.extend)
+        await handler.consume(BatchSource(msgs, 50))
+    for sym, ids in seen.items():
+        assert ids == [i for i in range(300) if f"S{i % 5}" == sym]
+    assert len(news) == 1
+    check_invariant(handler)

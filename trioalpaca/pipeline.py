@@ -438,6 +438,8 @@ class MessageHandler:
         self._worker_of: dict[str, int] = {}
         #: hot-path cache: message class -> (stats, overflow policy, channel)
         self._fast: dict[type, tuple[_TypeStats, str, str]] = {}
+        #: the same for raw dicts, keyed by their ``T`` code
+        self._fast_raw: dict[str, tuple[_TypeStats, str, str]] = {}
         self._class_channel: dict[type, str] = {}
         self._reconnects = 0
         self._upstream_dropped = 0
@@ -504,6 +506,7 @@ class MessageHandler:
             )
         self._processors[key] = processor
         self._fast.clear()
+        self._fast_raw.clear()
         if key not in _SPECIAL_KINDS:
             self._stats_for(key)  # list it in get_metrics() right away
 
@@ -511,6 +514,7 @@ class MessageHandler:
         """Remove the processor for ``kind`` (``KeyError`` if none is registered)."""
         del self._processors[_normalize_kind(kind)]
         self._fast.clear()
+        self._fast_raw.clear()
 
     def set_error_handler(self, handler: ErrorHandler | None) -> None:
         """Set the function called with a :class:`ProcessingFailure` when a processor raises.
@@ -612,12 +616,27 @@ class MessageHandler:
             raise trio.ClosedResourceError("the MessageHandler is closed")
         # The hot path of _put_nowait, inlined: this loop runs once per message.
         fast = self._fast
+        fast_raw = self._fast_raw
         worker_of = self._worker_of
         lanes = self._lanes
         for msg in msgs:
             f = fast.get(type(msg))
             if f is not None:
                 key = msg.symbol
+                idx = worker_of.get(key)
+                lane = lanes[idx] if idx is not None else self._lane_for(key)
+                st = f[0]
+                st.received += 1
+                q = lane.q
+                if len(q) < lane.capacity:
+                    q.append(msg)
+                    continue
+                blocked = self._overflow(msg, f[1], lane, st, f[2], key)
+            elif type(msg) is dict and (f := fast_raw.get(msg.get("T", ""))) is not None:
+                # Raw market data dict (raw_data=True): the same path keyed by its T code.
+                key = msg.get("S")
+                if type(key) is not str:
+                    key = ""
                 idx = worker_of.get(key)
                 lane = lanes[idx] if idx is not None else self._lane_for(key)
                 st = f[0]
@@ -747,6 +766,13 @@ class MessageHandler:
         ):
             # Remember this class for the hot path (cleared when processors change).
             self._fast[cls] = (st, policy, channel)
+        elif (
+            cls is dict
+            and policy != "conflate"
+            and type(msg.get("T")) is str
+            and type(msg.get("S")) is str
+        ):
+            self._fast_raw[msg["T"]] = (st, policy, channel)
         if policy == "conflate":
             pkey = (channel, key)
             pending = lane.pending
