@@ -449,3 +449,19 @@ async def test_auto_staleness_catches_a_mute_socket(autojump_clock: trio.abc.Clo
         await until_reconnected(stream)
         assert 120.0 <= trio.current_time() - t0 < 120.0 + 30.0 + 1.5
         assert stream.get_metrics()["errors"] == {"StaleStreamError": 1}
+
+
+async def test_each_gap_is_reported_once(autojump_clock: trio.abc.Clock) -> None:
+    async with emulator(rate=0) as emu, client(emu, trades=["AAPL"]) as stream:
+        markers = []
+        for _ in range(3):
+            await trio.sleep(5)
+            emu.drop(feed="iex")
+            marker, before = await until_reconnected(stream)
+            assert before == []  # no data at all (rate=0)
+            markers.append(marker)
+        # consecutive gaps do not overlap: each starts after the previous one ended
+        for previous, current in zip(markers, markers[1:]):
+            assert current.gap_start_ns >= previous.gap_end_ns
+        # no market data flowed in between, so the consecutive-attempt count keeps growing
+        assert [m.attempts for m in markers] == [1, 2, 3]

@@ -628,6 +628,7 @@ class AlpacaWebSocketClient:
         self._channel_seen: dict[str, float] = {}
         self._data_flowed = False
         self._session_was_ready = False
+        self._ready_wall_ns = 0
 
     # ------------------------------------------------------------------ configuration helpers
 
@@ -777,8 +778,11 @@ class AlpacaWebSocketClient:
                         if self._ready.is_set():
                             self._ready = trio.Event()
                         lost_at = time.time_ns()
-                        if self._session_was_ready and (gap_start is None or self._data_flowed):
-                            gap_start = min(lost_at, self._last_rx_wall_ns or lost_at)
+                        if self._session_was_ready:
+                            # A new gap: anything after the last frame (or after this connection
+                            # became ready, if nothing came) may be missing.
+                            last = max(self._last_rx_wall_ns or 0, self._ready_wall_ns)
+                            gap_start = min(lost_at, last)
                         if self._data_flowed:
                             attempts = 0
                             schedule.reset()
@@ -898,8 +902,8 @@ class AlpacaWebSocketClient:
     def _session_ready(self, session: _Session) -> None:
         """Called by the reader (synchronously) when a session's subscriptions are confirmed."""
         self._session_was_ready = True
+        now_wall = self._ready_wall_ns = time.time_ns()
         if session.gap_start is not None:
-            now_wall = time.time_ns()
             self._reconnects += 1
             self._buffer.put_marker(Reconnected(session.gap_start, now_wall, session.attempts))
             logger.info(
