@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -461,7 +462,7 @@ async def test_each_gap_is_reported_once(autojump_clock: trio.abc.Clock) -> None
             assert before == []  # no data at all (rate=0)
             markers.append(marker)
         # consecutive gaps do not overlap: each starts after the previous one ended
-        for previous, current in zip(markers, markers[1:]):
+        for previous, current in itertools.pairwise(markers):
             assert current.gap_start_ns >= previous.gap_end_ns
         # no market data flowed in between, so the consecutive-attempt count keeps growing
         assert [m.attempts for m in markers] == [1, 2, 3]
