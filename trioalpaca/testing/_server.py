@@ -33,6 +33,7 @@ from typing import Any
 
 import attrs
 import trio
+import trio.testing
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
@@ -50,7 +51,10 @@ logger = logging.getLogger("trioalpaca.testing")
 #: Default server-side send buffer (bytes queued for one connection) before the slow-client policy.
 DEFAULT_SEND_BUFFER_LIMIT = 8 * 1024 * 1024
 _MAX_FRAME_MESSAGES = 1000
-_MIN_TICK = 0.02
+# Shortest interval between two market deliveries: 5 ms on the real clock (low latency), 20 ms
+# under a virtual clock such as pytest-trio's autojump_clock (each wake-up costs real CPU).
+_TICK_REAL = 0.005
+_TICK_VIRTUAL = 0.02
 _HISTORY = 10_000
 _DELAY_NS = 15 * 60 * NS  # delayed_sip: timestamps 15 minutes old
 
@@ -700,6 +704,8 @@ class Emulator:
     async def _market_loop(self, family: str) -> None:
         market = self._markets[family]
         last = trio.current_time()
+        virtual = isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+        tick = _TICK_VIRTUAL if virtual else _TICK_REAL
         while True:
             if not self._has_listeners(family):
                 self._idle[family] = True
@@ -710,7 +716,7 @@ class Emulator:
                 continue
             nxt = market.next_event_ns()
             deadline = math.inf if nxt is None else self._trio_time_for(nxt)
-            deadline = max(deadline, last + _MIN_TICK)
+            deadline = max(deadline, last + tick)
             with trio.move_on_at(deadline):
                 await self._market_wake[family].wait()
             if self._market_wake[family].is_set():
