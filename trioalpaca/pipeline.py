@@ -435,7 +435,8 @@ class MessageHandler:
         self._processors: dict[str, Processor] = {}
         self._error_handler: ErrorHandler | None = None
         self._stats: dict[str, _TypeStats] = {}
-        self._worker_of: dict[str, int] = {}
+        #: symbol -> its worker's lane (cache of crc32(symbol) % worker_count)
+        self._lane_of: dict[str, _Lane] = {}
         #: hot-path cache: message class -> (stats, overflow policy, channel)
         self._fast: dict[type, tuple[_TypeStats, str, str]] = {}
         #: the same for raw dicts, keyed by their ``T`` code
@@ -617,14 +618,12 @@ class MessageHandler:
         # The hot path of _put_nowait, inlined: this loop runs once per message.
         fast = self._fast
         fast_raw = self._fast_raw
-        worker_of = self._worker_of
-        lanes = self._lanes
+        lane_of = self._lane_of
         for msg in msgs:
             f = fast.get(type(msg))
             if f is not None:
                 key = msg.symbol
-                idx = worker_of.get(key)
-                lane = lanes[idx] if idx is not None else self._lane_for(key)
+                lane = lane_of.get(key) or self._lane_for(key)
                 st = f[0]
                 st.received += 1
                 q = lane.q
@@ -637,8 +636,7 @@ class MessageHandler:
                 key = msg.get("S")
                 if type(key) is not str:
                     key = ""
-                idx = worker_of.get(key)
-                lane = lanes[idx] if idx is not None else self._lane_for(key)
+                lane = lane_of.get(key) or self._lane_for(key)
                 st = f[0]
                 st.received += 1
                 q = lane.q
@@ -688,12 +686,12 @@ class MessageHandler:
         return st
 
     def _lane_for(self, key: str) -> _Lane:
-        idx = self._worker_of.get(key)
-        if idx is None:
-            if len(self._worker_of) >= _SYMBOL_CACHE_MAX:
-                self._worker_of.clear()
-            idx = self._worker_of[key] = zlib.crc32(key.encode()) % self.worker_count
-        return self._lanes[idx]
+        lane = self._lane_of.get(key)
+        if lane is None:
+            if len(self._lane_of) >= _SYMBOL_CACHE_MAX:
+                self._lane_of.clear()
+            lane = self._lane_of[key] = self._lanes[self.worker_for(key)]
+        return lane
 
     def worker_for(self, symbol: str) -> int:
         """Return the index of the worker that owns ``symbol`` (stable across runs)."""
@@ -710,8 +708,7 @@ class MessageHandler:
             # Typed market data with a processor and a non-conflating policy: the hot path.
             st = fast[0]
             key = msg.symbol
-            idx = self._worker_of.get(key)
-            lane = self._lanes[idx] if idx is not None else self._lane_for(key)
+            lane = self._lane_of.get(key) or self._lane_for(key)
             st.received += 1
             q = lane.q
             if len(q) < lane.capacity:
