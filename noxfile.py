@@ -48,7 +48,7 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def conformance(session: nox.Session) -> None:
     """Run the official, unmodified alpaca-py stream clients against the emulator."""
-    session.install("-e", ".[test]", "alpaca-py")
+    session.install("-e", ".[test]", "alpaca-py==0.44.0")
     session.run("pytest", "conformance", "-p", "no:cacheprovider", *session.posargs)
 
 
