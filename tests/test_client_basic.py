@@ -309,7 +309,7 @@ def test_credentials_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(CredentialsError) as info:
         AlpacaWebSocketClient()
-    assert "APCA_API_KEY_ID" in str(info.value)
+    assert "APCA_API_KEY_ID" in str(info.value) and "ALPACA_API_KEY" in str(info.value)
     monkeypatch.setenv("ALPACA_API_KEY", "k2")
     monkeypatch.setenv("ALPACA_API_SECRET", "s2")
     c = AlpacaWebSocketClient()
@@ -320,6 +320,10 @@ def test_credentials_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (c._key.reveal(), c._secret.reveal()) == ("k1", "s1")
     c = AlpacaWebSocketClient("k0", "s0")
     assert (c._key.reveal(), c._secret.reveal()) == ("k0", "s0")
+    with pytest.raises(CredentialsError, match="both"):
+        AlpacaWebSocketClient("k0")
+    with pytest.raises(CredentialsError):
+        AlpacaWebSocketClient("", "")
 
 
 async def test_secrets_never_logged_or_shown(

@@ -526,12 +526,15 @@ class AlpacaWebSocketClient:
             raise UsageError("handler_errors must be 'continue' or 'raise'")
         if max_reconnect_attempts is not None and max_reconnect_attempts < 0:
             raise UsageError("max_reconnect_attempts must be >= 0 or None")
+        if (api_key is None) != (api_secret is None):
+            raise CredentialsError("pass both api_key and api_secret, or neither")
         if api_key is None or api_secret is None:
-            env_key, env_secret = _env_credentials()
-            api_key = api_key if api_key is not None else env_key
-            api_secret = api_secret if api_secret is not None else env_secret
+            api_key, api_secret = _env_credentials()
         if not api_key or not api_secret:
-            raise CredentialsError()
+            raise CredentialsError(
+                "no API credentials: pass api_key= and api_secret=, or set APCA_API_KEY_ID and "
+                "APCA_API_SECRET_KEY (or ALPACA_API_KEY and ALPACA_API_SECRET) in the environment"
+            )
         self._key = _Secret(api_key)
         self._secret = _Secret(api_secret)
 
