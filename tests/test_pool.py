@@ -656,3 +656,130 @@ async def test_slow_handle_drop_oldest_reports_dropped(autojump_clock: trio.abc.
         assert all(isinstance(m, (Trade, Quote)) for m in rest)
         assert fast.dropped == 0
         assert not isinstance(await fast.receive(), trioalpaca.Dropped)
+
+
+# ---------------------------------------------------------------------------------- invariants
+
+
+def check_bookkeeping(pool: ConnectionPool) -> None:
+    """The pool's own tables agree with each other."""
+    place = pool._place
+    assert set(place) == set(pool._wanted)
+    seen: set[str] = set()
+    for slot in pool._slots:
+        assert not (slot.symbols & seen), "a symbol is assigned to two connections"
+        seen |= slot.symbols
+        assert len(slot.symbols) <= pool.max_subscriptions_per_connection
+        for sym in slot.symbols:
+            assert place[sym] == slot.spec.index
+    assert seen == set(place)
+    for sym, index in pool._live.items():
+        assert place[sym] == index and pool._slots[index].ready
+    for h in pool._handles:
+        for sym in h.symbols:
+            assert h in pool._subscribers[sym]
+            for ch in h.channels:
+                assert pool._wanted[sym][ch] >= 1
+
+
+def check_server_state(pool: ConnectionPool, emu: Emulator) -> None:
+    """What the emulator has subscribed is exactly what the handles want, each symbol on the
+    one connection the pool assigned it to (call when settled: every symbol live)."""
+    by_key = {c.key: c for c in emu.open_connections(FEED)}
+    assert len(by_key) == len(emu.open_connections(FEED)), "two sessions on one key"
+    creds = list(CREDS)
+    for slot in pool._slots:
+        conn = by_key.get(creds[slot.spec.credential])
+        assert conn is not None, f"no session for connection {slot.spec.index}"
+        for channel in ("trades", "quotes"):
+            want = {s for s in slot.symbols if pool._wanted[s][channel] > 0}
+            assert set(conn.subscriptions.get(channel, ())) == want, (slot.spec.index, channel)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_operations_keep_the_books_straight(
+    autojump_clock: trio.abc.Clock, seed: int
+) -> None:
+    import random
+
+    rng = random.Random(seed)
+    universe = ["AAPL", "MSFT", "SPY", "QQQ", "TSLA", "NVDA", "AMD", "IBM", "GE", "F", "T", "C"]
+    async with (
+        emulator(rate=5.0) as emu,
+        pool_for(emu, max_subscriptions_per_connection=5, rebalance_threshold=2) as pool,
+        trio.open_nursery() as consumers,
+    ):
+        handles: list[PooledConnection] = []
+
+        async def drain(h: PooledConnection) -> None:
+            async for _ in h:
+                pass
+
+        async def settle() -> None:
+            with trio.move_on_after(60):
+                while True:
+                    m = pool.get_pool_metrics()
+                    ready = all(c["state"] == "ready" for c in m["connections"])
+                    if ready and m["unplaced_symbols"] == 0:
+                        return
+                    await trio.sleep(0.1)
+            m = pool.get_pool_metrics()
+            pytest.fail(f"did not settle: {m}, live={pool._live}, place={pool._place}")
+
+        for _ in range(25):
+            op = rng.choice(["open", "open", "close", "drop", "rotate", "sleep"])
+            if op == "open":
+                syms = rng.sample(universe, rng.randint(1, 4))
+                channels = rng.choice([["trades"], ["quotes"], ["trades", "quotes"]])
+                try:
+                    with trio.fail_after(30):
+                        handles.append(await pool.get_connection(syms, channels=channels))
+                    consumers.start_soon(drain, handles[-1])
+                except PoolCapacityError:
+                    wanted = set(pool._wanted) | set(syms)
+                    assert len(wanted) > 15
+            elif op == "close" and handles:
+                await handles.pop(rng.randrange(len(handles))).aclose()
+            elif op == "drop":
+                conns = emu.open_connections(FEED)
+                if conns:
+                    emu.drop(connection=rng.choice(conns).id, how="reset")
+                    await trio.sleep(0.05)
+            elif op == "rotate":
+                await settle()
+                await pool.rotate(rng.randrange(3))
+            else:
+                await trio.sleep(rng.uniform(0.1, 3.0))
+            check_bookkeeping(pool)
+        await settle()
+        await trio.sleep(3.0)  # let rebalancing finish
+        await settle()
+        check_bookkeeping(pool)
+        check_server_state(pool, emu)
+        # Frequent drops make connections degraded (3 reconnects in 5 min): rebalancing evens
+        # out the healthy ones.
+        healthy = [c for c in pool.get_pool_metrics()["connections"] if c["health"] == "healthy"]
+        loads = [c["load"] for c in healthy]
+        assert not loads or max(loads) - min(loads) <= 2
+        consumers.cancel_scope.cancel()
+
+
+async def test_an_error_in_the_block_leaves_promptly(autojump_clock: trio.abc.Clock) -> None:
+    class Boom(Exception):
+        pass
+
+    async with emulator() as emu:
+        with trio.fail_after(5), pytest.raises(Boom):
+            async with pool_for(emu) as pool, trio.open_nursery() as nursery:
+                h = await pool.get_connection(["AAPL", "MSFT"])
+
+                async def drain() -> None:
+                    async for _ in h:
+                        pass
+
+                nursery.start_soon(drain)
+                await trio.sleep(1.0)
+                raise Boom
+        with trio.fail_after(2):
+            while emu.open_connections(FEED):
+                await trio.sleep(0.01)

@@ -39,6 +39,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 from ._errors import (
+    AlpacaServerError,
     ConnectionClosedError,
     CredentialsError,
     ReconnectLimitError,
@@ -629,9 +630,15 @@ class ConnectionPool:
                 out.setdefault(ch, set()).add(sym)
         return out
 
-    async def _subscribe(self, slot: _Slot, channels: Mapping[str, Iterable[str]]) -> bool:
-        """Subscribe on ``slot``'s current session; False if the session failed meanwhile."""
-        return await self._change(slot, "subscribe", channels)
+    async def _subscribe(
+        self,
+        slot: _Slot,
+        channels: Mapping[str, Iterable[str]],
+        errors: list[TrioAlpacaError] | None = None,
+    ) -> bool:
+        """Subscribe on ``slot``'s current session; False if it failed (errors are appended to
+        ``errors``) or the session ended meanwhile."""
+        return await self._change(slot, "subscribe", channels, errors=errors)
 
     async def _unsubscribe(self, slot: _Slot, channels: Mapping[str, Iterable[str]]) -> None:
         await self._change(slot, "unsubscribe", channels)
@@ -642,6 +649,7 @@ class ConnectionPool:
         action: Literal["subscribe", "unsubscribe"],
         channels: Mapping[str, Iterable[str]],
         session: _Conn | None = None,
+        errors: list[TrioAlpacaError] | None = None,
     ) -> bool:
         """Run one subscription change on the slot's (or the given) session, raced against the
         session's end.
@@ -669,6 +677,8 @@ class ConnectionPool:
                 await method(**kwargs)
             except TrioAlpacaError as exc:
                 self._record_error(slot, exc)
+                if errors is not None:
+                    errors.append(exc)
                 outcome.append(False)
             else:
                 outcome.append(True)
@@ -706,12 +716,18 @@ class ConnectionPool:
         self._gap_seconds += (marker.gap_end_ns - marker.gap_start_ns) / 1e9
         self._last_gap = marker
 
-    async def _subscribe_many(self, plan: Mapping[int, Iterable[str]]) -> dict[int, bool]:
+    async def _subscribe_many(
+        self,
+        plan: Mapping[int, Iterable[str]],
+        errors: list[TrioAlpacaError] | None = None,
+    ) -> dict[int, bool]:
         """Subscribe (wanted channels of) symbols on several slots concurrently."""
         results: dict[int, bool] = {}
 
         async def one(index: int, syms: list[str]) -> None:
-            results[index] = await self._subscribe(self._slots[index], self._channels_for(syms))
+            results[index] = await self._subscribe(
+                self._slots[index], self._channels_for(syms), errors
+            )
 
         async with trio.open_nursery() as nursery:
             for index, syms in plan.items():
@@ -739,19 +755,31 @@ class ConnectionPool:
         # Existing live symbols start flowing to the handle right away.
         for sym in handle.symbols:
             self._subscribers.setdefault(sym, []).append(handle)
+        errors: list[TrioAlpacaError] = []
         if extra:
             async with trio.open_nursery() as nursery:
                 for index, chans in extra.items():
-                    nursery.start_soon(self._subscribe, self._slots[index], chans)
-        results = await self._subscribe_many(plan)
+                    nursery.start_soon(self._subscribe, self._slots[index], chans, errors)
+        results = await self._subscribe_many(plan, errors)
+        refused = False
         for index, ok in results.items():
             if ok:
                 for sym in plan[index]:
                     if self._place.get(sym) == index:
                         self._live[sym] = index
-            # If not ok, the slot is dying: its death handling fails these symbols over and
-            # tells the handle with a Reconnected marker.
+                continue
+            conn = self._slots[index].conn
+            if conn is not None and not conn.done.is_set():
+                refused = True
+            # Otherwise the session is ending: its failover moves these symbols and tells the
+            # handle with a Reconnected marker.
         self._notify()
+        # The server said no (e.g. 405 symbol limit, 400 invalid symbol) on a live session:
+        # tell the caller (get_connection undoes the handle). Transport errors mean the session
+        # is ending; failover takes care of those symbols.
+        refusals = [e for e in errors if isinstance(e, AlpacaServerError)]
+        if refused and refusals:
+            raise refusals[0]
 
     async def _release(self, handle: PooledConnection) -> None:
         if handle not in self._handles:
@@ -972,8 +1000,6 @@ class ConnectionPool:
             slot.degraded_since = None
             slot.ready_at = now
             slot.last_message_at = None
-            if slot.gens > 1:
-                slot.reconnect_times.append(now)
             # Reconcile: the session subscribed to a snapshot of slot.symbols at connect time.
             want = self._channels_for(slot.symbols)
             have = _client_subscriptions(conn.client)
@@ -1008,6 +1034,7 @@ class ConnectionPool:
             slot.reconnects += 1
             slot.failovers += 1
             self._failovers += 1
+            slot.reconnect_times.append(trio.current_time())  # unplanned: counts for health
             gap_start = slot.down_since_ns = self._gap_start(slot)
             for sym in slot.symbols:
                 if self._live.get(sym) == slot.spec.index:
@@ -1110,7 +1137,10 @@ class ConnectionPool:
     async def _rebalance(self) -> None:
         async with self._lock:
             eligible = self._eligible()
-            assignment = {i: self._slots[i].symbols for i in eligible}
+            # Only symbols that are flowing move; a symbol in a gap stays with the failover.
+            assignment = {
+                i: {s for s in self._slots[i].symbols if self._live.get(s) == i} for i in eligible
+            }
             moves = plan_rebalance(assignment, eligible, self._limit, self._rebalance_threshold)
             if not moves:
                 return
@@ -1144,7 +1174,7 @@ class ConnectionPool:
                 async def release(source: _Slot, syms: list[str]) -> None:
                     gap_start = self._gap_start(source)
                     if await self._release_from(source, source.conn, self._channels_for(syms)):
-                        self._emit_reconnected(syms, gap_start, 1)  # it died during the move
+                        self._emit_reconnected(syms, gap_start, 1)  # the move may have lost data
 
                 async with trio.open_nursery() as nursery:
                     for index, syms in drop.items():
@@ -1164,7 +1194,8 @@ class ConnectionPool:
         """Unsubscribe ``channels`` on session ``conn`` and wait until everything it received
         before the acknowledgement has been routed (so a handover loses nothing in flight).
 
-        Returns True if the session died first: messages it had not delivered may be lost.
+        Returns True if it did not get there (the session died, or a consumer is stuck):
+        messages it had not delivered may be lost.
         """
         if conn is None or conn.client is None:
             return True
@@ -1186,7 +1217,10 @@ class ConnectionPool:
             # Polls: the client offers no event for "routed up to here".
             while not drained():  # noqa: ASYNC110
                 await trio.sleep(_DRAIN_POLL)
-        return conn.done.is_set() and conn.consumed < target
+        # Died before routing everything, or a consumer is stuck: data may be lost.
+        if conn.done.is_set():
+            return conn.consumed < target
+        return not drained()
 
     def _abandon_handover(self, symbols: Iterable[str]) -> None:
         """Drop the handovers of ``symbols`` that did not finish (the move failed or was
@@ -1197,21 +1231,28 @@ class ConnectionPool:
                 del self._handover[sym]
 
     async def _finish_handover(self, moved: Mapping[str, int]) -> None:
-        """End the handovers of ``moved`` (symbol -> slot now delivering it): flush what the
-        new session delivered meanwhile, in order, without what the old one already did."""
+        """End the handovers of ``moved`` (symbol -> slot now delivering it): what the new
+        session delivered meanwhile is flushed in order, without what the old one already did,
+        by a task of its own (a slow consumer must not hold up the pool's lock)."""
         for sym, index in moved.items():
             handover = self._handover.get(sym)
-            if handover is None:
+            if handover is None or handover.state != "moving":
                 continue
             handover.state = "flushing"
-            target = self._slots[index]
-            while handover.held:
+            self._nursery.start_soon(self._flush_handover, sym, index, handover)
+
+    async def _flush_handover(self, sym: str, index: int, handover: _Handover) -> None:
+        target = self._slots[index]
+        try:
+            while handover.held:  # the new session keeps appending while we deliver
                 msg = handover.held.popleft()
                 if not handover.seen(msg) and self._live.get(sym) == index:
                     await self._deliver(target, sym, msg)
+        finally:
+            handover.held.clear()
             handover.state = "draining"
             handover.deadline = trio.current_time() + _Handover.drain_seconds
-            if not handover.delivered:
+            if not handover.delivered and self._handover.get(sym) is handover:
                 del self._handover[sym]
 
     async def _rotate_locked(
@@ -1255,7 +1296,7 @@ class ConnectionPool:
                 )
                 gap_start = self._gap_start(slot)
                 if await self._release_from(slot, old, self._channels_for(moving)):
-                    self._emit_reconnected(moving, gap_start, 1)  # it died during the switch
+                    self._emit_reconnected(moving, gap_start, 1)  # the switch may have lost data
                 old.retired = True
                 old.reason = "rotated (make before break)"
                 old.scope.cancel()
@@ -1264,17 +1305,22 @@ class ConnectionPool:
                 self._abandon_handover(moving)
         elif plan.mode is RotationMode.MIGRATE:
             self._rotations += 1
-            targets = {sym: index for index, syms in plan.moves.items() for sym in syms}
+            # Symbols in a gap stay: the new session resubscribes them (with a Reconnected).
+            targets = {
+                sym: index
+                for index, syms in plan.moves.items()
+                for sym in syms
+                if self._live.get(sym) == slot.spec.index
+            }
+            by_target: dict[int, list[str]] = {}
+            for sym, index in targets.items():
+                by_target.setdefault(index, []).append(sym)
             self._begin_handover(
-                {
-                    sym: (old, self._slots[index].conn)
-                    for sym, index in targets.items()
-                    if self._live.get(sym) == slot.spec.index
-                }
+                {sym: (old, self._slots[index].conn) for sym, index in targets.items()}
             )
             try:
-                results = await self._subscribe_many(plan.moves)
-                for index, syms in plan.moves.items():
+                results = await self._subscribe_many(by_target)
+                for index, syms in by_target.items():
                     if not results.get(index):
                         continue
                     for sym in syms:
@@ -1288,7 +1334,7 @@ class ConnectionPool:
                 moved = {s: i for s, i in targets.items() if self._place.get(s) == i}
                 gap_start = self._gap_start(slot)
                 if await self._release_from(slot, old, self._channels_for(moved)):
-                    self._emit_reconnected(moved, gap_start, 1)  # it died during the move
+                    self._emit_reconnected(moved, gap_start, 1)  # the move may have lost data
                 # Anything that could not move stays and is resubscribed by the new session.
                 slot.down_since_ns = time.time_ns()
                 for sym in slot.symbols:
