@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import trioalpaca
 from trioalpaca import AuthFailedError, Quote, Reconnected, Trade, TradeCorrection
@@ -26,6 +27,14 @@ from trioalpaca.testing import Emulator, open_emulator
 
 CREDS = {"PKPOOL1": "secret-one", "PKPOOL2": "secret-two", "PKPOOL3": "secret-three"}
 FEED = "iex"
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    """Virtual time that jumps only after 1 ms of real idleness (a frame can be in flight on
+    the loopback for a moment on a loaded machine; an instant jump could fire timeouts that
+    could never fire in reality)."""
+    return trio.testing.MockClock(autojump_threshold=0.001)
 
 
 @asynccontextmanager
@@ -696,7 +705,7 @@ def check_server_state(pool: ConnectionPool, emu: Emulator) -> None:
             assert set(conn.subscriptions.get(channel, ())) == want, (slot.spec.index, channel)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
 async def test_random_operations_keep_the_books_straight(
     autojump_clock: trio.abc.Clock, seed: int
 ) -> None:
@@ -726,7 +735,7 @@ async def test_random_operations_keep_the_books_straight(
             m = pool.get_pool_metrics()
             pytest.fail(f"did not settle: {m}, live={pool._live}, place={pool._place}")
 
-        for _ in range(25):
+        for _ in range(40):
             op = rng.choice(["open", "open", "close", "drop", "rotate", "sleep"])
             if op == "open":
                 syms = rng.sample(universe, rng.randint(1, 4))
@@ -747,7 +756,10 @@ async def test_random_operations_keep_the_books_straight(
                     await trio.sleep(0.05)
             elif op == "rotate":
                 await settle()
-                await pool.rotate(rng.randrange(3))
+                try:
+                    await pool.rotate(rng.randrange(3))
+                except trioalpaca.UsageError:
+                    pass  # it started reconnecting meanwhile (e.g. failed over as degraded)
             else:
                 await trio.sleep(rng.uniform(0.1, 3.0))
             check_bookkeeping(pool)
