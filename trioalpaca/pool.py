@@ -458,6 +458,8 @@ class ConnectionPool:
 
         Raises:
             PoolCapacityError: the pool can never hold that many distinct symbols.
+            AlpacaServerError: the server refused the subscription on a live connection (for
+                example 405 symbol limit or 400 invalid symbol); nothing stays subscribed.
             UsageError: no symbols, an unknown channel, or the pool is closed.
         """
         syms = tuple(dict.fromkeys(s.strip().upper() for s in symbols))
