@@ -49,12 +49,8 @@ async def emulator(**kwargs: Any) -> AsyncIterator[Emulator]:
 def pool_for(emu: Emulator, n_keys: int = 3, **kwargs: Any) -> Any:
     kwargs.setdefault("heartbeat_interval", 1.0)
     kwargs.setdefault("backoff", trioalpaca.Backoff(initial=0.5, cap=2.0, seed=1))
-    return open_pool(
-        credentials=list(CREDS.items())[:n_keys],
-        feed=FEED,
-        url=emu.url_for(FEED),
-        **kwargs,
-    )
+    kwargs.setdefault("url", emu.url_for(FEED))
+    return open_pool(credentials=list(CREDS.items())[:n_keys], feed=FEED, **kwargs)
 
 
 class Collector:
@@ -150,6 +146,9 @@ async def test_oversized_pool_refused_up_front(autojump_clock: trio.abc.Clock) -
                 credentials=[("PKPOOL1", "a"), ("PKPOOL1", "b")], url=emu.url_for(FEED)
             ):
                 pytest.fail("the pool must not open")  # pragma: no cover
+        with pytest.raises(PoolConfigError, match="same URL"):
+            async with pool_for(emu, n_keys=1, url=[emu.url_for(FEED), emu.url_for(FEED)]):
+                pytest.fail("the pool must not open")  # pragma: no cover
         with pytest.raises(trioalpaca.UsageError, match="managed by the pool"):
             async with pool_for(emu, max_reconnect_attempts=3):
                 pytest.fail("the pool must not open")  # pragma: no cover
@@ -168,6 +167,30 @@ async def test_two_sessions_per_key_when_the_plan_allows(autojump_clock: trio.ab
             while pool.get_pool_metrics()["healthy_connections"] < 2:
                 await trio.sleep(0.1)
         assert {c.key for c in emu.open_connections(FEED)} == {"PKPOOL1"}
+
+
+async def test_one_key_two_endpoints(autojump_clock: trio.abc.Clock) -> None:
+    # The connection limit is per key *per endpoint*: one key, two endpoints, two sessions.
+    async with (
+        emulator() as emu1,
+        emulator() as emu2,
+        open_pool(
+            api_key="PKPOOL1",
+            api_secret="secret-one",
+            feed=FEED,
+            url=[emu1.url_for(FEED), emu2.url_for(FEED)],
+            heartbeat_interval=1.0,
+        ) as pool,
+    ):
+        assert pool.pool_size == 2
+        a = await pool.get_connection(["AAPL"])
+        b = await pool.get_connection(["MSFT"])
+        assert (a.connections, b.connections) == ((0,), (1,))
+        m = pool.get_pool_metrics()
+        assert [c["endpoint"] for c in m["connections"]] == [0, 1]
+        assert [len(e.open_connections(FEED)) for e in (emu1, emu2)] == [1, 1]
+        assert subscribed_symbols(emu1) == {"AAPL": 1}
+        assert subscribed_symbols(emu2) == {"MSFT": 1}
 
 
 async def test_fatal_auth_error_on_every_slot_leaves_the_block(

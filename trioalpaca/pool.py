@@ -1542,6 +1542,11 @@ async def open_pool(
     urls: list[str | None] = [url] if isinstance(url, str) or url is None else list(url)
     if not urls:
         raise PoolConfigError("url= must name at least one endpoint")
+    if len(set(urls)) != len(urls):
+        raise PoolConfigError(
+            "the same URL appears twice in url=; the connection limit is per endpoint, so list "
+            "each endpoint once"
+        )
     if max_subscriptions_per_connection < 1:
         raise PoolConfigError("max_subscriptions_per_connection must be at least 1")
     if max_connections_per_key < 1:
