@@ -39,7 +39,7 @@ def typing(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the sphinx docs with warnings as errors (-W -n)."""
-    session.install("-e", ".", "sphinx")
+    session.install("-e", ".[test]", "sphinx")
     session.run(
         "sphinx-build", "-W", "-n", "--keep-going", "-b", "html", "docs", "docs/_build/html"
     )
