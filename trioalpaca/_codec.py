@@ -243,36 +243,7 @@ del _R
 
 #: Market data classes per stream kind, keyed by ``T``.
 _DATA_TYPES: dict[str, dict[str, type[Any]]] = {
-    "stocks": {
-        c.wire_type: c
-        for c in (
-            m.Trade,
-            m.Quote,
-            m.Bar,
-            m.DailyBar,
-            m.UpdatedBar,
-            m.TradingStatus,
-            m.LULD,
-            m.TradeCorrection,
-            m.TradeCancel,
-            m.Imbalance,
-        )
-    },
-    "crypto": {
-        c.wire_type: c
-        for c in (
-            m.CryptoTrade,
-            m.CryptoQuote,
-            m.CryptoBar,
-            m.CryptoDailyBar,
-            m.CryptoUpdatedBar,
-            m.Orderbook,
-            m.CryptoPricing,
-        )
-    },
-    "options": {c.wire_type: c for c in (m.OptionTrade, m.OptionQuote)},
-    "news": {"n": m.News},
-    "trading": {},
+    kind: {cls.wire_type: cls for cls in classes} for kind, classes in m.MARKET_DATA_TYPES.items()
 }
 
 #: Timestamp keys per class (what becomes msgpack ext -1 / RFC 3339 text on the wire).

@@ -59,7 +59,14 @@ from trioalpaca.endpoints import (
     stream_url,
 )
 from trioalpaca.metrics import LatencyHistogram, RateMeter
-from trioalpaca.models import Authenticated, Dropped, Listening, Message, Reconnected
+from trioalpaca.models import (
+    CHANNEL_BY_WIRE_TYPE,
+    Authenticated,
+    Dropped,
+    Listening,
+    Message,
+    Reconnected,
+)
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -114,29 +121,8 @@ AUTO_STALENESS_TIMEOUT = 120.0
 #: Channels the client fills in itself; they are never subscribed explicitly.
 _MIRRORED = frozenset({"corrections", "cancelErrors"})
 
-#: Wire ``T`` code -> channel (for raw dicts and handler keys).
-_T_TO_CHANNEL: dict[str, str] = {
-    "t": "trades",
-    "q": "quotes",
-    "b": "bars",
-    "d": "dailyBars",
-    "u": "updatedBars",
-    "s": "statuses",
-    "l": "lulds",
-    "c": "corrections",
-    "x": "cancelErrors",
-    "i": "imbalances",
-    "o": "orderbooks",
-    "p": "pricing",
-    "n": "news",
-    "trade_updates": "trade_updates",
-    "reconnected": "control",
-    "dropped": "control",
-    "subscription": "control",
-    "success": "control",
-    "error": "control",
-    "listening": "control",
-}
+#: Wire ``T`` code -> channel (for raw dicts and handler keys); a plain dict, looked up per message.
+_T_TO_CHANNEL: dict[str, str] = dict(CHANNEL_BY_WIRE_TYPE)
 
 _STATES = (
     "idle",

@@ -28,7 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, ClassVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, get_args
 
 import attrs
 
@@ -40,7 +41,9 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = [
+    "CHANNEL_BY_WIRE_TYPE",
     "LULD",
+    "MARKET_DATA_TYPES",
     "Authenticated",
     "Bar",
     "Connected",
@@ -1316,3 +1319,41 @@ Message: TypeAlias = (
     | UnknownMessage
 )
 """Any value the streams can yield (market data, trading updates and control events)."""
+
+#: The market data classes each stream kind carries, keyed by stream kind (the values of
+#: :class:`~trioalpaca.endpoints.StreamKind`); the trading stream carries none.
+MARKET_DATA_TYPES: Mapping[str, tuple[type[Any], ...]] = MappingProxyType(
+    {
+        "stocks": (
+            Trade,
+            Quote,
+            Bar,
+            DailyBar,
+            UpdatedBar,
+            TradingStatus,
+            LULD,
+            TradeCorrection,
+            TradeCancel,
+            Imbalance,
+        ),
+        "crypto": (
+            CryptoTrade,
+            CryptoQuote,
+            CryptoBar,
+            CryptoDailyBar,
+            CryptoUpdatedBar,
+            Orderbook,
+            CryptoPricing,
+        ),
+        "options": (OptionTrade, OptionQuote),
+        "news": (News,),
+        "trading": (),
+    }
+)
+
+#: ``wire_type`` -> ``channel`` of every message class (:class:`UnknownMessage` excepted), e.g.
+#: ``"d"`` -> ``"dailyBars"``, ``"trade_updates"`` -> ``"trade_updates"``, ``"success"`` ->
+#: ``"control"``. A ``T`` code means the same channel on every endpoint.
+CHANNEL_BY_WIRE_TYPE: Mapping[str, str] = MappingProxyType(
+    {cls.wire_type: cls.channel for cls in get_args(Message) if cls.wire_type}
+)

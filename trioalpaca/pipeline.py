@@ -75,7 +75,14 @@ from trioalpaca._errors import TrioAlpacaError, UsageError
 from trioalpaca.backoff import Backoff
 from trioalpaca.endpoints import channel_to_wire
 from trioalpaca.metrics import LatencyHistogram, RateMeter
-from trioalpaca.models import Dropped, Reconnected, ServerError
+from trioalpaca.models import (
+    CHANNEL_BY_WIRE_TYPE,
+    Dropped,
+    Listening,
+    Reconnected,
+    ServerError,
+    TradeUpdate,
+)
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -125,26 +132,12 @@ CONFLATABLE_CHANNELS = frozenset(
     {"quotes", "bars", "dailyBars", "updatedBars", "statuses", "lulds", "imbalances", "pricing"}
 )
 _SPECIAL_KINDS = frozenset({"*", "control"})
-#: Raw-dict ``T`` codes to channels (shared by stocks, crypto and options endpoints).
-_T_TO_CHANNEL: Mapping[str, str] = {
-    "t": "trades",
-    "q": "quotes",
-    "b": "bars",
-    "d": "dailyBars",
-    "u": "updatedBars",
-    "s": "statuses",
-    "l": "lulds",
-    "c": "corrections",
-    "x": "cancelErrors",
-    "i": "imbalances",
-    "o": "orderbooks",
-    "p": "pricing",
-    "n": "news",
-    "success": "control",
-    "error": "control",
-    "subscription": "control",
-    "reconnected": "control",
-    "dropped": "control",
+#: Raw-dict ``T`` codes to channels (a plain dict, looked up per message). Trading-stream messages
+#: carry ``stream`` instead of ``T``, so their wire types are left out.
+_T_TO_CHANNEL: dict[str, str] = {
+    t: ch
+    for t, ch in CHANNEL_BY_WIRE_TYPE.items()
+    if t not in (TradeUpdate.wire_type, Listening.wire_type)
 }
 _SYMBOL_CACHE_MAX = 200_000
 

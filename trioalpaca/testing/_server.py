@@ -40,6 +40,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from .._codec import Encoder, encode_request
 from .._protocol.server import DataServerProtocol, TradingServerProtocol
 from ..endpoints import FEEDS, Endpoint, StreamKind, resolve_feed
+from ..models import MARKET_DATA_TYPES
 from ._faults import SCENARIOS, DropHow, DropRule, Faults, MuteRule
 from ._market import NS, Event, Market, MarketConfig
 from ._orders import OrderFlow, OrderPlan, Step
@@ -591,9 +592,7 @@ class Emulator:
         routed by channel and symbol like generated market data."""
         ep = resolve_feed(feed)
         family = _family(ep)
-        by_type = {"t": "trades", "q": "quotes", "b": "bars", "d": "dailyBars", "u": "updatedBars"}
-        by_type.update({"s": "statuses", "l": "lulds", "c": "corrections", "x": "cancelErrors"})
-        by_type.update({"i": "imbalances", "o": "orderbooks", "p": "pricing", "n": "news"})
+        by_type = {c.wire_type: c.channel for cs in MARKET_DATA_TYPES.values() for c in cs}
         events: list[Event] = []
         for m in messages:
             channel = by_type.get(str(m.get("T")), str(m.get("T")))

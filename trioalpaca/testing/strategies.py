@@ -558,29 +558,7 @@ def unknown_messages() -> st.SearchStrategy[m.UnknownMessage]:
 
 
 DATA_TYPES: dict[str, tuple[type[Any], ...]] = {
-    "stocks": (
-        m.Trade,
-        m.Quote,
-        m.Bar,
-        m.DailyBar,
-        m.UpdatedBar,
-        m.TradingStatus,
-        m.LULD,
-        m.TradeCorrection,
-        m.TradeCancel,
-        m.Imbalance,
-    ),
-    "crypto": (
-        m.CryptoTrade,
-        m.CryptoQuote,
-        m.CryptoBar,
-        m.CryptoDailyBar,
-        m.CryptoUpdatedBar,
-        m.Orderbook,
-        m.CryptoPricing,
-    ),
-    "options": (m.OptionTrade, m.OptionQuote),
-    "news": (m.News,),
+    kind: classes for kind, classes in m.MARKET_DATA_TYPES.items() if classes
 }
 """The market data classes each stream kind carries."""
 
