@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from trioalpaca import models as m
 from trioalpaca._time import MAX_TIMESTAMP_NS, MIN_TIMESTAMP_NS
+from trioalpaca.endpoints import FEEDS
 
 __all__ = [
     "CONTROL_TYPES",
@@ -488,22 +489,13 @@ def server_errors() -> st.SearchStrategy[m.ServerError]:
     return st.builds(m.ServerError, codes, texts(40))
 
 
+#: Channels per stream kind, in the order of the server's ``subscription`` acknowledgement
+#: (crypto with the perpetuals' ``pricing``).
 _CHANNELS = {
-    "stocks": (
-        "trades",
-        "quotes",
-        "bars",
-        "updatedBars",
-        "dailyBars",
-        "statuses",
-        "lulds",
-        "corrections",
-        "cancelErrors",
-        "imbalances",
-    ),
-    "crypto": ("trades", "quotes", "orderbooks", "bars", "updatedBars", "dailyBars", "pricing"),
-    "options": ("trades", "quotes"),
-    "news": ("news",),
+    "stocks": FEEDS["sip"].ack_channels,
+    "crypto": FEEDS["crypto-perps/global"].ack_channels,
+    "options": FEEDS["opra"].ack_channels,
+    "news": FEEDS["news"].ack_channels,
 }
 
 
@@ -522,12 +514,6 @@ def reconnecteds() -> st.SearchStrategy[m.Reconnected]:
 def droppeds() -> st.SearchStrategy[m.Dropped]:
     """:class:`~trioalpaca.models.Dropped` local events."""
     return st.builds(m.Dropped, st.integers(0, 2**40), texts(40))
-
-
-_KNOWN_T = frozenset(
-    {"t", "q", "b", "d", "u", "s", "l", "c", "x", "i", "o", "p", "n"}
-    | {"success", "error", "subscription"}
-)
 
 
 def _json_values() -> st.SearchStrategy[Any]:
@@ -569,6 +555,11 @@ CONTROL_TYPES: tuple[type[Any], ...] = (
     m.SubscriptionChanged,
 )
 """Control events the server sends on every data stream."""
+
+#: Every ``T`` the data streams define (:func:`unknown_messages` avoids them).
+_KNOWN_T = frozenset(
+    cls.wire_type for types in (*DATA_TYPES.values(), CONTROL_TYPES) for cls in types
+)
 
 _BY_CLASS: dict[type[Any], Any] = {
     m.Trade: trades,
