@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 import trioalpaca
+from tests.helpers import loopback_autojump_clock  # noqa: F401 (the autojump_clock fixture)
 from trioalpaca import (
     AlpacaWebSocketClient,
     CredentialsError,
@@ -27,17 +28,6 @@ from trioalpaca.testing import Emulator, open_emulator
 
 KEY = "PKTESTKEY0123456789"
 SECRET = "sEcReT-do-not-leak-0123456789abcdef"
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    """Virtual time that jumps only after 1 ms of real idleness.
-
-    pytest-trio's own fixture jumps at once; with real loopback sockets a frame can be "in
-    flight" in the kernel for a moment on a loaded machine, and an instant jump would then fire
-    timeouts that could never fire in reality.
-    """
-    return trio.testing.MockClock(autojump_threshold=0.001)
 
 
 @asynccontextmanager

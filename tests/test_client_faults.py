@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.helpers import loopback_autojump_clock  # noqa: F401 (the autojump_clock fixture)
 from trioalpaca import (
     AlpacaWebSocketClient,
     AuthFailedError,
@@ -28,17 +29,6 @@ from trioalpaca.testing import DEFAULT_SEND_BUFFER_LIMIT, Emulator, open_emulato
 
 KEY = "PKFAULTKEY"
 SECRET = "fault-secret-value"
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    """Virtual time that jumps only after 1 ms of real idleness.
-
-    pytest-trio's own fixture jumps at once; with real loopback sockets a frame can be "in
-    flight" in the kernel for a moment on a loaded machine, and an instant jump would then fire
-    timeouts that could never fire in reality.
-    """
-    return trio.testing.MockClock(autojump_threshold=0.001)
 
 
 @pytest.fixture

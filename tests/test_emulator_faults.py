@@ -10,25 +10,12 @@ from typing import Any
 import msgpack
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from tests.helpers import ws_connect
 from trioalpaca.testing import SCENARIOS, Emulator, open_emulator
 
 MSGPACK = [("Content-Type", "application/msgpack")]
-
-
-@asynccontextmanager
-async def ws_connect(url: str, headers: list[tuple[str, str]] | None = None) -> AsyncIterator[Any]:
-    """``open_websocket_url`` that closes the TCP stream after the close handshake (trio-websocket's
-    client leaves it to the garbage collector when the server closed first: a ResourceWarning)."""
-    conn = None
-    try:
-        async with open_websocket_url(url, extra_headers=headers or []) as ws:
-            conn = ws
-            yield ws
-    finally:
-        if conn is not None:
-            await conn._stream.aclose()
 
 
 @asynccontextmanager

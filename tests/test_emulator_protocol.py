@@ -15,8 +15,9 @@ import msgpack
 import pytest
 import trio
 import wsproto.events
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from tests.helpers import ws_connect
 from trioalpaca.testing import Emulator, open_emulator
 
 MSGPACK = [("Content-Type", "application/msgpack")]
@@ -76,20 +77,6 @@ async def upgrade_status(emu: Emulator, path: str) -> int:
             assert chunk, "connection closed before the status line"
             data += chunk
     return int(data.split(b" ", 2)[1])
-
-
-@asynccontextmanager
-async def ws_connect(url: str, headers: list[tuple[str, str]] | None = None) -> AsyncIterator[Any]:
-    """``open_websocket_url`` that also closes the TCP stream when the server closed first
-    (trio-websocket's client leaves it to the garbage collector, a ResourceWarning)."""
-    conn = None
-    try:
-        async with open_websocket_url(url, extra_headers=headers or []) as ws:
-            conn = ws
-            yield ws
-    finally:
-        if conn is not None:
-            await conn._stream.aclose()
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ import trio
 import trio.testing
 
 import trioalpaca
+from tests.helpers import loopback_autojump_clock  # noqa: F401 (the autojump_clock fixture)
 from trioalpaca import AuthFailedError, Quote, Reconnected, Trade, TradeCorrection
 from trioalpaca.pool import (
     ConnectionPool,
@@ -27,14 +28,6 @@ from trioalpaca.testing import Emulator, open_emulator
 
 CREDS = {"PKPOOL1": "secret-one", "PKPOOL2": "secret-two", "PKPOOL3": "secret-three"}
 FEED = "iex"
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    """Virtual time that jumps only after 1 ms of real idleness (a frame can be in flight on
-    the loopback for a moment on a loaded machine; an instant jump could fire timeouts that
-    could never fire in reality)."""
-    return trio.testing.MockClock(autojump_threshold=0.001)
 
 
 @asynccontextmanager
