@@ -21,8 +21,8 @@ from hypothesis.stateful import (
     invariant,
     rule,
 )
-from test_manager import FakeClient
 
+from tests.test_manager import FakeClient
 from trioalpaca._errors import SymbolLimitError
 from trioalpaca.manager import StreamManager, Subscription
 
