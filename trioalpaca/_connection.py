@@ -39,11 +39,17 @@ from trioalpaca._errors import (
     TrioAlpacaError,
     UsageError,
 )
+from trioalpaca._groups import exception_leaves
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["Connection", "Gate", "collapse_exception_group", "open_connection"]
+__all__ = [
+    "Connection",
+    "Gate",
+    "collapse_exception_group",
+    "open_connection",
+]
 
 logger = logging.getLogger("trioalpaca.connection")
 
@@ -210,16 +216,7 @@ def collapse_exception_group(group: BaseExceptionGroup[BaseException]) -> BaseEx
     (preferring a :class:`~trioalpaca.TrioAlpacaError`, then anything else); a group of nothing
     but ``Cancelled`` collapses to its first ``Cancelled`` so cancellation keeps propagating.
     """
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for sub in exc.exceptions:
-                walk(sub)
-        else:
-            leaves.append(exc)
-
-    walk(group)
+    leaves = exception_leaves(group)
     for leaf in leaves:
         if isinstance(leaf, (KeyboardInterrupt, SystemExit)):
             return leaf

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import trio
 
 from trioalpaca import __version__
-from trioalpaca._connection import Connection, Frame, collapse_exception_group, open_connection
+from trioalpaca._connection import Connection, Frame, open_connection
 from trioalpaca._errors import (
     CredentialsError,
     ReconnectLimitError,
@@ -46,6 +46,7 @@ from trioalpaca._errors import (
     TrioAlpacaError,
     UsageError,
 )
+from trioalpaca._groups import single_error
 from trioalpaca._protocol.client import ClientState, DataClientProtocol
 from trioalpaca.backoff import Backoff
 from trioalpaca.endpoints import (
@@ -69,7 +70,7 @@ from trioalpaca.models import (
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+    pass  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = [
     "AlpacaWebSocketClient",
@@ -679,19 +680,16 @@ class AlpacaWebSocketClient:
     @asynccontextmanager
     async def _lifecycle(self) -> AsyncIterator[AlpacaWebSocketClient]:
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                try:
-                    if self._auto_connect:
-                        await self.connect()
-                    yield self
-                finally:
-                    self._buffer.close()
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            single = collapse_exception_group(group)
-            single.__suppress_context__ = True  # keep __cause__; hide the group
-            raise single  # noqa: B904
+            with single_error():
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    try:
+                        if self._auto_connect:
+                            await self.connect()
+                        yield self
+                    finally:
+                        self._buffer.close()
+                        nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
             if self._state != "failed":

@@ -64,11 +64,12 @@ import attrs
 import trio
 
 from trioalpaca._errors import UsageError
+from trioalpaca._groups import single_error
 from trioalpaca.endpoints import channel_to_wire
-from trioalpaca.pipeline import _channel_of, _collapse
+from trioalpaca.pipeline import _channel_of
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+    pass  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = [
     "HandlerFailure",
@@ -393,16 +394,12 @@ class StreamManager:
         self.bucket = TokenBucket(self.bucket.rate, self.bucket.capacity, now=trio.current_time())
         self._running = True
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._flusher)
-                if self.consume:
-                    nursery.start_soon(self._reader)
-                task_status.started(self)
-        except BaseExceptionGroup as group:
-            exc = _collapse(group)
-            if exc is group:
-                raise
-            raise exc from exc.__cause__
+            with single_error():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._flusher)
+                    if self.consume:
+                        nursery.start_soon(self._reader)
+                    task_status.started(self)
         finally:
             self._running = False
             # Nobody will flush any more: release waiters instead of leaving them hanging.
@@ -842,13 +839,8 @@ async def open_stream_manager(
         burst=burst,
         default_handler=default_handler,
     )
-    try:
+    with single_error():
         async with trio.open_nursery() as nursery:
             await nursery.start(manager.run)
             yield manager
             nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        exc = _collapse(group)
-        if exc is group:
-            raise
-        raise exc from exc.__cause__

@@ -72,6 +72,7 @@ import attrs
 import trio
 
 from trioalpaca._errors import TrioAlpacaError, UsageError
+from trioalpaca._groups import single_error
 from trioalpaca.backoff import Backoff
 from trioalpaca.endpoints import channel_to_wire
 from trioalpaca.metrics import LatencyHistogram, RateMeter
@@ -85,7 +86,7 @@ from trioalpaca.models import (
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+    pass  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = [
     "ErrorHandler",
@@ -331,21 +332,6 @@ def _normalize_kind(kind: str) -> str:
     return channel_to_wire(kind)
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        out: list[BaseException] = []
-        for e in exc.exceptions:
-            out.extend(_leaves(e))
-        return out
-    return [exc]
-
-
-def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The single real error inside ``group`` (ignoring Cancelled), or ``group`` itself."""
-    real = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
-    return real[0] if len(real) == 1 else group
-
-
 async def _maybe_await(result: Any) -> None:
     if inspect.isawaitable(result):
         await result
@@ -532,18 +518,13 @@ class MessageHandler:
         if self._started:
             raise UsageError("a MessageHandler can only be run once")
         self._started = True
-        try:
+        with single_error():
             async with trio.open_nursery() as nursery:
                 for lane in self._lanes:
                     nursery.start_soon(self._worker, lane, self.batch_timeout)
                 nursery.start_soon(self._worker, self._control, 0.0)
                 nursery.start_soon(self._router)
                 task_status.started(self)
-        except BaseExceptionGroup as group:
-            exc = _collapse(group)
-            if exc is group:
-                raise
-            raise exc from exc.__cause__
 
     def close(self) -> None:
         """Stop accepting messages; workers finish everything already queued, then :meth:`run`
@@ -1048,7 +1029,7 @@ async def open_message_handler(
         retry_backoff=retry_backoff,
         rate_window=rate_window,
     )
-    try:
+    with single_error():
         async with trio.open_nursery() as nursery:
             await nursery.start(handler.run)
             try:
@@ -1057,8 +1038,3 @@ async def open_message_handler(
                 nursery.cancel_scope.cancel()
                 raise
             handler.close()
-    except BaseExceptionGroup as group:
-        exc = _collapse(group)
-        if exc is group:
-            raise
-        raise exc from exc.__cause__

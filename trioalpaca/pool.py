@@ -47,6 +47,7 @@ from ._errors import (
     UsageError,
     server_error,
 )
+from ._groups import exception_leaves, single_error
 from ._pool_policy import (
     Health,
     HealthSample,
@@ -927,7 +928,7 @@ class ConnectionPool:
                 raise _root_cause(exc) from exc
             conn.error = _root_cause(exc)
         except BaseExceptionGroup as group:
-            leaves = _flatten(group)
+            leaves = exception_leaves(group)
             if not all(isinstance(e, TrioAlpacaError) for e in leaves):
                 raise
             first = leaves[0]
@@ -1566,7 +1567,7 @@ async def open_pool(
     if threshold < 1:
         raise PoolConfigError("rebalance_threshold must be at least 1")
 
-    try:
+    with single_error():
         async with trio.open_nursery() as nursery:
             pool = ConnectionPool(
                 nursery,
@@ -1595,20 +1596,3 @@ async def open_pool(
             finally:
                 pool._shutdown()
                 nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        errors = _flatten(group)
-        if len(errors) == 1:
-            if isinstance(errors[0], TrioAlpacaError):
-                raise errors[0] from group
-            raise errors[0]  # noqa: B904 - the caller's own exception, unwrapped
-        raise
-
-
-def _flatten(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            out.extend(_flatten(exc))
-        else:
-            out.append(exc)
-    return out

@@ -38,6 +38,7 @@ import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from .._codec import Encoder, encode_request
+from .._groups import single_error
 from .._protocol.server import DataServerProtocol, TradingServerProtocol
 from ..endpoints import FEEDS, Endpoint, StreamKind, resolve_feed
 from ..models import MARKET_DATA_TYPES
@@ -1224,9 +1225,10 @@ async def open_emulator(
         scripted_orders=scripted_orders,
         scenario=scenario,
     )
-    async with trio.open_nursery() as nursery:
-        emu: Emulator = await nursery.start(serve)
-        try:
-            yield emu
-        finally:
-            nursery.cancel_scope.cancel()
+    with single_error():
+        async with trio.open_nursery() as nursery:
+            emu: Emulator = await nursery.start(serve)
+            try:
+                yield emu
+            finally:
+                nursery.cancel_scope.cancel()
