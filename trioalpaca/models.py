@@ -137,6 +137,59 @@ class _Timestamped:
 # --------------------------------------------------------------------------------------- stocks
 
 
+class _BarWire(_Timestamped):
+    """Mixin: the wire form shared by stock and crypto bars (same keys, different volume type)."""
+
+    __slots__ = ()
+    wire_type: ClassVar[str]
+    symbol: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trade_count: int
+    vwap: float
+
+    if TYPE_CHECKING:  # attrs writes the real __init__ on each concrete class
+
+        def __init__(
+            self,
+            symbol: str,
+            open: float,
+            high: float,
+            low: float,
+            close: float,
+            volume: Any,
+            trade_count: int,
+            vwap: float,
+            timestamp_ns: int,
+        ) -> None: ...
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Build from a canonical wire dict (unknown keys ignored)."""
+        return cls(
+            d["S"], d["o"], d["h"], d["l"], d["c"], d["v"], d.get("n", 0), d.get("vw", 0.0),
+            _ts(d["t"]),
+        )  # fmt: skip
+
+    def to_wire(self) -> dict[str, Any]:
+        """The canonical wire dict, ``T`` first."""
+        return {
+            "T": self.wire_type,
+            "S": self.symbol,
+            "o": self.open,
+            "h": self.high,
+            "l": self.low,
+            "c": self.close,
+            "v": self.volume,
+            "n": self.trade_count,
+            "vw": self.vwap,
+            "t": self.timestamp_ns,
+        }
+
+
 @attrs.frozen
 class Trade(_Timestamped):
     """A stock trade (``T`` = ``"t"``, channel ``trades``)."""
@@ -245,7 +298,7 @@ class Quote(_Timestamped):
 
 
 @attrs.frozen
-class Bar(_Timestamped):
+class Bar(_BarWire):
     """A stock minute bar (``T`` = ``"b"``, channel ``bars``).
 
     :class:`DailyBar` and :class:`UpdatedBar` are subclasses with the same fields; compare
@@ -273,29 +326,6 @@ class Bar(_Timestamped):
     """Volume-weighted average price (``vw``)."""
     timestamp_ns: int
     """Bar start time, nanoseconds since the epoch (``t``)."""
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(
-            d["S"], d["o"], d["h"], d["l"], d["c"], d["v"], d.get("n", 0), d.get("vw", 0.0),
-            _ts(d["t"]),
-        )  # fmt: skip
-
-    def to_wire(self) -> dict[str, Any]:
-        """The canonical wire dict, ``T`` first."""
-        return {
-            "T": self.wire_type,
-            "S": self.symbol,
-            "o": self.open,
-            "h": self.high,
-            "l": self.low,
-            "c": self.close,
-            "v": self.volume,
-            "n": self.trade_count,
-            "vw": self.vwap,
-            "t": self.timestamp_ns,
-        }
 
 
 @attrs.frozen
@@ -621,7 +651,7 @@ class CryptoQuote(_Timestamped):
 
 
 @attrs.frozen
-class CryptoBar(_Timestamped):
+class CryptoBar(_BarWire):
     """A crypto minute bar (``T`` = ``"b"`` on crypto endpoints, channel ``bars``).
 
     ``volume`` is fractional; bars built from quote mid-prices may have ``volume == 0``,
@@ -649,29 +679,6 @@ class CryptoBar(_Timestamped):
     """Volume-weighted average price (``vw``)."""
     timestamp_ns: int
     """Bar start time, nanoseconds since the epoch (``t``)."""
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(
-            d["S"], d["o"], d["h"], d["l"], d["c"], d["v"], d.get("n", 0), d.get("vw", 0.0),
-            _ts(d["t"]),
-        )  # fmt: skip
-
-    def to_wire(self) -> dict[str, Any]:
-        """The canonical wire dict, ``T`` first."""
-        return {
-            "T": self.wire_type,
-            "S": self.symbol,
-            "o": self.open,
-            "h": self.high,
-            "l": self.low,
-            "c": self.close,
-            "v": self.volume,
-            "n": self.trade_count,
-            "vw": self.vwap,
-            "t": self.timestamp_ns,
-        }
 
 
 @attrs.frozen
