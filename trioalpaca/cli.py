@@ -1,28 +1,22 @@
 """The ``trioalpaca`` command line.
 
-Subcommands live next to the code they drive; this module only wires them into one parser.
+Subcommands live next to the code they drive; this module only wires them into one parser. Each
+command module provides ``add_arguments(parser)`` and ``run(args) -> int`` and is imported only when
+its command is used (or when the parser is built), so ``trioalpaca --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-# Each entry: (name, help, add_arguments(parser), run(args) -> exit code). Modules are imported
-# lazily so ``trioalpaca --help`` stays fast.
-Command = tuple[
-    str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]
-]
-
-
-def _commands() -> list[Command]:
-    commands: list[Command] = []
-    # --- commands (one line each; keep sorted) ---
-    commands.append(("demo", "live trades/quotes from the built-in emulator", lambda p: __import__("trioalpaca._demo", fromlist=["_"]).add_arguments(p), lambda a: __import__("trioalpaca._demo", fromlist=["_"]).run(a)))  # fmt: skip  # noqa: E501
-    commands.append(("emulator", "run the local Alpaca-compatible stream emulator", lambda p: __import__("trioalpaca.testing._cli", fromlist=["_"]).add_arguments(p), lambda a: __import__("trioalpaca.testing._cli", fromlist=["_"]).run(a)))  # fmt: skip  # noqa: E501
-    # --- end commands ---
-    return commands
+#: name -> (module path, one-line help). One line per command; keep sorted by name.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("trioalpaca._demo", "live trades/quotes from the built-in emulator"),
+    "emulator": ("trioalpaca.testing._cli", "run the local Alpaca-compatible stream emulator"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,10 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="trio client, pool and local emulator for Alpaca's real-time streams",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, help_text, add_arguments, run in _commands():
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(p)
-        p.set_defaults(_run=run)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
     return parser
 
 
