@@ -40,7 +40,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from .._codec import Encoder, encode_request
 from .._groups import single_error
 from .._protocol.server import DataServerProtocol, TradingServerProtocol
-from ..endpoints import FEEDS, Endpoint, StreamKind, resolve_feed
+from ..endpoints import FEEDS, LEGACY_PATHS, Endpoint, StreamKind, resolve_feed
 from ..models import MARKET_DATA_TYPES
 from ._faults import SCENARIOS, DropHow, DropRule, Faults, MuteRule
 from ._market import NS, Event, Market, MarketConfig
@@ -78,6 +78,7 @@ def _build_paths() -> dict[str, Endpoint]:
     # Go's default URL building puts boats/overnight under /v2.
     paths["/v2/boats"] = FEEDS["boats"]
     paths["/v2/overnight"] = FEEDS["overnight"]
+    paths.update({path: FEEDS[feed] for path, feed in LEGACY_PATHS.items()})
     return paths
 
 
