@@ -26,7 +26,6 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import os
 import sys
 import time
 import warnings
@@ -38,8 +37,8 @@ import trio
 
 from trioalpaca import __version__
 from trioalpaca._connection import Connection, Frame, open_connection
+from trioalpaca._credentials import resolve_credentials
 from trioalpaca._errors import (
-    CredentialsError,
     ReconnectLimitError,
     StaleStreamError,
     SubscriptionTimeoutError,
@@ -48,6 +47,7 @@ from trioalpaca._errors import (
     UsageError,
 )
 from trioalpaca._groups import single_error
+from trioalpaca._handlers import ErrorHandler, ErrorReport, call_maybe_async, handler_name
 from trioalpaca._protocol.client import ClientState, DataClientProtocol
 from trioalpaca.backoff import Backoff
 from trioalpaca.endpoints import (
@@ -98,8 +98,6 @@ StreamItem = Message | dict[str, Any]
 Handler = Callable[[Any], Awaitable[None]]
 """An async callable taking one message (typed or raw dict)."""
 
-ErrorHandler = Callable[[BaseException, Any], Awaitable[None]]
-"""An async callable taking (exception, message) when a handler raised."""
 
 #: Channels that are quiet for long stretches by nature; staleness detection ignores them unless
 #: a timeout is given for them explicitly.
@@ -139,17 +137,6 @@ _STATES = (
     "closed",
     "failed",
 )
-
-
-def _env_credentials() -> tuple[str | None, str | None]:
-    for key_var, secret_var in (
-        ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"),
-        ("ALPACA_API_KEY", "ALPACA_API_SECRET"),
-    ):
-        key, secret = os.environ.get(key_var), os.environ.get(secret_var)
-        if key and secret:
-            return key, secret
-    return None, None
 
 
 class _Secret:
@@ -524,15 +511,7 @@ class AlpacaWebSocketClient:
             raise UsageError("handler_errors must be 'continue' or 'raise'")
         if max_reconnect_attempts is not None and max_reconnect_attempts < 0:
             raise UsageError("max_reconnect_attempts must be >= 0 or None")
-        if (api_key is None) != (api_secret is None):
-            raise CredentialsError("pass both api_key and api_secret, or neither")
-        if api_key is None or api_secret is None:
-            api_key, api_secret = _env_credentials()
-        if not api_key or not api_secret:
-            raise CredentialsError(
-                "no API credentials: pass api_key= and api_secret=, or set APCA_API_KEY_ID and "
-                "APCA_API_SECRET_KEY (or ALPACA_API_KEY and ALPACA_API_SECRET) in the environment"
-            )
+        api_key, api_secret = resolve_credentials(api_key, api_secret)
         self._key = _Secret(api_key)
         self._secret = _Secret(api_secret)
 
@@ -1067,7 +1046,9 @@ class AlpacaWebSocketClient:
                 del self._handlers[entry.kind]
 
     def set_error_handler(self, handler: ErrorHandler | None) -> None:
-        """Set ``await handler(exc, msg)``, called when a message handler raises.
+        """Set the function called with an :class:`~trioalpaca.ErrorReport` when a message
+        handler raises (plain or ``async``; the report carries the exception, the message, the
+        handler's name and kind).
 
         Without one, handler exceptions are logged (``handler_errors="continue"``) or end the
         block (``handler_errors="raise"``). An exception raised by the error handler itself ends
@@ -1121,12 +1102,20 @@ class AlpacaWebSocketClient:
             try:
                 await entry.fn(msg)
             except Exception as exc:
-                await self._handler_failed(exc, msg)
+                await self._handler_failed(exc, msg, entry)
 
-    async def _handler_failed(self, exc: Exception, msg: Any) -> None:
+    async def _handler_failed(self, exc: Exception, msg: Any, entry: _HandlerEntry) -> None:
         self._errors["handler"] += 1
         if self._error_handler is not None:
-            await self._error_handler(exc, msg)
+            report = ErrorReport(
+                exception=exc,
+                component="client",
+                handler=handler_name(entry.fn),
+                message=msg,
+                batch=(msg,),
+                kind=entry.kind,
+            )
+            await call_maybe_async(self._error_handler, report)
             return
         if self._handler_errors == "raise":
             raise exc
