@@ -620,8 +620,9 @@ async def _status_loop(stream: Any, counts: _Counts, err: IO[str], interval: flo
 
 
 def _have_env_credentials() -> bool:
-    pairs = (("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"), ("ALPACA_API_KEY", "ALPACA_API_SECRET"))
-    return any(os.environ.get(k) and os.environ.get(s) for k, s in pairs)
+    from trioalpaca._credentials import env_credentials
+
+    return env_credentials() is not None
 
 
 def _isatty(fh: IO[str]) -> bool:
