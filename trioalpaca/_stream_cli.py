@@ -487,12 +487,7 @@ def _open_output(plan: _Plan, out: IO[str]) -> tuple[IO[str], Callable[[], None]
     if plan.output is None:
         return out, lambda: None
     if plan.compressed:
-        try:
-            import zstandard
-        except ImportError:
-            raise _Usage(
-                "writing .zst files needs zstandard: pip install 'trioalpaca[zst]'"
-            ) from None
+        import zstandard  # a dependency of trioalpaca (recordings use it too)
 
         raw = open(plan.output, "wb")  # noqa: SIM115 - closed by the returned closer
         writer = zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=True)
