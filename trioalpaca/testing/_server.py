@@ -638,9 +638,9 @@ class Emulator:
 
     def _broadcast_trade_update(self, data: dict[str, Any], key: str | None = None) -> None:
         for c in self._conns.values():
-            if c.tproto is not None and c.tproto.is_listening("trade_updates"):
-                if key is None or c.stats.key == key:
-                    c.send_trade_update(data)
+            listening = c.tproto is not None and c.tproto.is_listening("trade_updates")
+            if listening and (key is None or c.stats.key == key):
+                c.send_trade_update(data)
 
     async def _scripted_order_loop(self, interval: float) -> None:
         n = 0
