@@ -2,9 +2,9 @@
 
 Everything here is about accepting an Alpaca-style stream connection, not about what is served:
 the URL path table (every endpoint path, plus the ``/v2/boats`` and ``/v2/overnight`` aliases the
-Go SDK builds), the encoding a client negotiates with its ``Content-Type`` header, credentials
-sent as headers, query parameters, and the trio-websocket listener with the frame limits both
-servers use.
+Go SDK builds and the retired paths of :data:`~trioalpaca.endpoints.LEGACY_PATHS`), the encoding a
+client negotiates with its ``Content-Type`` header, credentials sent as headers, query parameters,
+and the trio-websocket listener with the frame limits both servers use.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import trio_websocket
 from trio_websocket import WebSocketRequest
 
 from ._codec import Encoding
-from .endpoints import FEEDS, Endpoint
+from .endpoints import FEEDS, LEGACY_PATHS, Endpoint
 
 __all__ = [
     "ENDPOINT_PATHS",
@@ -44,6 +44,8 @@ def _build_paths() -> dict[str, Endpoint]:
     # Go's default URL building puts boats/overnight under /v2.
     paths["/v2/boats"] = FEEDS["boats"]
     paths["/v2/overnight"] = FEEDS["overnight"]
+    # Retired paths old SDKs hard-code (the legacy Python SDK's /v1beta2/crypto).
+    paths.update({path: FEEDS[feed] for path, feed in LEGACY_PATHS.items()})
     return paths
 
 

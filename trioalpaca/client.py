@@ -31,7 +31,7 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import attrs
 import trio
@@ -73,6 +73,7 @@ from trioalpaca.models import (
     Listening,
     Message,
     Reconnected,
+    SubscriptionChanged,
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -86,6 +87,7 @@ __all__ = [
     "Handler",
     "OverflowPolicy",
     "StreamItem",
+    "StreamObserver",
     "open_stream",
 ]
 
@@ -140,6 +142,31 @@ _STATES = (
     "closed",
     "failed",
 )
+
+
+class StreamObserver(Protocol):
+    """What a client reports to :attr:`AlpacaWebSocketClient.observers` (the recording tap).
+
+    Every method is called synchronously in the client's own tasks (``frame_in`` in the reader,
+    before the frame is decoded), so it must be cheap and must not block or raise: append to a
+    buffer and return. :mod:`trioalpaca.record` is the user of this hook.
+    """
+
+    def frame_in(self, frame: Frame, rx_ns: int) -> None:
+        """A frame arrived (``bytes`` binary / ``str`` text, exactly as received) at ``rx_ns``
+        (``time.time_ns()``)."""
+        ...
+
+    def frame_out(self, frame: Frame, tx_ns: int) -> None:
+        """The client queued ``frame`` for sending (auth frames hold the credentials)."""
+        ...
+
+    def event(self, name: str, data: dict[str, Any]) -> None:
+        """A session event: ``connect`` (``url``, ``session``), ``authenticated``,
+        ``subscribed`` (``subscriptions``), ``ready``, ``reconnected`` (``gap_start_ns``,
+        ``gap_end_ns``, ``attempts``: the :class:`~trioalpaca.models.Reconnected` marker the
+        consumer gets next), ``disconnect`` (``reason``, ``error``, ``code``, ``fatal``)."""
+        ...
 
 
 class _Secret:
@@ -491,6 +518,9 @@ class AlpacaWebSocketClient:
         self._iterating = False
         self._stop: trio.Event | None = None  # set by aclose() under run()
         self._closed = trio.Event()  # set when the async with block has closed everything
+        self.observers: list[StreamObserver] = []
+        """Taps called with every frame and session event (see :class:`StreamObserver`); empty
+        by default, when the only cost is one truthiness test per frame."""
 
         # metrics
         self._messages = 0
@@ -677,6 +707,15 @@ class AlpacaWebSocketClient:
                         return  # pragma: no cover - sessions only end by raising
                     except TrioAlpacaError as exc:
                         self._count_error(exc)
+                        if self.observers:
+                            code = getattr(exc, "code", None)
+                            self._notify(
+                                "disconnect",
+                                reason=str(exc),
+                                error=type(exc).__name__,
+                                code=code if isinstance(code, int) else None,
+                                fatal=exc.fatal,
+                            )
                         if exc.fatal:
                             self._state = "failed"
                             logger.error(  # noqa: TRY400 - the error propagates to the user
@@ -713,6 +752,10 @@ class AlpacaWebSocketClient:
             self._conn = None
             done.set()
 
+    def _notify(self, name: str, **data: Any) -> None:
+        for observer in self.observers:
+            observer.event(name, data)
+
     def _count_error(self, exc: BaseException) -> None:
         code = getattr(exc, "code", None)
         key = str(code) if isinstance(code, int) and code else type(exc).__name__
@@ -738,6 +781,8 @@ class AlpacaWebSocketClient:
             ) as conn:
                 self._conn = conn
                 session.conn = conn
+                if self.observers:
+                    self._notify("connect", url=self.url, session=session.id)
                 session.flush()
                 await self._until_ready(session)
                 await self._watch(session)
@@ -812,8 +857,17 @@ class AlpacaWebSocketClient:
         """Called by the reader (synchronously) when a session's subscriptions are confirmed."""
         self._session_was_ready = True
         now_wall = self._ready_wall_ns = time.time_ns()
+        if self.observers:
+            self._notify("ready", session=session.id)
         if session.gap_start is not None:
             self._reconnects += 1
+            if self.observers:
+                self._notify(
+                    "reconnected",
+                    gap_start_ns=session.gap_start,
+                    gap_end_ns=now_wall,
+                    attempts=session.attempts,
+                )
             self._buffer.put_marker(Reconnected(session.gap_start, now_wall, session.attempts))
             logger.info(
                 "stream %s reconnected after %.3f s (%d attempt(s))",
@@ -1210,6 +1264,7 @@ class _Session:
         self._raw = client.raw_data
         self._track_channels = bool(client._staleness)
         self._trading = client.kind is StreamKind.TRADING
+        self._authenticated = False
 
     # -- outgoing ---------------------------------------------------------------------------
 
@@ -1217,8 +1272,13 @@ class _Session:
         conn = self.conn
         if conn is None:
             return
+        observers = self.client.observers
         for frame in self.proto.data_to_send():
             conn.send_nowait(frame)
+            if observers:
+                tx_ns = time.time_ns()
+                for observer in observers:
+                    observer.frame_out(frame, tx_ns)
 
     def request(self, action: str, channels: dict[str, tuple[str, ...]]) -> int:
         if action == "subscribe":
@@ -1247,6 +1307,8 @@ class _Session:
             control = proto.last_control
             ready = proto.state is ClientState.READY
         self.flush()
+        if client.observers:
+            self._observe(proto, control, msgs)
         error = proto.error
         if error is not None:
             raise error
@@ -1261,9 +1323,25 @@ class _Session:
             self.ready.set()
         return msgs
 
+    def _observe(self, proto: Any, control: bool, msgs: list[Any]) -> None:
+        if not self._authenticated and proto.authenticated:
+            self._authenticated = True
+            self.client._notify("authenticated")
+        if control and msgs:
+            msg = msgs[0]
+            if isinstance(msg, SubscriptionChanged) or (
+                type(msg) is dict and msg.get("T") == "subscription"
+            ):
+                self.client._notify("subscribed", subscriptions=proto.acknowledged)
+
     def on_frame(self, frame: Frame) -> None:
         """The reader's callback (hot path): decode, account, hand to the buffer."""
         client = self.client
+        observers = client.observers
+        if observers:
+            rx_ns = time.time_ns()
+            for observer in observers:
+                observer.frame_in(frame, rx_ns)
         now = trio.current_time()
         client._frames += 1
         client._bytes += len(frame)

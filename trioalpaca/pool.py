@@ -392,8 +392,19 @@ class ConnectionPool:
         self._gaps = 0
         self._gap_seconds = 0.0
         self._last_gap: Reconnected | None = None
+        self.client_hooks: list[Callable[[int, AlpacaWebSocketClient], None]] = []
+        """Called with ``(connection index, client)`` for every client the pool creates, before
+        it connects (the recording tap: :func:`trioalpaca.record.open_recorder` uses it)."""
 
     # -- public API ------------------------------------------------------------------------
+
+    def clients(self) -> list[tuple[int, AlpacaWebSocketClient]]:
+        """The current client of every connection that has one, as ``(index, client)``."""
+        return [
+            (i, slot.conn.client)
+            for i, slot in enumerate(self._slots)
+            if slot.conn is not None and slot.conn.client is not None
+        ]
 
     @property
     def pool_size(self) -> int:
@@ -858,13 +869,16 @@ class ConnectionPool:
         kwargs.update(_channel_kwargs(self._channels_for(slot.symbols)))
         if slot.url is not None:
             kwargs["url"] = slot.url
-        return AlpacaWebSocketClient(
+        client = AlpacaWebSocketClient(
             cred.api_key,
             cred.api_secret,
             feed=self._feed,
             max_reconnect_attempts=0,
             **kwargs,
         )
+        for hook in self.client_hooks:
+            hook(self._slots.index(slot), client)
+        return client
 
     async def _run_session(
         self,
