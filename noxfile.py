@@ -68,6 +68,18 @@ def conformance_legacy(session: nox.Session) -> None:
 
 
 @nox.session
+def conformance_js(session: nox.Session) -> None:
+    """Run the official JS SDK (@alpacahq/alpaca-trade-api 3.x, unmodified) against the emulator.
+
+    Needs node >= 18 and npm on the PATH: the tests install the SDK from
+    ``conformance/js/package-lock.json`` with ``npm ci`` into ``conformance/js/node_modules``.
+    Without node the tests are skipped with a line saying so.
+    """
+    session.install("-e", ".[test]", "trustme")
+    session.run("pytest", "conformance/test_js_sdk.py", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Side-by-side throughput/latency/memory benchmark: trioalpaca vs alpaca-py vs bare loop.
 
