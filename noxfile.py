@@ -50,7 +50,12 @@ def conformance(session: nox.Session) -> None:
     """Run the official, unmodified alpaca-py stream clients against the emulator."""
     session.install("-e", ".[test]", "alpaca-py==0.44.0")
     session.run(
-        "pytest", "conformance/test_alpaca_py.py", "-p", "no:cacheprovider", *session.posargs
+        "pytest",
+        "conformance/test_alpaca_py.py",
+        "conformance/test_record_alpaca_py.py",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
     )
 
 
