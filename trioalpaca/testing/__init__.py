@@ -26,6 +26,7 @@ from ._server import (
     DEFAULT_SEND_BUFFER_LIMIT,
     ConnectionStats,
     Emulator,
+    EmulatorBindError,
     open_emulator,
     serve_emulator,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "ConnectionStats",
     "DropHow",
     "Emulator",
+    "EmulatorBindError",
     "MarketConfig",
     "OrderPlan",
     "Scenario",

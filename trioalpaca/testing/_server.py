@@ -16,6 +16,7 @@ import itertools
 import logging
 import math
 import socket
+import ssl
 import struct
 from collections import deque
 from collections.abc import (
@@ -38,6 +39,7 @@ import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from .._codec import Encoder, encode_request
+from .._errors import TrioAlpacaError
 from .._groups import single_error
 from .._protocol.server import DataServerProtocol, TradingServerProtocol
 from ..endpoints import FEEDS, Endpoint, StreamKind, resolve_feed
@@ -46,7 +48,13 @@ from ._faults import SCENARIOS, DropHow, DropRule, Faults, MuteRule
 from ._market import NS, Event, Market, MarketConfig
 from ._orders import OrderFlow, OrderPlan, Step
 
-__all__ = ["ConnectionStats", "Emulator", "open_emulator", "serve_emulator"]
+__all__ = [
+    "ConnectionStats",
+    "Emulator",
+    "EmulatorBindError",
+    "open_emulator",
+    "serve_emulator",
+]
 
 logger = logging.getLogger("trioalpaca.testing")
 
@@ -58,6 +66,8 @@ _MAX_FRAME_MESSAGES = 1000
 _TICK_REAL = 0.005
 _TICK_VIRTUAL = 0.02
 _HISTORY = 10_000
+#: Seconds a client has for the websocket upgrade (after TCP/TLS) before the server hangs up.
+_UPGRADE_TIMEOUT = 10.0
 _DELAY_NS = 15 * 60 * NS  # delayed_sip: timestamps 15 minutes old
 
 
@@ -348,8 +358,10 @@ class Emulator:
         burst: int | None,
         burst_frames: int | None,
         scripted_orders: float | None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.ssl_context = ssl_context
         self.port = port
         self.config = config
         self.credentials = dict(credentials) if credentials is not None else None
@@ -386,9 +398,11 @@ class Emulator:
     # ------------------------------------------------------------------ addresses
     @property
     def url(self) -> str:
-        """Base URL, ``ws://HOST:PORT``; append an endpoint path (or use :meth:`url_for`)."""
+        """Base URL, ``ws://HOST:PORT`` (``wss://`` when serving TLS); append an endpoint path
+        (or use :meth:`url_for`)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}"
+        scheme = "ws" if self.ssl_context is None else "wss"
+        return f"{scheme}://{host}:{self.port}"
 
     def url_for(self, feed: str | Endpoint) -> str:
         """Full URL of a feed's endpoint (``"iex"``, ``"crypto/us"``, ``"opra"``, ``"news"``,
@@ -1077,29 +1091,82 @@ class Emulator:
 
     # ------------------------------------------------------------------ lifetime
     async def _run(self, task_status: trio.TaskStatus[Emulator]) -> None:
+        try:
+            tcp = await trio.open_tcp_listeners(self.port, host=self.host)
+        except OSError as exc:
+            raise _bind_error(self.host, self.port, exc) from None
+        self.port = tcp[0].socket.getsockname()[1]
+        listeners: list[trio.SSLListener[trio.SocketStream] | trio.SocketListener] = list(tcp)
+        if self.ssl_context is not None:
+            listeners = [trio.SSLListener(t, self.ssl_context, https_compatible=True) for t in tcp]
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            server = await nursery.start(
-                lambda task_status: trio_websocket.serve_websocket(
-                    self._handle,
-                    self.host,
-                    self.port,
-                    None,
-                    handler_nursery=nursery,
-                    message_queue_size=64,
-                    max_message_size=4 * 1024 * 1024,
-                    task_status=task_status,
-                )
+            server = trio_websocket.WebSocketServer(
+                self._handle,
+                listeners,
+                handler_nursery=nursery,
+                message_queue_size=64,
+                max_message_size=4 * 1024 * 1024,
+                connect_timeout=_UPGRADE_TIMEOUT,
+                disconnect_timeout=2,
             )
-            listener = server.listeners[0]
-            self.port = (
-                listener.port if isinstance(listener, trio_websocket.Endpoint) else self.port
+            await nursery.start(
+                functools.partial(
+                    trio.serve_listeners,
+                    functools.partial(self._accept, server),
+                    listeners,
+                    handler_nursery=nursery,
+                )
             )
             if self._scripted_orders:
                 nursery.start_soon(self._scripted_order_loop, self._scripted_orders)
             if self.faults.garbage_interval is not None:
                 self.set_garbage_interval(self.faults.garbage_interval)
             task_status.started(self)
+
+    async def _accept(self, server: trio_websocket.WebSocketServer, stream: Any) -> None:
+        """One accepted socket: TLS and websocket handshakes, then :meth:`_handle`.
+
+        Whatever a client does (a failed TLS handshake, plain HTTP, garbage bytes, vanishing
+        mid-handshake) ends only its own socket; the listener keeps serving.
+        """
+        try:
+            if isinstance(stream, trio.SSLStream):
+                # Handshake here, so a client that does not speak TLS (or rejects our
+                # certificate) is hung up on at once instead of after the upgrade timeout.
+                with trio.move_on_after(_UPGRADE_TIMEOUT) as scope:
+                    await stream.do_handshake()
+                if scope.cancelled_caught:
+                    return
+            await server._handle_connection(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed, OSError):
+            pass  # the client went away or failed the TLS handshake
+        except Exception as exc:  # the emulator must outlive any one client
+            logger.exception("emulator: connection failed before the handler ran")
+            self.errors.append(exc)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                try:
+                    await stream.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> EmulatorBindError:
+    import errno
+
+    if exc.errno == errno.EADDRINUSE:
+        return EmulatorBindError(f"port {port} is already in use on {host}")
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+        return EmulatorBindError(f"cannot listen on {host}:{port}: {exc.strerror}")
+    return EmulatorBindError(f"cannot listen on {host}:{port}: {exc}")
+
+
+class EmulatorBindError(TrioAlpacaError, OSError):
+    """The emulator could not bind its listening socket (port in use, no such interface).
+
+    Also an :class:`OSError`, so code catching the bind failure as such keeps working.
+    """
 
 
 async def serve_emulator(
@@ -1122,6 +1189,7 @@ async def serve_emulator(
     burst_frames: int | None = None,
     scripted_orders: float | None = None,
     scenario: str | Iterable[str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[Emulator] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve every Alpaca stream endpoint on ``host:port`` until cancelled.
@@ -1147,6 +1215,13 @@ async def serve_emulator(
         burst, burst_frames: burst mode (see :meth:`Emulator.set_burst`).
         scripted_orders: seconds between scripted orders on the trading stream (None: off).
         scenario: name(s) of fault scenarios to apply at start.
+        ssl_context: serve TLS (``wss://``) with this server context, e.g.
+            ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
+            ``load_cert_chain(certfile, keyfile)``; ``emu.url`` then starts with ``wss://``.
+            A client whose TLS handshake fails costs only its own socket.
+
+    Raises:
+        EmulatorBindError: the port is in use or the host cannot be bound.
     """
     config = MarketConfig(
         seed=seed, rate=rate, speed=speed, symbols=tuple(symbols), news_interval=news_interval
@@ -1165,6 +1240,7 @@ async def serve_emulator(
         burst=burst,
         burst_frames=burst_frames,
         scripted_orders=scripted_orders,
+        ssl_context=ssl_context,
     )
     if scenario is not None:
         for name in [scenario] if isinstance(scenario, str) else scenario:
@@ -1193,6 +1269,7 @@ async def open_emulator(
     burst_frames: int | None = None,
     scripted_orders: float | None = None,
     scenario: str | Iterable[str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Emulator]:
     """``async with open_emulator(...) as emu:`` runs :func:`serve_emulator` (same keyword
     arguments) in a nursery for the duration of the block and yields the :class:`Emulator`
@@ -1224,6 +1301,7 @@ async def open_emulator(
         burst_frames=burst_frames,
         scripted_orders=scripted_orders,
         scenario=scenario,
+        ssl_context=ssl_context,
     )
     with single_error():
         async with trio.open_nursery() as nursery:
