@@ -35,6 +35,7 @@ __all__ = [
     "AlreadyAuthenticatedError",
     "AuthFailedError",
     "AuthTimeoutError",
+    "BindError",
     "ConnectionClosedError",
     "ConnectionLimitError",
     "CredentialsError",
@@ -568,3 +569,11 @@ class ReconnectLimitError(TrioAlpacaError):
 
 class UsageError(TrioAlpacaError, ValueError):
     """The library was called incorrectly (unknown feed or channel, bad argument). Fatal."""
+
+
+class BindError(TrioAlpacaError, OSError):
+    """A server (emulator, relay, hub) could not bind its listening socket: the port is in use,
+    the address is not local, or binding needs privileges. Fatal.
+
+    Also an :class:`OSError`, so code that caught the bind failure as such keeps working.
+    """

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("trioalpaca._demo", "live trades/quotes from the built-in emulator"),
     "emulator": ("trioalpaca.testing._cli", "run the local Alpaca-compatible stream emulator"),
+    "stream": ("trioalpaca._stream_cli", "print a live stream as JSON lines, CSV or a table"),
 }
 
 

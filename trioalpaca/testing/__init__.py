@@ -26,7 +26,6 @@ from ._server import (
     DEFAULT_SEND_BUFFER_LIMIT,
     ConnectionStats,
     Emulator,
-    EmulatorBindError,
     open_emulator,
     serve_emulator,
 )
@@ -39,7 +38,6 @@ __all__ = [
     "ConnectionStats",
     "DropHow",
     "Emulator",
-    "EmulatorBindError",
     "MarketConfig",
     "OrderPlan",
     "Scenario",

@@ -183,11 +183,11 @@ def run(args: argparse.Namespace) -> int:
     0 on a clean stop; 2, with one line on stderr, when the port is in use, the host cannot be
     bound or the certificate cannot be loaded.
     """
-    from ._server import EmulatorBindError
+    from .._errors import BindError
 
     try:
         trio.run(_main, args, sys.stdout)
-    except (_CLIError, EmulatorBindError) as exc:
+    except (_CLIError, BindError) as exc:
         print(f"trioalpaca emulator: {exc}", file=sys.stderr)
         return 2
     return 0

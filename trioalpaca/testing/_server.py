@@ -10,7 +10,6 @@ one task per market family that advances a :class:`~trioalpaca.testing._market.M
 
 from __future__ import annotations
 
-import base64
 import functools
 import itertools
 import logging
@@ -35,13 +34,18 @@ from typing import Any
 import attrs
 import trio
 import trio.testing
-import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from .._codec import Encoder, encode_request
-from .._errors import TrioAlpacaError
 from .._groups import single_error
 from .._protocol.server import DataServerProtocol, TradingServerProtocol
+from .._serve import (
+    endpoint_for_path,
+    header_credentials,
+    lower_headers,
+    negotiated_encoding,
+    serve_stream_websocket,
+)
 from ..endpoints import FEEDS, Endpoint, StreamKind, resolve_feed
 from ..models import MARKET_DATA_TYPES
 from ._faults import SCENARIOS, DropHow, DropRule, Faults, MuteRule
@@ -51,7 +55,6 @@ from ._orders import OrderFlow, OrderPlan, Step
 __all__ = [
     "ConnectionStats",
     "Emulator",
-    "EmulatorBindError",
     "open_emulator",
     "serve_emulator",
 ]
@@ -66,8 +69,6 @@ _MAX_FRAME_MESSAGES = 1000
 _TICK_REAL = 0.005
 _TICK_VIRTUAL = 0.02
 _HISTORY = 10_000
-#: Seconds a client has for the websocket upgrade (after TCP/TLS) before the server hangs up.
-_UPGRADE_TIMEOUT = 10.0
 _DELAY_NS = 15 * 60 * NS  # delayed_sip: timestamps 15 minutes old
 
 
@@ -81,17 +82,6 @@ def _family(ep: Endpoint) -> str:
     if ep.kind is StreamKind.NEWS:
         return "news"
     return "trading"
-
-
-def _build_paths() -> dict[str, Endpoint]:
-    paths = {ep.path: ep for ep in FEEDS.values()}
-    # Go's default URL building puts boats/overnight under /v2.
-    paths["/v2/boats"] = FEEDS["boats"]
-    paths["/v2/overnight"] = FEEDS["overnight"]
-    return paths
-
-
-_PATHS = _build_paths()
 
 
 @attrs.define(eq=False)
@@ -291,25 +281,6 @@ class _Conn:
         self.wake.set()
 
 
-def _header_credentials(headers: Mapping[bytes, bytes]) -> tuple[str, str] | None:
-    """Key and secret from the ``APCA-API-KEY-ID`` / ``APCA-API-SECRET-KEY`` headers or from
-    ``Authorization: Basic``."""
-    key = headers.get(b"apca-api-key-id")
-    secret = headers.get(b"apca-api-secret-key")
-    if key is not None and secret is not None:
-        return key.decode("latin-1"), secret.decode("latin-1")
-    auth = headers.get(b"authorization", b"")
-    if auth[:6].lower() == b"basic ":
-        try:
-            decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("latin-1")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        k, sep, sec = decoded.partition(":")
-        if sep:
-            return k, sec
-    return None
-
-
 def _malformed(encoding: str) -> bytes | str:
     """A frame that is neither valid msgpack (0xc1 is never used) nor valid JSON."""
     return b"\xc1\xc1 not msgpack" if encoding == "msgpack" else "[{not json"
@@ -375,6 +346,7 @@ class Emulator:
         self.faults = Faults()
         self.orders = OrderFlow(config.seed)
         self.errors: list[BaseException] = []
+        self._order_keys: dict[str, str] = {}
         self._ids = itertools.count(1)
         self._conns: dict[int, _Conn] = {}
         self._history: deque[ConnectionStats] = deque(maxlen=_HISTORY)
@@ -627,9 +599,11 @@ class Emulator:
         time_in_force: str = "day",
         price: float | str | None = None,
         step_delay: float = 0.05,
+        key: str | None = None,
     ) -> str:
         """Submit an order; its ``trade_updates`` (per ``plan``: ``fill``, ``partial``, ``cancel``,
-        ``expire``, ``reject``, ``hold``) go to every listening trading connection. Returns the
+        ``expire``, ``reject``, ``hold``) go to every listening trading connection (only to those
+        authenticated with ``key`` when given: the account the order belongs to). Returns the
         id."""
         order, steps = self.orders.submit(
             symbol,
@@ -644,6 +618,8 @@ class Emulator:
             step_delay=step_delay,
         )
         assert self._nursery is not None, "emulator is not running"
+        if key is not None:
+            self._order_keys[order.id] = key
         self._nursery.start_soon(self._play_order, order.id, steps)
         return order.id
 
@@ -651,14 +627,14 @@ class Emulator:
         """Cancel an open order now (emits ``canceled``); False if unknown or already done."""
         data = self.orders.cancel(order_id, self.market_ns())
         if data is not None:
-            self._broadcast_trade_update(data)
+            self._broadcast_trade_update(data, self._order_keys.get(order_id))
         return data is not None
 
     def expire_order(self, order_id: str) -> bool:
         """Expire an open order now (emits ``expired``); False if unknown or already done."""
         data = self.orders.expire(order_id, self.market_ns())
         if data is not None:
-            self._broadcast_trade_update(data)
+            self._broadcast_trade_update(data, self._order_keys.get(order_id))
         return data is not None
 
     async def _play_order(self, order_id: str, steps: list[Step]) -> None:
@@ -668,11 +644,12 @@ class Emulator:
             data = self.orders.apply(order_id, step, self.market_ns())
             if data is None:
                 return
-            self._broadcast_trade_update(data)
+            self._broadcast_trade_update(data, self._order_keys.get(order_id))
 
-    def _broadcast_trade_update(self, data: dict[str, Any]) -> None:
+    def _broadcast_trade_update(self, data: dict[str, Any], key: str | None = None) -> None:
         for c in self._conns.values():
-            if c.tproto is not None and c.tproto.is_listening("trade_updates"):
+            listening = c.tproto is not None and c.tproto.is_listening("trade_updates")
+            if listening and (key is None or c.stats.key == key):
                 c.send_trade_update(data)
 
     async def _scripted_order_loop(self, interval: float) -> None:
@@ -811,8 +788,7 @@ class Emulator:
             self.errors.append(exc)
 
     async def _handle_inner(self, request: WebSocketRequest) -> None:
-        path = request.path.split("?", 1)[0]
-        ep = _PATHS.get(path) or _PATHS.get(path.rstrip("/"))
+        ep = endpoint_for_path(request.path)
         if ep is None:
             await request.reject(404, body=b"Not Found")
             return
@@ -821,12 +797,11 @@ class Emulator:
             body = b"Too Many Requests" if status == 429 else b"Rejected"
             await request.reject(status, body=body)
             return
-        headers = {k.lower(): v for k, v in request.headers}
-        ctype = headers.get(b"content-type", b"").decode("latin-1").lower()
-        encoding = "msgpack" if "msgpack" in ctype else "json"
+        headers = lower_headers(request)
+        encoding = negotiated_encoding(headers)
         ws = await request.accept()
         conn = _Conn(self, next(self._ids), ws, ep, encoding)
-        conn.header_auth = _header_credentials(headers)
+        conn.header_auth = header_credentials(headers)
         self._conns[conn.stats.id] = conn
         self._history.append(conn.stats)
         try:
@@ -1091,31 +1066,17 @@ class Emulator:
 
     # ------------------------------------------------------------------ lifetime
     async def _run(self, task_status: trio.TaskStatus[Emulator]) -> None:
-        try:
-            tcp = await trio.open_tcp_listeners(self.port, host=self.host)
-        except OSError as exc:
-            raise _bind_error(self.host, self.port, exc) from None
-        self.port = tcp[0].socket.getsockname()[1]
-        listeners: list[trio.SSLListener[trio.SocketStream] | trio.SocketListener] = list(tcp)
-        if self.ssl_context is not None:
-            listeners = [trio.SSLListener(t, self.ssl_context, https_compatible=True) for t in tcp]
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            server = trio_websocket.WebSocketServer(
-                self._handle,
-                listeners,
-                handler_nursery=nursery,
-                message_queue_size=64,
-                max_message_size=4 * 1024 * 1024,
-                connect_timeout=_UPGRADE_TIMEOUT,
-                disconnect_timeout=2,
-            )
-            await nursery.start(
+            self.port = await nursery.start(
                 functools.partial(
-                    trio.serve_listeners,
-                    functools.partial(self._accept, server),
-                    listeners,
+                    serve_stream_websocket,
+                    self._handle,
+                    self.host,
+                    self.port,
+                    self.ssl_context,
                     handler_nursery=nursery,
+                    on_error=self.errors.append,
                 )
             )
             if self._scripted_orders:
@@ -1123,50 +1084,6 @@ class Emulator:
             if self.faults.garbage_interval is not None:
                 self.set_garbage_interval(self.faults.garbage_interval)
             task_status.started(self)
-
-    async def _accept(self, server: trio_websocket.WebSocketServer, stream: Any) -> None:
-        """One accepted socket: TLS and websocket handshakes, then :meth:`_handle`.
-
-        Whatever a client does (a failed TLS handshake, plain HTTP, garbage bytes, vanishing
-        mid-handshake) ends only its own socket; the listener keeps serving.
-        """
-        try:
-            if isinstance(stream, trio.SSLStream):
-                # Handshake here, so a client that does not speak TLS (or rejects our
-                # certificate) is hung up on at once instead of after the upgrade timeout.
-                with trio.move_on_after(_UPGRADE_TIMEOUT) as scope:
-                    await stream.do_handshake()
-                if scope.cancelled_caught:
-                    return
-            await server._handle_connection(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed, OSError):
-            pass  # the client went away or failed the TLS handshake
-        except Exception as exc:  # the emulator must outlive any one client
-            logger.exception("emulator: connection failed before the handler ran")
-            self.errors.append(exc)
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                try:
-                    await stream.aclose()
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    pass
-
-
-def _bind_error(host: str, port: int, exc: OSError) -> EmulatorBindError:
-    import errno
-
-    if exc.errno == errno.EADDRINUSE:
-        return EmulatorBindError(f"port {port} is already in use on {host}")
-    if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
-        return EmulatorBindError(f"cannot listen on {host}:{port}: {exc.strerror}")
-    return EmulatorBindError(f"cannot listen on {host}:{port}: {exc}")
-
-
-class EmulatorBindError(TrioAlpacaError, OSError):
-    """The emulator could not bind its listening socket (port in use, no such interface).
-
-    Also an :class:`OSError`, so code catching the bind failure as such keeps working.
-    """
 
 
 async def serve_emulator(
@@ -1221,7 +1138,7 @@ async def serve_emulator(
             A client whose TLS handshake fails costs only its own socket.
 
     Raises:
-        EmulatorBindError: the port is in use or the host cannot be bound.
+        BindError: the port is in use or the host cannot be bound.
     """
     config = MarketConfig(
         seed=seed, rate=rate, speed=speed, symbols=tuple(symbols), news_interval=news_interval
