@@ -58,7 +58,12 @@ def conformance(session: nox.Session) -> None:
     """Run the official, unmodified alpaca-py stream clients against the emulator."""
     session.install("-e", ".[test]", "alpaca-py==0.44.0")
     session.run(
-        "pytest", "conformance/test_alpaca_py.py", "-p", "no:cacheprovider", *session.posargs
+        "pytest",
+        "conformance/test_alpaca_py.py",
+        "conformance/test_record_alpaca_py.py",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
     )
 
 
@@ -73,6 +78,18 @@ def conformance_legacy(session: nox.Session) -> None:
     session.run(
         "pytest", "conformance/test_alpaca_trade_api.py", "-p", "no:cacheprovider", *session.posargs
     )
+
+
+@nox.session
+def conformance_js(session: nox.Session) -> None:
+    """Run the official JS SDK (@alpacahq/alpaca-trade-api 3.x, unmodified) against the emulator.
+
+    Needs node >= 18 and npm on the PATH: the tests install the SDK from
+    ``conformance/js/package-lock.json`` with ``npm ci`` into ``conformance/js/node_modules``.
+    Without node the tests are skipped with a line saying so.
+    """
+    session.install("-e", ".[test]", "trustme")
+    session.run("pytest", "conformance/test_js_sdk.py", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session

@@ -338,6 +338,7 @@ class Emulator:
         self.faults = Faults()
         self.orders = OrderFlow(config.seed)
         self.errors: list[BaseException] = []
+        self._order_keys: dict[str, str] = {}
         self._ids = itertools.count(1)
         self._conns: dict[int, _Conn] = {}
         self._history: deque[ConnectionStats] = deque(maxlen=_HISTORY)
@@ -588,9 +589,11 @@ class Emulator:
         time_in_force: str = "day",
         price: float | str | None = None,
         step_delay: float = 0.05,
+        key: str | None = None,
     ) -> str:
         """Submit an order; its ``trade_updates`` (per ``plan``: ``fill``, ``partial``, ``cancel``,
-        ``expire``, ``reject``, ``hold``) go to every listening trading connection. Returns the
+        ``expire``, ``reject``, ``hold``) go to every listening trading connection (only to those
+        authenticated with ``key`` when given: the account the order belongs to). Returns the
         id."""
         order, steps = self.orders.submit(
             symbol,
@@ -605,6 +608,8 @@ class Emulator:
             step_delay=step_delay,
         )
         assert self._nursery is not None, "emulator is not running"
+        if key is not None:
+            self._order_keys[order.id] = key
         self._nursery.start_soon(self._play_order, order.id, steps)
         return order.id
 
@@ -612,14 +617,14 @@ class Emulator:
         """Cancel an open order now (emits ``canceled``); False if unknown or already done."""
         data = self.orders.cancel(order_id, self.market_ns())
         if data is not None:
-            self._broadcast_trade_update(data)
+            self._broadcast_trade_update(data, self._order_keys.get(order_id))
         return data is not None
 
     def expire_order(self, order_id: str) -> bool:
         """Expire an open order now (emits ``expired``); False if unknown or already done."""
         data = self.orders.expire(order_id, self.market_ns())
         if data is not None:
-            self._broadcast_trade_update(data)
+            self._broadcast_trade_update(data, self._order_keys.get(order_id))
         return data is not None
 
     async def _play_order(self, order_id: str, steps: list[Step]) -> None:
@@ -629,11 +634,12 @@ class Emulator:
             data = self.orders.apply(order_id, step, self.market_ns())
             if data is None:
                 return
-            self._broadcast_trade_update(data)
+            self._broadcast_trade_update(data, self._order_keys.get(order_id))
 
-    def _broadcast_trade_update(self, data: dict[str, Any]) -> None:
+    def _broadcast_trade_update(self, data: dict[str, Any], key: str | None = None) -> None:
         for c in self._conns.values():
-            if c.tproto is not None and c.tproto.is_listening("trade_updates"):
+            listening = c.tproto is not None and c.tproto.is_listening("trade_updates")
+            if listening and (key is None or c.stats.key == key):
                 c.send_trade_update(data)
 
     async def _scripted_order_loop(self, interval: float) -> None:
