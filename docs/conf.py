@@ -22,7 +22,7 @@ nitpicky = True
 nitpick_ignore_regex = [
     (
         r"py:.*",
-        r"(trio|trio_websocket|msgpack|attrs|attr|datetime|decimal|enum|collections|typing|types|abc|_abc|builtins|contextlib|hypothesis)\..*",
+        r"(trio|trio_websocket|msgpack|attrs|attr|datetime|decimal|enum|collections|typing|types|abc|_abc|builtins|contextlib|hypothesis|ssl)\..*",
     ),
     (
         r"py:.*",
