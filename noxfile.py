@@ -11,7 +11,15 @@ import nox
 nox.options.sessions = ["tests", "lint", "typing", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
-LINT_PATHS = ["trioalpaca", "tests", "bench", "conformance", "noxfile.py", "docs/conf.py"]
+LINT_PATHS = [
+    "trioalpaca",
+    "tests",
+    "bench",
+    "conformance",
+    "noxfile.py",
+    "docs/conf.py",
+    "docs/examples",
+]
 
 
 @nox.session
@@ -39,7 +47,7 @@ def typing(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the sphinx docs with warnings as errors (-W -n)."""
-    session.install("-e", ".[test]", "sphinx")
+    session.install("-e", ".[test]", "sphinx", "furo")
     session.run(
         "sphinx-build", "-W", "-n", "--keep-going", "-b", "html", "docs", "docs/_build/html"
     )

@@ -22,8 +22,8 @@ from trioalpaca.record._format import (
     RecordKind,
     Truncated,
 )
-from trioalpaca.record.recorder import FILE_SUFFIX, Recorder, open_recorder, recording_name
 from trioalpaca.record.export import ExportResult, export_csv, export_parquet
+from trioalpaca.record.recorder import FILE_SUFFIX, Recorder, open_recorder, recording_name
 from trioalpaca.record.replay import ReplayStream, TimeBound, find_streams, open_replay, to_ns
 from trioalpaca.record.serve import ReplayServer, serve_replay
 
