@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -52,6 +51,7 @@ from ._errors import (
 )
 from ._groups import exception_leaves, single_error
 from ._handlers import ErrorAction, ErrorHandler, ErrorReport, call_maybe_async
+from ._handover import Handover, HandoverTable, Verdict
 from ._pool_policy import (
     Health,
     HealthSample,
@@ -247,47 +247,6 @@ class _Conn:
         self.reason = ""
 
 
-class _Handover:
-    """One symbol moving from session ``old`` to session ``new`` (make before break), in order.
-
-    Both sessions carry the same market. While the move lasts (``state == "moving"``) the old
-    session keeps delivering and every message it delivers is remembered; the new session's
-    messages are held back. Once the old session is unsubscribed and has routed everything it
-    had received, the held messages are flushed in arrival order, skipping those the old
-    session already delivered (``"flushing"``), and the new session takes over. For a short
-    while afterwards (``"draining"``) late copies of messages the old session delivered are
-    still dropped. The result per symbol: nothing lost, nothing twice, order kept.
-    """
-
-    __slots__ = ("deadline", "delivered", "held", "new", "old", "state")
-
-    drain_seconds = 5.0
-
-    def __init__(self, old: _Conn | None, new: _Conn | None) -> None:
-        self.old = old
-        self.new = new
-        self.delivered: dict[Any, None] = {}
-        self.held: collections.deque[Any] = collections.deque()
-        self.state = "moving"
-        self.deadline = math.inf
-
-    def remember(self, msg: Any) -> None:
-        try:
-            self.delivered[msg] = None
-        except TypeError:  # pragma: no cover - unhashable payload: cannot de-duplicate
-            pass
-
-    def seen(self, msg: Any) -> bool:
-        """Whether the old session already delivered ``msg`` (forgets it: copies come once)."""
-        try:
-            if msg in self.delivered:
-                del self.delivered[msg]
-                return True
-        except TypeError:  # pragma: no cover - unhashable payload
-            pass
-        return False
-
-
 class _Slot:
     def __init__(self, spec: SlotSpec, backoff: Backoff, url: str | None) -> None:
         self.spec = spec
@@ -380,7 +339,9 @@ class ConnectionPool:
         #: symbol -> slot index whose messages are delivered for it (absent during a gap)
         self._live: dict[str, int] = {}
         #: symbols moving between sessions right now (delivered from both, de-duplicated)
-        self._handover: dict[str, _Handover] = {}
+        self._handover = HandoverTable()
+        #: symbol -> set once its handover's flush is over (new-session messages wait for it)
+        self._flushing: dict[str, trio.Event] = {}
         self._error_handler: ErrorHandler | None = None
         self._error_handler_errors = 0
         self._closed = False
@@ -820,19 +781,19 @@ class ConnectionPool:
                 self._control(slot, msg)
             return
         if self._handover:
-            handover = self._handover.get(sym)
-            if handover is not None:
-                if handover.state != "draining":
-                    if conn is handover.new:
-                        handover.held.append(msg)  # delivered in order once the old one is done
-                    elif conn is handover.old and handover.state == "moving":
-                        handover.remember(msg)
-                        await self._deliver(slot, sym, msg)
-                    return
-                if handover.seen(msg):
-                    return  # a late copy of what the old session delivered
-                if not handover.delivered or trio.current_time() > handover.deadline:
-                    del self._handover[sym]
+            verdict = self._handover.route(sym, conn, msg, trio.current_time())
+            if verdict is Verdict.DELIVER:
+                await self._deliver(slot, sym, msg)
+                return
+            if verdict is Verdict.HOLD:
+                flushed = self._flushing.get(sym)
+                if flushed is not None:
+                    # The flush delivers it: wait, so that a slow consumer back-pressures this
+                    # session as it would without a handover.
+                    await flushed.wait()
+                return
+            if verdict is Verdict.DROP:
+                return
         if current and self._live.get(sym) == slot.spec.index:
             await self._deliver(slot, sym, msg)
 
@@ -1051,9 +1012,7 @@ class ConnectionPool:
             return
         for index, syms in moves.items():
             for sym in syms:
-                slot.symbols.discard(sym)
-                self._place[sym] = index
-                self._slots[index].symbols.add(sym)
+                self._transfer(sym, slot.spec.index, index)
         results = await self._subscribe_many(moves)
         now_live = [
             sym
@@ -1130,49 +1089,58 @@ class ConnectionPool:
             moves = plan_rebalance(assignment, eligible, self._limit, self._rebalance_threshold)
             if not moves:
                 return
-            by_target: dict[int, list[str]] = {}
-            for m in moves:
-                by_target.setdefault(m.target, []).append(m.symbol)
-            # Make before break, in order: the source keeps delivering while the target
-            # subscribes; then the source is unsubscribed and drained, and the target's held
-            # messages are flushed (see _Handover).
-            self._begin_handover(
-                {m.symbol: (self._slots[m.source].conn, self._slots[m.target].conn) for m in moves}
-            )
-            try:
-                results = await self._subscribe_many(by_target)
-                moved: dict[str, int] = {}
-                drop: dict[int, list[str]] = {}
-                for m in moves:
-                    if not results.get(m.target):
-                        continue
-                    if self._place.get(m.symbol) != m.source or not self._slots[m.target].ready:
-                        continue
-                    self._slots[m.source].symbols.discard(m.symbol)
-                    self._slots[m.target].symbols.add(m.symbol)
-                    self._place[m.symbol] = m.target
-                    if m.symbol in self._live:
-                        self._live[m.symbol] = m.target
-                    moved[m.symbol] = m.target
-                    drop.setdefault(m.source, []).append(m.symbol)
-                    self._rebalance_moves += 1
-
-                async def release(source: _Slot, syms: list[str]) -> None:
-                    gap_start = self._gap_start(source)
-                    if await self._release_from(source, source.conn, self._channels_for(syms)):
-                        self._emit_reconnected(syms, gap_start, 1)  # the move may have lost data
-
-                async with trio.open_nursery() as nursery:
-                    for index, syms in drop.items():
-                        nursery.start_soon(release, self._slots[index], syms)
-                await self._finish_handover(moved)
-            finally:
-                self._abandon_handover(m.symbol for m in moves)
+            moved = await self._migrate({m.symbol: (m.source, m.target) for m in moves})
+            self._rebalance_moves += len(moved)
             self._notify()
 
-    def _begin_handover(self, moves: Mapping[str, tuple[_Conn | None, _Conn | None]]) -> None:
-        for sym, (old, new) in moves.items():
-            self._handover[sym] = _Handover(old, new)
+    def _transfer(self, sym: str, source: int, target: int) -> None:
+        """Make ``target`` the owner of ``sym`` (and its deliverer if it is flowing)."""
+        self._slots[source].symbols.discard(sym)
+        self._slots[target].symbols.add(sym)
+        self._place[sym] = target
+        if sym in self._live:
+            self._live[sym] = target
+
+    async def _migrate(self, moves: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+        """Move flowing symbols between ready connections, make before break and in order
+        (``{symbol: (source, target)}``, lock held); return ``{symbol: target}`` of the moved.
+
+        The one move sequence of rebalancing and of migrating rotations: the source keeps
+        delivering while the target subscribes (the handover holds the target's messages);
+        ownership switches; the source is unsubscribed and drained (a ``Reconnected`` if that
+        may have lost data); the target's held messages are flushed.
+        """
+        by_target: dict[int, list[str]] = {}
+        for sym, (_, target) in moves.items():
+            by_target.setdefault(target, []).append(sym)
+        self._handover.begin(
+            {sym: (self._slots[s].conn, self._slots[t].conn) for sym, (s, t) in moves.items()}
+        )
+        try:
+            results = await self._subscribe_many(by_target)
+            moved: dict[str, int] = {}
+            drop: dict[int, list[str]] = {}
+            for sym, (source, target) in moves.items():
+                if not results.get(target) or not self._slots[target].ready:
+                    continue
+                if self._place.get(sym) != source:
+                    continue
+                self._transfer(sym, source, target)
+                moved[sym] = target
+                drop.setdefault(source, []).append(sym)
+
+            async def release(source: _Slot, syms: list[str]) -> None:
+                gap_start = self._gap_start(source)
+                if await self._release_from(source, source.conn, self._channels_for(syms)):
+                    self._emit_reconnected(syms, gap_start, 1)  # the move may have lost data
+
+            async with trio.open_nursery() as nursery:
+                for index, syms in drop.items():
+                    nursery.start_soon(release, self._slots[index], syms)
+            self._finish_handover(moved)
+            return moved
+        finally:
+            self._handover.abandon(moves)
 
     async def _release_from(
         self, slot: _Slot, conn: _Conn | None, channels: Mapping[str, Iterable[str]]
@@ -1196,38 +1164,32 @@ class ConnectionPool:
         # Died before routing everything, or a consumer is stuck: data may be lost.
         return client.statistics().delivered_position < position
 
-    def _abandon_handover(self, symbols: Iterable[str]) -> None:
-        """Drop the handovers of ``symbols`` that did not finish (the move failed or was
-        cancelled: the symbol stays where ownership says)."""
-        for sym in symbols:
-            handover = self._handover.get(sym)
-            if handover is not None and handover.state != "draining":
-                del self._handover[sym]
-
-    async def _finish_handover(self, moved: Mapping[str, int]) -> None:
+    def _finish_handover(self, moved: Mapping[str, int]) -> None:
         """End the handovers of ``moved`` (symbol -> slot now delivering it): what the new
         session delivered meanwhile is flushed in order, without what the old one already did,
         by a task of its own (a slow consumer must not hold up the pool's lock)."""
         for sym, index in moved.items():
-            handover = self._handover.get(sym)
-            if handover is None or handover.state != "moving":
-                continue
-            handover.state = "flushing"
-            self._nursery.start_soon(self._flush_handover, sym, index, handover)
+            handover = self._handover.start_flush(sym)
+            if handover is not None:
+                self._flushing[sym] = flushed = trio.Event()
+                self._nursery.start_soon(self._flush_handover, sym, index, handover, flushed)
 
-    async def _flush_handover(self, sym: str, index: int, handover: _Handover) -> None:
+    async def _flush_handover(
+        self, sym: str, index: int, handover: Handover, flushed: trio.Event
+    ) -> None:
         target = self._slots[index]
         try:
-            while handover.held:  # the new session keeps appending while we deliver
-                msg = handover.held.popleft()
-                if not handover.seen(msg) and self._live.get(sym) == index:
+            while True:  # the new session keeps appending while we deliver
+                more, msg = self._handover.next_held(handover)
+                if not more:
+                    break
+                if self._live.get(sym) == index:
                     await self._deliver(target, sym, msg)
         finally:
-            handover.held.clear()
-            handover.state = "draining"
-            handover.deadline = trio.current_time() + _Handover.drain_seconds
-            if not handover.delivered and self._handover.get(sym) is handover:
-                del self._handover[sym]
+            self._handover.end_flush(sym, handover, trio.current_time())
+            if self._flushing.get(sym) is flushed:
+                del self._flushing[sym]
+            flushed.set()
 
     async def _rotate_locked(
         self, slot: _Slot, *, allow_extra_session: bool = True
@@ -1249,7 +1211,7 @@ class ConnectionPool:
             slot.gens += 1
             new = _Conn(slot.gens)
             moving = [s for s in slot.symbols if self._live.get(s) == slot.spec.index]
-            self._begin_handover(dict.fromkeys(moving, (old, new)))
+            self._handover.begin(dict.fromkeys(moving, (old, new)))
             try:
                 try:
                     await self._nursery.start(self._run_session, slot, new)
@@ -1257,7 +1219,7 @@ class ConnectionPool:
                     # The server refused the extra session after all (e.g. 406): fall back to
                     # the single-session modes.
                     self._record_error(slot, exc)
-                    self._abandon_handover(moving)
+                    self._handover.abandon(moving)
                     return await self._rotate_locked(slot, allow_extra_session=False)
                 self._rotations += 1
                 slot.ready_at = trio.current_time()
@@ -1274,9 +1236,9 @@ class ConnectionPool:
                 old.retired = True
                 old.reason = "rotated (make before break)"
                 old.scope.cancel()
-                await self._finish_handover(dict.fromkeys(moving, slot.spec.index))
+                self._finish_handover(dict.fromkeys(moving, slot.spec.index))
             finally:
-                self._abandon_handover(moving)
+                self._handover.abandon(moving)
         elif plan.mode is RotationMode.MIGRATE:
             self._rotations += 1
             # Symbols in a gap stay: the new session resubscribes them (with a Reconnected).
@@ -1286,39 +1248,14 @@ class ConnectionPool:
                 for sym in syms
                 if self._live.get(sym) == slot.spec.index
             }
-            by_target: dict[int, list[str]] = {}
-            for sym, index in targets.items():
-                by_target.setdefault(index, []).append(sym)
-            self._begin_handover(
-                {sym: (old, self._slots[index].conn) for sym, index in targets.items()}
-            )
-            try:
-                results = await self._subscribe_many(by_target)
-                for index, syms in by_target.items():
-                    if not results.get(index):
-                        continue
-                    for sym in syms:
-                        if self._place.get(sym) != slot.spec.index:
-                            continue
-                        slot.symbols.discard(sym)
-                        self._slots[index].symbols.add(sym)
-                        self._place[sym] = index
-                        if sym in self._live:
-                            self._live[sym] = index
-                moved = {s: i for s, i in targets.items() if self._place.get(s) == i}
-                gap_start = self._gap_start(slot)
-                if await self._release_from(slot, old, self._channels_for(moved)):
-                    self._emit_reconnected(moved, gap_start, 1)  # the move may have lost data
-                # Anything that could not move stays and is resubscribed by the new session.
-                slot.down_since_ns = time.time_ns()
-                for sym in slot.symbols:
-                    self._live.pop(sym, None)
-                old.retired = True
-                old.reason = "rotated (migrate)"
-                old.scope.cancel()
-                await self._finish_handover(moved)
-            finally:
-                self._abandon_handover(targets)
+            await self._migrate({sym: (slot.spec.index, i) for sym, i in targets.items()})
+            # Anything that could not move stays and is resubscribed by the new session.
+            slot.down_since_ns = time.time_ns()
+            for sym in slot.symbols:
+                self._live.pop(sym, None)
+            old.retired = True
+            old.reason = "rotated (migrate)"
+            old.scope.cancel()
         else:
             self._rotations += 1
             slot.down_since_ns = time.time_ns()
