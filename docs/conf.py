@@ -22,7 +22,7 @@ nitpicky = True
 nitpick_ignore_regex = [
     (
         r"py:.*",
-        r"(trio|trio_websocket|msgpack|attrs|attr|datetime|decimal|enum|collections|typing|types|abc|_abc|builtins|contextlib|hypothesis)\..*",
+        r"(trio|trio_websocket|msgpack|attrs|attr|datetime|decimal|enum|collections|typing|types|abc|_abc|builtins|contextlib|hypothesis|ssl)\..*",
     ),
     (
         r"py:.*",
@@ -32,5 +32,5 @@ nitpick_ignore_regex = [
     (r"py:.*", r"trioalpaca\._book\.O"),  # the owner type variable of SubscriptionBook
 ]
 intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
-html_theme = "alabaster"
+html_theme = "furo"
 exclude_patterns = ["_build"]

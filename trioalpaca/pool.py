@@ -1473,7 +1473,9 @@ async def open_pool(
         handle_overflow: default per-handle overflow policy, ``"block"`` or ``"drop_oldest"``.
         client_options: passed to every :class:`~trioalpaca.client.AlpacaWebSocketClient`
             (``heartbeat_interval``, ``heartbeat_timeout``, ``staleness_timeout``,
-            ``buffer_size``, ``overflow``, ``subscription_timeout``, ``encoding``, ...).
+            ``buffer_size``, ``overflow``, ``subscription_timeout``, ``encoding``,
+            ``ssl_context`` (TLS settings for ``wss://``; a certificate that does not verify
+            fails the slot with :class:`~trioalpaca.TLSError`, never retried), ...).
             ``max_reconnect_attempts`` is managed by the pool and cannot be passed.
 
     Yields:
