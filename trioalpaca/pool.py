@@ -24,13 +24,13 @@ duplicate subscriptions" a property of a single table.
 from __future__ import annotations
 
 import collections
+import logging
 import math
-import os
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
 import trio
@@ -38,6 +38,9 @@ import trio
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
+from ._book import Pair, SubscriptionBook
+from ._buffer import MessageBuffer
+from ._credentials import resolve_credentials
 from ._errors import (
     AlpacaServerError,
     ConnectionClosedError,
@@ -48,6 +51,7 @@ from ._errors import (
     server_error,
 )
 from ._groups import exception_leaves, single_error
+from ._handlers import ErrorAction, ErrorHandler, ErrorReport, call_maybe_async
 from ._pool_policy import (
     Health,
     HealthSample,
@@ -72,6 +76,10 @@ from .endpoints import channel_to_python, channel_to_wire
 from .metrics import RateMeter
 from .models import Dropped, Message, Reconnected, ServerError
 
+T = TypeVar("T")
+
+logger = logging.getLogger("trioalpaca.pool")
+
 __all__ = [
     "ConnectionPool",
     "Credentials",
@@ -89,13 +97,11 @@ __all__ = [
 #: Channels that the server mirrors from ``trades`` on stock feeds.
 _TRADE_MIRRORS = frozenset({"corrections", "cancelErrors"})
 
-#: Poll interval while waiting for a retiring session to route what it already received.
-_DRAIN_POLL = 0.001
-
 HandleOverflow = Literal["block", "drop_oldest"]
-"""What a :class:`PooledConnection` does when its buffer is full: ``"block"`` (back-pressure the
-pooled connection that delivers the message) or ``"drop_oldest"`` (discard the oldest message,
-count it and report a ``Dropped`` marker)."""
+"""The subset of :data:`trioalpaca.OverflowPolicy` a :class:`PooledConnection` accepts
+when its buffer is full: ``"block"`` (back-pressure the pooled connection that delivers the
+message) or ``"drop_oldest"`` (discard the oldest message, count it and report a ``Dropped``
+marker)."""
 
 
 @attrs.frozen(repr=False)
@@ -114,7 +120,7 @@ class Credentials:
 # ----------------------------------------------------------------------------------------------
 
 
-class PooledConnection:
+class PooledConnection(trio.abc.ReceiveChannel[Message]):
     """A handle on some symbols of a :class:`ConnectionPool`; iterate it to receive their data.
 
     Obtained from :meth:`ConnectionPool.get_connection`. It yields the typed market data
@@ -129,7 +135,8 @@ class PooledConnection:
       because the consumer fell behind.
 
     Iteration ends when the handle or the pool is closed. Use ``async with`` or :meth:`aclose`
-    to release the symbols (they are unsubscribed once no handle needs them).
+    to release the symbols (they are unsubscribed once no handle needs them). A handle is a
+    ``trio.abc.ReceiveChannel``: anything that takes one accepts it.
     """
 
     def __init__(
@@ -145,38 +152,29 @@ class PooledConnection:
         self.symbols: tuple[str, ...] = symbols
         #: Wire channel names this handle receives (e.g. ``"trades"``, ``"dailyBars"``).
         self.channels: frozenset[str] = channels
-        self._buffer_size = buffer_size
-        self._overflow = overflow
-        self._queue: collections.deque[Message] = collections.deque()
-        self._readers = trio.lowlevel.ParkingLot()
-        self._writers = trio.lowlevel.ParkingLot()
-        self._pending_drops = 0
+        # block: the delivering connection waits until there is room for one more message
+        self._buffer = MessageBuffer(
+            buffer_size, overflow, where="pool handle buffer", low_water=buffer_size - 1
+        )
         self._closed = False
         #: Messages delivered to this handle's buffer (data and markers).
         self.received = 0
-        #: Messages discarded by the ``drop_oldest`` policy.
-        self.dropped = 0
         #: ``Reconnected`` markers delivered to this handle.
         self.reconnects = 0
 
     # -- delivery side (called by the pool) -------------------------------------------------
 
+    def pairs(self) -> frozenset[Pair]:
+        """The ``(wire channel, symbol)`` pairs this handle receives."""
+        return frozenset((ch, sym) for ch in self.channels for sym in self.symbols)
+
     def _wants(self, channel: str) -> bool:
         return channel in self.channels or (channel in _TRADE_MIRRORS and "trades" in self.channels)
 
     async def _put(self, msg: Message) -> None:
-        while len(self._queue) >= self._buffer_size and not self._closed:
-            if self._overflow == "drop_oldest":
-                self._queue.popleft()
-                self.dropped += 1
-                self._pending_drops += 1
-                break
-            await self._writers.park()
-        if self._closed:
-            return
-        self._queue.append(msg)
-        self.received += 1
-        self._readers.unpark()
+        await self._buffer.send(msg)
+        if not self._closed:
+            self.received += 1
 
     def _put_marker(self, msg: Message) -> None:
         """Append a control marker, bypassing the capacity bound (markers are rare)."""
@@ -184,16 +182,19 @@ class PooledConnection:
             return
         if isinstance(msg, Reconnected):
             self.reconnects += 1
-        self._queue.append(msg)
+        self._buffer.put_marker(msg)
         self.received += 1
-        self._readers.unpark()
 
     def _close(self) -> None:
         self._closed = True
-        self._readers.unpark_all()
-        self._writers.unpark_all()
+        self._buffer.close()
 
     # -- consumer side ----------------------------------------------------------------------
+
+    @property
+    def dropped(self) -> int:
+        """Messages discarded by the ``drop_oldest`` policy."""
+        return self._buffer.dropped_total
 
     @property
     def closed(self) -> bool:
@@ -211,26 +212,8 @@ class PooledConnection:
         Raises:
             trio.EndOfChannel: the handle or its pool was closed and the buffer is drained.
         """
-        while True:
-            if self._pending_drops:
-                count, self._pending_drops = self._pending_drops, 0
-                return Dropped(count=count, reason="pool handle buffer full (drop_oldest)")
-            if self._queue:
-                msg = self._queue.popleft()
-                self._writers.unpark()
-                return msg
-            if self._closed:
-                raise trio.EndOfChannel
-            await self._readers.park()
-
-    def __aiter__(self) -> PooledConnection:
-        return self
-
-    async def __anext__(self) -> Message:
-        try:
-            return await self.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
+        item: Message = await self._buffer.get()
+        return item
 
     async def aclose(self) -> None:
         """Release the handle: its symbols are unsubscribed once no other handle needs them."""
@@ -238,12 +221,6 @@ class PooledConnection:
             return
         self._close()
         await self._pool._release(self)
-
-    async def __aenter__(self) -> PooledConnection:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return (
@@ -268,8 +245,6 @@ class _Conn:
         self.error: BaseException | None = None
         self.retired = False
         self.reason = ""
-        self.busy = False
-        self.consumed = 0
 
 
 class _Handover:
@@ -398,17 +373,16 @@ class ConnectionPool:
         self._slots = [_Slot(spec, backoff, self._urls[spec.endpoint]) for spec in specs]
         self._lock = trio.Lock()
         self._changed = trio.Event()
-        #: symbol -> wire channel -> number of handles wanting it
-        self._wanted: dict[str, collections.Counter[str]] = {}
-        #: symbol -> handles
-        self._subscribers: dict[str, list[PooledConnection]] = {}
+        #: handles and the (wire channel, symbol) pairs each wants, reference counted
+        self._book: SubscriptionBook[PooledConnection] = SubscriptionBook()
         #: symbol -> slot index the symbol is assigned to
         self._place: dict[str, int] = {}
         #: symbol -> slot index whose messages are delivered for it (absent during a gap)
         self._live: dict[str, int] = {}
         #: symbols moving between sessions right now (delivered from both, de-duplicated)
         self._handover: dict[str, _Handover] = {}
-        self._handles: set[PooledConnection] = set()
+        self._error_handler: ErrorHandler | None = None
+        self._error_handler_errors = 0
         self._closed = False
         self._failed = False
         self._messages = RateMeter(10.0)
@@ -418,8 +392,19 @@ class ConnectionPool:
         self._gaps = 0
         self._gap_seconds = 0.0
         self._last_gap: Reconnected | None = None
+        self.client_hooks: list[Callable[[int, AlpacaWebSocketClient], None]] = []
+        """Called with ``(connection index, client)`` for every client the pool creates, before
+        it connects (the recording tap: :func:`trioalpaca.record.open_recorder` uses it)."""
 
     # -- public API ------------------------------------------------------------------------
+
+    def clients(self) -> list[tuple[int, AlpacaWebSocketClient]]:
+        """The current client of every connection that has one, as ``(index, client)``."""
+        return [
+            (i, slot.conn.client)
+            for i, slot in enumerate(self._slots)
+            if slot.conn is not None and slot.conn.client is not None
+        ]
 
     @property
     def pool_size(self) -> int:
@@ -485,8 +470,10 @@ class ConnectionPool:
                 self._check_open()
                 changed = self._changed
                 async with self._lock:
-                    new = [s for s in syms if s not in self._wanted]
-                    check_capacity(len(self._wanted) + len(new), len(self._slots), self._limit)
+                    new = [s for s in syms if not self._book.has_symbol(s)]
+                    check_capacity(
+                        self._book.symbol_count() + len(new), len(self._slots), self._limit
+                    )
                     plan = None
                     # Healthy connections first; degraded ones only if the healthy lack room.
                     for candidates in (self._eligible(), self._eligible(degraded=True)):
@@ -507,6 +494,22 @@ class ConnectionPool:
                 handle._close()
                 await self._release(handle)
 
+    def set_error_handler(self, handler: ErrorHandler | None) -> None:
+        """Set the function (plain or ``async``) called with an :class:`~trioalpaca.ErrorReport`
+        (``component="pool"``, ``connection`` = the pooled connection's index) for every error a
+        pooled connection records: a refused subscription or a server error message
+        (``action="continue"``), or a lost or failed session (``action="reconnect"``; the pool
+        fails its symbols over and reconnects it in the background). It runs in a task of the
+        pool's own; its exceptions are logged and counted (``error_handler_errors``), never
+        raised. ``None`` (the default): errors are only counted in :meth:`get_metrics`.
+        """
+        self._error_handler = handler
+
+    def get_metrics(self) -> dict[str, Any]:
+        """Return a snapshot of the pool's state and counters (the same dict as
+        :meth:`get_pool_metrics`, named like every other component's)."""
+        return self.get_pool_metrics()
+
     def get_pool_metrics(self) -> dict[str, Any]:
         """Return a snapshot of the pool's state and counters.
 
@@ -515,7 +518,8 @@ class ConnectionPool:
         ``unplaced_symbols`` (assigned to a connection that is not ready: in a gap),
         ``failovers``, ``rotations``, ``rebalance_moves``, ``reconnects``, ``messages_total``,
         ``messages_per_second`` (10 s window), ``gaps`` (``Reconnected`` recoveries),
-        ``gap_seconds_total``, ``last_gap`` (``{"gap_start_ns", "gap_end_ns"}`` or ``None``) and
+        ``gap_seconds_total``, ``last_gap`` (``{"gap_start_ns", "gap_end_ns"}`` or ``None``),
+        ``error_handler_errors`` (exceptions raised by the error handler) and
         ``connections``: one dict per pooled connection with ``index``, ``state``, ``health``,
         ``load``, ``credential`` (index), ``endpoint`` (index), ``latency_ms`` (last heartbeat
         round trip, ``None`` if unknown), ``reconnects``, ``failovers``, ``messages_total``,
@@ -551,9 +555,9 @@ class ConnectionPool:
             "healthy_connections": health.count(Health.HEALTHY),
             "degraded_connections": health.count(Health.DEGRADED),
             "dead_connections": health.count(Health.DEAD),
-            "handles": len(self._handles),
-            "symbols": len(self._wanted),
-            "unplaced_symbols": len(self._wanted) - len(self._live),
+            "handles": len(self._book),
+            "symbols": self._book.symbol_count(),
+            "unplaced_symbols": self._book.symbol_count() - len(self._live),
             "failovers": self._failovers,
             "rotations": self._rotations,
             "rebalance_moves": self._rebalance_moves,
@@ -565,6 +569,7 @@ class ConnectionPool:
             "last_gap": None
             if last is None
             else {"gap_start_ns": last.gap_start_ns, "gap_end_ns": last.gap_end_ns},
+            "error_handler_errors": self._error_handler_errors,
             "connections": conns,
         }
 
@@ -623,15 +628,11 @@ class ConnectionPool:
         conn = slot.conn
         if conn is None or conn.client is None or not slot.ready:
             return None
-        return _client_rtt(conn.client)
+        return conn.client.heartbeat_rtt
 
     def _channels_for(self, symbols: Iterable[str]) -> dict[str, set[str]]:
         """wire channel -> symbols, from what the handles want."""
-        out: dict[str, set[str]] = {}
-        for sym in symbols:
-            for ch in self._wanted.get(sym, ()):
-                out.setdefault(ch, set()).add(sym)
-        return out
+        return self._book.by_channel(symbols)
 
     async def _subscribe(
         self,
@@ -641,7 +642,7 @@ class ConnectionPool:
     ) -> bool:
         """Subscribe on ``slot``'s current session; False if it failed (errors are appended to
         ``errors``) or the session ended meanwhile."""
-        return await self._change(slot, "subscribe", channels, errors=errors)
+        return await self._change(slot, "subscribe", channels, errors=errors) is not None
 
     async def _unsubscribe(self, slot: _Slot, channels: Mapping[str, Iterable[str]]) -> None:
         await self._change(slot, "unsubscribe", channels)
@@ -653,59 +654,62 @@ class ConnectionPool:
         channels: Mapping[str, Iterable[str]],
         session: _Conn | None = None,
         errors: list[TrioAlpacaError] | None = None,
-    ) -> bool:
+    ) -> int | None:
         """Run one subscription change on the slot's (or the given) session, raced against the
-        session's end.
+        session's end; return the client's stream position of the acknowledgement (``0``: there
+        was nothing to change), or ``None`` if it failed (errors are recorded and appended to
+        ``errors``) or the session ended meanwhile.
 
         A session that dies while a change is pending would otherwise keep the caller (and the
         pool's lock) waiting for the client's ``subscription_timeout``.
         """
         kwargs = _channel_kwargs(channels)
         if not kwargs:
-            return True
+            return 0
         if session is None:
             conn = slot.conn
             if not slot.ready:
-                return False
+                return None
         else:
             conn = session
         client = None if conn is None else conn.client
         if conn is None or client is None or conn.done.is_set():
-            return False
+            return None
         method = client.subscribe if action == "subscribe" else client.unsubscribe
-        outcome: list[bool] = []
+        try:
+            position: int | None = await _unless_ended(conn, lambda: method(**kwargs))
+        except TrioAlpacaError as exc:
+            self._record_error(slot, exc)
+            if errors is not None:
+                errors.append(exc)
+            return None
+        return position
 
-        async def call(cancel: trio.CancelScope) -> None:
-            try:
-                await method(**kwargs)
-            except TrioAlpacaError as exc:
-                self._record_error(slot, exc)
-                if errors is not None:
-                    errors.append(exc)
-                outcome.append(False)
-            else:
-                outcome.append(True)
-            cancel.cancel()
-
-        async def watch(cancel: trio.CancelScope) -> None:
-            await conn.done.wait()
-            cancel.cancel()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(call, nursery.cancel_scope)
-            nursery.start_soon(watch, nursery.cancel_scope)
-        return bool(outcome) and outcome[0]
-
-    def _record_error(self, slot: _Slot, exc: BaseException) -> None:
+    def _record_error(
+        self, slot: _Slot, exc: BaseException, action: ErrorAction = "continue"
+    ) -> None:
         slot.last_error = exc
         slot.error_times.append(trio.current_time())
         slot.error_counts[_error_key(exc)] += 1
+        handler = self._error_handler
+        if handler is not None and not self._closed:
+            report = ErrorReport(
+                exception=exc, component="pool", connection=slot.spec.index, action=action
+            )
+            self._nursery.start_soon(self._call_error_handler, handler, report)
+
+    async def _call_error_handler(self, handler: ErrorHandler, report: ErrorReport) -> None:
+        try:
+            await call_maybe_async(handler, report)
+        except Exception:
+            self._error_handler_errors += 1
+            logger.exception("the pool's error handler raised while handling %r", report.exception)
 
     def _emit_reconnected(self, symbols: Iterable[str], gap_start_ns: int, attempts: int) -> None:
         """One ``Reconnected`` per handle affected by ``symbols`` (call before making them live)."""
         affected: dict[int, PooledConnection] = {}
         for sym in symbols:
-            for h in self._subscribers.get(sym, ()):
+            for h in self._book.owners_of_symbol(sym):
                 affected[id(h)] = h
         if not affected:
             return
@@ -740,24 +744,16 @@ class ConnectionPool:
     async def _attach(self, handle: PooledConnection, plan: Mapping[int, list[str]]) -> None:
         """Register ``handle`` and carry out a placement plan (lock held)."""
         new_syms = {s for syms in plan.values() for s in syms}
+        # Existing live symbols start flowing to the handle right away.
+        added = self._book.add(handle, handle.pairs())
         extra: dict[int, dict[str, set[str]]] = {}
-        for sym in handle.symbols:
-            counts = self._wanted.setdefault(sym, collections.Counter())
-            if sym not in new_syms:
-                slot_index = self._place[sym]
-                for ch in handle.channels:
-                    if counts[ch] == 0:
-                        extra.setdefault(slot_index, {}).setdefault(ch, set()).add(sym)
-            for ch in handle.channels:
-                counts[ch] += 1
+        for ch, sym in added:
+            if sym not in new_syms:  # a placed symbol gains a channel: subscribe it there
+                extra.setdefault(self._place[sym], {}).setdefault(ch, set()).add(sym)
         for index, syms in plan.items():
             for sym in syms:
                 self._place[sym] = index
                 self._slots[index].symbols.add(sym)
-        self._handles.add(handle)
-        # Existing live symbols start flowing to the handle right away.
-        for sym in handle.symbols:
-            self._subscribers.setdefault(sym, []).append(handle)
         errors: list[TrioAlpacaError] = []
         if extra:
             async with trio.open_nursery() as nursery:
@@ -785,34 +781,22 @@ class ConnectionPool:
             raise refusals[0]
 
     async def _release(self, handle: PooledConnection) -> None:
-        if handle not in self._handles:
+        if handle not in self._book:
             return
         with trio.CancelScope(shield=True):
             async with self._lock:
-                self._handles.discard(handle)
                 drop: dict[int, dict[str, set[str]]] = {}
-                for sym in handle.symbols:
-                    subs = self._subscribers.get(sym, [])
-                    if handle in subs:
-                        subs.remove(handle)
-                    if not subs:
-                        self._subscribers.pop(sym, None)
-                    counts = self._wanted.get(sym)
-                    if counts is None:
-                        continue
+                for ch, sym in self._book.remove_owner(handle):
                     index = self._place.get(sym)
-                    for ch in handle.channels:
-                        counts[ch] -= 1
-                        if counts[ch] <= 0:
-                            del counts[ch]
-                            if index is not None:
-                                drop.setdefault(index, {}).setdefault(ch, set()).add(sym)
-                    if not counts:
-                        del self._wanted[sym]
-                        self._live.pop(sym, None)
-                        if index is not None:
-                            self._slots[index].symbols.discard(sym)
-                            del self._place[sym]
+                    if index is not None:
+                        drop.setdefault(index, {}).setdefault(ch, set()).add(sym)
+                for sym in handle.symbols:
+                    if self._book.has_symbol(sym):
+                        continue
+                    self._live.pop(sym, None)
+                    index = self._place.pop(sym, None)
+                    if index is not None:
+                        self._slots[index].symbols.discard(sym)
                 if not self._closed:
                     with trio.move_on_after(self._client_timeout()):
                         async with trio.open_nursery() as nursery:
@@ -857,7 +841,7 @@ class ConnectionPool:
         slot.messages.add(1, now)
         self._messages.add(1, now)
         channel = msg.channel
-        for h in self._subscribers.get(sym, ()):
+        for h in self._book.owners_of_symbol(sym):
             if h._wants(channel):
                 await h._put(msg)
 
@@ -868,7 +852,7 @@ class ConnectionPool:
             # The session's own buffer overflowed: every handle on this slot may have lost data.
             seen: set[int] = set()
             for s in list(slot.symbols):
-                for h in self._subscribers.get(s, ()):
+                for h in self._book.owners_of_symbol(s):
                     if id(h) not in seen:
                         seen.add(id(h))
                         h._put_marker(msg)
@@ -885,13 +869,16 @@ class ConnectionPool:
         kwargs.update(_channel_kwargs(self._channels_for(slot.symbols)))
         if slot.url is not None:
             kwargs["url"] = slot.url
-        return AlpacaWebSocketClient(
+        client = AlpacaWebSocketClient(
             cred.api_key,
             cred.api_secret,
             feed=self._feed,
             max_reconnect_attempts=0,
             **kwargs,
         )
+        for hook in self.client_hooks:
+            hook(self._slots.index(slot), client)
+        return client
 
     async def _run_session(
         self,
@@ -915,11 +902,7 @@ class ConnectionPool:
                     task_status.started()
                     started = True
                     async for msg in client:
-                        if not isinstance(msg, (Reconnected, Dropped)):
-                            conn.consumed += 1
-                        conn.busy = True
                         await self._route(slot, conn, msg)
-                        conn.busy = False
                     conn.error = ConnectionClosedError(reason="the stream ended")
             if conn.scope.cancelled_caught and conn.error is None:
                 conn.error = ConnectionClosedError(reason=conn.reason or "cancelled by the pool")
@@ -948,7 +931,7 @@ class ConnectionPool:
             try:
                 await self._nursery.start(self._run_session, slot, conn)
             except TrioAlpacaError as exc:
-                self._record_error(slot, exc)
+                self._record_error(slot, exc, "stop" if exc.fatal else "reconnect")
                 slot.attempted = True
                 if exc.fatal:
                     await self._slot_failed(slot, exc)
@@ -1030,7 +1013,7 @@ class ConnectionPool:
             slot.health = Health.DEAD
             slot.degraded_since = None
             if conn.error is not None and not conn.retired:
-                self._record_error(slot, conn.error)
+                self._record_error(slot, conn.error, "reconnect")
             if conn.retired:
                 self._notify()
                 return
@@ -1202,28 +1185,16 @@ class ConnectionPool:
         """
         if conn is None or conn.client is None:
             return True
-        if not await self._change(slot, "unsubscribe", channels, session=conn):
+        position = await self._change(slot, "unsubscribe", channels, session=conn)
+        if position is None:
             return conn.done.is_set() and not conn.retired
         client = conn.client
-        metrics = client.get_metrics()
-        # Everything received before the acknowledgement, minus what the client discarded.
-        target = int(metrics["messages_received"]) - int(metrics["dropped"])
-
-        def drained() -> bool:
-            if conn.done.is_set():
-                return True
-            if conn.busy:
-                return False
-            return conn.consumed >= target or not client.get_metrics()["buffered"]
-
         with trio.move_on_after(self._client_timeout()):
-            # Polls: the client offers no event for "routed up to here".
-            while not drained():  # noqa: ASYNC110
-                await trio.sleep(_DRAIN_POLL)
+            # Everything received before the acknowledgement has been routed once the session's
+            # consumer loop came back for the next message.
+            await _unless_ended(conn, lambda: client.wait_delivered(position))
         # Died before routing everything, or a consumer is stuck: data may be lost.
-        if conn.done.is_set():
-            return conn.consumed < target
-        return not drained()
+        return client.statistics().delivered_position < position
 
     def _abandon_handover(self, symbols: Iterable[str]) -> None:
         """Drop the handovers of ``symbols`` that did not finish (the move failed or was
@@ -1390,7 +1361,7 @@ class ConnectionPool:
 
     def _shutdown(self) -> None:
         self._closed = True
-        for h in list(self._handles):
+        for h in list(self._book):
             h._close()
         for slot in self._slots:
             slot.state = "closed"
@@ -1415,13 +1386,29 @@ def _client_subscriptions(client: AlpacaWebSocketClient | None) -> dict[str, tup
     return dict(client.subscriptions)
 
 
-def _client_rtt(client: AlpacaWebSocketClient) -> float | None:
-    """Last heartbeat round trip of a client in seconds, from its metrics."""
-    metrics = client.get_metrics()
-    value = metrics.get("heartbeat_rtt_ms")
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value) / 1000.0
-    return None
+async def _unless_ended(conn: _Conn, fn: Callable[[], Awaitable[T]]) -> T | None:
+    """``await fn()`` unless session ``conn`` ends first (then ``None``); errors of ``fn``
+    propagate as themselves."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    async def call(cancel: trio.CancelScope) -> None:
+        try:
+            result.append(await fn())
+        except Exception as exc:
+            error.append(exc)
+        cancel.cancel()
+
+    async def watch(cancel: trio.CancelScope) -> None:
+        await conn.done.wait()
+        cancel.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, nursery.cancel_scope)
+        nursery.start_soon(watch, nursery.cancel_scope)
+    if error:
+        raise error[0]
+    return result[0] if result else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1442,13 +1429,9 @@ def _resolve_credentials(
     for c in credentials or ():
         creds.append(c if isinstance(c, Credentials) else Credentials(c[0], c[1]))
     if not creds:
-        key = os.environ.get("APCA_API_KEY_ID")
-        secret = os.environ.get("APCA_API_SECRET_KEY")
-        if not key or not secret:
-            raise CredentialsError(
-                "no credentials: pass api_key/api_secret or credentials=[...], or set "
-                "APCA_API_KEY_ID and APCA_API_SECRET_KEY"
-            )
+        key, secret = resolve_credentials(
+            None, None, how="pass api_key=/api_secret= or credentials=[...]"
+        )
         creds.append(Credentials(key, secret))
     keys = [c.api_key for c in creds]
     if len(set(keys)) != len(keys):
@@ -1492,8 +1475,10 @@ async def open_pool(
        :class:`PoolConfigError` here, before anything connects.
 
     Args:
-        api_key: API key id (or use ``credentials``; falls back to ``APCA_API_KEY_ID``).
-        api_secret: API secret (falls back to ``APCA_API_SECRET_KEY``).
+        api_key: API key id (or use ``credentials``); without either, the environment's
+            ``APCA_API_KEY_ID`` / ``APCA_API_SECRET_KEY``, then ``ALPACA_API_KEY`` /
+            ``ALPACA_API_SECRET`` (the client's lookup).
+        api_secret: API secret.
         credentials: further key pairs, as :class:`Credentials` or ``(key, secret)`` tuples.
         pool_size: number of connections; default: as many as the credentials, endpoints and
             ``max_connections_per_key`` allow.
@@ -1518,7 +1503,9 @@ async def open_pool(
         handle_overflow: default per-handle overflow policy, ``"block"`` or ``"drop_oldest"``.
         client_options: passed to every :class:`~trioalpaca.client.AlpacaWebSocketClient`
             (``heartbeat_interval``, ``heartbeat_timeout``, ``staleness_timeout``,
-            ``buffer_size``, ``overflow``, ``subscription_timeout``, ``encoding``, ...).
+            ``buffer_size``, ``overflow``, ``subscription_timeout``, ``encoding``,
+            ``ssl_context`` (TLS settings for ``wss://``; a certificate that does not verify
+            fails the slot with :class:`~trioalpaca.TLSError`, never retried), ...).
             ``max_reconnect_attempts`` is managed by the pool and cannot be passed.
 
     Yields:

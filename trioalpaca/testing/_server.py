@@ -10,12 +10,12 @@ one task per market family that advances a :class:`~trioalpaca.testing._market.M
 
 from __future__ import annotations
 
-import base64
 import functools
 import itertools
 import logging
 import math
 import socket
+import ssl
 import struct
 from collections import deque
 from collections.abc import (
@@ -34,19 +34,30 @@ from typing import Any
 import attrs
 import trio
 import trio.testing
-import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from .._codec import Encoder, encode_request
 from .._groups import single_error
 from .._protocol.server import DataServerProtocol, TradingServerProtocol
+from .._serve import (
+    endpoint_for_path,
+    header_credentials,
+    lower_headers,
+    negotiated_encoding,
+    serve_stream_websocket,
+)
 from ..endpoints import FEEDS, Endpoint, StreamKind, resolve_feed
 from ..models import MARKET_DATA_TYPES
 from ._faults import SCENARIOS, DropHow, DropRule, Faults, MuteRule
 from ._market import NS, Event, Market, MarketConfig
 from ._orders import OrderFlow, OrderPlan, Step
 
-__all__ = ["ConnectionStats", "Emulator", "open_emulator", "serve_emulator"]
+__all__ = [
+    "ConnectionStats",
+    "Emulator",
+    "open_emulator",
+    "serve_emulator",
+]
 
 logger = logging.getLogger("trioalpaca.testing")
 
@@ -71,17 +82,6 @@ def _family(ep: Endpoint) -> str:
     if ep.kind is StreamKind.NEWS:
         return "news"
     return "trading"
-
-
-def _build_paths() -> dict[str, Endpoint]:
-    paths = {ep.path: ep for ep in FEEDS.values()}
-    # Go's default URL building puts boats/overnight under /v2.
-    paths["/v2/boats"] = FEEDS["boats"]
-    paths["/v2/overnight"] = FEEDS["overnight"]
-    return paths
-
-
-_PATHS = _build_paths()
 
 
 @attrs.define(eq=False)
@@ -281,25 +281,6 @@ class _Conn:
         self.wake.set()
 
 
-def _header_credentials(headers: Mapping[bytes, bytes]) -> tuple[str, str] | None:
-    """Key and secret from the ``APCA-API-KEY-ID`` / ``APCA-API-SECRET-KEY`` headers or from
-    ``Authorization: Basic``."""
-    key = headers.get(b"apca-api-key-id")
-    secret = headers.get(b"apca-api-secret-key")
-    if key is not None and secret is not None:
-        return key.decode("latin-1"), secret.decode("latin-1")
-    auth = headers.get(b"authorization", b"")
-    if auth[:6].lower() == b"basic ":
-        try:
-            decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("latin-1")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        k, sep, sec = decoded.partition(":")
-        if sep:
-            return k, sec
-    return None
-
-
 def _malformed(encoding: str) -> bytes | str:
     """A frame that is neither valid msgpack (0xc1 is never used) nor valid JSON."""
     return b"\xc1\xc1 not msgpack" if encoding == "msgpack" else "[{not json"
@@ -348,8 +329,10 @@ class Emulator:
         burst: int | None,
         burst_frames: int | None,
         scripted_orders: float | None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.ssl_context = ssl_context
         self.port = port
         self.config = config
         self.credentials = dict(credentials) if credentials is not None else None
@@ -363,6 +346,7 @@ class Emulator:
         self.faults = Faults()
         self.orders = OrderFlow(config.seed)
         self.errors: list[BaseException] = []
+        self._order_keys: dict[str, str] = {}
         self._ids = itertools.count(1)
         self._conns: dict[int, _Conn] = {}
         self._history: deque[ConnectionStats] = deque(maxlen=_HISTORY)
@@ -386,9 +370,11 @@ class Emulator:
     # ------------------------------------------------------------------ addresses
     @property
     def url(self) -> str:
-        """Base URL, ``ws://HOST:PORT``; append an endpoint path (or use :meth:`url_for`)."""
+        """Base URL, ``ws://HOST:PORT`` (``wss://`` when serving TLS); append an endpoint path
+        (or use :meth:`url_for`)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}"
+        scheme = "ws" if self.ssl_context is None else "wss"
+        return f"{scheme}://{host}:{self.port}"
 
     def url_for(self, feed: str | Endpoint) -> str:
         """Full URL of a feed's endpoint (``"iex"``, ``"crypto/us"``, ``"opra"``, ``"news"``,
@@ -613,9 +599,11 @@ class Emulator:
         time_in_force: str = "day",
         price: float | str | None = None,
         step_delay: float = 0.05,
+        key: str | None = None,
     ) -> str:
         """Submit an order; its ``trade_updates`` (per ``plan``: ``fill``, ``partial``, ``cancel``,
-        ``expire``, ``reject``, ``hold``) go to every listening trading connection. Returns the
+        ``expire``, ``reject``, ``hold``) go to every listening trading connection (only to those
+        authenticated with ``key`` when given: the account the order belongs to). Returns the
         id."""
         order, steps = self.orders.submit(
             symbol,
@@ -630,6 +618,8 @@ class Emulator:
             step_delay=step_delay,
         )
         assert self._nursery is not None, "emulator is not running"
+        if key is not None:
+            self._order_keys[order.id] = key
         self._nursery.start_soon(self._play_order, order.id, steps)
         return order.id
 
@@ -637,14 +627,14 @@ class Emulator:
         """Cancel an open order now (emits ``canceled``); False if unknown or already done."""
         data = self.orders.cancel(order_id, self.market_ns())
         if data is not None:
-            self._broadcast_trade_update(data)
+            self._broadcast_trade_update(data, self._order_keys.get(order_id))
         return data is not None
 
     def expire_order(self, order_id: str) -> bool:
         """Expire an open order now (emits ``expired``); False if unknown or already done."""
         data = self.orders.expire(order_id, self.market_ns())
         if data is not None:
-            self._broadcast_trade_update(data)
+            self._broadcast_trade_update(data, self._order_keys.get(order_id))
         return data is not None
 
     async def _play_order(self, order_id: str, steps: list[Step]) -> None:
@@ -654,11 +644,12 @@ class Emulator:
             data = self.orders.apply(order_id, step, self.market_ns())
             if data is None:
                 return
-            self._broadcast_trade_update(data)
+            self._broadcast_trade_update(data, self._order_keys.get(order_id))
 
-    def _broadcast_trade_update(self, data: dict[str, Any]) -> None:
+    def _broadcast_trade_update(self, data: dict[str, Any], key: str | None = None) -> None:
         for c in self._conns.values():
-            if c.tproto is not None and c.tproto.is_listening("trade_updates"):
+            listening = c.tproto is not None and c.tproto.is_listening("trade_updates")
+            if listening and (key is None or c.stats.key == key):
                 c.send_trade_update(data)
 
     async def _scripted_order_loop(self, interval: float) -> None:
@@ -797,8 +788,7 @@ class Emulator:
             self.errors.append(exc)
 
     async def _handle_inner(self, request: WebSocketRequest) -> None:
-        path = request.path.split("?", 1)[0]
-        ep = _PATHS.get(path) or _PATHS.get(path.rstrip("/"))
+        ep = endpoint_for_path(request.path)
         if ep is None:
             await request.reject(404, body=b"Not Found")
             return
@@ -807,12 +797,11 @@ class Emulator:
             body = b"Too Many Requests" if status == 429 else b"Rejected"
             await request.reject(status, body=body)
             return
-        headers = {k.lower(): v for k, v in request.headers}
-        ctype = headers.get(b"content-type", b"").decode("latin-1").lower()
-        encoding = "msgpack" if "msgpack" in ctype else "json"
+        headers = lower_headers(request)
+        encoding = negotiated_encoding(headers)
         ws = await request.accept()
         conn = _Conn(self, next(self._ids), ws, ep, encoding)
-        conn.header_auth = _header_credentials(headers)
+        conn.header_auth = header_credentials(headers)
         self._conns[conn.stats.id] = conn
         self._history.append(conn.stats)
         try:
@@ -1079,21 +1068,16 @@ class Emulator:
     async def _run(self, task_status: trio.TaskStatus[Emulator]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            server = await nursery.start(
-                lambda task_status: trio_websocket.serve_websocket(
+            self.port = await nursery.start(
+                functools.partial(
+                    serve_stream_websocket,
                     self._handle,
                     self.host,
                     self.port,
-                    None,
+                    self.ssl_context,
                     handler_nursery=nursery,
-                    message_queue_size=64,
-                    max_message_size=4 * 1024 * 1024,
-                    task_status=task_status,
+                    on_error=self.errors.append,
                 )
-            )
-            listener = server.listeners[0]
-            self.port = (
-                listener.port if isinstance(listener, trio_websocket.Endpoint) else self.port
             )
             if self._scripted_orders:
                 nursery.start_soon(self._scripted_order_loop, self._scripted_orders)
@@ -1122,6 +1106,7 @@ async def serve_emulator(
     burst_frames: int | None = None,
     scripted_orders: float | None = None,
     scenario: str | Iterable[str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[Emulator] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve every Alpaca stream endpoint on ``host:port`` until cancelled.
@@ -1147,6 +1132,13 @@ async def serve_emulator(
         burst, burst_frames: burst mode (see :meth:`Emulator.set_burst`).
         scripted_orders: seconds between scripted orders on the trading stream (None: off).
         scenario: name(s) of fault scenarios to apply at start.
+        ssl_context: serve TLS (``wss://``) with this server context, e.g.
+            ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
+            ``load_cert_chain(certfile, keyfile)``; ``emu.url`` then starts with ``wss://``.
+            A client whose TLS handshake fails costs only its own socket.
+
+    Raises:
+        BindError: the port is in use or the host cannot be bound.
     """
     config = MarketConfig(
         seed=seed, rate=rate, speed=speed, symbols=tuple(symbols), news_interval=news_interval
@@ -1165,6 +1157,7 @@ async def serve_emulator(
         burst=burst,
         burst_frames=burst_frames,
         scripted_orders=scripted_orders,
+        ssl_context=ssl_context,
     )
     if scenario is not None:
         for name in [scenario] if isinstance(scenario, str) else scenario:
@@ -1193,6 +1186,7 @@ async def open_emulator(
     burst_frames: int | None = None,
     scripted_orders: float | None = None,
     scenario: str | Iterable[str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Emulator]:
     """``async with open_emulator(...) as emu:`` runs :func:`serve_emulator` (same keyword
     arguments) in a nursery for the duration of the block and yields the :class:`Emulator`
@@ -1224,6 +1218,7 @@ async def open_emulator(
         burst_frames=burst_frames,
         scripted_orders=scripted_orders,
         scenario=scenario,
+        ssl_context=ssl_context,
     )
     with single_error():
         async with trio.open_nursery() as nursery:
