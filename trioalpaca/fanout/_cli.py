@@ -83,12 +83,13 @@ def run(args: argparse.Namespace) -> int:
     import trio
 
     from trioalpaca._errors import CredentialsError, TrioAlpacaError, UsageError
-    from trioalpaca.client import _env_credentials
+    from trioalpaca._credentials import env_credentials
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     channels = {name: _symbols(getattr(args, attr)) for name, attr in _CHANNEL_OPTIONS}
     channels = {k.replace("-", "_"): v for k, v in channels.items() if v}
-    key, _secret = _env_credentials()
+    found = env_credentials()
+    key = found[0] if found else None
     account = None
     if args.trading:
         if channels:
