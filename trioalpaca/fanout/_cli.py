@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
     import trio
 
-    from trioalpaca._errors import CredentialsError, TrioAlpacaError, UsageError
     from trioalpaca._credentials import env_credentials
+    from trioalpaca._errors import CredentialsError, TrioAlpacaError, UsageError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     channels = {name: _symbols(getattr(args, attr)) for name, attr in _CHANNEL_OPTIONS}
