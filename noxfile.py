@@ -11,7 +11,15 @@ import nox
 nox.options.sessions = ["tests", "lint", "typing", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
-LINT_PATHS = ["trioalpaca", "tests", "bench", "conformance", "noxfile.py", "docs/conf.py"]
+LINT_PATHS = [
+    "trioalpaca",
+    "tests",
+    "bench",
+    "conformance",
+    "noxfile.py",
+    "docs/conf.py",
+    "docs/examples",
+]
 
 
 @nox.session
@@ -39,7 +47,7 @@ def typing(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the sphinx docs with warnings as errors (-W -n)."""
-    session.install("-e", ".[test]", "sphinx")
+    session.install("-e", ".[test]", "sphinx", "furo")
     session.run(
         "sphinx-build", "-W", "-n", "--keep-going", "-b", "html", "docs", "docs/_build/html"
     )
@@ -50,7 +58,12 @@ def conformance(session: nox.Session) -> None:
     """Run the official, unmodified alpaca-py stream clients against the emulator."""
     session.install("-e", ".[test]", "alpaca-py==0.44.0")
     session.run(
-        "pytest", "conformance/test_alpaca_py.py", "-p", "no:cacheprovider", *session.posargs
+        "pytest",
+        "conformance/test_alpaca_py.py",
+        "conformance/test_record_alpaca_py.py",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
     )
 
 

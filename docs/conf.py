@@ -32,5 +32,5 @@ nitpick_ignore_regex = [
     (r"py:.*", r"trioalpaca\._book\.O"),  # the owner type variable of SubscriptionBook
 ]
 intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
-html_theme = "alabaster"
+html_theme = "furo"
 exclude_patterns = ["_build"]

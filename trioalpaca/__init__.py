@@ -92,8 +92,8 @@ from trioalpaca.endpoints import stream_url as stream_url
 # --- client ---
 # isort: split
 from trioalpaca.client import AlpacaWebSocketClient as AlpacaWebSocketClient
+from trioalpaca.client import ClientStatistics as ClientStatistics
 from trioalpaca.client import Handle as Handle
-from trioalpaca.client import OverflowPolicy as OverflowPolicy
 from trioalpaca.client import open_stream as open_stream
 
 # --- end client ---
@@ -130,6 +130,7 @@ from trioalpaca.pipeline import open_message_handler as open_message_handler
 from trioalpaca._book import BookDelta as BookDelta
 from trioalpaca._book import Pair as Pair
 from trioalpaca._book import SubscriptionBook as SubscriptionBook
+from trioalpaca._buffer import OverflowPolicy as OverflowPolicy
 from trioalpaca._handlers import Component as Component
 from trioalpaca._handlers import ErrorAction as ErrorAction
 from trioalpaca._handlers import ErrorHandler as ErrorHandler

@@ -16,6 +16,9 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("trioalpaca._demo", "live trades/quotes from the built-in emulator"),
     "emulator": ("trioalpaca.testing._cli", "run the local Alpaca-compatible stream emulator"),
+    "export": ("trioalpaca.record._cmd_export", "export a recording to Parquet or CSV"),
+    "record": ("trioalpaca.record._cmd_record", "record a live stream to .tarec files"),
+    "replay": ("trioalpaca.record._cmd_replay", "replay a recording, or serve it as Alpaca"),
     "stream": ("trioalpaca._stream_cli", "print a live stream as JSON lines, CSV or a table"),
 }
 

@@ -28,9 +28,9 @@ import logging
 import math
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
 import trio
@@ -39,6 +39,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 from ._book import Pair, SubscriptionBook
+from ._buffer import MessageBuffer
 from ._credentials import resolve_credentials
 from ._errors import (
     AlpacaServerError,
@@ -75,6 +76,8 @@ from .endpoints import channel_to_python, channel_to_wire
 from .metrics import RateMeter
 from .models import Dropped, Message, Reconnected, ServerError
 
+T = TypeVar("T")
+
 logger = logging.getLogger("trioalpaca.pool")
 
 __all__ = [
@@ -94,13 +97,11 @@ __all__ = [
 #: Channels that the server mirrors from ``trades`` on stock feeds.
 _TRADE_MIRRORS = frozenset({"corrections", "cancelErrors"})
 
-#: Poll interval while waiting for a retiring session to route what it already received.
-_DRAIN_POLL = 0.001
-
 HandleOverflow = Literal["block", "drop_oldest"]
-"""What a :class:`PooledConnection` does when its buffer is full: ``"block"`` (back-pressure the
-pooled connection that delivers the message) or ``"drop_oldest"`` (discard the oldest message,
-count it and report a ``Dropped`` marker)."""
+"""The subset of :data:`trioalpaca.OverflowPolicy` a :class:`PooledConnection` accepts
+when its buffer is full: ``"block"`` (back-pressure the pooled connection that delivers the
+message) or ``"drop_oldest"`` (discard the oldest message, count it and report a ``Dropped``
+marker)."""
 
 
 @attrs.frozen(repr=False)
@@ -119,7 +120,7 @@ class Credentials:
 # ----------------------------------------------------------------------------------------------
 
 
-class PooledConnection:
+class PooledConnection(trio.abc.ReceiveChannel[Message]):
     """A handle on some symbols of a :class:`ConnectionPool`; iterate it to receive their data.
 
     Obtained from :meth:`ConnectionPool.get_connection`. It yields the typed market data
@@ -134,7 +135,8 @@ class PooledConnection:
       because the consumer fell behind.
 
     Iteration ends when the handle or the pool is closed. Use ``async with`` or :meth:`aclose`
-    to release the symbols (they are unsubscribed once no handle needs them).
+    to release the symbols (they are unsubscribed once no handle needs them). A handle is a
+    ``trio.abc.ReceiveChannel``: anything that takes one accepts it.
     """
 
     def __init__(
@@ -150,17 +152,13 @@ class PooledConnection:
         self.symbols: tuple[str, ...] = symbols
         #: Wire channel names this handle receives (e.g. ``"trades"``, ``"dailyBars"``).
         self.channels: frozenset[str] = channels
-        self._buffer_size = buffer_size
-        self._overflow = overflow
-        self._queue: collections.deque[Message] = collections.deque()
-        self._readers = trio.lowlevel.ParkingLot()
-        self._writers = trio.lowlevel.ParkingLot()
-        self._pending_drops = 0
+        # block: the delivering connection waits until there is room for one more message
+        self._buffer = MessageBuffer(
+            buffer_size, overflow, where="pool handle buffer", low_water=buffer_size - 1
+        )
         self._closed = False
         #: Messages delivered to this handle's buffer (data and markers).
         self.received = 0
-        #: Messages discarded by the ``drop_oldest`` policy.
-        self.dropped = 0
         #: ``Reconnected`` markers delivered to this handle.
         self.reconnects = 0
 
@@ -174,18 +172,9 @@ class PooledConnection:
         return channel in self.channels or (channel in _TRADE_MIRRORS and "trades" in self.channels)
 
     async def _put(self, msg: Message) -> None:
-        while len(self._queue) >= self._buffer_size and not self._closed:
-            if self._overflow == "drop_oldest":
-                self._queue.popleft()
-                self.dropped += 1
-                self._pending_drops += 1
-                break
-            await self._writers.park()
-        if self._closed:
-            return
-        self._queue.append(msg)
-        self.received += 1
-        self._readers.unpark()
+        await self._buffer.send(msg)
+        if not self._closed:
+            self.received += 1
 
     def _put_marker(self, msg: Message) -> None:
         """Append a control marker, bypassing the capacity bound (markers are rare)."""
@@ -193,16 +182,19 @@ class PooledConnection:
             return
         if isinstance(msg, Reconnected):
             self.reconnects += 1
-        self._queue.append(msg)
+        self._buffer.put_marker(msg)
         self.received += 1
-        self._readers.unpark()
 
     def _close(self) -> None:
         self._closed = True
-        self._readers.unpark_all()
-        self._writers.unpark_all()
+        self._buffer.close()
 
     # -- consumer side ----------------------------------------------------------------------
+
+    @property
+    def dropped(self) -> int:
+        """Messages discarded by the ``drop_oldest`` policy."""
+        return self._buffer.dropped_total
 
     @property
     def closed(self) -> bool:
@@ -220,26 +212,8 @@ class PooledConnection:
         Raises:
             trio.EndOfChannel: the handle or its pool was closed and the buffer is drained.
         """
-        while True:
-            if self._pending_drops:
-                count, self._pending_drops = self._pending_drops, 0
-                return Dropped(count=count, reason="pool handle buffer full (drop_oldest)")
-            if self._queue:
-                msg = self._queue.popleft()
-                self._writers.unpark()
-                return msg
-            if self._closed:
-                raise trio.EndOfChannel
-            await self._readers.park()
-
-    def __aiter__(self) -> PooledConnection:
-        return self
-
-    async def __anext__(self) -> Message:
-        try:
-            return await self.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
+        item: Message = await self._buffer.get()
+        return item
 
     async def aclose(self) -> None:
         """Release the handle: its symbols are unsubscribed once no other handle needs them."""
@@ -247,12 +221,6 @@ class PooledConnection:
             return
         self._close()
         await self._pool._release(self)
-
-    async def __aenter__(self) -> PooledConnection:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return (
@@ -277,8 +245,6 @@ class _Conn:
         self.error: BaseException | None = None
         self.retired = False
         self.reason = ""
-        self.busy = False
-        self.consumed = 0
 
 
 class _Handover:
@@ -662,7 +628,7 @@ class ConnectionPool:
         conn = slot.conn
         if conn is None or conn.client is None or not slot.ready:
             return None
-        return _client_rtt(conn.client)
+        return conn.client.heartbeat_rtt
 
     def _channels_for(self, symbols: Iterable[str]) -> dict[str, set[str]]:
         """wire channel -> symbols, from what the handles want."""
@@ -676,7 +642,7 @@ class ConnectionPool:
     ) -> bool:
         """Subscribe on ``slot``'s current session; False if it failed (errors are appended to
         ``errors``) or the session ended meanwhile."""
-        return await self._change(slot, "subscribe", channels, errors=errors)
+        return await self._change(slot, "subscribe", channels, errors=errors) is not None
 
     async def _unsubscribe(self, slot: _Slot, channels: Mapping[str, Iterable[str]]) -> None:
         await self._change(slot, "unsubscribe", channels)
@@ -688,48 +654,36 @@ class ConnectionPool:
         channels: Mapping[str, Iterable[str]],
         session: _Conn | None = None,
         errors: list[TrioAlpacaError] | None = None,
-    ) -> bool:
+    ) -> int | None:
         """Run one subscription change on the slot's (or the given) session, raced against the
-        session's end.
+        session's end; return the client's stream position of the acknowledgement (``0``: there
+        was nothing to change), or ``None`` if it failed (errors are recorded and appended to
+        ``errors``) or the session ended meanwhile.
 
         A session that dies while a change is pending would otherwise keep the caller (and the
         pool's lock) waiting for the client's ``subscription_timeout``.
         """
         kwargs = _channel_kwargs(channels)
         if not kwargs:
-            return True
+            return 0
         if session is None:
             conn = slot.conn
             if not slot.ready:
-                return False
+                return None
         else:
             conn = session
         client = None if conn is None else conn.client
         if conn is None or client is None or conn.done.is_set():
-            return False
+            return None
         method = client.subscribe if action == "subscribe" else client.unsubscribe
-        outcome: list[bool] = []
-
-        async def call(cancel: trio.CancelScope) -> None:
-            try:
-                await method(**kwargs)
-            except TrioAlpacaError as exc:
-                self._record_error(slot, exc)
-                if errors is not None:
-                    errors.append(exc)
-                outcome.append(False)
-            else:
-                outcome.append(True)
-            cancel.cancel()
-
-        async def watch(cancel: trio.CancelScope) -> None:
-            await conn.done.wait()
-            cancel.cancel()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(call, nursery.cancel_scope)
-            nursery.start_soon(watch, nursery.cancel_scope)
-        return bool(outcome) and outcome[0]
+        try:
+            position: int | None = await _unless_ended(conn, lambda: method(**kwargs))
+        except TrioAlpacaError as exc:
+            self._record_error(slot, exc)
+            if errors is not None:
+                errors.append(exc)
+            return None
+        return position
 
     def _record_error(
         self, slot: _Slot, exc: BaseException, action: ErrorAction = "continue"
@@ -948,11 +902,7 @@ class ConnectionPool:
                     task_status.started()
                     started = True
                     async for msg in client:
-                        if not isinstance(msg, (Reconnected, Dropped)):
-                            conn.consumed += 1
-                        conn.busy = True
                         await self._route(slot, conn, msg)
-                        conn.busy = False
                     conn.error = ConnectionClosedError(reason="the stream ended")
             if conn.scope.cancelled_caught and conn.error is None:
                 conn.error = ConnectionClosedError(reason=conn.reason or "cancelled by the pool")
@@ -1235,28 +1185,16 @@ class ConnectionPool:
         """
         if conn is None or conn.client is None:
             return True
-        if not await self._change(slot, "unsubscribe", channels, session=conn):
+        position = await self._change(slot, "unsubscribe", channels, session=conn)
+        if position is None:
             return conn.done.is_set() and not conn.retired
         client = conn.client
-        metrics = client.get_metrics()
-        # Everything received before the acknowledgement, minus what the client discarded.
-        target = int(metrics["messages_received"]) - int(metrics["dropped"])
-
-        def drained() -> bool:
-            if conn.done.is_set():
-                return True
-            if conn.busy:
-                return False
-            return conn.consumed >= target or not client.get_metrics()["buffered"]
-
         with trio.move_on_after(self._client_timeout()):
-            # Polls: the client offers no event for "routed up to here".
-            while not drained():  # noqa: ASYNC110
-                await trio.sleep(_DRAIN_POLL)
+            # Everything received before the acknowledgement has been routed once the session's
+            # consumer loop came back for the next message.
+            await _unless_ended(conn, lambda: client.wait_delivered(position))
         # Died before routing everything, or a consumer is stuck: data may be lost.
-        if conn.done.is_set():
-            return conn.consumed < target
-        return not drained()
+        return client.statistics().delivered_position < position
 
     def _abandon_handover(self, symbols: Iterable[str]) -> None:
         """Drop the handovers of ``symbols`` that did not finish (the move failed or was
@@ -1448,13 +1386,29 @@ def _client_subscriptions(client: AlpacaWebSocketClient | None) -> dict[str, tup
     return dict(client.subscriptions)
 
 
-def _client_rtt(client: AlpacaWebSocketClient) -> float | None:
-    """Last heartbeat round trip of a client in seconds, from its metrics."""
-    metrics = client.get_metrics()
-    value = metrics.get("heartbeat_rtt_ms")
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value) / 1000.0
-    return None
+async def _unless_ended(conn: _Conn, fn: Callable[[], Awaitable[T]]) -> T | None:
+    """``await fn()`` unless session ``conn`` ends first (then ``None``); errors of ``fn``
+    propagate as themselves."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    async def call(cancel: trio.CancelScope) -> None:
+        try:
+            result.append(await fn())
+        except Exception as exc:
+            error.append(exc)
+        cancel.cancel()
+
+    async def watch(cancel: trio.CancelScope) -> None:
+        await conn.done.wait()
+        cancel.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, nursery.cancel_scope)
+        nursery.start_soon(watch, nursery.cancel_scope)
+    if error:
+        raise error[0]
+    return result[0] if result else None
 
 
 # ----------------------------------------------------------------------------------------------

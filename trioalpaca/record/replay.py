@@ -229,12 +229,14 @@ class ReplayStream:
         *,
         speed: float | None,
         raw: bool,
+        receive_times: bool = False,
     ) -> None:
         self._cursors = cursors
         self._decoders = [_StreamDecoder(c.header, raw) for c in cursors]
         self._raw = raw
         self._speed = speed
         self._paced = speed is not None
+        self._timed = self._paced or receive_times
         self._q: collections.deque[Any] = collections.deque()
         self._times: collections.deque[int] = collections.deque()
         self._held: list[list[Any]] = [[] for _ in cursors]
@@ -261,6 +263,22 @@ class ReplayStream:
         """Stream name -> header of its first file."""
         return {c.stream: c.header for c in self._cursors}
 
+    def first_rx_ns(self) -> int:
+        """Receive time of the first record to be replayed (``0`` for an empty recording)."""
+        firsts = [
+            max(item.first_rx_ns, c.start or 0)
+            for c in self._cursors
+            for _reader, item, _ in c.plan
+            if isinstance(item, ChunkInfo)
+        ]
+        return min(firsts, default=0)
+
+    def set_origin(self, trio_time: float, rx_ns: int) -> None:
+        """Paced replay: deliver the record received at ``rx_ns`` at ``trio_time`` (default: the
+        first record, when iteration starts). Lets several replays share one timeline."""
+        self._t0 = trio_time
+        self._base_ns = rx_ns
+
     def statistics(self) -> dict[str, Any]:
         """``chunks_read``, ``records``, ``messages`` and ``markers`` so far, ``files``."""
         return {
@@ -277,7 +295,7 @@ class ReplayStream:
         if not items:
             return
         self._q.extend(items)
-        if self._paced:
+        if self._timed:
             self._times.extend([ns] * len(items))
 
     def _marker(self, marker: Reconnected | Dropped, ns: int) -> None:
@@ -428,6 +446,27 @@ class ReplayStream:
         except StopAsyncIteration:
             raise trio.EndOfChannel from None
 
+    async def receive_timed_batch(self, max_items: int | None = None) -> list[tuple[int, Any]]:
+        """Like :meth:`receive_batch` (unpaced), with each item's receive time:
+        ``[(rx_ns, item), ...]``. Needs ``open_replay(..., receive_times=True)``.
+
+        Raises:
+            trio.EndOfChannel: the recording is exhausted.
+        """
+        if not self._timed or self._paced:
+            raise UsageError(
+                "receive_timed_batch needs open_replay(receive_times=True, speed=None)"
+            )
+        q, times = self._q, self._times
+        while not q:
+            if self._done or not await self._fill():
+                self._done = True
+                raise trio.EndOfChannel
+        n = len(q) if max_items is None else min(max_items, len(q))
+        items = [(times.popleft(), q.popleft()) for _ in range(n)]
+        await trio.lowlevel.checkpoint()
+        return items
+
     async def receive_batch(self, max_items: int | None = None) -> list[Any]:
         """Every decoded item ready now (at least one; unpaced only, else one at a time).
 
@@ -435,7 +474,14 @@ class ReplayStream:
             trio.EndOfChannel: the recording is exhausted.
         """
         if self._paced:
-            return [await self.receive()]
+            items = [await self.receive()]
+            times, q = self._times, self._q
+            assert self._t0 is not None and self._speed is not None
+            due_ns = self._base_ns + (trio.current_time() - self._t0) * self._speed * 1e9
+            while q and times[0] <= due_ns and (max_items is None or len(items) < max_items):
+                times.popleft()
+                items.append(q.popleft())
+            return items
         q = self._q
         while not q:
             if self._done or not await self._fill():
@@ -459,6 +505,7 @@ async def open_replay(
     end: TimeBound = None,
     raw_data: bool = False,
     streams: Sequence[str] | None = None,
+    receive_times: bool = False,
 ) -> AsyncIterator[ReplayStream]:
     """Replay a recording (a ``.tarec`` file or a recording directory).
 
@@ -478,6 +525,8 @@ async def open_replay(
         end: stop after the records received at this time.
         raw_data: yield wire dicts (as ``open_stream(raw_data=True)`` does) instead of models.
         streams: stream names to replay (see :func:`find_streams`); default all.
+        receive_times: keep each item's receive time for
+            :meth:`ReplayStream.receive_timed_batch` (unpaced only).
 
     Raises:
         RecordingError: no recording there, or a stream name that is not in it.
@@ -512,7 +561,12 @@ async def open_replay(
             return cursors
 
         cursors = await trio.to_thread.run_sync(open_all)
-        yield ReplayStream(cursors, speed=None if speed is None else float(speed), raw=raw_data)
+        yield ReplayStream(
+            cursors,
+            speed=None if speed is None else float(speed),
+            raw=raw_data,
+            receive_times=receive_times,
+        )
     finally:
         for reader in readers:
             reader.close()
