@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import trio
 
 from tests.test_seed_examples import EXAMPLES, emu, load, printed, run_main
 from trioalpaca.testing import Emulator
@@ -95,3 +96,46 @@ def test_every_example_is_in_the_docs() -> None:
     for rst in DOCS.rglob("*.rst"):
         included |= set(re.findall(r"literalinclude:: [./]*examples/(\w+)\.py", rst.read_text()))
     assert {p.stem for p in EXAMPLES.glob("*.py")} <= included
+
+
+async def test_pipeline(emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    example = load("pipeline")
+    await run_main(example, 1.0)
+    (stored,) = printed(capsys)
+    assert stored == f"{example.db.rows} trades stored" and example.db.rows > 50
+
+
+async def test_pipeline_backfills_a_gap(emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    example = load("pipeline")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_main, example, 3.0)
+        while not emu.open_connections(feed="iex"):
+            await trio.sleep(0.02)
+        await trio.sleep(0.3)
+        emu.drop(feed="iex")
+    out = printed(capsys)
+    assert len(out) == 2 and out[0].startswith("backfill 20") and " .. 20" in out[0]
+
+
+async def test_manager_handles(emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    example = load("manager_handles")
+    await run_main(example, 1.0)
+    assert printed(capsys) == ["on the wire: ['AAPL'] True False", "audit still receives: True"]
+    assert example.seen["tech"] > 0
+
+
+async def test_pool_handles(emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    await run_main(load("pool_handles"), 1.0)
+    assert printed(capsys) == ["healthy connections: 3"]
+
+
+async def test_gaps(emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_main, load("gaps"))
+        while not emu.open_connections(feed="iex"):
+            await trio.sleep(0.02)
+        await trio.sleep(0.3)
+        emu.drop(feed="iex")
+    backfill, gap = printed(capsys)
+    assert re.fullmatch(r"backfill \d\d:\d\d:\d\d\.\d{6} \.\. \d\d:\d\d:\d\d\.\d{6}", backfill)
+    assert re.fullmatch(r"\d+\.\d{3} s gap after 1 attempt\(s\)", gap)

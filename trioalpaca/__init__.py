@@ -47,11 +47,13 @@ from trioalpaca._errors import AlpacaServerError as AlpacaServerError
 from trioalpaca._errors import AlreadyAuthenticatedError as AlreadyAuthenticatedError
 from trioalpaca._errors import AuthFailedError as AuthFailedError
 from trioalpaca._errors import AuthTimeoutError as AuthTimeoutError
+from trioalpaca._errors import BindError as BindError
 from trioalpaca._errors import ConnectionClosedError as ConnectionClosedError
 from trioalpaca._errors import ConnectionLimitError as ConnectionLimitError
 from trioalpaca._errors import CredentialsError as CredentialsError
 from trioalpaca._errors import HandshakeRejectedError as HandshakeRejectedError
 from trioalpaca._errors import HeartbeatTimeoutError as HeartbeatTimeoutError
+from trioalpaca._errors import HostNotFoundError as HostNotFoundError
 from trioalpaca._errors import InsufficientScopeError as InsufficientScopeError
 from trioalpaca._errors import InsufficientSubscriptionError as InsufficientSubscriptionError
 from trioalpaca._errors import InternalServerError as InternalServerError
@@ -68,6 +70,7 @@ from trioalpaca._errors import StaleStreamError as StaleStreamError
 from trioalpaca._errors import StarSubscriptionNotAllowedError as StarSubscriptionNotAllowedError
 from trioalpaca._errors import SubscriptionTimeoutError as SubscriptionTimeoutError
 from trioalpaca._errors import SymbolLimitError as SymbolLimitError
+from trioalpaca._errors import TLSError as TLSError
 from trioalpaca._errors import TransportError as TransportError
 from trioalpaca._errors import TrioAlpacaError as TrioAlpacaError
 from trioalpaca._errors import UsageError as UsageError
@@ -150,6 +153,16 @@ from trioalpaca.pool import RotationMode as RotationMode
 from trioalpaca.pool import open_pool as open_pool
 
 # --- end pool ---
+
+# --- record ---
+# isort: split
+from trioalpaca.record import RecordingError as RecordingError
+from trioalpaca.record import RecordingFormatError as RecordingFormatError
+from trioalpaca.record import open_recorder as open_recorder
+from trioalpaca.record import open_replay as open_replay
+from trioalpaca.record import serve_replay as serve_replay
+
+# --- end record ---
 
 # --- __module__ fix-up (as trio does): public names defined in private modules report the
 # public path, so reprs, pickles and the docs use it.

@@ -20,23 +20,48 @@ DEFAULT_SYMBOLS = "AAPL,MSFT,TSLA,NVDA"
 _WINDOW = 5.0
 
 
+def _positive(text: str) -> float:
+    """argparse type: a finite number > 0 (argparse prints the error and exits with 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be zero or a positive number, not {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``demo`` options to ``parser``."""
     parser.add_argument(
-        "--duration", type=float, default=None, help="exit after N seconds (default: run until ^C)"
+        "--duration",
+        type=_positive,
+        default=None,
+        help="exit after N seconds (default: run until ^C)",
     )
     parser.add_argument(
         "--symbols", default=DEFAULT_SYMBOLS, help=f"comma-separated symbols ({DEFAULT_SYMBOLS})"
     )
     parser.add_argument(
         "--rate",
-        type=float,
+        type=_non_negative,
         default=250.0,
         help="emulated trades + quotes per symbol per second (250)",
     )
     parser.add_argument(
         "--chaos",
-        type=float,
+        type=_non_negative,
         default=0.0,
         metavar="SECONDS",
         help="drop the connection every SECONDS to show reconnects (default: off)",

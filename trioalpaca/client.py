@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import ssl
 import sys
 import time
 import warnings
@@ -349,6 +350,11 @@ class AlpacaWebSocketClient:
         connect_timeout: seconds one connection attempt may take up to the confirmed initial
             subscription.
         close_timeout: seconds the closing handshake may take when leaving.
+        ssl_context: TLS settings for ``wss://`` URLs (default: ``ssl.create_default_context()``,
+            the system's CAs). Pass a context that trusts your CA to reach a server with a
+            private certificate (e.g. the TLS emulator). A certificate that does not verify, or
+            a server that does not speak TLS, ends the block at once with
+            :class:`~trioalpaca.TLSError` (never retried).
         staleness_timeout: per-channel silence limit; a subscribed channel that stays silent that
             long triggers a reconnect (:class:`~trioalpaca.StaleStreamError`). ``"auto"``
             (default): 120 s on the busy channels (``trades``, ``quotes``, ``orderbooks``,
@@ -394,6 +400,7 @@ class AlpacaWebSocketClient:
         subscription_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         close_timeout: float = 0.5,
+        ssl_context: ssl.SSLContext | None = None,
         staleness_timeout: float | Mapping[str, float] | Literal["auto"] | None = "auto",
         handler_errors: Literal["continue", "raise"] = "continue",
         auto_connect: bool = True,
@@ -473,6 +480,9 @@ class AlpacaWebSocketClient:
         self._subscription_timeout = subscription_timeout
         self._connect_timeout = connect_timeout
         self._close_timeout = close_timeout
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise UsageError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
+        self._ssl_context = ssl_context
         self._handler_errors = handler_errors
         self._auto_connect = auto_connect
         self._staleness = self._staleness_config(staleness_timeout)
@@ -778,6 +788,7 @@ class AlpacaWebSocketClient:
                 close_timeout=self._close_timeout,
                 heartbeat_interval=self._heartbeat_interval,
                 heartbeat_timeout=self._heartbeat_timeout,
+                ssl_context=self._ssl_context,
             ) as conn:
                 self._conn = conn
                 session.conn = conn

@@ -382,8 +382,11 @@ class _Upstream:
     async def _linger_loop(self) -> None:
         while True:
             if len(self.routes) == 0:
-                with trio.move_on_after(self.relay.linger):
-                    await self._members_changed.wait()
+                deadline = trio.current_time() + self.relay.linger
+                while len(self.routes) == 0 and trio.current_time() < deadline:
+                    self._members_changed = trio.Event()
+                    with trio.move_on_at(deadline):
+                        await self._members_changed.wait()
                 if len(self.routes) == 0:
                     # nobody came back: close (a new session opens a new upstream)
                     self.closed = True
@@ -831,10 +834,11 @@ class Relay:
         ]
         if need or up.routes.has_pending(conn):
             up.routes.hold_ack(conn, replies[0], need)
+            up.wake()
         else:
             conn.send_control(replies[0])
-        if delta or need:
-            up.wake()
+            if delta:
+                up.wake()
 
     async def _serve_trading(self, conn: _Downstream) -> None:
         proto = TradingServerProtocol(conn.encoding, functools.partial(self._check_auth, conn))
