@@ -1318,8 +1318,12 @@ class _Session:
             control = proto.last_control
             ready = proto.state is ClientState.READY
         self.flush()
-        if client.observers:
-            self._observe(proto, control, msgs)
+        if not self._authenticated and proto.authenticated:
+            self._authenticated = True
+            if client.observers:
+                client._notify("authenticated")
+        if control and client.observers:
+            self._observe_ack(proto, msgs)
         error = proto.error
         if error is not None:
             raise error
@@ -1334,11 +1338,8 @@ class _Session:
             self.ready.set()
         return msgs
 
-    def _observe(self, proto: Any, control: bool, msgs: list[Any]) -> None:
-        if not self._authenticated and proto.authenticated:
-            self._authenticated = True
-            self.client._notify("authenticated")
-        if control and msgs:
+    def _observe_ack(self, proto: Any, msgs: list[Any]) -> None:
+        if msgs:
             msg = msgs[0]
             if isinstance(msg, SubscriptionChanged) or (
                 type(msg) is dict and msg.get("T") == "subscription"
