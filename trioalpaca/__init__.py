@@ -164,6 +164,13 @@ from trioalpaca.record import serve_replay as serve_replay
 
 # --- end record ---
 
+# --- relay ---
+# isort: split
+from trioalpaca.relay import Relay as Relay
+from trioalpaca.relay import serve_relay as serve_relay
+
+# --- end relay ---
+
 # --- __module__ fix-up (as trio does): public names defined in private modules report the
 # public path, so reprs, pickles and the docs use it.
 # isort: split
