@@ -51,7 +51,9 @@ from trioalpaca._errors import (
 )
 from trioalpaca._groups import single_error
 from trioalpaca._handlers import ErrorHandler, ErrorReport, call_maybe_async, handler_name
-from trioalpaca._protocol.client import ClientState, DataClientProtocol
+from trioalpaca._protocol.client import DataClientProtocol
+from trioalpaca._protocol.common import normalize_channels
+from trioalpaca._protocol.stream import StreamClientProtocol
 from trioalpaca.backoff import Backoff
 from trioalpaca.endpoints import (
     CHANNELS,
@@ -59,7 +61,6 @@ from trioalpaca.endpoints import (
     FEEDS,
     Endpoint,
     StreamKind,
-    channel_to_python,
     channel_to_wire,
     check_symbol,
     feed_from_url,
@@ -554,24 +555,7 @@ class AlpacaWebSocketClient:
     def _normalise_channels(
         self, channels: Mapping[str, Iterable[str] | str | None]
     ) -> dict[str, tuple[str, ...]]:
-        out: dict[str, tuple[str, ...]] = {}
-        offered = self.endpoint.channels
-        for name, symbols in channels.items():
-            if symbols is None:
-                continue
-            if isinstance(symbols, str):
-                symbols = (symbols,)
-            syms = tuple(dict.fromkeys(check_symbol(s) for s in symbols))
-            if not syms:
-                continue
-            wire = channel_to_wire(name)
-            if wire not in offered:
-                raise UsageError(
-                    f"feed {self.endpoint.feed!r} has no channel {channel_to_python(wire)!r}; "
-                    f"it offers {', '.join(sorted(channel_to_python(c) for c in offered))}"
-                )
-            out[wire] = syms
-        return out
+        return normalize_channels(self.endpoint, channels, symbol=check_symbol)
 
     def _staleness_config(
         self, staleness: float | Mapping[str, float] | Literal["auto"] | None
@@ -832,14 +816,16 @@ class AlpacaWebSocketClient:
 
     def _new_session(self, gap_start: int | None, attempts: int) -> _Session:
         previous = self._session
-        if previous is not None:
+        if previous is not None and isinstance(previous.proto, DataClientProtocol):
+            # Resubscribe to what was confirmed, plus what was pending (the trading stream
+            # always listens to trade_updates).
             self._desired = previous.proto.desired
         self._session_id += 1
         session = _Session(self, self._session_id, gap_start, attempts)
         self._session = session
         return session
 
-    def _make_protocol(self) -> Any:
+    def _make_protocol(self) -> StreamClientProtocol:
         key, secret = self._key.reveal(), self._secret.reveal()
         if self.kind is StreamKind.TRADING:
             from trioalpaca._protocol.trading import TradingClientProtocol
@@ -1312,11 +1298,8 @@ class _Session:
         client = self.client
         if self._trading:
             msgs = [m for m in msgs if not _is_trading_control(m)]
-            control = False
-            ready = "trade_updates" in proto.listening
-        else:
-            control = proto.last_control
-            ready = proto.state is ClientState.READY
+        control = proto.last_control
+        ready = proto.ready
         self.flush()
         if client.observers:
             self._observe(proto, control, msgs)
@@ -1334,7 +1317,7 @@ class _Session:
             self.ready.set()
         return msgs
 
-    def _observe(self, proto: Any, control: bool, msgs: list[Any]) -> None:
+    def _observe(self, proto: StreamClientProtocol, control: bool, msgs: list[Any]) -> None:
         if not self._authenticated and proto.authenticated:
             self._authenticated = True
             self.client._notify("authenticated")
