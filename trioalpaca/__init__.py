@@ -155,6 +155,16 @@ from trioalpaca.pool import open_pool as open_pool
 
 # --- end pool ---
 
+# --- record ---
+# isort: split
+from trioalpaca.record import RecordingError as RecordingError
+from trioalpaca.record import RecordingFormatError as RecordingFormatError
+from trioalpaca.record import open_recorder as open_recorder
+from trioalpaca.record import open_replay as open_replay
+from trioalpaca.record import serve_replay as serve_replay
+
+# --- end record ---
+
 # --- __module__ fix-up (as trio does): public names defined in private modules report the
 # public path, so reprs, pickles and the docs use it.
 # isort: split

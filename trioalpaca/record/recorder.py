@@ -400,6 +400,7 @@ class Recorder:
                 )
                 tap.dropped = 0
         batches = [(tap.sink, tap.take()) for tap in self._taps if tap.pending]
+        self._pending_bytes = 0
         try:
             for sink, items in batches:
                 sink.write(items)
@@ -446,7 +447,7 @@ async def open_recorder(
         path: a ``.tarec`` file (one stream, no rotation) or a directory (created if needed)
             that receives ``STREAM-YYYYmmddTHHMMSSZ-SEQ.tarec`` files, rotated per ``rotate``
             and ``max_bytes``.
-        source: an :class:`~trioalpaca.AlpacaWebSocketClient` (recorded as ``stream``) or a
+        source: an :class:`~trioalpaca.client.AlpacaWebSocketClient` (recorded as ``stream``) or a
             :class:`~trioalpaca.pool.ConnectionPool` (each connection recorded as ``connN``);
             ``None`` to call :meth:`Recorder.attach` yourself.
         stream: stream name of a single client.
