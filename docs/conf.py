@@ -31,6 +31,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"trioalpaca\..*\._.*"),
     (r"py:.*", r"_[A-Z]\w*"),  # private helper classes in signatures (never documented)
     (r"py:.*", r"trioalpaca\._book\.O"),  # the owner type variable of SubscriptionBook
+    (r"py:class", r"HandlerTable|_Entry"),  # private constructor arguments of client.Handle
 ]
 intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
 html_theme = "furo"

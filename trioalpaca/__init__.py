@@ -138,6 +138,7 @@ from trioalpaca._handlers import Component as Component
 from trioalpaca._handlers import ErrorAction as ErrorAction
 from trioalpaca._handlers import ErrorHandler as ErrorHandler
 from trioalpaca._handlers import ErrorReport as ErrorReport
+from trioalpaca._options import StreamOptions as StreamOptions
 
 # --- end arch: shared primitives ---
 
@@ -174,6 +175,6 @@ from trioalpaca.relay import serve_relay as serve_relay
 # --- __module__ fix-up (as trio does): public names defined in private modules report the
 # public path, so reprs, pickles and the docs use it.
 # isort: split
-for _obj in (BookDelta, SubscriptionBook, ErrorReport):
+for _obj in (BookDelta, SubscriptionBook, ErrorReport, StreamOptions):
     _obj.__module__ = "trioalpaca"
 del _obj
