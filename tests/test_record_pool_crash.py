@@ -39,22 +39,24 @@ def events(path: str) -> list[dict[str, Any]]:
 async def test_pool_connections_are_recorded_as_streams(
     tmp_path: Path, autojump_clock: trio.abc.Clock
 ) -> None:
-    async with open_emulator(symbols=["AAPL", "MSFT"], rate=50, credentials=CREDS) as emu:
-        async with open_pool(
+    async with (
+        open_emulator(symbols=["AAPL", "MSFT"], rate=50, credentials=CREDS) as emu,
+        open_pool(
             credentials=list(CREDS.items()),
             feed="iex",
             url=emu.url_for("iex"),
             heartbeat_interval=1.0,
             backoff=trioalpaca.Backoff(initial=0.2, cap=1.0, seed=1),
-        ) as pool:
-            async with open_recorder(tmp_path, pool):
-                a = await pool.get_connection(["AAPL"], channels=["trades"])
-                b = await pool.get_connection(["MSFT"], channels=["trades"])
-                assert (a.connections, b.connections) == ((0,), (1,))
-                got_a = [await a.receive() for _ in range(10)]
-                emu.drop(feed="iex", connection=emu.open_connections("iex")[0].id)
-                got_a += [await a.receive() for _ in range(10)]
-                got_b = [await b.receive() for _ in range(5)]
+        ) as pool,
+        open_recorder(tmp_path, pool),
+    ):
+        a = await pool.get_connection(["AAPL"], channels=["trades"])
+        b = await pool.get_connection(["MSFT"], channels=["trades"])
+        assert (a.connections, b.connections) == ((0,), (1,))
+        got_a = [await a.receive() for _ in range(10)]
+        emu.drop(feed="iex", connection=emu.open_connections("iex")[0].id)
+        got_a += [await a.receive() for _ in range(10)]
+        got_b = [await b.receive() for _ in range(5)]
     streams = find_streams(tmp_path)
     assert set(streams) == {"conn0", "conn1"}
     # the pool replaced connection 0's client after the drop; the new client is in the same stream
