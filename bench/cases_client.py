@@ -191,43 +191,6 @@ def e_bare(p: Params) -> dict[str, Any]:
     return trio.run(_bare, p)
 
 
-# ---------------------------------------------------------------- latency (paced feed)
-
-
-async def _trioalpaca_latency(p: Params, raw: bool) -> dict[str, Any]:
-    lat: list[int] = []
-    async with _trioalpaca_stream(p, raw_data=raw) as stream:
-        warm_until = trio.current_time() + 2.0
-        end = warm_until + p.seconds
-        async for msg in stream:
-            now = time.time_ns()
-            if trio.current_time() < warm_until:
-                continue
-            lat.append(now - (msg["t"] if raw else msg.timestamp_ns))
-            if trio.current_time() >= end:
-                break
-        metrics = stream.get_metrics()
-    out = {"msgs": len(lat), **_percentiles(lat)}
-    out["client_p50_ms"] = metrics["p50_latency_ms"]
-    out["client_p99_ms"] = metrics["p99_latency_ms"]
-    return out
-
-
-@case("lat_a", "trioalpaca typed", "latency")
-def lat_a(p: Params) -> dict[str, Any]:
-    return trio.run(_trioalpaca_latency, p, False)
-
-
-@case("lat_b", "trioalpaca raw dicts", "latency")
-def lat_b(p: Params) -> dict[str, Any]:
-    return trio.run(_trioalpaca_latency, p, True)
-
-
-@case("lat_c", "alpaca-py typed", "latency")
-def lat_c(p: Params) -> dict[str, Any]:
-    return _alpaca_py(p, False, "latency")
-
-
 # ---------------------------------------------------------------- memory (slow consumer)
 
 
@@ -268,3 +231,39 @@ async def _slow_consumer(p: Params) -> dict[str, Any]:
 @case("rss", "trioalpaca drop_oldest, consumer 10x slower", "memory")
 def rss(p: Params) -> dict[str, Any]:
     return trio.run(_slow_consumer, p)
+
+
+# ---------------------------------------------------------------- buffered (RSS per million)
+
+
+async def _buffered(p: Params, raw: bool) -> dict[str, Any]:
+    """Let ``p.total`` messages pile up in the client's buffer unread, then measure memory."""
+    import gc
+    import sys
+
+    gc.collect()
+    rss0 = _rss_mb()
+    blocks0 = sys.getallocatedblocks()
+    async with _trioalpaca_stream(p, raw_data=raw, buffer_size=p.total + 10_000) as stream:
+        while stream.get_metrics()["buffered"] < p.total:
+            await trio.sleep(0.05)
+        gc.collect()
+        rss1 = _rss_mb()
+        blocks1 = sys.getallocatedblocks()
+        buffered = stream.get_metrics()["buffered"]
+    return {
+        "buffered": buffered,
+        "rss_mb": rss1 - rss0,
+        "rss_mb_per_M": (rss1 - rss0) / buffered * 1e6,
+        "blocks_per_msg": (blocks1 - blocks0) / buffered,
+    }
+
+
+@case("buf_a", "trioalpaca typed, messages held in the buffer", "buffered")
+def buf_a(p: Params) -> dict[str, Any]:
+    return trio.run(_buffered, p, False)
+
+
+@case("buf_b", "trioalpaca raw dicts, messages held in the buffer", "buffered")
+def buf_b(p: Params) -> dict[str, Any]:
+    return trio.run(_buffered, p, True)

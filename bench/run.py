@@ -3,10 +3,17 @@
 1. Starts the emulator in its own process, in burst mode (frames of 100 messages, half trades
    and half quotes) and measures messages/second for every ``throughput`` case, each client in its
    own subprocess, one after the other (best of ``--repeat`` runs).
-2. Restarts the emulator paced at ``--rate`` messages/second in total and measures p50/p99
-   latency (receive wall clock minus the message's own timestamp) for the ``latency`` cases.
-3. On the paced feed, runs the ``memory`` cases (a consumer 10x slower than the feed under
-   ``drop_oldest``) and reports RSS over time.
+2. Starts ``bench/paced_server.py`` once per rate in ``--paced-rates`` (default 20k and 100k
+   msgs/s): it sends each frame the moment it is due, stamped with its send time, and every
+   ``paced`` case reports the client-added latency (p50/p99/p99.9/max), CPU seconds per million
+   messages and GC pauses. (The old ``latency`` kind measured against the emulator's *market*
+   timestamps, which include deliberate late prints up to a minute old: that, not the clients,
+   was the source of the 1-1.5 s p99 outliers. See docs/performance.rst.)
+3. Restarts the emulator paced at ``--rate`` messages/second and runs the ``latency`` cases other
+   modules register, and the ``memory`` cases (RSS under a slow consumer, RSS per million
+   buffered messages).
+4. Writes every figure to ``--json`` (default ``bench-results.json``) with the commit it ran on,
+   so two commits can be compared with ``python bench/compare.py OLD.json NEW.json``.
 
 Cases live in ``bench/cases_*.py`` (see ``bench/registry.py``); the table prints absolute figures
 and the ratios the project targets.
@@ -80,6 +87,98 @@ def run_case(name: str, params: Params, timeout: float) -> dict[str, Any]:
     return result
 
 
+@contextlib.contextmanager
+def paced_server(rate: float, seconds: float) -> Iterator[str]:
+    """Run ``bench/paced_server.py`` for one connection's worth of paced, send-stamped frames."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "paced_server.py"),
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(seconds),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        yield f"ws://127.0.0.1:{info['port']}/v2/iex"
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _brief(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"ERROR {r['error']}"
+    keys = ("p50_ms", "p99_ms", "p999_ms", "max_ms", "cpu_s_per_M", "gc_max_ms")
+    return "  ".join(f"{k} {_fmt(float(r.get(k, math.nan)), '.3f')}" for k in keys)
+
+
+def _print_paced(paced: dict[float, dict[str, dict[str, Any]]]) -> None:
+    for rate, by_case in paced.items():
+        print()
+        print(f"== client-added latency at {rate:,.0f} msgs/s (send-stamped feed; ms) ==")
+        floor = by_case.get("pl_e", {})
+        floor_p99 = float(floor.get("p99_ms", math.nan))
+        print(
+            f"  {'case':<11} {'client':<44} {'p50':>7} {'p99':>7} {'p99.9':>7} {'max':>8} "
+            f"{'>10ms':>6} {'p99/floor':>9} {'cpu s/M':>8} {'gc max':>7}"
+        )
+        for name, r in by_case.items():
+            if "error" in r:
+                print(f"  {name:<11} {CASES[name].label:<44} ERROR {r['error']}")
+                continue
+            ratio = float(r["p99_ms"]) / floor_p99 if floor_p99 == floor_p99 else math.nan
+            print(
+                f"  {name:<11} {CASES[name].label:<44} {_fmt(r['p50_ms'], '.3f'):>7} "
+                f"{_fmt(r['p99_ms'], '.3f'):>7} {_fmt(r['p999_ms'], '.3f'):>7} "
+                f"{_fmt(r['max_ms'], '.2f'):>8} {r['over_10ms']:>6} {_fmt(ratio, '.2f'):>8}x "
+                f"{_fmt(r['cpu_s_per_M'], '.2f'):>8} {_fmt(r['gc_max_ms'], '.2f'):>7}"
+            )
+            if r.get("server_late_frames"):
+                print(
+                    f"  {'':<11} (server sent {r['server_late_frames']} frames > 1 ms late; "
+                    f"achieved {_fmt(float(r.get('server_rate') or math.nan))} msgs/s)"
+                )
+
+
+def _write_json(
+    args: argparse.Namespace,
+    rates: dict[str, float],
+    results: dict[str, dict[str, Any]],
+    paced: dict[float, dict[str, dict[str, Any]]],
+    elapsed: float,
+) -> None:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, cwd=HERE
+        ).stdout.strip()
+    except OSError:  # pragma: no cover - git missing
+        commit = ""
+    doc = {
+        "commit": commit,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "argv": sys.argv[1:],
+        "seconds": elapsed,
+        "labels": {name: c.label for name, c in CASES.items()},
+        "throughput_msgs_per_s": rates,
+        "results": results,
+        "paced": {f"{rate:g}": by_case for rate, by_case in paced.items()},
+    }
+    pathlib.Path(args.json).write_text(json.dumps(doc, indent=2, sort_keys=True))
+    print(f"results written to {args.json}")
+
+
 def _rate(r: dict[str, Any]) -> float:
     if "error" in r or not r.get("seconds"):
         return math.nan
@@ -101,6 +200,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="latency window")
     parser.add_argument("--memory-seconds", type=float, default=20.0)
     parser.add_argument("--cases", default="", help="comma-separated case names (default all)")
+    parser.add_argument(
+        "--paced-rates", default="20000,100000", help="msgs/s for the paced latency cases"
+    )
+    parser.add_argument("--paced-seconds", type=float, default=5.0, help="paced window per case")
+    parser.add_argument(
+        "--buffered", type=int, default=1_000_000, help="messages held for the RSS cases"
+    )
+    parser.add_argument("--json", default="bench-results.json", help="where to write results")
     args = parser.parse_args()
     _load_cases()
 
@@ -136,6 +243,30 @@ def main() -> int:
                     f"  round {round_no + 1}: {c.name:<8} {c.label:<44} {_fmt(_rate(r)):>12} msg/s",
                     flush=True,
                 )
+
+    buffered_cases = [c for c in CASES.values() if c.kind == "buffered" and c.name in wanted]
+    if buffered_cases:
+        frames = args.buffered // 100
+        print(f"buffered: {frames * 100:,} messages held unread in the client's buffer", flush=True)
+        with emulator(
+            "--burst", "100", "--frames", str(frames), "--symbols", str(args.symbols)
+        ) as (url, symbols):
+            for c in buffered_cases:
+                r = run_case(c.name, Params(url, symbols, frames * 100, 0.0, 0.0), timeout=300)
+                results[c.name] = r
+                print(f"  {c.name:<11} {c.label:<44} {json.dumps(r)}", flush=True)
+
+    paced: dict[float, dict[str, dict[str, Any]]] = {}
+    paced_cases = [c for c in CASES.values() if c.kind == "paced" and c.name in wanted]
+    for rate in [float(r) for r in args.paced_rates.split(",") if r] if paced_cases else []:
+        print(f"paced (send-stamped): {rate:,.0f} msgs/s, frames of 10", flush=True)
+        paced[rate] = {}
+        for c in paced_cases:
+            with paced_server(rate, args.paced_seconds + 1.0) as url:
+                params = Params(url, ["AAPL", "MSFT"], 0, args.paced_seconds + 1.0, rate)
+                r = run_case(c.name, params, timeout=args.paced_seconds + 60)
+            paced[rate][c.name] = r
+            print(f"  {c.name:<11} {c.label:<44} {_brief(r)}", flush=True)
 
     per_symbol = args.rate / args.symbols
     print(f"paced: {args.rate:,.0f} msgs/s ({args.symbols} symbols)", flush=True)
@@ -182,6 +313,20 @@ def main() -> int:
                 f"  ({name}) {CASES[name].label:<30} p50 {_fmt(r['p50_ms'], '.3f'):>8}  "
                 f"p99 {_fmt(r['p99_ms'], '.3f'):>8}  ({r['msgs']:,} msgs)"
             )
+    _print_paced(paced)
+    for name, r in results.items():
+        if CASES[name].kind != "buffered":
+            continue
+        print()
+        print(f"== memory: {CASES[name].label} ==")
+        if "error" in r:
+            print(f"  ERROR {r['error']}")
+            continue
+        print(
+            f"  {r['buffered']:,} messages held: RSS +{r['rss_mb']:.0f} MB "
+            f"({r['rss_mb_per_M']:.0f} MB per million), {r['blocks_per_msg']:.1f} heap blocks "
+            "per message"
+        )
     mem = {n: r for n, r in results.items() if CASES[n].kind == "memory"}
     for name, r in mem.items():
         print()
@@ -195,7 +340,9 @@ def main() -> int:
             f"end {r['rss_end_mb']:.1f} MB, growth {r['rss_growth_mb']:+.1f} MB ({flat}); "
             f"received {r['received']:,}, consumed {r['consumed']:,}, dropped {r['dropped']:,}"
         )
-    print(f"\nbench finished in {time.perf_counter() - started:.0f} s")
+    elapsed = time.perf_counter() - started
+    print(f"\nbench finished in {elapsed:.0f} s")
+    _write_json(args, rates, results, paced, elapsed)
     return 0
 
 

@@ -29,6 +29,7 @@ nitpick_ignore_regex = [
         r"(Any|Self|Callable|Awaitable|Mapping|Sequence|Iterable|Iterator|AsyncIterator|Literal|TypeAlias|Frame|Message|Encoding|T|NoneType|ellipsis)",
     ),
     (r"py:.*", r"trioalpaca\..*\._.*"),
+    (r"py:.*", r"trioalpaca\._book\.O"),  # the owner type variable of SubscriptionBook
 ]
 intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
 html_theme = "alabaster"

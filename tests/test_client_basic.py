@@ -16,6 +16,7 @@ from tests.helpers import loopback_autojump_clock  # noqa: F401 (the autojump_cl
 from trioalpaca import (
     AlpacaWebSocketClient,
     CredentialsError,
+    ErrorReport,
     Quote,
     SymbolLimitError,
     Trade,
@@ -192,6 +193,7 @@ async def test_handlers_coexist_and_filter(autojump_clock: trio.abc.Clock) -> No
 
 async def test_handler_errors_go_to_error_handler(autojump_clock: trio.abc.Clock) -> None:
     errors: list[tuple[BaseException, Any]] = []
+    reports: list[ErrorReport] = []
     count = 0
     done = trio.Event()
 
@@ -202,8 +204,9 @@ async def test_handler_errors_go_to_error_handler(autojump_clock: trio.abc.Clock
             done.set()
         raise RuntimeError("handler bug")
 
-    async def on_error(exc: BaseException, msg: Any) -> None:
-        errors.append((exc, msg))
+    async def on_error(report: ErrorReport) -> None:
+        errors.append((report.exception, report.message))
+        reports.append(report)
 
     async with emulator() as emu:
         stream = client(emu, trades=["AAPL"])
@@ -214,6 +217,8 @@ async def test_handler_errors_go_to_error_handler(autojump_clock: trio.abc.Clock
             assert stream.state == "connected"
     assert len(errors) >= 19
     assert all(isinstance(e, RuntimeError) and isinstance(m, Trade) for e, m in errors)
+    assert {(r.component, r.kind, r.action) for r in reports} == {("client", "trades", "continue")}
+    assert reports[0].handler.endswith("boom") and reports[0].batch == (reports[0].message,)
     assert stream.get_metrics()["errors"]["handler"] >= 19
 
 

@@ -180,6 +180,7 @@ class ManagerMachine(RuleBasedStateMachine):
                 assert self.manager.refcount(ch, sym) == expected, (ch, sym)
         assert {s.id for s in self.manager.subscriptions} == set(self.model)
         assert all(s.active for s in self.manager.subscriptions)
+        self.manager._book.check_invariants()
 
 
 ManagerMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)

@@ -689,7 +689,8 @@ async def test_slow_handle_drop_oldest_reports_dropped(autojump_clock: trio.abc.
 def check_bookkeeping(pool: ConnectionPool) -> None:
     """The pool's own tables agree with each other."""
     place = pool._place
-    assert set(place) == set(pool._wanted)
+    pool._book.check_invariants()
+    assert set(place) == pool._book.symbols()
     seen: set[str] = set()
     for slot in pool._slots:
         assert not (slot.symbols & seen), "a symbol is assigned to two connections"
@@ -700,11 +701,11 @@ def check_bookkeeping(pool: ConnectionPool) -> None:
     assert seen == set(place)
     for sym, index in pool._live.items():
         assert place[sym] == index and pool._slots[index].ready
-    for h in pool._handles:
+    for h in pool._book:
         for sym in h.symbols:
-            assert h in pool._subscribers[sym]
+            assert h in pool._book.owners_of_symbol(sym)
             for ch in h.channels:
-                assert pool._wanted[sym][ch] >= 1
+                assert pool._book.refcount((ch, sym)) >= 1
 
 
 def check_server_state(pool: ConnectionPool, emu: Emulator) -> None:
@@ -717,7 +718,7 @@ def check_server_state(pool: ConnectionPool, emu: Emulator) -> None:
         conn = by_key.get(creds[slot.spec.credential])
         assert conn is not None, f"no session for connection {slot.spec.index}"
         for channel in ("trades", "quotes"):
-            want = {s for s in slot.symbols if pool._wanted[s][channel] > 0}
+            want = {s for s in slot.symbols if pool._book.wanted((channel, s))}
             assert set(conn.subscriptions.get(channel, ())) == want, (slot.spec.index, channel)
 
 
@@ -761,7 +762,7 @@ async def test_random_operations_keep_the_books_straight(
                         handles.append(await pool.get_connection(syms, channels=channels))
                     consumers.start_soon(drain, handles[-1])
                 except PoolCapacityError:
-                    wanted = set(pool._wanted) | set(syms)
+                    wanted = pool._book.symbols() | set(syms)
                     assert len(wanted) > 15
             elif op == "close" and handles:
                 await handles.pop(rng.randrange(len(handles))).aclose()
@@ -811,3 +812,54 @@ async def test_an_error_in_the_block_leaves_promptly(autojump_clock: trio.abc.Cl
         with trio.fail_after(2):
             while emu.open_connections(FEED):
                 await trio.sleep(0.01)
+
+
+# ---------------------------------------------------------------------------------- contract
+
+
+async def test_error_handler_gets_one_report_per_connection_error(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    reports: list[trioalpaca.ErrorReport] = []
+    async with emulator() as emu, pool_for(emu, n_keys=2) as pool:
+        pool.set_error_handler(reports.append)  # plain function
+        h = await pool.get_connection(["AAPL"])
+        index = h.connections[0]
+        victim = conn_of_key(emu, key_of_slot(pool, index))
+        emu.drop(connection=victim.id, how="reset")
+        with trio.fail_after(10):
+            while not reports:
+                await trio.sleep(0.01)
+        (report,) = reports
+        assert (report.component, report.connection, report.action) == ("pool", index, "reconnect")
+        assert isinstance(report.exception, trioalpaca.TrioAlpacaError)
+
+        async def failing(report: trioalpaca.ErrorReport) -> None:  # async, and raising
+            raise RuntimeError("bug in the error handler")
+
+        pool.set_error_handler(failing)
+        (other,) = {0, 1} - {index}
+        emu.drop(connection=conn_of_key(emu, key_of_slot(pool, other)).id, how="reset")
+        with trio.fail_after(10):
+            while pool.get_metrics()["error_handler_errors"] < 1:
+                await trio.sleep(0.01)
+        m = pool.get_metrics()
+        assert m == {**pool.get_pool_metrics(), "messages_per_second": m["messages_per_second"]}
+        assert m["error_handler_errors"] == 1 and m["failovers"] == 2
+        await h.aclose()
+
+
+async def test_pool_reads_the_same_environment_as_the_client(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("ALPACA_API_KEY", "PKPOOL2")
+    monkeypatch.setenv("ALPACA_API_SECRET", "secret-two")
+    async with emulator() as emu, open_pool(feed=FEED, url=emu.url_for(FEED)) as pool:
+        assert pool.pool_size == 1
+        assert {c.key for c in emu.open_connections(FEED)} == {"PKPOOL2"}
+    monkeypatch.delenv("ALPACA_API_KEY")
+    with pytest.raises(trioalpaca.CredentialsError, match="ALPACA_API_KEY"):
+        async with open_pool(feed=FEED):
+            pytest.fail("the pool must not open")  # pragma: no cover

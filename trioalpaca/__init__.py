@@ -120,7 +120,6 @@ from trioalpaca.manager import Subscription as Subscription
 from trioalpaca.manager import SubscriptionHandler as SubscriptionHandler
 from trioalpaca.manager import TokenBucket as TokenBucket
 from trioalpaca.manager import open_stream_manager as open_stream_manager
-from trioalpaca.pipeline import ErrorHandler as ErrorHandler
 from trioalpaca.pipeline import ErrorPolicy as ErrorPolicy
 from trioalpaca.pipeline import MessageHandler as MessageHandler
 from trioalpaca.pipeline import ProcessingFailure as ProcessingFailure
@@ -129,6 +128,18 @@ from trioalpaca.pipeline import ProcessorError as ProcessorError
 from trioalpaca.pipeline import open_message_handler as open_message_handler
 
 # --- end pipeline / manager ---
+
+# --- arch: shared primitives ---
+# isort: split
+from trioalpaca._book import BookDelta as BookDelta
+from trioalpaca._book import Pair as Pair
+from trioalpaca._book import SubscriptionBook as SubscriptionBook
+from trioalpaca._handlers import Component as Component
+from trioalpaca._handlers import ErrorAction as ErrorAction
+from trioalpaca._handlers import ErrorHandler as ErrorHandler
+from trioalpaca._handlers import ErrorReport as ErrorReport
+
+# --- end arch: shared primitives ---
 
 # --- pool ---
 # isort: split
@@ -142,3 +153,10 @@ from trioalpaca.pool import RotationMode as RotationMode
 from trioalpaca.pool import open_pool as open_pool
 
 # --- end pool ---
+
+# --- __module__ fix-up (as trio does): public names defined in private modules report the
+# public path, so reprs, pickles and the docs use it.
+# isort: split
+for _obj in (BookDelta, SubscriptionBook, ErrorReport):
+    _obj.__module__ = "trioalpaca"
+del _obj

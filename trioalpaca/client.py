@@ -26,9 +26,9 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import os
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -37,8 +37,8 @@ import trio
 
 from trioalpaca import __version__
 from trioalpaca._connection import Connection, Frame, open_connection
+from trioalpaca._credentials import resolve_credentials
 from trioalpaca._errors import (
-    CredentialsError,
     ReconnectLimitError,
     StaleStreamError,
     SubscriptionTimeoutError,
@@ -47,15 +47,20 @@ from trioalpaca._errors import (
     UsageError,
 )
 from trioalpaca._groups import single_error
+from trioalpaca._handlers import ErrorHandler, ErrorReport, call_maybe_async, handler_name
 from trioalpaca._protocol.client import ClientState, DataClientProtocol
 from trioalpaca.backoff import Backoff
 from trioalpaca.endpoints import (
     CHANNELS,
+    DEFAULT_FEED,
     FEEDS,
     Endpoint,
     StreamKind,
     channel_to_python,
     channel_to_wire,
+    check_symbol,
+    feed_from_url,
+    proxy_from_env,
     resolve_feed,
     stream_url,
 )
@@ -93,8 +98,6 @@ StreamItem = Message | dict[str, Any]
 Handler = Callable[[Any], Awaitable[None]]
 """An async callable taking one message (typed or raw dict)."""
 
-ErrorHandler = Callable[[BaseException, Any], Awaitable[None]]
-"""An async callable taking (exception, message) when a handler raised."""
 
 #: Channels that are quiet for long stretches by nature; staleness detection ignores them unless
 #: a timeout is given for them explicitly.
@@ -134,17 +137,6 @@ _STATES = (
     "closed",
     "failed",
 )
-
-
-def _env_credentials() -> tuple[str | None, str | None]:
-    for key_var, secret_var in (
-        ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"),
-        ("ALPACA_API_KEY", "ALPACA_API_SECRET"),
-    ):
-        key, secret = os.environ.get(key_var), os.environ.get(secret_var)
-        if key and secret:
-            return key, secret
-    return None, None
 
 
 class _Secret:
@@ -418,7 +410,9 @@ class AlpacaWebSocketClient:
         stream_type: ``"data"`` (market data, the default) or ``"trading"`` (``trade_updates``).
         feed: stock feed (``iex``, ``sip``, ``delayed_sip``, ``boats``, ``overnight``, ``test``),
             ``crypto/us`` (``crypto/us-1``, ``crypto/eu-1``, ``crypto-perps/global``), ``opra`` /
-            ``indicative`` / ``options``, or ``news``. Ignored for ``stream_type="trading"``.
+            ``indicative`` / ``options``, or ``news``. Default: the feed the ``url`` ends with
+            (``.../v2/iex``), else ``iex`` (the free plan's feed, as in alpaca-py). There is no
+            ``otc`` stream. Ignored, with a warning, for ``stream_type="trading"``.
         raw_data: yield canonical wire dicts (``{"T": "t", "S": "AAPL", "p": ..., "t": <int ns>}``)
             instead of typed models. Markers become ``{"T": "reconnected", ...}`` /
             ``{"T": "dropped", ...}`` dicts.
@@ -431,7 +425,9 @@ class AlpacaWebSocketClient:
         heartbeat_interval: seconds between websocket pings (``None`` disables the heartbeat).
         heartbeat_timeout: seconds a pong may take before the connection is declared dead.
         url: full websocket URL override (e.g. an emulator: ``"ws://127.0.0.1:8765/v2/test"``).
-        base_url: scheme + host override; the feed's path is appended.
+        base_url: scheme + host override; the feed's path is appended. Without ``url``,
+            ``base_url`` and ``sandbox``, market data streams use ``DATA_PROXY_WS`` (crypto:
+            ``DATA_CRYPTO_PROXY_WS``, else ``DATA_PROXY_WS``) as the base when it is set.
         sandbox: use Alpaca's sandbox market data host.
         paper: trading stream: paper (default) or live host.
         buffer_size: capacity of the buffer between the reader and the consumer, in messages.
@@ -457,7 +453,9 @@ class AlpacaWebSocketClient:
             :meth:`connect` yourself.
         trades: initial ``trades`` subscription (symbols, or ``["*"]`` for all); likewise
             ``quotes``, ``bars``, ``daily_bars``, ``updated_bars``, ``statuses``, ``lulds``,
-            ``imbalances``, ``orderbooks``, ``news`` and ``pricing``.
+            ``imbalances``, ``orderbooks``, ``news`` and ``pricing``. Symbols are upper-cased;
+            an empty one, or one with a space or a comma, is refused with
+            :class:`~trioalpaca.UsageError` naming it (here and in :meth:`subscribe`).
 
     Raises:
         CredentialsError: no credentials in the arguments or the environment.
@@ -470,7 +468,7 @@ class AlpacaWebSocketClient:
         api_secret: str | None = None,
         *,
         stream_type: Literal["data", "trading"] = "data",
-        feed: str = "sip",
+        feed: str | None = None,
         raw_data: bool = False,
         encoding: Literal["msgpack", "json"] | None = None,
         max_reconnect_attempts: int | None = None,
@@ -513,22 +511,22 @@ class AlpacaWebSocketClient:
             raise UsageError("handler_errors must be 'continue' or 'raise'")
         if max_reconnect_attempts is not None and max_reconnect_attempts < 0:
             raise UsageError("max_reconnect_attempts must be >= 0 or None")
-        if (api_key is None) != (api_secret is None):
-            raise CredentialsError("pass both api_key and api_secret, or neither")
-        if api_key is None or api_secret is None:
-            api_key, api_secret = _env_credentials()
-        if not api_key or not api_secret:
-            raise CredentialsError(
-                "no API credentials: pass api_key= and api_secret=, or set APCA_API_KEY_ID and "
-                "APCA_API_SECRET_KEY (or ALPACA_API_KEY and ALPACA_API_SECRET) in the environment"
-            )
+        api_key, api_secret = resolve_credentials(api_key, api_secret)
         self._key = _Secret(api_key)
         self._secret = _Secret(api_secret)
 
         self.stream_type = stream_type
         """``"data"`` or ``"trading"``."""
+        if stream_type == "trading" and feed not in (None, "trading"):
+            warnings.warn(
+                f"feed={feed!r} is ignored: the trading stream (trade_updates) has no feed",
+                UserWarning,
+                stacklevel=2,
+            )
         self.endpoint: Endpoint = (
-            FEEDS["trading"] if stream_type == "trading" else resolve_feed(feed)
+            FEEDS["trading"]
+            if stream_type == "trading"
+            else resolve_feed(feed if feed is not None else feed_from_url(url) or DEFAULT_FEED)
         )
         """The resolved :class:`~trioalpaca.endpoints.Endpoint`."""
         if stream_type == "data" and self.endpoint.kind is StreamKind.TRADING:
@@ -547,10 +545,16 @@ class AlpacaWebSocketClient:
         """Wire encoding."""
         self.raw_data = raw_data
         """Whether plain dicts are yielded instead of models."""
+        if url is None and base_url is None and not sandbox:
+            base_url = proxy_from_env(self.kind)
         self.url = stream_url(
             self.endpoint, base_url=base_url, sandbox=sandbox, paper=paper, url=url
         )
         """The websocket URL."""
+        default_url = stream_url(self.endpoint, sandbox=sandbox, paper=paper)
+        self._label = self.endpoint.feed
+        if self.url != default_url:
+            self._label += f" at {self.url}"  # logs name what was really reached
 
         self._max_attempts = max_reconnect_attempts
         self._heartbeat_interval = heartbeat_interval
@@ -602,6 +606,8 @@ class AlpacaWebSocketClient:
         self._error_handler: ErrorHandler | None = None
         self._dispatcher_running = False
         self._iterating = False
+        self._stop: trio.Event | None = None  # set by aclose() under run()
+        self._closed = trio.Event()  # set when the async with block has closed everything
 
         # metrics
         self._messages = 0
@@ -632,7 +638,7 @@ class AlpacaWebSocketClient:
                 continue
             if isinstance(symbols, str):
                 symbols = (symbols,)
-            syms = tuple(dict.fromkeys(symbols))
+            syms = tuple(dict.fromkeys(check_symbol(s) for s in symbols))
             if not syms:
                 continue
             wire = channel_to_wire(name)
@@ -670,6 +676,7 @@ class AlpacaWebSocketClient:
     async def __aenter__(self) -> AlpacaWebSocketClient:
         if self._cm is not None:
             raise UsageError("this client is already open; create a new one per async with")
+        self._closed = trio.Event()
         self._cm = self._lifecycle()
         return await self._cm.__aenter__()  # type: ignore[no-any-return]
 
@@ -695,6 +702,7 @@ class AlpacaWebSocketClient:
             if self._state != "failed":
                 self._state = "closed"
             self._conn = None
+            self._closed.set()
 
     # ------------------------------------------------------------------ explicit control
 
@@ -731,6 +739,36 @@ class AlpacaWebSocketClient:
         self._buffer.close()
         self._state = "disconnected"
 
+    async def run(
+        self, *, task_status: trio.TaskStatus[AlpacaWebSocketClient] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the client until :meth:`aclose` or cancellation: the ``nursery.start`` form.
+
+        ``stream = await nursery.start(client.run)`` connects (like entering ``async with``),
+        reports the client once the initial subscriptions are confirmed, and keeps it open in the
+        nursery's task; ``await stream.aclose()`` ends it. Errors that stop the stream are raised
+        here, so they reach the nursery.
+        """
+        stop = self._stop = trio.Event()
+        async with self:
+            task_status.started(self)
+            await stop.wait()
+
+    async def aclose(self) -> None:
+        """Close the client; idempotent.
+
+        Under :meth:`run` this ends the run (and waits until it has closed). Inside your own
+        ``async with`` block it closes the connection like :meth:`disconnect` (iteration ends
+        after the buffered messages); leaving the block releases the rest.
+        """
+        stop = self._stop
+        if stop is not None:
+            stop.set()
+            if self._cm is not None:
+                await self._closed.wait()
+            return
+        await self.disconnect()
+
     def _require_nursery(self) -> trio.Nursery:
         if self._nursery is None:
             raise UsageError(
@@ -759,7 +797,7 @@ class AlpacaWebSocketClient:
                         if exc.fatal:
                             self._state = "failed"
                             logger.error(  # noqa: TRY400 - the error propagates to the user
-                                "stream %s stopped: %s", self.endpoint.feed, exc
+                                "stream %s stopped: %s", self._label, exc
                             )
                             raise
                         if self._ready.is_set():
@@ -781,7 +819,7 @@ class AlpacaWebSocketClient:
                         self._state = "reconnecting"
                         logger.warning(
                             "stream %s lost (%s: %s); reconnect attempt %d in %.2f s",
-                            self.endpoint.feed,
+                            self._label,
                             type(exc).__name__,
                             exc,
                             attempts,
@@ -895,7 +933,7 @@ class AlpacaWebSocketClient:
             self._buffer.put_marker(Reconnected(session.gap_start, now_wall, session.attempts))
             logger.info(
                 "stream %s reconnected after %.3f s (%d attempt(s))",
-                self.endpoint.feed,
+                self._label,
                 (now_wall - session.gap_start) / 1e9,
                 session.attempts,
             )
@@ -978,7 +1016,7 @@ class AlpacaWebSocketClient:
         key = self._normalise_kind(kind)
         if isinstance(symbols, str):
             symbols = (symbols,)
-        symset = None if symbols is None else frozenset(symbols)
+        symset = None if symbols is None else frozenset(check_symbol(s) for s in symbols)
         if symset is not None and "*" in symset:
             symset = None
         entry = _HandlerEntry(key, handler, symset)
@@ -1008,7 +1046,9 @@ class AlpacaWebSocketClient:
                 del self._handlers[entry.kind]
 
     def set_error_handler(self, handler: ErrorHandler | None) -> None:
-        """Set ``await handler(exc, msg)``, called when a message handler raises.
+        """Set the function called with an :class:`~trioalpaca.ErrorReport` when a message
+        handler raises (plain or ``async``; the report carries the exception, the message, the
+        handler's name and kind).
 
         Without one, handler exceptions are logged (``handler_errors="continue"``) or end the
         block (``handler_errors="raise"``). An exception raised by the error handler itself ends
@@ -1062,12 +1102,20 @@ class AlpacaWebSocketClient:
             try:
                 await entry.fn(msg)
             except Exception as exc:
-                await self._handler_failed(exc, msg)
+                await self._handler_failed(exc, msg, entry)
 
-    async def _handler_failed(self, exc: Exception, msg: Any) -> None:
+    async def _handler_failed(self, exc: Exception, msg: Any, entry: _HandlerEntry) -> None:
         self._errors["handler"] += 1
         if self._error_handler is not None:
-            await self._error_handler(exc, msg)
+            report = ErrorReport(
+                exception=exc,
+                component="client",
+                handler=handler_name(entry.fn),
+                message=msg,
+                batch=(msg,),
+                kind=entry.kind,
+            )
+            await call_maybe_async(self._error_handler, report)
             return
         if self._handler_errors == "raise":
             raise exc

@@ -20,6 +20,7 @@ Channel names exist in two spellings: the wire names the server uses (``dailyBar
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Mapping
 from types import MappingProxyType
 from urllib.parse import urlsplit, urlunsplit
@@ -32,6 +33,7 @@ __all__ = [
     "CHANNELS",
     "DATA_HOST",
     "DATA_SANDBOX_HOST",
+    "DEFAULT_FEED",
     "FEEDS",
     "LIVE_TRADING_HOST",
     "MIRRORED_CHANNELS",
@@ -42,6 +44,9 @@ __all__ = [
     "StreamKind",
     "channel_to_python",
     "channel_to_wire",
+    "check_symbol",
+    "feed_from_url",
+    "proxy_from_env",
     "resolve_feed",
     "stream_url",
 ]
@@ -202,9 +207,86 @@ def resolve_feed(feed: str | Endpoint) -> Endpoint:
     ep = FEEDS.get(feed) or FEEDS.get(str(feed).strip().lower())
     if ep is None:
         valid = ", ".join(sorted(FEEDS))
+        if str(feed).strip().lower() == "otc":
+            raise UsageError(
+                "Alpaca has no real-time websocket feed 'otc' (OTC data is REST-only); "
+                f"valid feeds: {valid}"
+            )
         raise UsageError(f"unknown feed {feed!r}; valid feeds: {valid}")
     return ep
 
+
+#: The feed used when none is given (and the ``url`` does not name one): ``iex``, the feed of
+#: Alpaca's free plan and alpaca-py's default. ``sip`` needs a paid plan (error 409 otherwise).
+DEFAULT_FEED = "iex"
+
+
+def feed_from_url(url: str | None) -> str | None:
+    """Return the feed whose path ``url`` ends with (``".../v2/iex"`` -> ``"iex"``), else ``None``.
+
+    Used when a client gets ``url=`` but no ``feed=``, so that an emulator, relay or replay URL
+    selects the matching message types and channels. The trading path (``/stream``) is not
+    inferred: the trading stream is chosen with ``stream_type="trading"``.
+    """
+    if not url:
+        return None
+    path = urlsplit(url if "://" in url else "wss://" + url).path.rstrip("/")
+    best: Endpoint | None = None
+    for ep in FEEDS.values():
+        if ep.kind is StreamKind.TRADING or not path.endswith(ep.path):
+            continue
+        if best is None or len(ep.path) > len(best.path):
+            best = ep
+    return None if best is None else best.feed
+
+
+def proxy_from_env(kind: StreamKind) -> str | None:
+    """The proxy base URL from the environment for a market data stream of ``kind``, if any.
+
+    ``DATA_PROXY_WS`` (read by the legacy Python SDK and the Go SDK to reach a proxy such as
+    alpaca-proxy-agent, a relay or the emulator) applies to every market data stream; crypto
+    prefers ``DATA_CRYPTO_PROXY_WS`` when set (the Go SDK's crypto variable). The trading stream
+    ignores both. The value is a base URL: the endpoint's path is appended (a base ending in the
+    version segment, such as Go's ``ws://host:port/v2``, gets only the rest).
+    """
+    if kind is StreamKind.TRADING:
+        return None
+    value = os.environ.get("DATA_CRYPTO_PROXY_WS") if kind is StreamKind.CRYPTO else None
+    return value or os.environ.get("DATA_PROXY_WS") or None
+
+
+def check_symbol(symbol: object) -> str:
+    """Validate one symbol of a subscription and return it in upper case.
+
+    ``"*"`` (every symbol) passes unchanged. Symbols are case-insensitive: ``"aapl"`` becomes
+    ``"AAPL"`` and ``"btc/usd"`` becomes ``"BTC/USD"`` (Alpaca's symbols are all upper case).
+
+    Raises:
+        UsageError: not a string, empty, or containing whitespace, a comma or a control
+            character (Alpaca would answer 400 invalid syntax); the message names the symbol.
+    """
+    if not isinstance(symbol, str):
+        raise UsageError(f"symbols must be strings, got {symbol!r:.60}")
+    if symbol == "*":
+        return symbol
+    if not symbol:
+        raise UsageError("invalid symbol '': symbols must not be empty")
+    if "," in symbol:
+        raise UsageError(
+            f"invalid symbol {symbol!r}: symbols contain no commas; pass a list, "
+            "e.g. trades=['AAPL', 'MSFT']"
+        )
+    if any(c.isspace() for c in symbol) or not symbol.isprintable():
+        raise UsageError(
+            f"invalid symbol {symbol!r}: symbols contain no spaces or control characters"
+        )
+    return symbol.upper()
+
+
+#: Version segments of the market data paths (``/v2``, ``/v1beta1``, ``/v1beta3``).
+_VERSIONS = frozenset(
+    "/" + ep.path.split("/")[1] for ep in FEEDS.values() if ep.kind is not StreamKind.TRADING
+)
 
 _SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 
@@ -241,7 +323,10 @@ def stream_url(
     Args:
         endpoint: an :class:`Endpoint` or a feed name.
         base_url: replaces the host (scheme + host[:port]); the endpoint's path is appended unless
-            the base already ends with it (``"ws://127.0.0.1:8765"`` + ``/v2/sip``).
+            the base already ends with it (``"ws://127.0.0.1:8765"`` + ``/v2/sip``); a trailing
+            version segment of the base is replaced by the endpoint's (``"ws://h:1/v2"`` gives
+            ``ws://h:1/v2/sip`` and ``ws://h:1/v1beta1/news``), so the Go SDK's style of
+            ``DATA_PROXY_WS`` works too.
             ``http``/``https`` become ``ws``/``wss``; a base without scheme gets ``wss://``.
         sandbox: use the market data sandbox host (not available for the trading stream).
         paper: trading stream only: paper host (default) or live host.
@@ -259,6 +344,11 @@ def stream_url(
         scheme, netloc, path, query = _normalize(base_url)
         path = path.rstrip("/")
         if not path.endswith(ep.path):
+            # A Go-style base ends with a version segment (".../v2"): the endpoint's own
+            # version replaces it.
+            head, _, last = path.rpartition("/")
+            if "/" + last in _VERSIONS:
+                path = head
             path += ep.path
         return urlunsplit((scheme, netloc, path, query, ""))
     if ep.kind is StreamKind.TRADING:

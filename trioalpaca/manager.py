@@ -55,7 +55,6 @@ import itertools
 import json
 import logging
 import math
-import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -63,13 +62,12 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from trioalpaca._book import SubscriptionBook, group_pairs, pairs_of_channels
 from trioalpaca._errors import UsageError
 from trioalpaca._groups import single_error
+from trioalpaca._handlers import ErrorHandler, ErrorReport, call_maybe_async, handler_name
 from trioalpaca.endpoints import channel_to_wire
 from trioalpaca.pipeline import _channel_of
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    pass  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = [
     "HandlerFailure",
@@ -215,16 +213,10 @@ def split_request(
 # ---------------------------------------------------------------------------- handles
 
 
-@attrs.frozen
-class HandlerFailure:
-    """What the manager's error handler receives when a subscription handler raises."""
-
-    subscription: Subscription
-    """The subscription whose handler raised."""
-    message: Any
-    """The message being handled."""
-    error: Exception
-    """The exception raised."""
+HandlerFailure = ErrorReport
+"""What the manager's error handler receives: an :class:`~trioalpaca.ErrorReport` with
+``component="manager"``, ``subscription`` (whose handler raised), ``message`` and ``exception``.
+The old name of the shared class."""
 
 
 @attrs.define(eq=False)
@@ -354,8 +346,8 @@ class StreamManager:
         self.default_handler = default_handler
         """Handler for messages that no subscription covers."""
         self._ids = itertools.count(1)
-        self._subs: dict[int, Subscription] = {}
-        self._by_key: dict[tuple[str, str], dict[int, Subscription]] = {}
+        #: subscriptions (owners, in id order) and the pairs each covers
+        self._book: SubscriptionBook[Subscription] = SubscriptionBook()
         self._route_cache: dict[tuple[str, str], tuple[Subscription, ...]] = {}
         #: message class -> routing channel, for typed single-symbol market data
         self._fast: dict[type, str] = {}
@@ -365,7 +357,7 @@ class StreamManager:
         self._dirty = trio.Event()
         self._first_change_at = 0.0
         self._inflight = False
-        self._error_handler: Callable[[HandlerFailure], Any] | None = None
+        self._error_handler: ErrorHandler | None = None
         self._started = False
         self._running = False
         # metrics
@@ -409,10 +401,11 @@ class StreamManager:
                     w.error = UsageError("the StreamManager stopped before the change was sent")
                 w.done.set()
 
-    def set_error_handler(self, handler: Callable[[HandlerFailure], Any] | None) -> None:
-        """Set the function (plain or ``async``) called with a :class:`HandlerFailure` when a
-        subscription handler raises. ``None``: log at ERROR level with the traceback.
-        Exceptions from the error handler itself are logged and counted, never raised."""
+    def set_error_handler(self, handler: ErrorHandler | None) -> None:
+        """Set the function (plain or ``async``) called with an :class:`~trioalpaca.ErrorReport`
+        (``component="manager"``) when a subscription handler raises. ``None``: log at ERROR
+        level with the traceback. Exceptions from the error handler itself are logged and
+        counted, never raised."""
         self._error_handler = handler
 
     # ------------------------------------------------------------------ subscriptions
@@ -420,19 +413,16 @@ class StreamManager:
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
         """The active subscriptions, in id order."""
-        return tuple(self._subs.values())
+        return tuple(self._book)
 
     def refcount(self, channel: str, symbol: str) -> int:
         """Return how many active subscriptions cover ``(channel, symbol)`` (``"*"`` literal)."""
-        return len(self._by_key.get((channel_to_wire(channel), symbol), ()))
+        return self._book.refcount((channel_to_wire(channel), symbol))
 
     @property
     def wanted(self) -> dict[str, frozenset[str]]:
         """The union the manager wants on the wire, as ``{wire channel: symbols}``."""
-        out: dict[str, set[str]] = {}
-        for ch, sym in self._by_key:
-            out.setdefault(ch, set()).add(sym)
-        return {ch: frozenset(s) for ch, s in out.items()}
+        return {ch: frozenset(s) for ch, s in self._book.by_channel().items()}
 
     @property
     def confirmed(self) -> dict[str, frozenset[str]]:
@@ -514,7 +504,7 @@ class StreamManager:
         if not self._running:
             return  # stopped: nothing will be sent any more
         if not (self._inflight or self._waiters) and not any(
-            k in self._wire and k not in self._by_key for k in subscription.pairs()
+            k in self._wire and not self._book.wanted(k) for k in subscription.pairs()
         ):
             return  # every pair is still covered by another subscription: nothing to send
         await self._submit(_Change(None, frozenset()))
@@ -530,9 +520,9 @@ class StreamManager:
         old = (sub.symbols, sub.data_types)
         new_syms = self._normalise_symbols(symbols) if symbols is not None else sub.symbols
         new_types = self._normalise_types(data_types) if data_types is not None else sub.data_types
-        self._remove(sub)
         sub.symbols, sub.data_types = new_syms, new_types
-        self._add(sub)
+        self._book.replace(sub, sub.pairs())
+        self._route_cache.clear()
         change = _Change(sub, sub.pairs())
         try:
             await self._submit(change)
@@ -550,20 +540,12 @@ class StreamManager:
         return all(k in self._wire or k in self._external for k in keys)
 
     def _add(self, sub: Subscription) -> None:
-        self._subs[sub.id] = sub
-        for key in sub.pairs():
-            self._by_key.setdefault(key, {})[sub.id] = sub
+        self._book.add(sub, sub.pairs())
         sub.active = True
         self._route_cache.clear()
 
     def _remove(self, sub: Subscription) -> None:
-        self._subs.pop(sub.id, None)
-        for key in sub.pairs():
-            holders = self._by_key.get(key)
-            if holders is not None:
-                holders.pop(sub.id, None)
-                if not holders:
-                    del self._by_key[key]
+        self._book.remove_owner(sub)
         sub.active = False
         self._route_cache.clear()
 
@@ -606,17 +588,17 @@ class StreamManager:
         await self._send_removals()
         to_add = self._wanted() - self._wire
         if to_add:
-            for chunk in split_request("subscribe", _group(to_add), self.max_request_bytes):
+            for chunk in split_request("subscribe", group_pairs(to_add), self.max_request_bytes):
                 try:
                     await self._request("subscribe", chunk)
                 except Exception as exc:
-                    failed = _pairs(chunk)
+                    failed = pairs_of_channels(chunk)
                     logger.warning("subscribe request for %d pair(s) failed: %r", len(failed), exc)
                     for w in waiters:
                         if w.sub is not None and w.error is None and w.keys & failed:
                             w.error = exc
                     continue
-                self._wire.update(_pairs(chunk))
+                self._wire.update(pairs_of_channels(chunk))
         # Subscriptions whose request failed are not created: undo their registration.
         undo = [w.sub for w in waiters if w.error is not None and w.sub is not None]
         for sub in undo:
@@ -628,19 +610,19 @@ class StreamManager:
             await self._send_removals()
 
     def _wanted(self) -> set[tuple[str, str]]:
-        return {k for k in self._by_key if k not in self._external}
+        return set(self._book.union() - self._external)
 
     async def _send_removals(self) -> None:
         to_remove = self._wire - self._wanted()
         if not to_remove:
             return
-        for chunk in split_request("unsubscribe", _group(to_remove), self.max_request_bytes):
+        for chunk in split_request("unsubscribe", group_pairs(to_remove), self.max_request_bytes):
             try:
                 await self._request("unsubscribe", chunk)
             except Exception as exc:
                 logger.warning("unsubscribe request failed (retried with the next change): %r", exc)
                 continue
-            self._wire.difference_update(_pairs(chunk))
+            self._wire.difference_update(pairs_of_channels(chunk))
 
     async def _request(self, action: str, chunk: dict[str, list[str]]) -> None:
         now = trio.current_time()
@@ -676,9 +658,8 @@ class StreamManager:
         key = (channel, symbol)
         subs = self._route_cache.get(key)
         if subs is None:
-            found: dict[int, Subscription] = {}
-            found.update(self._by_key.get(key, {}))
-            found.update(self._by_key.get((channel, "*"), {}))
+            found = {s.id: s for s in self._book.owners(key)}
+            found.update((s.id, s) for s in self._book.owners((channel, "*")))
             subs = tuple(found[i] for i in sorted(found))
             if len(self._route_cache) >= _ROUTE_CACHE_MAX:
                 self._route_cache.clear()
@@ -689,7 +670,7 @@ class StreamManager:
         """Return the subscriptions a message would be delivered to, in call order."""
         channel = _channel_of(message)
         if channel == "control":
-            return tuple(s for s in self._subs.values() if "control" in s.data_types)
+            return tuple(s for s in self._book if "control" in s.data_types)
         channel = _ROUTE_AS.get(channel, channel)
         if type(message) is dict:
             syms = message.get("symbols")
@@ -769,10 +750,17 @@ class StreamManager:
                 exc_info=exc,
             )
             return
+        report = ErrorReport(
+            exception=exc,
+            component="manager",
+            handler=handler_name(sub.handler),
+            message=msg,
+            batch=(msg,),
+            kind=_channel_of(msg),
+            subscription=sub,
+        )
         try:
-            result = handler(HandlerFailure(sub, msg, exc))
-            if inspect.isawaitable(result):
-                await result
+            await call_maybe_async(handler, report)
         except Exception:
             logger.exception("the manager's error handler raised while handling %r", exc)
 
@@ -788,8 +776,8 @@ class StreamManager:
         ``routed`` / ``unrouted`` messages, ``handler_errors``.
         """
         return {
-            "subscriptions": len(self._subs),
-            "wanted_pairs": sum(1 for k in self._by_key if k not in self._external),
+            "subscriptions": len(self._book),
+            "wanted_pairs": len(self._book.union() - self._external),
             "confirmed_pairs": len(self._wire),
             "requests": dict(self._requests),
             "requests_failed": self._requests_failed,
@@ -800,17 +788,6 @@ class StreamManager:
             "unrouted": self._unrouted,
             "handler_errors": self._handler_errors,
         }
-
-
-def _group(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for ch, sym in sorted(pairs):
-        out.setdefault(ch, []).append(sym)
-    return out
-
-
-def _pairs(chunk: Mapping[str, Iterable[str]]) -> set[tuple[str, str]]:
-    return {(ch, sym) for ch, syms in chunk.items() for sym in syms}
 
 
 @asynccontextmanager

@@ -68,11 +68,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Ma
 from contextlib import asynccontextmanager
 from typing import Any, Literal, get_args
 
-import attrs
 import trio
 
 from trioalpaca._errors import TrioAlpacaError, UsageError
 from trioalpaca._groups import single_error
+from trioalpaca._handlers import ErrorHandler, ErrorReport, handler_name
 from trioalpaca.backoff import Backoff
 from trioalpaca.endpoints import channel_to_wire
 from trioalpaca.metrics import LatencyHistogram, RateMeter
@@ -123,9 +123,6 @@ Processor = Callable[[list[Any]], Any]
 """Signature of a processor, called with a ``list`` of messages of one channel; may be ``async``
 (awaited) or a plain function."""
 
-ErrorHandler = Callable[["ProcessingFailure"], Any]
-"""Signature of an error handler, called with a :class:`ProcessingFailure`; ``async`` or plain."""
-
 _OVERFLOW_POLICIES = frozenset(get_args(OverflowPolicy))
 _ERROR_POLICIES = frozenset(get_args(ErrorPolicy))
 #: Channels whose messages are "latest value per symbol" and may be conflated.
@@ -158,20 +155,10 @@ class ProcessorError(TrioAlpacaError):
         )
 
 
-@attrs.frozen
-class ProcessingFailure:
-    """What the error handler receives when a processor raises."""
-
-    kind: str
-    """The channel (``"trades"``, ``"control"``, ...) whose processor raised."""
-    batch: tuple[Any, ...]
-    """The batch the processor was called with."""
-    error: Exception
-    """The exception the processor raised."""
-    attempt: int
-    """1 for the first call, 2 for the first retry, ..."""
-    action: Literal["retry", "skip", "stop"]
-    """What the handler does next (call again after a delay, drop the batch, or stop)."""
+ProcessingFailure = ErrorReport
+"""What the pipeline's error handler receives: an :class:`~trioalpaca.ErrorReport` with
+``component="pipeline"``, ``kind`` (the channel whose processor raised), ``batch``, ``attempt``
+and ``action`` (``"retry"``, ``"skip"`` or ``"stop"``). The old name of the shared class."""
 
 
 class _TypeStats:
@@ -497,7 +484,8 @@ class MessageHandler:
         self._fast_raw.clear()
 
     def set_error_handler(self, handler: ErrorHandler | None) -> None:
-        """Set the function called with a :class:`ProcessingFailure` when a processor raises.
+        """Set the function called with an :class:`~trioalpaca.ErrorReport` (``component=
+        "pipeline"``) when a processor raises.
 
         It may be ``async``. Exceptions raised by the error handler itself are logged with their
         traceback and counted (``error_handler_errors``); they never stop the worker. ``None``
@@ -878,8 +866,15 @@ class MessageHandler:
                     action = "retry"
                 else:
                     action = "skip"
-                failure = ProcessingFailure(
-                    kind=kind, batch=tuple(group), error=exc, attempt=attempt, action=action
+                failure = ErrorReport(
+                    exception=exc,
+                    component="pipeline",
+                    handler=handler_name(proc),
+                    message=group[0] if group else None,
+                    batch=tuple(group),
+                    kind=kind,
+                    attempt=attempt,
+                    action=action,
                 )
                 await self._report(failure)
                 if action == "stop":

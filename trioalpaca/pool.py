@@ -24,8 +24,8 @@ duplicate subscriptions" a property of a single table.
 from __future__ import annotations
 
 import collections
+import logging
 import math
-import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -38,6 +38,8 @@ import trio
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
+from ._book import Pair, SubscriptionBook
+from ._credentials import resolve_credentials
 from ._errors import (
     AlpacaServerError,
     ConnectionClosedError,
@@ -48,6 +50,7 @@ from ._errors import (
     server_error,
 )
 from ._groups import exception_leaves, single_error
+from ._handlers import ErrorAction, ErrorHandler, ErrorReport, call_maybe_async
 from ._pool_policy import (
     Health,
     HealthSample,
@@ -71,6 +74,8 @@ from .client import AlpacaWebSocketClient
 from .endpoints import channel_to_python, channel_to_wire
 from .metrics import RateMeter
 from .models import Dropped, Message, Reconnected, ServerError
+
+logger = logging.getLogger("trioalpaca.pool")
 
 __all__ = [
     "ConnectionPool",
@@ -160,6 +165,10 @@ class PooledConnection:
         self.reconnects = 0
 
     # -- delivery side (called by the pool) -------------------------------------------------
+
+    def pairs(self) -> frozenset[Pair]:
+        """The ``(wire channel, symbol)`` pairs this handle receives."""
+        return frozenset((ch, sym) for ch in self.channels for sym in self.symbols)
 
     def _wants(self, channel: str) -> bool:
         return channel in self.channels or (channel in _TRADE_MIRRORS and "trades" in self.channels)
@@ -398,17 +407,16 @@ class ConnectionPool:
         self._slots = [_Slot(spec, backoff, self._urls[spec.endpoint]) for spec in specs]
         self._lock = trio.Lock()
         self._changed = trio.Event()
-        #: symbol -> wire channel -> number of handles wanting it
-        self._wanted: dict[str, collections.Counter[str]] = {}
-        #: symbol -> handles
-        self._subscribers: dict[str, list[PooledConnection]] = {}
+        #: handles and the (wire channel, symbol) pairs each wants, reference counted
+        self._book: SubscriptionBook[PooledConnection] = SubscriptionBook()
         #: symbol -> slot index the symbol is assigned to
         self._place: dict[str, int] = {}
         #: symbol -> slot index whose messages are delivered for it (absent during a gap)
         self._live: dict[str, int] = {}
         #: symbols moving between sessions right now (delivered from both, de-duplicated)
         self._handover: dict[str, _Handover] = {}
-        self._handles: set[PooledConnection] = set()
+        self._error_handler: ErrorHandler | None = None
+        self._error_handler_errors = 0
         self._closed = False
         self._failed = False
         self._messages = RateMeter(10.0)
@@ -485,8 +493,10 @@ class ConnectionPool:
                 self._check_open()
                 changed = self._changed
                 async with self._lock:
-                    new = [s for s in syms if s not in self._wanted]
-                    check_capacity(len(self._wanted) + len(new), len(self._slots), self._limit)
+                    new = [s for s in syms if not self._book.has_symbol(s)]
+                    check_capacity(
+                        self._book.symbol_count() + len(new), len(self._slots), self._limit
+                    )
                     plan = None
                     # Healthy connections first; degraded ones only if the healthy lack room.
                     for candidates in (self._eligible(), self._eligible(degraded=True)):
@@ -507,6 +517,22 @@ class ConnectionPool:
                 handle._close()
                 await self._release(handle)
 
+    def set_error_handler(self, handler: ErrorHandler | None) -> None:
+        """Set the function (plain or ``async``) called with an :class:`~trioalpaca.ErrorReport`
+        (``component="pool"``, ``connection`` = the pooled connection's index) for every error a
+        pooled connection records: a refused subscription or a server error message
+        (``action="continue"``), or a lost or failed session (``action="reconnect"``; the pool
+        fails its symbols over and reconnects it in the background). It runs in a task of the
+        pool's own; its exceptions are logged and counted (``error_handler_errors``), never
+        raised. ``None`` (the default): errors are only counted in :meth:`get_metrics`.
+        """
+        self._error_handler = handler
+
+    def get_metrics(self) -> dict[str, Any]:
+        """Return a snapshot of the pool's state and counters (the same dict as
+        :meth:`get_pool_metrics`, named like every other component's)."""
+        return self.get_pool_metrics()
+
     def get_pool_metrics(self) -> dict[str, Any]:
         """Return a snapshot of the pool's state and counters.
 
@@ -515,7 +541,8 @@ class ConnectionPool:
         ``unplaced_symbols`` (assigned to a connection that is not ready: in a gap),
         ``failovers``, ``rotations``, ``rebalance_moves``, ``reconnects``, ``messages_total``,
         ``messages_per_second`` (10 s window), ``gaps`` (``Reconnected`` recoveries),
-        ``gap_seconds_total``, ``last_gap`` (``{"gap_start_ns", "gap_end_ns"}`` or ``None``) and
+        ``gap_seconds_total``, ``last_gap`` (``{"gap_start_ns", "gap_end_ns"}`` or ``None``),
+        ``error_handler_errors`` (exceptions raised by the error handler) and
         ``connections``: one dict per pooled connection with ``index``, ``state``, ``health``,
         ``load``, ``credential`` (index), ``endpoint`` (index), ``latency_ms`` (last heartbeat
         round trip, ``None`` if unknown), ``reconnects``, ``failovers``, ``messages_total``,
@@ -551,9 +578,9 @@ class ConnectionPool:
             "healthy_connections": health.count(Health.HEALTHY),
             "degraded_connections": health.count(Health.DEGRADED),
             "dead_connections": health.count(Health.DEAD),
-            "handles": len(self._handles),
-            "symbols": len(self._wanted),
-            "unplaced_symbols": len(self._wanted) - len(self._live),
+            "handles": len(self._book),
+            "symbols": self._book.symbol_count(),
+            "unplaced_symbols": self._book.symbol_count() - len(self._live),
             "failovers": self._failovers,
             "rotations": self._rotations,
             "rebalance_moves": self._rebalance_moves,
@@ -565,6 +592,7 @@ class ConnectionPool:
             "last_gap": None
             if last is None
             else {"gap_start_ns": last.gap_start_ns, "gap_end_ns": last.gap_end_ns},
+            "error_handler_errors": self._error_handler_errors,
             "connections": conns,
         }
 
@@ -627,11 +655,7 @@ class ConnectionPool:
 
     def _channels_for(self, symbols: Iterable[str]) -> dict[str, set[str]]:
         """wire channel -> symbols, from what the handles want."""
-        out: dict[str, set[str]] = {}
-        for sym in symbols:
-            for ch in self._wanted.get(sym, ()):
-                out.setdefault(ch, set()).add(sym)
-        return out
+        return self._book.by_channel(symbols)
 
     async def _subscribe(
         self,
@@ -696,16 +720,31 @@ class ConnectionPool:
             nursery.start_soon(watch, nursery.cancel_scope)
         return bool(outcome) and outcome[0]
 
-    def _record_error(self, slot: _Slot, exc: BaseException) -> None:
+    def _record_error(
+        self, slot: _Slot, exc: BaseException, action: ErrorAction = "continue"
+    ) -> None:
         slot.last_error = exc
         slot.error_times.append(trio.current_time())
         slot.error_counts[_error_key(exc)] += 1
+        handler = self._error_handler
+        if handler is not None and not self._closed:
+            report = ErrorReport(
+                exception=exc, component="pool", connection=slot.spec.index, action=action
+            )
+            self._nursery.start_soon(self._call_error_handler, handler, report)
+
+    async def _call_error_handler(self, handler: ErrorHandler, report: ErrorReport) -> None:
+        try:
+            await call_maybe_async(handler, report)
+        except Exception:
+            self._error_handler_errors += 1
+            logger.exception("the pool's error handler raised while handling %r", report.exception)
 
     def _emit_reconnected(self, symbols: Iterable[str], gap_start_ns: int, attempts: int) -> None:
         """One ``Reconnected`` per handle affected by ``symbols`` (call before making them live)."""
         affected: dict[int, PooledConnection] = {}
         for sym in symbols:
-            for h in self._subscribers.get(sym, ()):
+            for h in self._book.owners_of_symbol(sym):
                 affected[id(h)] = h
         if not affected:
             return
@@ -740,24 +779,16 @@ class ConnectionPool:
     async def _attach(self, handle: PooledConnection, plan: Mapping[int, list[str]]) -> None:
         """Register ``handle`` and carry out a placement plan (lock held)."""
         new_syms = {s for syms in plan.values() for s in syms}
+        # Existing live symbols start flowing to the handle right away.
+        added = self._book.add(handle, handle.pairs())
         extra: dict[int, dict[str, set[str]]] = {}
-        for sym in handle.symbols:
-            counts = self._wanted.setdefault(sym, collections.Counter())
-            if sym not in new_syms:
-                slot_index = self._place[sym]
-                for ch in handle.channels:
-                    if counts[ch] == 0:
-                        extra.setdefault(slot_index, {}).setdefault(ch, set()).add(sym)
-            for ch in handle.channels:
-                counts[ch] += 1
+        for ch, sym in added:
+            if sym not in new_syms:  # a placed symbol gains a channel: subscribe it there
+                extra.setdefault(self._place[sym], {}).setdefault(ch, set()).add(sym)
         for index, syms in plan.items():
             for sym in syms:
                 self._place[sym] = index
                 self._slots[index].symbols.add(sym)
-        self._handles.add(handle)
-        # Existing live symbols start flowing to the handle right away.
-        for sym in handle.symbols:
-            self._subscribers.setdefault(sym, []).append(handle)
         errors: list[TrioAlpacaError] = []
         if extra:
             async with trio.open_nursery() as nursery:
@@ -785,34 +816,22 @@ class ConnectionPool:
             raise refusals[0]
 
     async def _release(self, handle: PooledConnection) -> None:
-        if handle not in self._handles:
+        if handle not in self._book:
             return
         with trio.CancelScope(shield=True):
             async with self._lock:
-                self._handles.discard(handle)
                 drop: dict[int, dict[str, set[str]]] = {}
-                for sym in handle.symbols:
-                    subs = self._subscribers.get(sym, [])
-                    if handle in subs:
-                        subs.remove(handle)
-                    if not subs:
-                        self._subscribers.pop(sym, None)
-                    counts = self._wanted.get(sym)
-                    if counts is None:
-                        continue
+                for ch, sym in self._book.remove_owner(handle):
                     index = self._place.get(sym)
-                    for ch in handle.channels:
-                        counts[ch] -= 1
-                        if counts[ch] <= 0:
-                            del counts[ch]
-                            if index is not None:
-                                drop.setdefault(index, {}).setdefault(ch, set()).add(sym)
-                    if not counts:
-                        del self._wanted[sym]
-                        self._live.pop(sym, None)
-                        if index is not None:
-                            self._slots[index].symbols.discard(sym)
-                            del self._place[sym]
+                    if index is not None:
+                        drop.setdefault(index, {}).setdefault(ch, set()).add(sym)
+                for sym in handle.symbols:
+                    if self._book.has_symbol(sym):
+                        continue
+                    self._live.pop(sym, None)
+                    index = self._place.pop(sym, None)
+                    if index is not None:
+                        self._slots[index].symbols.discard(sym)
                 if not self._closed:
                     with trio.move_on_after(self._client_timeout()):
                         async with trio.open_nursery() as nursery:
@@ -857,7 +876,7 @@ class ConnectionPool:
         slot.messages.add(1, now)
         self._messages.add(1, now)
         channel = msg.channel
-        for h in self._subscribers.get(sym, ()):
+        for h in self._book.owners_of_symbol(sym):
             if h._wants(channel):
                 await h._put(msg)
 
@@ -868,7 +887,7 @@ class ConnectionPool:
             # The session's own buffer overflowed: every handle on this slot may have lost data.
             seen: set[int] = set()
             for s in list(slot.symbols):
-                for h in self._subscribers.get(s, ()):
+                for h in self._book.owners_of_symbol(s):
                     if id(h) not in seen:
                         seen.add(id(h))
                         h._put_marker(msg)
@@ -948,7 +967,7 @@ class ConnectionPool:
             try:
                 await self._nursery.start(self._run_session, slot, conn)
             except TrioAlpacaError as exc:
-                self._record_error(slot, exc)
+                self._record_error(slot, exc, "stop" if exc.fatal else "reconnect")
                 slot.attempted = True
                 if exc.fatal:
                     await self._slot_failed(slot, exc)
@@ -1030,7 +1049,7 @@ class ConnectionPool:
             slot.health = Health.DEAD
             slot.degraded_since = None
             if conn.error is not None and not conn.retired:
-                self._record_error(slot, conn.error)
+                self._record_error(slot, conn.error, "reconnect")
             if conn.retired:
                 self._notify()
                 return
@@ -1390,7 +1409,7 @@ class ConnectionPool:
 
     def _shutdown(self) -> None:
         self._closed = True
-        for h in list(self._handles):
+        for h in list(self._book):
             h._close()
         for slot in self._slots:
             slot.state = "closed"
@@ -1442,13 +1461,9 @@ def _resolve_credentials(
     for c in credentials or ():
         creds.append(c if isinstance(c, Credentials) else Credentials(c[0], c[1]))
     if not creds:
-        key = os.environ.get("APCA_API_KEY_ID")
-        secret = os.environ.get("APCA_API_SECRET_KEY")
-        if not key or not secret:
-            raise CredentialsError(
-                "no credentials: pass api_key/api_secret or credentials=[...], or set "
-                "APCA_API_KEY_ID and APCA_API_SECRET_KEY"
-            )
+        key, secret = resolve_credentials(
+            None, None, how="pass api_key=/api_secret= or credentials=[...]"
+        )
         creds.append(Credentials(key, secret))
     keys = [c.api_key for c in creds]
     if len(set(keys)) != len(keys):
@@ -1492,8 +1507,10 @@ async def open_pool(
        :class:`PoolConfigError` here, before anything connects.
 
     Args:
-        api_key: API key id (or use ``credentials``; falls back to ``APCA_API_KEY_ID``).
-        api_secret: API secret (falls back to ``APCA_API_SECRET_KEY``).
+        api_key: API key id (or use ``credentials``); without either, the environment's
+            ``APCA_API_KEY_ID`` / ``APCA_API_SECRET_KEY``, then ``ALPACA_API_KEY`` /
+            ``ALPACA_API_SECRET`` (the client's lookup).
+        api_secret: API secret.
         credentials: further key pairs, as :class:`Credentials` or ``(key, secret)`` tuples.
         pool_size: number of connections; default: as many as the credentials, endpoints and
             ``max_connections_per_key`` allow.

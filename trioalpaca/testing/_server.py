@@ -10,7 +10,6 @@ one task per market family that advances a :class:`~trioalpaca.testing._market.M
 
 from __future__ import annotations
 
-import base64
 import functools
 import itertools
 import logging
@@ -34,12 +33,18 @@ from typing import Any
 import attrs
 import trio
 import trio.testing
-import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from .._codec import Encoder, encode_request
 from .._groups import single_error
 from .._protocol.server import DataServerProtocol, TradingServerProtocol
+from .._serve import (
+    endpoint_for_path,
+    header_credentials,
+    lower_headers,
+    negotiated_encoding,
+    serve_stream_websocket,
+)
 from ..endpoints import FEEDS, Endpoint, StreamKind, resolve_feed
 from ..models import MARKET_DATA_TYPES
 from ._faults import SCENARIOS, DropHow, DropRule, Faults, MuteRule
@@ -71,17 +76,6 @@ def _family(ep: Endpoint) -> str:
     if ep.kind is StreamKind.NEWS:
         return "news"
     return "trading"
-
-
-def _build_paths() -> dict[str, Endpoint]:
-    paths = {ep.path: ep for ep in FEEDS.values()}
-    # Go's default URL building puts boats/overnight under /v2.
-    paths["/v2/boats"] = FEEDS["boats"]
-    paths["/v2/overnight"] = FEEDS["overnight"]
-    return paths
-
-
-_PATHS = _build_paths()
 
 
 @attrs.define(eq=False)
@@ -279,25 +273,6 @@ class _Conn:
         self.stats.muted = False
         self.unmuted.set()
         self.wake.set()
-
-
-def _header_credentials(headers: Mapping[bytes, bytes]) -> tuple[str, str] | None:
-    """Key and secret from the ``APCA-API-KEY-ID`` / ``APCA-API-SECRET-KEY`` headers or from
-    ``Authorization: Basic``."""
-    key = headers.get(b"apca-api-key-id")
-    secret = headers.get(b"apca-api-secret-key")
-    if key is not None and secret is not None:
-        return key.decode("latin-1"), secret.decode("latin-1")
-    auth = headers.get(b"authorization", b"")
-    if auth[:6].lower() == b"basic ":
-        try:
-            decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("latin-1")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        k, sep, sec = decoded.partition(":")
-        if sep:
-            return k, sec
-    return None
 
 
 def _malformed(encoding: str) -> bytes | str:
@@ -797,8 +772,7 @@ class Emulator:
             self.errors.append(exc)
 
     async def _handle_inner(self, request: WebSocketRequest) -> None:
-        path = request.path.split("?", 1)[0]
-        ep = _PATHS.get(path) or _PATHS.get(path.rstrip("/"))
+        ep = endpoint_for_path(request.path)
         if ep is None:
             await request.reject(404, body=b"Not Found")
             return
@@ -807,12 +781,11 @@ class Emulator:
             body = b"Too Many Requests" if status == 429 else b"Rejected"
             await request.reject(status, body=body)
             return
-        headers = {k.lower(): v for k, v in request.headers}
-        ctype = headers.get(b"content-type", b"").decode("latin-1").lower()
-        encoding = "msgpack" if "msgpack" in ctype else "json"
+        headers = lower_headers(request)
+        encoding = negotiated_encoding(headers)
         ws = await request.accept()
         conn = _Conn(self, next(self._ids), ws, ep, encoding)
-        conn.header_auth = _header_credentials(headers)
+        conn.header_auth = header_credentials(headers)
         self._conns[conn.stats.id] = conn
         self._history.append(conn.stats)
         try:
@@ -1079,21 +1052,15 @@ class Emulator:
     async def _run(self, task_status: trio.TaskStatus[Emulator]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            server = await nursery.start(
-                lambda task_status: trio_websocket.serve_websocket(
+            self.port = await nursery.start(
+                functools.partial(
+                    serve_stream_websocket,
                     self._handle,
                     self.host,
                     self.port,
                     None,
                     handler_nursery=nursery,
-                    message_queue_size=64,
-                    max_message_size=4 * 1024 * 1024,
-                    task_status=task_status,
                 )
-            )
-            listener = server.listeners[0]
-            self.port = (
-                listener.port if isinstance(listener, trio_websocket.Endpoint) else self.port
             )
             if self._scripted_orders:
                 nursery.start_soon(self._scripted_order_loop, self._scripted_orders)
