@@ -157,9 +157,18 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _as_sent(value: Any) -> Any:
+    """Tuples (msgpack arrays) as lists, recursively: errors read the same for both encodings."""
+    if type(value) is tuple or type(value) is list:
+        return [_as_sent(x) for x in value]
+    if type(value) is dict:
+        return {k: _as_sent(x) for k, x in value.items()}
+    return value
+
+
 def _refuse(kind: str, key: str, v: Any, t: str) -> MalformedMessageError:
     return MalformedMessageError(
-        f"{t!r} message: {key!r} must be {_EXPECTED[kind]}, got {_short(v)}"
+        f"{t!r} message: {key!r} must be {_EXPECTED[kind]}, got {_short(_as_sent(v))}"
     )
 
 
@@ -1513,7 +1522,7 @@ class MalformedMessage(_WireAccess):
     """``True`` when the whole frame did not decode (bad msgpack/JSON, not an array)."""
 
     @property
-    def type(self) -> Any:
+    def element_type(self) -> Any:
         """The element's ``T`` when it has one (``None`` for whole frames and non-maps)."""
         return self.raw.get("T") if isinstance(self.raw, dict) else None
 
