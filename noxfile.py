@@ -1,4 +1,4 @@
-"""Nox sessions: tests, lint, typing, docs, conformance, bench.
+"""Nox sessions: tests, lint, typing, docs, conformance, conformance_legacy, conformance_js, bench.
 
 Every session installs what it needs into its own virtualenv, so ``nox -s <name>`` works on a fresh
 machine with only Python and pip.
@@ -11,7 +11,15 @@ import nox
 nox.options.sessions = ["tests", "lint", "typing", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
-LINT_PATHS = ["trioalpaca", "tests", "bench", "conformance", "noxfile.py", "docs/conf.py"]
+LINT_PATHS = [
+    "trioalpaca",
+    "tests",
+    "bench",
+    "conformance",
+    "noxfile.py",
+    "docs/conf.py",
+    "docs/examples",
+]
 
 
 @nox.session
@@ -39,7 +47,7 @@ def typing(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the sphinx docs with warnings as errors (-W -n)."""
-    session.install("-e", ".[test]", "sphinx")
+    session.install("-e", ".[test]", "sphinx", "furo")
     session.run(
         "sphinx-build", "-W", "-n", "--keep-going", "-b", "html", "docs", "docs/_build/html"
     )
@@ -49,7 +57,39 @@ def docs(session: nox.Session) -> None:
 def conformance(session: nox.Session) -> None:
     """Run the official, unmodified alpaca-py stream clients against the emulator."""
     session.install("-e", ".[test]", "alpaca-py==0.44.0")
-    session.run("pytest", "conformance", "-p", "no:cacheprovider", *session.posargs)
+    session.run(
+        "pytest",
+        "conformance/test_alpaca_py.py",
+        "conformance/test_record_alpaca_py.py",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+    )
+
+
+@nox.session
+def conformance_legacy(session: nox.Session) -> None:
+    """Run the legacy Python SDK (alpaca-trade-api 3.2.0, unmodified) against the emulator.
+
+    Its own environment: the SDK pins old websockets, msgpack and urllib3 releases that conflict
+    with alpaca-py.
+    """
+    session.install("-e", ".[test]", "alpaca-trade-api==3.2.0")
+    session.run(
+        "pytest", "conformance/test_alpaca_trade_api.py", "-p", "no:cacheprovider", *session.posargs
+    )
+
+
+@nox.session
+def conformance_js(session: nox.Session) -> None:
+    """Run the official JS SDK (@alpacahq/alpaca-trade-api 3.x, unmodified) against the emulator.
+
+    Needs node >= 18 and npm on the PATH: the tests install the SDK from
+    ``conformance/js/package-lock.json`` with ``npm ci`` into ``conformance/js/node_modules``.
+    Without node the tests are skipped with a line saying so.
+    """
+    session.install("-e", ".[test]")
+    session.run("pytest", "conformance/test_js_sdk.py", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session

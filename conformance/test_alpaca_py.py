@@ -9,21 +9,16 @@ message on every subscribed channel, and no ERROR log record or logged exception
 from __future__ import annotations
 
 import logging
-import os
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 alpaca = pytest.importorskip("alpaca")
 
+from _support import Recorder, problems, running_emulator  # noqa: E402
 from alpaca.data.enums import DataFeed  # noqa: E402
 from alpaca.data.live import (  # noqa: E402
     CryptoDataStream,
@@ -51,46 +46,8 @@ TIMEOUT = 30.0
 
 @pytest.fixture(scope="module")
 def emulator_url() -> Iterator[str]:
-    cmd = [sys.executable, "-m", "trioalpaca", "emulator", "--port", "0", "--speed", "60"]
-    cmd += ["--rate", "20", "--news-interval", "10", "--orders-every", "0.3", "--seed", "42"]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"ws://[\d.]+:\d+", line)
-    assert match, f"emulator did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
-    try:
-        yield match.group(0)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _out, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - only if shutdown hangs
-            proc.kill()
-            _out, err = proc.communicate()
-        assert proc.returncode == 0, err
-
-
-class Recorder:
-    """Collects what an alpaca-py stream delivers, by channel."""
-
-    def __init__(self, channels: set[str]) -> None:
-        self.wanted = channels
-        self.got: dict[str, list[Any]] = defaultdict(list)
-        self.done = threading.Event()
-
-    def handler(self, channel: str) -> Callable[[Any], Any]:
-        async def handle(msg: Any) -> None:
-            self.got[channel].append(msg)
-            if all(self.got[c] for c in self.wanted):
-                self.done.set()
-
-        return handle
+    with running_emulator() as url:
+        yield url
 
 
 def run_stream(stream: Any, rec: Recorder, caplog: pytest.LogCaptureFixture) -> None:
@@ -109,8 +66,8 @@ def run_stream(stream: Any, rec: Recorder, caplog: pytest.LogCaptureFixture) -> 
     missing = sorted(c for c in rec.wanted if not rec.got[c])
     assert finished, f"no message on {missing} within {TIMEOUT}s"
     assert not thread.is_alive(), "alpaca-py stream did not stop"
-    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
-    assert not bad, [r.getMessage() for r in bad]
+    bad = problems(caplog.records, logging.WARNING)
+    assert not bad, bad
 
 
 def test_stock_data_stream(emulator_url: str, caplog: pytest.LogCaptureFixture) -> None:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
+import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import msgpack
 import pytest
 import trio
+import trustme
 from trio_websocket import open_websocket_url
 
-from trioalpaca.cli import build_parser
+from trioalpaca.cli import build_parser, main
 
 
 async def start(*args: str) -> tuple[trio.Process, str, str]:
@@ -28,7 +32,7 @@ async def start(*args: str) -> tuple[trio.Process, str, str]:
             assert chunk, f"emulator exited early: {out!r}"
             out += chunk
     text = out.decode()
-    match = re.search(r"listening on (ws://127\.0\.0\.1:\d+)", text)
+    match = re.search(r"listening on (wss?://127\.0\.0\.1:\d+)", text)
     assert match, text
     return proc, match.group(1), text
 
@@ -114,3 +118,62 @@ def test_cli_arguments() -> None:
     assert build_parser().parse_args(["emulator", "--burst", "7"]).burst == 7
     with pytest.raises(SystemExit):
         build_parser().parse_args(["emulator", "--scenario", "nope"])
+
+
+async def test_cli_serves_tls(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    proc, url, _ = await start("--certfile", str(certfile), "--keyfile", str(keyfile))
+    try:
+        assert url.startswith("wss://")
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+        async with open_websocket_url(url + "/v2/iex", ssl_context=ctx) as ws:
+            assert json.loads(await ws.get_message())[0]["msg"] == "connected"
+    finally:
+        assert await stop(proc, signal.SIGTERM) == 0
+
+
+def test_cli_port_in_use_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["emulator", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"trioalpaca emulator: port {port} is already in use on 127.0.0.1\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--certfile", "/nonexistent/cert.pem"], "cannot read /nonexistent/cert.pem"),
+        (["--keyfile", "key.pem"], "--keyfile needs --certfile"),
+        (["--credentials", "nocolon"], "--credentials expects KEY:SECRET"),
+    ],
+)
+def test_cli_bad_options_are_one_line_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["emulator", "--port", "0", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_cli_bad_pem_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    assert main(["emulator", "--port", "0", "--certfile", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot load the certificate" in err
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "inf", "soon"])
+def test_demo_duration_must_be_positive(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["demo", "--duration", value])
+    assert info.value.code == 2
+    assert "argument --duration" in capsys.readouterr().err

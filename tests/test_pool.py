@@ -824,6 +824,7 @@ async def test_error_handler_gets_one_report_per_connection_error(
     async with emulator() as emu, pool_for(emu, n_keys=2) as pool:
         pool.set_error_handler(reports.append)  # plain function
         h = await pool.get_connection(["AAPL"])
+        assert isinstance(h, trio.abc.ReceiveChannel)
         index = h.connections[0]
         victim = conn_of_key(emu, key_of_slot(pool, index))
         emu.drop(connection=victim.id, how="reset")

@@ -49,11 +49,13 @@ from trioalpaca._errors import AlpacaServerError as AlpacaServerError
 from trioalpaca._errors import AlreadyAuthenticatedError as AlreadyAuthenticatedError
 from trioalpaca._errors import AuthFailedError as AuthFailedError
 from trioalpaca._errors import AuthTimeoutError as AuthTimeoutError
+from trioalpaca._errors import BindError as BindError
 from trioalpaca._errors import ConnectionClosedError as ConnectionClosedError
 from trioalpaca._errors import ConnectionLimitError as ConnectionLimitError
 from trioalpaca._errors import CredentialsError as CredentialsError
 from trioalpaca._errors import HandshakeRejectedError as HandshakeRejectedError
 from trioalpaca._errors import HeartbeatTimeoutError as HeartbeatTimeoutError
+from trioalpaca._errors import HostNotFoundError as HostNotFoundError
 from trioalpaca._errors import InsufficientScopeError as InsufficientScopeError
 from trioalpaca._errors import InsufficientSubscriptionError as InsufficientSubscriptionError
 from trioalpaca._errors import InternalServerError as InternalServerError
@@ -72,6 +74,7 @@ from trioalpaca._errors import StaleStreamError as StaleStreamError
 from trioalpaca._errors import StarSubscriptionNotAllowedError as StarSubscriptionNotAllowedError
 from trioalpaca._errors import SubscriptionTimeoutError as SubscriptionTimeoutError
 from trioalpaca._errors import SymbolLimitError as SymbolLimitError
+from trioalpaca._errors import TLSError as TLSError
 from trioalpaca._errors import TransportError as TransportError
 from trioalpaca._errors import TrioAlpacaError as TrioAlpacaError
 from trioalpaca._errors import UsageError as UsageError
@@ -96,8 +99,8 @@ from trioalpaca.endpoints import stream_url as stream_url
 # --- client ---
 # isort: split
 from trioalpaca.client import AlpacaWebSocketClient as AlpacaWebSocketClient
+from trioalpaca.client import ClientStatistics as ClientStatistics
 from trioalpaca.client import Handle as Handle
-from trioalpaca.client import OverflowPolicy as OverflowPolicy
 from trioalpaca.client import open_stream as open_stream
 
 # --- end client ---
@@ -134,6 +137,7 @@ from trioalpaca.pipeline import open_message_handler as open_message_handler
 from trioalpaca._book import BookDelta as BookDelta
 from trioalpaca._book import Pair as Pair
 from trioalpaca._book import SubscriptionBook as SubscriptionBook
+from trioalpaca._buffer import OverflowPolicy as OverflowPolicy
 from trioalpaca._handlers import Component as Component
 from trioalpaca._handlers import ErrorAction as ErrorAction
 from trioalpaca._handlers import ErrorHandler as ErrorHandler
@@ -153,6 +157,16 @@ from trioalpaca.pool import RotationMode as RotationMode
 from trioalpaca.pool import open_pool as open_pool
 
 # --- end pool ---
+
+# --- record ---
+# isort: split
+from trioalpaca.record import RecordingError as RecordingError
+from trioalpaca.record import RecordingFormatError as RecordingFormatError
+from trioalpaca.record import open_recorder as open_recorder
+from trioalpaca.record import open_replay as open_replay
+from trioalpaca.record import serve_replay as serve_replay
+
+# --- end record ---
 
 # --- __module__ fix-up (as trio does): public names defined in private modules report the
 # public path, so reprs, pickles and the docs use it.

@@ -356,10 +356,23 @@ def _ctor_subscription(d: Any) -> Any:
     return m.SubscriptionChanged(subs)
 
 
+def _ctor_marker(cls: Any) -> _Ctor:
+    def ctor(d: Any) -> Any:
+        try:
+            return cls.from_wire(d)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _remote(f"malformed {cls.wire_type!r} marker: {_short(d)}", exc) from None
+
+    return ctor
+
+
 _CONTROL: dict[str, _Ctor] = {
     "success": _ctor_success,
     "error": _ctor_error,
     "subscription": _ctor_subscription,
+    # in-band gap markers of the trioalpaca relay (sent only to clients that ask for them)
+    "reconnected": _ctor_marker(m.Reconnected),
+    "dropped": _ctor_marker(m.Dropped),
 }
 
 #: (kind, encoding) -> {T: constructor}

@@ -20,7 +20,9 @@ Errors leave :func:`open_connection` as a single exception, never as an exceptio
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -35,6 +37,8 @@ from trioalpaca._errors import (
     ConnectionClosedError,
     HandshakeRejectedError,
     HeartbeatTimeoutError,
+    HostNotFoundError,
+    TLSError,
     TransportError,
     TrioAlpacaError,
     UsageError,
@@ -194,6 +198,14 @@ def _closed_error(exc: trio_websocket.ConnectionClosed) -> ConnectionClosedError
     return ConnectionClosedError(reason.code, reason.reason)
 
 
+#: getaddrinfo codes meaning "this name has no address" (not "DNS is unreachable right now").
+_NO_SUCH_HOST = frozenset(
+    code
+    for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
+    if code is not None
+)
+
+
 def _map_error(exc: BaseException, url: str) -> BaseException:
     """Translate a trio-websocket / socket exception into ours; others are returned unchanged."""
     if isinstance(exc, TrioAlpacaError):
@@ -204,9 +216,56 @@ def _map_error(exc: BaseException, url: str) -> BaseException:
         return _closed_error(exc)
     if isinstance(exc, trio_websocket.HandshakeError):
         return TransportError(f"websocket handshake with {url} failed: {exc!r}")
+    if isinstance(exc, socket.gaierror):
+        host = urlsplit(url).hostname or url
+        if exc.errno in _NO_SUCH_HOST:
+            return HostNotFoundError(host, exc.strerror or "")
+        return TransportError(f"cannot resolve {host!r} ({exc.strerror}); DNS may be unreachable")
+    if isinstance(exc, ssl.SSLError):
+        return _tls_error(exc, url)
+    if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, ssl.SSLError):
+        return _tls_error(exc.__cause__, url)
     if isinstance(exc, (OSError, trio.BrokenResourceError)):
-        return TransportError(f"connection to {url} failed: {exc}")
+        return TransportError(f"connection to {url} failed: {_os_reason(exc)}")
     return exc
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+        return "connection refused (nothing listening on that port?)"
+    text = str(exc)
+    if not text and exc.__cause__ is not None:
+        text = str(exc.__cause__)
+    return text or type(exc).__name__
+
+
+def _tls_error(exc: ssl.SSLError, url: str) -> TransportError:
+    """A TLS handshake failure as :class:`TLSError` (fatal), keeping the SSL reason text.
+
+    An EOF in the middle of the handshake is ambiguous (the peer may just have gone away); it
+    stays a retryable :class:`TransportError` with the reason in its message.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message or exc.reason or str(exc)
+        return TLSError(
+            f"certificate verify failed: {reason}",
+            url,
+            "pass ssl_context= with the right CA (e.g. ctx.load_verify_locations(cafile)) or "
+            "fix the server's certificate",
+        )
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return TransportError(f"connection to {url} closed during the TLS handshake: {exc}")
+    reason = (exc.reason or str(exc)).replace("_", " ").lower()
+    hint = None
+    if exc.reason in (
+        "WRONG_VERSION_NUMBER",
+        "HTTP_REQUEST",
+        "PACKET_LENGTH_TOO_LONG",
+        "RECORD_LAYER_FAILURE",
+        "UNKNOWN_PROTOCOL",
+    ):
+        hint = "the server does not speak TLS; use ws:// instead of wss://?"
+    return TLSError(reason, url, hint)
 
 
 def collapse_exception_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -242,6 +301,7 @@ async def open_connection(
     heartbeat_interval: float | None = 10.0,
     heartbeat_timeout: float = 5.0,
     max_message_size: int = 16 * 2**20,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Connection]:
     """Open a websocket to ``url`` and run its reader, heartbeat and writer during the block.
 
@@ -258,9 +318,14 @@ async def open_connection(
         heartbeat_interval: seconds between pings; ``None`` disables the heartbeat.
         heartbeat_timeout: seconds a pong may take.
         max_message_size: largest accepted frame in bytes.
+        ssl_context: TLS settings for ``wss://`` URLs (default:
+            ``ssl.create_default_context()``, the system's CAs). The TLS handshake completes
+            inside the connect step.
 
     Raises:
         TransportError: the connection failed or was lost (see its subclasses).
+        TLSError: the TLS handshake failed (certificate not verified, server without TLS).
+        HostNotFoundError: the host name does not resolve.
         HandshakeRejectedError: the server answered the upgrade with an HTTP error.
         HeartbeatTimeoutError: a ping went unanswered.
     """
@@ -281,9 +346,17 @@ async def open_connection(
                             stream = await trio.open_ssl_over_tcp_stream(
                                 host,
                                 port,
-                                ssl_context=ssl.create_default_context(),
+                                ssl_context=ssl_context or ssl.create_default_context(),
                                 https_compatible=True,
                             )
+                            # Handshake now, inside the connect step, so a certificate or
+                            # protocol failure surfaces as itself (TLSError) right here.
+                            try:
+                                await stream.do_handshake()
+                            except trio.BrokenResourceError as exc:
+                                if isinstance(exc.__cause__, ssl.SSLError):
+                                    raise _tls_error(exc.__cause__, url) from exc.__cause__
+                                raise
                         else:
                             stream = await trio.open_tcp_stream(host, port)
                         host_header = host if port in (80, 443) else f"{host}:{port}"

@@ -14,29 +14,54 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import IO, Any
 
 DEFAULT_SYMBOLS = "AAPL,MSFT,TSLA,NVDA"
 _WINDOW = 5.0
 
 
+def _positive(text: str) -> float:
+    """argparse type: a finite number > 0 (argparse prints the error and exits with 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be zero or a positive number, not {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``demo`` options to ``parser``."""
     parser.add_argument(
-        "--duration", type=float, default=None, help="exit after N seconds (default: run until ^C)"
+        "--duration",
+        type=_positive,
+        default=None,
+        help="exit after N seconds (default: run until ^C)",
     )
     parser.add_argument(
         "--symbols", default=DEFAULT_SYMBOLS, help=f"comma-separated symbols ({DEFAULT_SYMBOLS})"
     )
     parser.add_argument(
         "--rate",
-        type=float,
+        type=_non_negative,
         default=250.0,
         help="emulated trades + quotes per symbol per second (250)",
     )
     parser.add_argument(
         "--chaos",
-        type=float,
+        type=_non_negative,
         default=0.0,
         metavar="SECONDS",
         help="drop the connection every SECONDS to show reconnects (default: off)",
@@ -166,14 +191,23 @@ def _apply(msg: Any, views: dict[str, _SymbolView], events: list[str], raw: bool
         elif code in ("reconnected", "dropped"):
             events.append(_event_text(code, msg))
         return
-    from trioalpaca.models import Dropped, Quote, Reconnected, Trade
+    from trioalpaca.models import (
+        CryptoQuote,
+        CryptoTrade,
+        Dropped,
+        OptionQuote,
+        OptionTrade,
+        Quote,
+        Reconnected,
+        Trade,
+    )
 
-    if isinstance(msg, Trade):
+    if isinstance(msg, (Trade, CryptoTrade, OptionTrade)):
         view = views.get(msg.symbol)
         if view is not None:
             view.last_price, view.last_size = msg.price, msg.size
             view.trade_meter.add(1, trio.current_time())
-    elif isinstance(msg, Quote):
+    elif isinstance(msg, (Quote, CryptoQuote, OptionQuote)):
         view = views.get(msg.symbol)
         if view is not None:
             view.bid, view.ask = msg.bid_price, msg.ask_price
@@ -199,7 +233,13 @@ def _header(elapsed: float, m: dict[str, Any]) -> str:
     )
 
 
-def _line(elapsed: float, m: dict[str, Any], views: dict[str, _SymbolView], now: float) -> None:
+def _line(
+    elapsed: float,
+    m: dict[str, Any],
+    views: dict[str, _SymbolView],
+    now: float,
+    file: IO[str] | None = None,
+) -> None:
     parts = [_header(elapsed, m)]
     for sym, v in views.items():
         parts.append(
@@ -207,7 +247,7 @@ def _line(elapsed: float, m: dict[str, Any], views: dict[str, _SymbolView], now:
             f"t/s={_per_second(v.trade_meter, now, elapsed):.0f} "
             f"q/s={_per_second(v.quote_meter, now, elapsed):.0f}"
         )
-    print(" | ".join(parts), flush=True)
+    print(" | ".join(parts), file=file or sys.stdout, flush=True)
 
 
 def _draw(
@@ -216,8 +256,11 @@ def _draw(
     views: dict[str, _SymbolView],
     events: list[str],
     now: float,
+    *,
+    title: str = "trioalpaca demo — embedded emulator (Ctrl-C to quit)",
+    file: IO[str] | None = None,
 ) -> None:
-    out = ["\x1b[H\x1b[2J", "trioalpaca demo — embedded emulator (Ctrl-C to quit)\n\n"]
+    out = ["\x1b[H\x1b[2J", f"{title}\n\n"]
     out.append(_header(elapsed, m) + "\n\n")
     out.append(f"{'symbol':<8}{'last':>10}{'size':>8}{'bid':>10}{'ask':>10}{'trades/s':>10}")
     out.append(f"{'quotes/s':>10}\n")
@@ -231,5 +274,6 @@ def _draw(
     if events:
         out.append("\nevents:\n")
         out.extend(f"  {e}\n" for e in events[-5:])
-    sys.stdout.write("".join(out))
-    sys.stdout.flush()
+    fh = file or sys.stdout
+    fh.write("".join(out))
+    fh.flush()

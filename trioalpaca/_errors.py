@@ -35,11 +35,13 @@ __all__ = [
     "AlreadyAuthenticatedError",
     "AuthFailedError",
     "AuthTimeoutError",
+    "BindError",
     "ConnectionClosedError",
     "ConnectionLimitError",
     "CredentialsError",
     "HandshakeRejectedError",
     "HeartbeatTimeoutError",
+    "HostNotFoundError",
     "InsufficientScopeError",
     "InsufficientSubscriptionError",
     "InternalServerError",
@@ -58,6 +60,7 @@ __all__ = [
     "StarSubscriptionNotAllowedError",
     "SubscriptionTimeoutError",
     "SymbolLimitError",
+    "TLSError",
     "TransportError",
     "TrioAlpacaError",
     "UsageError",
@@ -81,6 +84,12 @@ class TrioAlpacaError(Exception):
     retryable: bool = False
     fatal: bool = True
     connection_limit: bool = False
+    permanent: bool = False
+    """Whether the cause will not heal by itself, such as an unknown host name.
+
+    The *first* connection of a stream then fails at once instead of retrying (see
+    ``first_connect_timeout``); once a stream has been up, such errors are retried like any
+    transport loss (unless also ``fatal``)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,6 +462,47 @@ class HandshakeRejectedError(TransportError):
         super().__init__(f"websocket upgrade rejected with HTTP {status_code}{where}: {hint}")
 
 
+class TLSError(TransportError):
+    """The TLS handshake failed: the certificate did not verify, or the server does not speak TLS.
+
+    Fatal (never retried): a wrong certificate or a plain ``ws://`` server does not heal.
+
+    Attributes:
+        reason: the SSL library's reason text (e.g. ``"certificate verify failed: self-signed
+            certificate"`` or ``"wrong version number"``).
+        url: the URL being connected to.
+    """
+
+    retryable = False
+    fatal = True
+    permanent = True
+
+    def __init__(self, reason: str, url: str | None = None, hint: str | None = None) -> None:
+        self.reason = reason
+        self.url = url
+        where = f" with {url}" if url else ""
+        tail = f"; {hint}" if hint else ""
+        super().__init__(f"TLS handshake{where} failed: {reason}{tail}")
+
+
+class HostNotFoundError(TransportError):
+    """The host name of the URL does not resolve (DNS NXDOMAIN / no address).
+
+    Retryable once a stream has been up (DNS blips happen), but ``permanent``: the first
+    connection fails at once instead of retrying a typo forever.
+
+    Attributes:
+        host: the host name that did not resolve.
+    """
+
+    permanent = True
+
+    def __init__(self, host: str, detail: str = "") -> None:
+        self.host = host
+        tail = f" ({detail})" if detail else ""
+        super().__init__(f"host name {host!r} does not resolve{tail}; check the URL")
+
+
 class StaleStreamError(TrioAlpacaError):
     """The socket stayed open but no data arrived for longer than the staleness timeout.
 
@@ -540,3 +590,11 @@ class ReconnectLimitError(TrioAlpacaError):
 
 class UsageError(TrioAlpacaError, ValueError):
     """The library was called incorrectly (unknown feed or channel, bad argument). Fatal."""
+
+
+class BindError(TrioAlpacaError, OSError):
+    """A server (emulator, relay, hub) could not bind its listening socket: the port is in use,
+    the address is not local, or binding needs privileges. Fatal.
+
+    Also an :class:`OSError`, so code that caught the bind failure as such keeps working.
+    """

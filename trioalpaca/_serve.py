@@ -2,15 +2,17 @@
 
 Everything here is about accepting an Alpaca-style stream connection, not about what is served:
 the URL path table (every endpoint path, plus the ``/v2/boats`` and ``/v2/overnight`` aliases the
-Go SDK builds), the encoding a client negotiates with its ``Content-Type`` header, credentials
-sent as headers, query parameters, and the trio-websocket listener with the frame limits both
-servers use.
+Go SDK builds and the retired paths of :data:`~trioalpaca.endpoints.LEGACY_PATHS`), the encoding a
+client negotiates with its ``Content-Type`` header, credentials sent as headers, query parameters,
+and the trio-websocket listener with the frame limits both servers use.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import functools
+import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -18,10 +20,11 @@ from urllib.parse import parse_qs
 
 import trio
 import trio_websocket
-from trio_websocket import WebSocketRequest
+from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from ._codec import Encoding
-from .endpoints import FEEDS, Endpoint
+from ._errors import BindError
+from .endpoints import FEEDS, LEGACY_PATHS, Endpoint
 
 __all__ = [
     "ENDPOINT_PATHS",
@@ -32,6 +35,8 @@ __all__ = [
     "query_params",
     "serve_stream_websocket",
 ]
+
+logger = logging.getLogger("trioalpaca.serve")
 
 #: Largest message a client may send (alpaca-py fragments subscribes into 32 KiB frames).
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024
@@ -44,6 +49,8 @@ def _build_paths() -> dict[str, Endpoint]:
     # Go's default URL building puts boats/overnight under /v2.
     paths["/v2/boats"] = FEEDS["boats"]
     paths["/v2/overnight"] = FEEDS["overnight"]
+    # Retired paths old SDKs hard-code (the legacy Python SDK's /v1beta2/crypto).
+    paths.update({path: FEEDS[feed] for path, feed in LEGACY_PATHS.items()})
     return paths
 
 
@@ -93,6 +100,10 @@ def header_credentials(headers: Mapping[bytes, bytes]) -> tuple[str, str] | None
     return None
 
 
+#: Seconds a client has for the TLS handshake and the websocket upgrade before the server hangs up.
+UPGRADE_TIMEOUT = 10.0
+
+
 async def serve_stream_websocket(
     handler: Callable[[WebSocketRequest], Awaitable[None]],
     host: str,
@@ -100,24 +111,82 @@ async def serve_stream_websocket(
     ssl_context: ssl.SSLContext | None,
     *,
     handler_nursery: trio.Nursery,
+    on_error: Callable[[BaseException], object] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a trio-websocket listener for stream connections until cancelled.
 
-    Reports the bound port through ``task_status`` (the real one when ``port`` is 0).
+    Reports the bound port through ``task_status`` (the real one when ``port`` is 0). With
+    ``ssl_context`` it serves TLS (``wss://``). Whatever one client does before ``handler`` runs (a
+    failed TLS handshake, plain HTTP on the TLS port, garbage bytes, vanishing mid-upgrade) ends
+    only its own socket: the listener keeps serving. Unexpected errors of that phase are logged
+    and passed to ``on_error``; they never reach ``handler_nursery``.
+
+    Raises:
+        BindError: the port is in use or the address cannot be bound (before anything starts).
     """
-    serve: Any = functools.partial(
-        trio_websocket.serve_websocket,
+    try:
+        tcp = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise _bind_error(host, port, exc) from None
+    bound = tcp[0].socket.getsockname()[1]
+    listeners: list[trio.SSLListener[trio.SocketStream] | trio.SocketListener] = list(tcp)
+    if ssl_context is not None:
+        listeners = [trio.SSLListener(t, ssl_context, https_compatible=True) for t in tcp]
+    server = trio_websocket.WebSocketServer(
         handler,
-        host,
-        port,
-        ssl_context,
+        listeners,
         handler_nursery=handler_nursery,
         message_queue_size=MESSAGE_QUEUE_SIZE,
         max_message_size=MAX_MESSAGE_SIZE,
+        connect_timeout=UPGRADE_TIMEOUT,
+        disconnect_timeout=2,
+    )
+    accept = functools.partial(_accept, server, on_error)
+    serve: Any = functools.partial(
+        trio.serve_listeners, accept, listeners, handler_nursery=handler_nursery
     )
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve)
-        listener = server.listeners[0]
-        bound = listener.port if isinstance(listener, trio_websocket.Endpoint) else port
+        await nursery.start(serve)
         task_status.started(bound)
+
+
+async def _accept(
+    server: trio_websocket.WebSocketServer,
+    on_error: Callable[[BaseException], object] | None,
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
+) -> None:
+    """One accepted socket: the TLS handshake, the websocket upgrade, then the handler."""
+    try:
+        if isinstance(stream, trio.SSLStream):
+            # Handshake here, so a client that does not speak TLS (or rejects the certificate)
+            # is hung up on at once instead of after the upgrade timeout.
+            with trio.move_on_after(UPGRADE_TIMEOUT) as scope:
+                await stream.do_handshake()
+            if scope.cancelled_caught:
+                return
+        await server._handle_connection(stream)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed, OSError):
+        pass  # the client went away, or failed the TLS handshake
+    except Exception as exc:  # one client must never take the listener down
+        logger.exception("connection failed before or after its handler")
+        if on_error is not None:
+            on_error(exc)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            try:
+                await stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> BindError:
+    if exc.errno == errno.EADDRINUSE:
+        text = f"port {port} is already in use on {host}"
+    elif exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+        text = f"cannot listen on {host}:{port}: {exc.strerror}"
+    else:
+        text = f"cannot listen on {host}:{port}: {exc}"
+    err = BindError(text)
+    err.errno = exc.errno  # still the OSError it was, for code that checks errno
+    return err

@@ -26,16 +26,19 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import ssl
 import sys
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+import attrs
 import trio
 
 from trioalpaca import __version__
+from trioalpaca._buffer import MessageBuffer
 from trioalpaca._connection import Connection, Frame, open_connection
 from trioalpaca._credentials import resolve_credentials
 from trioalpaca._errors import (
@@ -66,15 +69,15 @@ from trioalpaca.endpoints import (
     resolve_feed,
     stream_url,
 )
-from trioalpaca.metrics import LatencyHistogram, RateMeter
+from trioalpaca.metrics import LatencyHistogram, LatencySnapshot, RateMeter
 from trioalpaca.models import (
     CHANNEL_BY_WIRE_TYPE,
     Authenticated,
-    Dropped,
     Listening,
     MalformedMessage,
     Message,
     Reconnected,
+    SubscriptionChanged,
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -82,18 +85,21 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 __all__ = [
     "AlpacaWebSocketClient",
+    "ClientStatistics",
     "ErrorHandler",
     "Handle",
     "Handler",
     "OverflowPolicy",
     "StreamItem",
+    "StreamObserver",
     "open_stream",
 ]
 
 logger = logging.getLogger("trioalpaca.client")
 
 OverflowPolicy = Literal["block", "drop_oldest", "disconnect"]
-"""What happens when the consumer-side buffer is full (see :class:`AlpacaWebSocketClient`)."""
+"""The subset of :data:`trioalpaca.OverflowPolicy` the client accepts: what happens when the
+consumer-side buffer is full (see :class:`AlpacaWebSocketClient`)."""
 
 StreamItem = Message | dict[str, Any]
 """A typed message, or a plain dict when ``raw_data=True`` (what the stream yields)."""
@@ -142,6 +148,31 @@ _STATES = (
 )
 
 
+class StreamObserver(Protocol):
+    """What a client reports to :attr:`AlpacaWebSocketClient.observers` (the recording tap).
+
+    Every method is called synchronously in the client's own tasks (``frame_in`` in the reader,
+    before the frame is decoded), so it must be cheap and must not block or raise: append to a
+    buffer and return. :mod:`trioalpaca.record` is the user of this hook.
+    """
+
+    def frame_in(self, frame: Frame, rx_ns: int) -> None:
+        """A frame arrived (``bytes`` binary / ``str`` text, exactly as received) at ``rx_ns``
+        (``time.time_ns()``)."""
+        ...
+
+    def frame_out(self, frame: Frame, tx_ns: int) -> None:
+        """The client queued ``frame`` for sending (auth frames hold the credentials)."""
+        ...
+
+    def event(self, name: str, data: dict[str, Any]) -> None:
+        """A session event: ``connect`` (``url``, ``session``), ``authenticated``,
+        ``subscribed`` (``subscriptions``), ``ready``, ``reconnected`` (``gap_start_ns``,
+        ``gap_end_ns``, ``attempts``: the :class:`~trioalpaca.models.Reconnected` marker the
+        consumer gets next), ``disconnect`` (``reason``, ``error``, ``code``, ``fatal``)."""
+        ...
+
+
 class _Secret:
     """Holds a credential; never shows it in ``repr``/``str``."""
 
@@ -159,10 +190,6 @@ class _Secret:
     __str__ = __repr__
 
 
-class _EndOfStream(Exception):
-    pass
-
-
 class _OverflowDisconnect(TrioAlpacaError):
     """The buffer overflowed under the ``disconnect`` policy (internal; causes a reconnect)."""
 
@@ -170,168 +197,10 @@ class _OverflowDisconnect(TrioAlpacaError):
     fatal = False
 
 
-class _Buffer:
-    """Bounded FIFO between the reader and the consumer with an overflow policy.
-
-    ``put`` is synchronous (the reader never waits here). Markers (``Reconnected``/``Dropped``)
-    bypass the bound. Under ``drop_oldest`` the count of discarded messages is reported by a
-    ``Dropped`` marker right before the next item the consumer gets.
-    """
-
-    def __init__(self, maxsize: int, policy: OverflowPolicy, raw: bool) -> None:
-        self.maxsize = maxsize
-        self.low_water = max(maxsize // 2, 1)
-        self.policy = policy
-        self.raw = raw
-        self.q: collections.deque[Any] = collections.deque()
-        self.attention = False
-        self.head_markers: list[Any] = []
-        self.pending_drop = 0
-        self.dropped_total = 0
-        self.closed = False
-        self._waiter: trio.Event | None = None
-        self._space: trio.Event | None = None
-        self._since_checkpoint = 0
-
-    # -- reader side ------------------------------------------------------------------------
-
-    def put(self, msgs: list[Any]) -> bool:
-        """Append a frame's messages; return ``False`` if the ``disconnect`` policy tripped."""
-        q = self.q
-        if len(q) + len(msgs) > self.maxsize and self.policy != "block":
-            if self.policy == "disconnect":
-                self.dropped_total += len(msgs)
-                q.append(self._marker(Dropped(len(msgs), "buffer overflow (disconnect)")))
-                self._wake()
-                return False
-            q.extend(msgs)
-            self._drop_head(len(q) - self.maxsize)
-        else:
-            q.extend(msgs)
-        if self._waiter is not None:
-            self._waiter.set()
-            self._waiter = None
-        return True
-
-    def _drop_head(self, excess: int) -> None:
-        q = self.q
-        dropped = 0
-        while excess > 0 and q:
-            item = q.popleft()
-            if _is_marker(item):
-                self.head_markers.append(item)
-                continue
-            dropped += 1
-            excess -= 1
-        if dropped:
-            self.pending_drop += dropped
-            self.dropped_total += dropped
-            self.attention = True
-        if self.head_markers:
-            self.attention = True
-
-    def put_marker(self, marker: Message) -> None:
-        self.q.append(self._marker(marker))
-        self._wake()
-
-    def _marker(self, marker: Message) -> Any:
-        return marker.to_wire() if self.raw else marker
-
-    def _wake(self) -> None:
-        if self._waiter is not None:
-            self._waiter.set()
-            self._waiter = None
-
-    def close(self) -> None:
-        self.closed = True
-        self._wake()
-        if self._space is not None:
-            self._space.set()
-            self._space = None
-
-    def reopen(self) -> None:
-        self.closed = False
-
-    # -- Gate protocol (block policy) -------------------------------------------------------
-
-    def full(self) -> bool:
-        return len(self.q) >= self.maxsize
-
-    async def wait_for_space(self) -> None:
-        while len(self.q) > self.low_water and not self.closed:
-            self._space = trio.Event()
-            await self._space.wait()
-
-    # -- consumer side ----------------------------------------------------------------------
-
-    def _attention_item(self) -> Any:
-        if self.head_markers:
-            item = self.head_markers.pop(0)
-        else:
-            item = self._marker(Dropped(self.pending_drop, "buffer overflow (drop_oldest)"))
-            self.pending_drop = 0
-        self.attention = bool(self.head_markers or self.pending_drop)
-        return item
-
-    def _after_take(self) -> None:
-        if self._space is not None and len(self.q) <= self.low_water:
-            self._space.set()
-            self._space = None
-
-    async def get(self) -> Any:
-        while True:
-            if self.attention:
-                return self._attention_item()
-            q = self.q
-            if q:
-                item = q.popleft()
-                if self._space is not None:
-                    self._after_take()
-                self._since_checkpoint += 1
-                if self._since_checkpoint >= 512:
-                    self._since_checkpoint = 0
-                    await trio.lowlevel.checkpoint()
-                return item
-            if self.closed:
-                raise _EndOfStream
-            self._since_checkpoint = 0
-            self._waiter = trio.Event()
-            await self._waiter.wait()
-
-    async def get_batch(self, max_items: int | None) -> list[Any]:
-        while True:
-            if self.attention:
-                return [self._attention_item()]
-            q = self.q
-            if q:
-                if max_items is None or len(q) <= max_items:
-                    items = list(q)
-                    q.clear()
-                else:
-                    items = [q.popleft() for _ in range(max_items)]
-                if self._space is not None:
-                    self._after_take()
-                await trio.lowlevel.checkpoint()
-                return items
-            if self.closed:
-                raise _EndOfStream
-            self._waiter = trio.Event()
-            await self._waiter.wait()
-
-    def push_front(self, item: Any) -> None:
-        self.q.appendleft(item)
-
-
 def _is_trading_control(msg: Any) -> bool:
     if type(msg) is dict:
         return "stream" in msg
     return isinstance(msg, (Authenticated, Listening))
-
-
-def _is_marker(item: Any) -> bool:
-    if type(item) is dict:
-        return item.get("T") in ("reconnected", "dropped")
-    return isinstance(item, (Reconnected, Dropped))
 
 
 class Handle:
@@ -387,13 +256,55 @@ def _symbols_of(msg: Any) -> tuple[str, ...]:
 class _Pending:
     """A subscription change waiting for its acknowledgement."""
 
-    __slots__ = ("done", "error", "request_id", "session")
+    __slots__ = ("done", "error", "position", "request_id", "session")
 
     def __init__(self, request_id: int, session: int) -> None:
         self.request_id = request_id
         self.session = session
         self.done = trio.Event()
         self.error: BaseException | None = None
+        #: the stream position when the acknowledgement arrived
+        self.position = 0
+
+
+@attrs.frozen
+class ClientStatistics:
+    """What :meth:`AlpacaWebSocketClient.statistics` returns (durations in seconds)."""
+
+    state: str
+    """The client's :attr:`~AlpacaWebSocketClient.state`."""
+    feed: str
+    """The feed (``"iex"``, ``"sip"``, ``"crypto/us"``, ...)."""
+    messages_received: int
+    """Market data messages received since the client was created."""
+    messages_per_second: float
+    """Over the last 10 s (or since the first message, when more recent)."""
+    frames_received: int
+    """Websocket frames received."""
+    bytes_received: int
+    """Payload bytes received."""
+    latency: LatencySnapshot
+    """Message age on receipt (receive wall clock minus the message's own timestamp, sampled
+    per frame), in seconds."""
+    heartbeat_rtt: float | None
+    """Last heartbeat round trip in seconds (``None`` before the first)."""
+    reconnects: int
+    """Reconnections so far."""
+    errors: Mapping[str, int]
+    """Errors counted per server code or error class."""
+    dropped: int
+    """Messages discarded by the overflow policy."""
+    buffered: int
+    """Items queued for the consumer right now."""
+    received_position: int
+    """Stream position of the last item queued for the consumer (see
+    :meth:`AlpacaWebSocketClient.wait_delivered`)."""
+    delivered_position: int
+    """Position up to which every item was delivered to the consumer or discarded."""
+    last_message_age: float | None
+    """Seconds since the last frame arrived (``None`` before the first)."""
+    subscriptions: Mapping[str, tuple[str, ...]]
+    """The confirmed subscriptions (wire channel names)."""
 
 
 class AlpacaWebSocketClient:
@@ -442,6 +353,11 @@ class AlpacaWebSocketClient:
         connect_timeout: seconds one connection attempt may take up to the confirmed initial
             subscription.
         close_timeout: seconds the closing handshake may take when leaving.
+        ssl_context: TLS settings for ``wss://`` URLs (default: ``ssl.create_default_context()``,
+            the system's CAs). Pass a context that trusts your CA to reach a server with a
+            private certificate (e.g. the TLS emulator). A certificate that does not verify, or
+            a server that does not speak TLS, ends the block at once with
+            :class:`~trioalpaca.TLSError` (never retried).
         staleness_timeout: per-channel silence limit; a subscribed channel that stays silent that
             long triggers a reconnect (:class:`~trioalpaca.StaleStreamError`). ``"auto"``
             (default): 120 s on the busy channels (``trades``, ``quotes``, ``orderbooks``,
@@ -487,6 +403,7 @@ class AlpacaWebSocketClient:
         subscription_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         close_timeout: float = 0.5,
+        ssl_context: ssl.SSLContext | None = None,
         staleness_timeout: float | Mapping[str, float] | Literal["auto"] | None = "auto",
         handler_errors: Literal["continue", "raise"] = "continue",
         auto_connect: bool = True,
@@ -566,6 +483,9 @@ class AlpacaWebSocketClient:
         self._subscription_timeout = subscription_timeout
         self._connect_timeout = connect_timeout
         self._close_timeout = close_timeout
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise UsageError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
+        self._ssl_context = ssl_context
         self._handler_errors = handler_errors
         self._auto_connect = auto_connect
         self._staleness = self._staleness_config(staleness_timeout)
@@ -592,7 +512,7 @@ class AlpacaWebSocketClient:
         self._acknowledged: dict[str, tuple[str, ...]] = {}
 
         # runtime state
-        self._buffer = _Buffer(buffer_size, overflow, raw_data)
+        self._buffer = MessageBuffer(buffer_size, overflow, raw=raw_data)
         self._nursery: trio.Nursery | None = None
         self._cm: Any = None
         self._run_scope: trio.CancelScope | None = None
@@ -611,6 +531,9 @@ class AlpacaWebSocketClient:
         self._iterating = False
         self._stop: trio.Event | None = None  # set by aclose() under run()
         self._closed = trio.Event()  # set when the async with block has closed everything
+        self.observers: list[StreamObserver] = []
+        """Taps called with every frame and session event (see :class:`StreamObserver`); empty
+        by default, when the only cost is one truthiness test per frame."""
 
         # metrics
         self._messages = 0
@@ -798,6 +721,15 @@ class AlpacaWebSocketClient:
                         return  # pragma: no cover - sessions only end by raising
                     except TrioAlpacaError as exc:
                         self._count_error(exc)
+                        if self.observers:
+                            code = getattr(exc, "code", None)
+                            self._notify(
+                                "disconnect",
+                                reason=str(exc),
+                                error=type(exc).__name__,
+                                code=code if isinstance(code, int) else None,
+                                fatal=exc.fatal,
+                            )
                         if exc.fatal:
                             self._state = "failed"
                             logger.error(  # noqa: TRY400 - the error propagates to the user
@@ -834,6 +766,10 @@ class AlpacaWebSocketClient:
             self._conn = None
             done.set()
 
+    def _notify(self, name: str, **data: Any) -> None:
+        for observer in self.observers:
+            observer.event(name, data)
+
     def _count_error(self, exc: BaseException) -> None:
         code = getattr(exc, "code", None)
         key = str(code) if isinstance(code, int) and code else type(exc).__name__
@@ -856,9 +792,12 @@ class AlpacaWebSocketClient:
                 close_timeout=self._close_timeout,
                 heartbeat_interval=self._heartbeat_interval,
                 heartbeat_timeout=self._heartbeat_timeout,
+                ssl_context=self._ssl_context,
             ) as conn:
                 self._conn = conn
                 session.conn = conn
+                if self.observers:
+                    self._notify("connect", url=self.url, session=session.id)
                 session.flush()
                 await self._until_ready(session)
                 await self._watch(session)
@@ -935,14 +874,24 @@ class AlpacaWebSocketClient:
             and pending.request_id == request_id
         ):
             pending.error = error
+            pending.position = self._buffer.appended
             pending.done.set()
 
     def _session_ready(self, session: _Session) -> None:
         """Called by the reader (synchronously) when a session's subscriptions are confirmed."""
         self._session_was_ready = True
         now_wall = self._ready_wall_ns = time.time_ns()
+        if self.observers:
+            self._notify("ready", session=session.id)
         if session.gap_start is not None:
             self._reconnects += 1
+            if self.observers:
+                self._notify(
+                    "reconnected",
+                    gap_start_ns=session.gap_start,
+                    gap_end_ns=now_wall,
+                    attempts=session.attempts,
+                )
             self._buffer.put_marker(Reconnected(session.gap_start, now_wall, session.attempts))
             logger.info(
                 "stream %s reconnected after %.3f s (%d attempt(s))",
@@ -965,10 +914,16 @@ class AlpacaWebSocketClient:
     async def __anext__(self) -> Any:
         buffer = self._buffer
         q = buffer.q
-        # Fast path (inlined _Buffer.get): a message is buffered and nothing needs attention.
+        # Fast path (inlined MessageBuffer.get): a message is buffered, nothing needs attention
+        # and nobody waits for a delivery position.
         if q and not buffer.attention and not self._dispatcher_running:
             buffer._since_checkpoint += 1
-            if buffer._since_checkpoint < 512 and buffer._space is None:
+            if (
+                buffer._since_checkpoint < 512
+                and buffer._space is None
+                and buffer._progress is None
+            ):
+                buffer.in_hand = 1
                 return q.popleft()
         if self._dispatcher_running:
             raise UsageError(
@@ -976,7 +931,7 @@ class AlpacaWebSocketClient:
             )
         try:
             return await buffer.get()
-        except _EndOfStream:
+        except trio.EndOfChannel:
             raise StopAsyncIteration from None
 
     async def receive(self) -> Any:
@@ -1003,7 +958,7 @@ class AlpacaWebSocketClient:
             raise UsageError("handlers are registered: they consume the stream")
         try:
             return await self._buffer.get_batch(max_items)
-        except _EndOfStream:
+        except trio.EndOfChannel:
             raise trio.EndOfChannel from None
 
     # ------------------------------------------------------------------ handlers
@@ -1081,7 +1036,7 @@ class AlpacaWebSocketClient:
             while self._handler_count:
                 try:
                     msg = await buffer.get()
-                except _EndOfStream:
+                except trio.EndOfChannel:
                     return
                 if not self._handler_count:
                     buffer.push_front(msg)
@@ -1136,10 +1091,15 @@ class AlpacaWebSocketClient:
 
     # ------------------------------------------------------------------ subscriptions
 
-    async def subscribe(self, **channels: Iterable[str] | str) -> None:
+    async def subscribe(self, **channels: Iterable[str] | str) -> int:
         """Add symbols to channels and return once the server confirmed the new state.
 
         Example: ``await stream.subscribe(trades=["AAPL"], daily_bars=["SPY"])``.
+
+        Returns the stream position of the acknowledgement: every message received before it
+        has a position up to this one, so ``await stream.wait_delivered(position)`` waits until
+        the consumer went through all of them (see :meth:`wait_delivered`). ``0`` when nothing
+        had to change.
 
         Changes are serialised. The reader keeps running meanwhile. If the connection drops while
         the change is pending, it is part of the resubscription on the next connection.
@@ -1148,20 +1108,36 @@ class AlpacaWebSocketClient:
             SubscriptionTimeoutError: no confirmation within ``subscription_timeout``.
             AlpacaServerError: the server rejected the change (e.g. 405 symbol limit).
         """
-        await self._change("subscribe", channels)
+        return await self._change("subscribe", channels)
 
-    async def unsubscribe(self, **channels: Iterable[str] | str) -> None:
-        """Remove symbols from channels and return once the server confirmed the new state."""
-        await self._change("unsubscribe", channels)
+    async def unsubscribe(self, **channels: Iterable[str] | str) -> int:
+        """Remove symbols from channels and return once the server confirmed the new state.
+
+        Returns the stream position of the acknowledgement, like :meth:`subscribe`: after
+        ``await stream.wait_delivered(position)`` no message of the removed symbols that
+        arrived before the acknowledgement is still on its way to the consumer.
+        """
+        return await self._change("unsubscribe", channels)
+
+    async def wait_delivered(self, position: int) -> None:
+        """Wait until every message up to stream ``position`` has been delivered (the consumer
+        took it and came back for the next one, so it is done with it) or discarded by the
+        overflow policy. Returns at once when that is already so.
+
+        ``position`` comes from :meth:`subscribe` / :meth:`unsubscribe` (or
+        :attr:`ClientStatistics.received_position`). It waits as long as the consumer takes:
+        put a timeout around it.
+        """
+        await self._buffer.wait_delivered(position)
 
     async def _change(
         self, action: Literal["subscribe", "unsubscribe"], channels: Mapping[str, Any]
-    ) -> None:
+    ) -> int:
         if self.kind is StreamKind.TRADING:
             raise UsageError("the trading stream has no market data channels")
         wanted = self._normalise_channels(channels)
         if not wanted:
-            return
+            return 0
         self._require_nursery()
         if self._run_scope is None:
             raise UsageError(f"cannot {action} while disconnected; call connect() first")
@@ -1182,6 +1158,7 @@ class AlpacaWebSocketClient:
             raise SubscriptionTimeoutError(self._subscription_timeout) from None
         if pending.error is not None:
             raise pending.error
+        return pending.position
 
     @property
     def subscriptions(self) -> dict[str, tuple[str, ...]]:
@@ -1200,8 +1177,39 @@ class AlpacaWebSocketClient:
         ``closed`` or ``failed``."""
         return self._state
 
+    @property
+    def heartbeat_rtt(self) -> float | None:
+        """Round trip of the last heartbeat ping in seconds (``None`` before the first one or
+        while disconnected)."""
+        conn = self._conn
+        return conn.last_rtt if conn is not None else None
+
+    def statistics(self) -> ClientStatistics:
+        """A frozen snapshot of the stream's health and throughput; durations in seconds."""
+        now = trio.current_time()
+        buffer = self._buffer
+        return ClientStatistics(
+            state=self._state,
+            feed=self.endpoint.feed,
+            messages_received=self._messages,
+            messages_per_second=self._messages_per_second(now),
+            frames_received=self._frames,
+            bytes_received=self._bytes,
+            latency=self._latency.snapshot(),
+            heartbeat_rtt=self.heartbeat_rtt,
+            reconnects=self._reconnects,
+            errors=dict(self._errors),
+            dropped=buffer.dropped_total,
+            buffered=len(buffer.q),
+            received_position=buffer.appended,
+            delivered_position=buffer.delivered,
+            last_message_age=None if self._last_rx is None else now - self._last_rx,
+            subscriptions=self.subscriptions,
+        )
+
     def get_metrics(self) -> dict[str, Any]:
-        """A snapshot of the stream's health and throughput (a plain dict).
+        """A snapshot of the stream's health and throughput as a plain dict (a view of
+        :meth:`statistics` in the units of the original design: latencies in milliseconds).
 
         Keys: ``state``, ``feed``, ``messages_received``, ``messages_per_second`` (10 s window),
         ``frames_received``, ``bytes_received``, ``avg_latency_ms``, ``p50_latency_ms``,
@@ -1213,29 +1221,28 @@ class AlpacaWebSocketClient:
         as :class:`~trioalpaca.models.MalformedMessage`), ``undecodable_frames`` (those that
         were whole frames).
         """
-        now = trio.current_time()
-        lat = self._latency
-        conn = self._conn
-        rtt = conn.last_rtt if conn is not None else None
+        st = self.statistics()
+        lat = st.latency
+        rtt = st.heartbeat_rtt
         return {
-            "state": self._state,
-            "feed": self.endpoint.feed,
-            "messages_received": self._messages,
-            "messages_per_second": self._messages_per_second(now),
-            "frames_received": self._frames,
-            "bytes_received": self._bytes,
+            "state": st.state,
+            "feed": st.feed,
+            "messages_received": st.messages_received,
+            "messages_per_second": st.messages_per_second,
+            "frames_received": st.frames_received,
+            "bytes_received": st.bytes_received,
             "avg_latency_ms": lat.mean * 1e3 if lat.count else None,
-            "p50_latency_ms": lat.percentile(50) * 1e3 if lat.count else None,
-            "p99_latency_ms": lat.percentile(99) * 1e3 if lat.count else None,
+            "p50_latency_ms": lat.p50 * 1e3 if lat.count else None,
+            "p99_latency_ms": lat.p99 * 1e3 if lat.count else None,
             "heartbeat_rtt_ms": None if rtt is None else rtt * 1e3,
-            "reconnects": self._reconnects,
-            "errors": dict(self._errors),
+            "reconnects": st.reconnects,
+            "errors": dict(st.errors),
             "malformed_messages": self._malformed.messages,
             "undecodable_frames": self._malformed.frames,
-            "dropped": self._buffer.dropped_total,
-            "buffered": len(self._buffer.q),
-            "last_message_age_s": None if self._last_rx is None else now - self._last_rx,
-            "subscriptions": self.subscriptions,
+            "dropped": st.dropped,
+            "buffered": st.buffered,
+            "last_message_age_s": st.last_message_age,
+            "subscriptions": st.subscriptions,
         }
 
     def _messages_per_second(self, now: float) -> float:
@@ -1285,6 +1292,7 @@ class _Session:
         self._raw = client.raw_data
         self._track_channels = bool(client._staleness)
         self._trading = client.kind is StreamKind.TRADING
+        self._authenticated = False
 
     # -- outgoing ---------------------------------------------------------------------------
 
@@ -1292,8 +1300,13 @@ class _Session:
         conn = self.conn
         if conn is None:
             return
+        observers = self.client.observers
         for frame in self.proto.data_to_send():
             conn.send_nowait(frame)
+            if observers:
+                tx_ns = time.time_ns()
+                for observer in observers:
+                    observer.frame_out(frame, tx_ns)
 
     def request(self, action: str, channels: dict[str, tuple[str, ...]]) -> int:
         if action == "subscribe":
@@ -1322,6 +1335,8 @@ class _Session:
             control = proto.last_control
             ready = proto.state is ClientState.READY
         self.flush()
+        if client.observers:
+            self._observe(proto, control, msgs)
         error = proto.error
         if error is not None:
             raise error
@@ -1336,9 +1351,25 @@ class _Session:
             self.ready.set()
         return msgs
 
+    def _observe(self, proto: Any, control: bool, msgs: list[Any]) -> None:
+        if not self._authenticated and proto.authenticated:
+            self._authenticated = True
+            self.client._notify("authenticated")
+        if control and msgs:
+            msg = msgs[0]
+            if isinstance(msg, SubscriptionChanged) or (
+                type(msg) is dict and msg.get("T") == "subscription"
+            ):
+                self.client._notify("subscribed", subscriptions=proto.acknowledged)
+
     def on_frame(self, frame: Frame) -> None:
         """The reader's callback (hot path): decode, account, hand to the buffer."""
         client = self.client
+        observers = client.observers
+        if observers:
+            rx_ns = time.time_ns()
+            for observer in observers:
+                observer.frame_in(frame, rx_ns)
         now = trio.current_time()
         client._frames += 1
         client._bytes += len(frame)

@@ -10,7 +10,9 @@ documentation; note the irregular ones:
 * options (``opra``, ``indicative``) are ``/v1beta1/...`` and accept **msgpack only**;
 * news is ``/v1beta1/news``;
 * the trading ``trade_updates`` stream is ``/stream`` on ``paper-api.alpaca.markets`` (paper) or
-  ``api.alpaca.markets`` (live), not on the market data host.
+  ``api.alpaca.markets`` (live), not on the market data host;
+* old SDKs still connect to retired paths, listed in :data:`LEGACY_PATHS` (the emulator serves
+  them as aliases).
 
 Channel names exist in two spellings: the wire names the server uses (``dailyBars``,
 ``updatedBars``, ``cancelErrors``) and python keyword names (``daily_bars``, ``updated_bars``,
@@ -35,6 +37,7 @@ __all__ = [
     "DATA_SANDBOX_HOST",
     "DEFAULT_FEED",
     "FEEDS",
+    "LEGACY_PATHS",
     "LIVE_TRADING_HOST",
     "MIRRORED_CHANNELS",
     "PAPER_TRADING_HOST",
@@ -194,6 +197,13 @@ def _build_feeds() -> dict[str, Endpoint]:
 #: Every known feed name (and the aliases ``"options"`` -> ``opra``, ``"crypto"`` -> ``crypto/us``)
 #: mapped to its :class:`Endpoint`.
 FEEDS: Mapping[str, Endpoint] = MappingProxyType(_build_feeds())
+
+
+#: Retired endpoint paths that official SDKs still hard-code, mapped to the feed serving the same
+#: data today. The legacy Python SDK (``alpaca-trade-api`` 3.x) connects its crypto stream to
+#: ``/v1beta2/crypto`` (optionally with ``?exchanges=...``); its parser reads the v1beta3 messages
+#: unchanged, so the emulator serves this path exactly like ``crypto/us``.
+LEGACY_PATHS: Mapping[str, str] = MappingProxyType({"/v1beta2/crypto": "crypto/us"})
 
 
 def resolve_feed(feed: str | Endpoint) -> Endpoint:

@@ -102,7 +102,8 @@ __all__ = [
 logger = logging.getLogger("trioalpaca.pipeline")
 
 OverflowPolicy = Literal["block", "drop_oldest", "drop_newest", "conflate"]
-"""What a full lane does with a new message.
+"""The subset of :data:`trioalpaca.OverflowPolicy` the pipeline accepts: what a full lane does
+with a new message.
 
 * ``"block"`` -- wait for room (backpressure reaches the producer; with
   :meth:`MessageHandler.consume` the client's own buffer then absorbs it under the client's

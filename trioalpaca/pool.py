@@ -10,7 +10,15 @@ with backoff, rebalances loads that drifted apart and rotates connections on req
 schedule.
 
 All decisions are made synchronously by the pure functions in ``trioalpaca._pool_policy``
-(httpcore's "policy first, I/O afterwards"); this module only carries them out.
+(httpcore's "policy first, I/O afterwards"); this module only carries them out. The pieces:
+
+* the subscription book (``trioalpaca._book``): which handle wants which (channel, symbol);
+* the handover table (``trioalpaca._handover``): the pure deliver / hold / drop machine that
+  keeps a moving symbol gapless, in order and free of repeats;
+* :class:`ConnectionPool`: ownership (symbol -> connection), subscriptions and routing;
+* ``_Supervisor``: one task per slot that keeps it connected and fails its symbols over;
+* ``_Upkeep``: health checks, rebalancing and rotation, moving symbols with the one
+  ``migrate`` sequence.
 
 Why the pool drives :class:`~trioalpaca.client.AlpacaWebSocketClient` directly instead of one
 ``StreamManager`` per connection: a manager owns the subscriptions and routing of *one* client,
@@ -25,12 +33,11 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
 import trio
@@ -39,6 +46,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 from ._book import Pair, SubscriptionBook
+from ._buffer import MessageBuffer
 from ._credentials import resolve_credentials
 from ._errors import (
     AlpacaServerError,
@@ -51,6 +59,7 @@ from ._errors import (
 )
 from ._groups import exception_leaves, single_error
 from ._handlers import ErrorAction, ErrorHandler, ErrorReport, call_maybe_async
+from ._handover import Handover, HandoverTable, Verdict
 from ._pool_policy import (
     Health,
     HealthSample,
@@ -75,6 +84,8 @@ from .endpoints import channel_to_python, channel_to_wire
 from .metrics import RateMeter
 from .models import Dropped, Message, Reconnected, ServerError
 
+T = TypeVar("T")
+
 logger = logging.getLogger("trioalpaca.pool")
 
 __all__ = [
@@ -94,13 +105,11 @@ __all__ = [
 #: Channels that the server mirrors from ``trades`` on stock feeds.
 _TRADE_MIRRORS = frozenset({"corrections", "cancelErrors"})
 
-#: Poll interval while waiting for a retiring session to route what it already received.
-_DRAIN_POLL = 0.001
-
 HandleOverflow = Literal["block", "drop_oldest"]
-"""What a :class:`PooledConnection` does when its buffer is full: ``"block"`` (back-pressure the
-pooled connection that delivers the message) or ``"drop_oldest"`` (discard the oldest message,
-count it and report a ``Dropped`` marker)."""
+"""The subset of :data:`trioalpaca.OverflowPolicy` a :class:`PooledConnection` accepts
+when its buffer is full: ``"block"`` (back-pressure the pooled connection that delivers the
+message) or ``"drop_oldest"`` (discard the oldest message, count it and report a ``Dropped``
+marker)."""
 
 
 @attrs.frozen(repr=False)
@@ -119,7 +128,7 @@ class Credentials:
 # ----------------------------------------------------------------------------------------------
 
 
-class PooledConnection:
+class PooledConnection(trio.abc.ReceiveChannel[Message]):
     """A handle on some symbols of a :class:`ConnectionPool`; iterate it to receive their data.
 
     Obtained from :meth:`ConnectionPool.get_connection`. It yields the typed market data
@@ -134,7 +143,8 @@ class PooledConnection:
       because the consumer fell behind.
 
     Iteration ends when the handle or the pool is closed. Use ``async with`` or :meth:`aclose`
-    to release the symbols (they are unsubscribed once no handle needs them).
+    to release the symbols (they are unsubscribed once no handle needs them). A handle is a
+    ``trio.abc.ReceiveChannel``: anything that takes one accepts it.
     """
 
     def __init__(
@@ -150,17 +160,13 @@ class PooledConnection:
         self.symbols: tuple[str, ...] = symbols
         #: Wire channel names this handle receives (e.g. ``"trades"``, ``"dailyBars"``).
         self.channels: frozenset[str] = channels
-        self._buffer_size = buffer_size
-        self._overflow = overflow
-        self._queue: collections.deque[Message] = collections.deque()
-        self._readers = trio.lowlevel.ParkingLot()
-        self._writers = trio.lowlevel.ParkingLot()
-        self._pending_drops = 0
+        # block: the delivering connection waits until there is room for one more message
+        self._buffer = MessageBuffer(
+            buffer_size, overflow, where="pool handle buffer", low_water=buffer_size - 1
+        )
         self._closed = False
         #: Messages delivered to this handle's buffer (data and markers).
         self.received = 0
-        #: Messages discarded by the ``drop_oldest`` policy.
-        self.dropped = 0
         #: ``Reconnected`` markers delivered to this handle.
         self.reconnects = 0
 
@@ -174,18 +180,9 @@ class PooledConnection:
         return channel in self.channels or (channel in _TRADE_MIRRORS and "trades" in self.channels)
 
     async def _put(self, msg: Message) -> None:
-        while len(self._queue) >= self._buffer_size and not self._closed:
-            if self._overflow == "drop_oldest":
-                self._queue.popleft()
-                self.dropped += 1
-                self._pending_drops += 1
-                break
-            await self._writers.park()
-        if self._closed:
-            return
-        self._queue.append(msg)
-        self.received += 1
-        self._readers.unpark()
+        await self._buffer.send(msg)
+        if not self._closed:
+            self.received += 1
 
     def _put_marker(self, msg: Message) -> None:
         """Append a control marker, bypassing the capacity bound (markers are rare)."""
@@ -193,16 +190,19 @@ class PooledConnection:
             return
         if isinstance(msg, Reconnected):
             self.reconnects += 1
-        self._queue.append(msg)
+        self._buffer.put_marker(msg)
         self.received += 1
-        self._readers.unpark()
 
     def _close(self) -> None:
         self._closed = True
-        self._readers.unpark_all()
-        self._writers.unpark_all()
+        self._buffer.close()
 
     # -- consumer side ----------------------------------------------------------------------
+
+    @property
+    def dropped(self) -> int:
+        """Messages discarded by the ``drop_oldest`` policy."""
+        return self._buffer.dropped_total
 
     @property
     def closed(self) -> bool:
@@ -220,26 +220,8 @@ class PooledConnection:
         Raises:
             trio.EndOfChannel: the handle or its pool was closed and the buffer is drained.
         """
-        while True:
-            if self._pending_drops:
-                count, self._pending_drops = self._pending_drops, 0
-                return Dropped(count=count, reason="pool handle buffer full (drop_oldest)")
-            if self._queue:
-                msg = self._queue.popleft()
-                self._writers.unpark()
-                return msg
-            if self._closed:
-                raise trio.EndOfChannel
-            await self._readers.park()
-
-    def __aiter__(self) -> PooledConnection:
-        return self
-
-    async def __anext__(self) -> Message:
-        try:
-            return await self.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
+        item: Message = await self._buffer.get()
+        return item
 
     async def aclose(self) -> None:
         """Release the handle: its symbols are unsubscribed once no other handle needs them."""
@@ -247,12 +229,6 @@ class PooledConnection:
             return
         self._close()
         await self._pool._release(self)
-
-    async def __aenter__(self) -> PooledConnection:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return (
@@ -277,49 +253,6 @@ class _Conn:
         self.error: BaseException | None = None
         self.retired = False
         self.reason = ""
-        self.busy = False
-        self.consumed = 0
-
-
-class _Handover:
-    """One symbol moving from session ``old`` to session ``new`` (make before break), in order.
-
-    Both sessions carry the same market. While the move lasts (``state == "moving"``) the old
-    session keeps delivering and every message it delivers is remembered; the new session's
-    messages are held back. Once the old session is unsubscribed and has routed everything it
-    had received, the held messages are flushed in arrival order, skipping those the old
-    session already delivered (``"flushing"``), and the new session takes over. For a short
-    while afterwards (``"draining"``) late copies of messages the old session delivered are
-    still dropped. The result per symbol: nothing lost, nothing twice, order kept.
-    """
-
-    __slots__ = ("deadline", "delivered", "held", "new", "old", "state")
-
-    drain_seconds = 5.0
-
-    def __init__(self, old: _Conn | None, new: _Conn | None) -> None:
-        self.old = old
-        self.new = new
-        self.delivered: dict[Any, None] = {}
-        self.held: collections.deque[Any] = collections.deque()
-        self.state = "moving"
-        self.deadline = math.inf
-
-    def remember(self, msg: Any) -> None:
-        try:
-            self.delivered[msg] = None
-        except TypeError:  # pragma: no cover - unhashable payload: cannot de-duplicate
-            pass
-
-    def seen(self, msg: Any) -> bool:
-        """Whether the old session already delivered ``msg`` (forgets it: copies come once)."""
-        try:
-            if msg in self.delivered:
-                del self.delivered[msg]
-                return True
-        except TypeError:  # pragma: no cover - unhashable payload
-            pass
-        return False
 
 
 class _Slot:
@@ -414,7 +347,9 @@ class ConnectionPool:
         #: symbol -> slot index whose messages are delivered for it (absent during a gap)
         self._live: dict[str, int] = {}
         #: symbols moving between sessions right now (delivered from both, de-duplicated)
-        self._handover: dict[str, _Handover] = {}
+        self._handover = HandoverTable()
+        #: symbol -> set once its handover's flush is over (new-session messages wait for it)
+        self._flushing: dict[str, trio.Event] = {}
         self._error_handler: ErrorHandler | None = None
         self._error_handler_errors = 0
         self._closed = False
@@ -426,8 +361,21 @@ class ConnectionPool:
         self._gaps = 0
         self._gap_seconds = 0.0
         self._last_gap: Reconnected | None = None
+        self._sessions = _Supervisor(self)
+        self._upkeep = _Upkeep(self)
+        self.client_hooks: list[Callable[[int, AlpacaWebSocketClient], None]] = []
+        """Called with ``(connection index, client)`` for every client the pool creates, before
+        it connects (the recording tap: :func:`trioalpaca.record.open_recorder` uses it)."""
 
     # -- public API ------------------------------------------------------------------------
+
+    def clients(self) -> list[tuple[int, AlpacaWebSocketClient]]:
+        """The current client of every connection that has one, as ``(index, client)``."""
+        return [
+            (i, slot.conn.client)
+            for i, slot in enumerate(self._slots)
+            if slot.conn is not None and slot.conn.client is not None
+        ]
 
     @property
     def pool_size(self) -> int:
@@ -621,7 +569,7 @@ class ConnectionPool:
                 slot = self._slots[index]
                 if not slot.ready:
                     raise UsageError(f"connection {index} is not ready (state {slot.state})")
-            return await self._rotate_locked(slot)
+            return await self._upkeep.rotate_locked(slot)
 
     # -- internals: bookkeeping --------------------------------------------------------------
 
@@ -651,7 +599,7 @@ class ConnectionPool:
         conn = slot.conn
         if conn is None or conn.client is None or not slot.ready:
             return None
-        return _client_rtt(conn.client)
+        return conn.client.heartbeat_rtt
 
     def _channels_for(self, symbols: Iterable[str]) -> dict[str, set[str]]:
         """wire channel -> symbols, from what the handles want."""
@@ -665,7 +613,7 @@ class ConnectionPool:
     ) -> bool:
         """Subscribe on ``slot``'s current session; False if it failed (errors are appended to
         ``errors``) or the session ended meanwhile."""
-        return await self._change(slot, "subscribe", channels, errors=errors)
+        return await self._change(slot, "subscribe", channels, errors=errors) is not None
 
     async def _unsubscribe(self, slot: _Slot, channels: Mapping[str, Iterable[str]]) -> None:
         await self._change(slot, "unsubscribe", channels)
@@ -677,48 +625,36 @@ class ConnectionPool:
         channels: Mapping[str, Iterable[str]],
         session: _Conn | None = None,
         errors: list[TrioAlpacaError] | None = None,
-    ) -> bool:
+    ) -> int | None:
         """Run one subscription change on the slot's (or the given) session, raced against the
-        session's end.
+        session's end; return the client's stream position of the acknowledgement (``0``: there
+        was nothing to change), or ``None`` if it failed (errors are recorded and appended to
+        ``errors``) or the session ended meanwhile.
 
         A session that dies while a change is pending would otherwise keep the caller (and the
         pool's lock) waiting for the client's ``subscription_timeout``.
         """
         kwargs = _channel_kwargs(channels)
         if not kwargs:
-            return True
+            return 0
         if session is None:
             conn = slot.conn
             if not slot.ready:
-                return False
+                return None
         else:
             conn = session
         client = None if conn is None else conn.client
         if conn is None or client is None or conn.done.is_set():
-            return False
+            return None
         method = client.subscribe if action == "subscribe" else client.unsubscribe
-        outcome: list[bool] = []
-
-        async def call(cancel: trio.CancelScope) -> None:
-            try:
-                await method(**kwargs)
-            except TrioAlpacaError as exc:
-                self._record_error(slot, exc)
-                if errors is not None:
-                    errors.append(exc)
-                outcome.append(False)
-            else:
-                outcome.append(True)
-            cancel.cancel()
-
-        async def watch(cancel: trio.CancelScope) -> None:
-            await conn.done.wait()
-            cancel.cancel()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(call, nursery.cancel_scope)
-            nursery.start_soon(watch, nursery.cancel_scope)
-        return bool(outcome) and outcome[0]
+        try:
+            position: int | None = await _unless_ended(conn, lambda: method(**kwargs))
+        except TrioAlpacaError as exc:
+            self._record_error(slot, exc)
+            if errors is not None:
+                errors.append(exc)
+            return None
+        return position
 
     def _record_error(
         self, slot: _Slot, exc: BaseException, action: ErrorAction = "continue"
@@ -855,19 +791,19 @@ class ConnectionPool:
                 self._control(slot, msg)
             return
         if self._handover:
-            handover = self._handover.get(sym)
-            if handover is not None:
-                if handover.state != "draining":
-                    if conn is handover.new:
-                        handover.held.append(msg)  # delivered in order once the old one is done
-                    elif conn is handover.old and handover.state == "moving":
-                        handover.remember(msg)
-                        await self._deliver(slot, sym, msg)
-                    return
-                if handover.seen(msg):
-                    return  # a late copy of what the old session delivered
-                if not handover.delivered or trio.current_time() > handover.deadline:
-                    del self._handover[sym]
+            verdict = self._handover.route(sym, conn, msg, trio.current_time())
+            if verdict is Verdict.DELIVER:
+                await self._deliver(slot, sym, msg)
+                return
+            if verdict is Verdict.HOLD:
+                flushed = self._flushing.get(sym)
+                if flushed is not None:
+                    # The flush delivers it: wait, so that a slow consumer back-pressures this
+                    # session as it would without a handover.
+                    await flushed.wait()
+                return
+            if verdict is Verdict.DROP:
+                return
         if current and self._live.get(sym) == slot.spec.index:
             await self._deliver(slot, sym, msg)
 
@@ -904,498 +840,26 @@ class ConnectionPool:
         kwargs.update(_channel_kwargs(self._channels_for(slot.symbols)))
         if slot.url is not None:
             kwargs["url"] = slot.url
-        return AlpacaWebSocketClient(
+        client = AlpacaWebSocketClient(
             cred.api_key,
             cred.api_secret,
             feed=self._feed,
             max_reconnect_attempts=0,
             **kwargs,
         )
+        for hook in self.client_hooks:
+            hook(self._slots.index(slot), client)
+        return client
 
-    async def _run_session(
-        self,
-        slot: _Slot,
-        conn: _Conn,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """One client session in its own cancel scope; reports started once subscribed.
+    # -- internals: ownership and lifecycle ---------------------------------------------------
 
-        Errors before ``started`` propagate to the caller of ``nursery.start`` (the supervisor);
-        afterwards they are recorded on ``conn`` for the supervisor, never raised into the
-        pool's nursery.
-        """
-        started = False
-        try:
-            with conn.scope:
-                client = self._make_client(slot)
-                async with client:
-                    conn.client = client
-                    task_status.started()
-                    started = True
-                    async for msg in client:
-                        if not isinstance(msg, (Reconnected, Dropped)):
-                            conn.consumed += 1
-                        conn.busy = True
-                        await self._route(slot, conn, msg)
-                        conn.busy = False
-                    conn.error = ConnectionClosedError(reason="the stream ended")
-            if conn.scope.cancelled_caught and conn.error is None:
-                conn.error = ConnectionClosedError(reason=conn.reason or "cancelled by the pool")
-        except TrioAlpacaError as exc:
-            if not started:
-                raise _root_cause(exc) from exc
-            conn.error = _root_cause(exc)
-        except BaseExceptionGroup as group:
-            leaves = exception_leaves(group)
-            if not all(isinstance(e, TrioAlpacaError) for e in leaves):
-                raise
-            first = leaves[0]
-            assert isinstance(first, TrioAlpacaError)
-            if not started:
-                raise _root_cause(first) from group
-            conn.error = _root_cause(first)
-        finally:
-            conn.done.set()
-
-    async def _supervise(self, slot: _Slot) -> None:
-        """Keep ``slot`` connected: connect, watch, fail over, back off, repeat."""
-        while True:
-            slot.gens += 1
-            conn = _Conn(slot.gens)
-            slot.state = "connecting"
-            try:
-                await self._nursery.start(self._run_session, slot, conn)
-            except TrioAlpacaError as exc:
-                self._record_error(slot, exc, "stop" if exc.fatal else "reconnect")
-                slot.attempted = True
-                if exc.fatal:
-                    await self._slot_failed(slot, exc)
-                    return
-                slot.state = "backoff"
-                self._notify()
-                slot.reconnects += 1
-                delay = slot.schedule.next_delay(connection_limit=exc.connection_limit)
-                await trio.sleep(delay)
-                continue
-            slot.attempted = True
-            await self._on_ready(slot, conn)
-            # Wait for the slot's current session to end (rotation may swap sessions).
-            while True:
-                current = slot.conn
-                assert current is not None
-                await current.done.wait()
-                if slot.conn is current:
-                    break
-            ended = slot.conn
-            assert ended is not None
-            await self._on_lost(slot, ended)
-            if ended.retired:
-                continue  # planned: reconnect at once (406 still backs off with the floor)
-            err = ended.error
-            if isinstance(err, TrioAlpacaError) and err.fatal:
-                await self._slot_failed(slot, err)
-                return
-            slot.state = "backoff"
-            limit = isinstance(err, TrioAlpacaError) and err.connection_limit
-            await trio.sleep(slot.schedule.next_delay(connection_limit=limit))
-
-    async def _slot_failed(self, slot: _Slot, exc: TrioAlpacaError) -> None:
-        slot.state = "failed"
-        slot.health = Health.DEAD
-        if all(s.state == "failed" for s in self._slots):
-            # Nothing left to serve the handles: end the pool's block with the (first) error.
-            if not self._failed:
-                self._failed = True
-                raise exc
-            return
-        async with self._lock:
-            await self._place_stranded()
-            self._notify()
-
-    async def _on_ready(self, slot: _Slot, conn: _Conn) -> None:
-        async with self._lock:
-            now = trio.current_time()
-            slot.conn = conn
-            slot.state = "ready"
-            slot.health = Health.HEALTHY
-            slot.degraded_since = None
-            slot.ready_at = now
-            slot.last_message_at = None
-            # Reconcile: the session subscribed to a snapshot of slot.symbols at connect time.
-            want = self._channels_for(slot.symbols)
-            have = _client_subscriptions(conn.client)
-            extra = {
-                ch: set(syms) - want.get(ch, set())
-                for ch, syms in have.items()
-                if ch not in _TRADE_MIRRORS
-            }
-            missing = {ch: syms - set(have.get(ch, ())) for ch, syms in want.items()}
-            await self._unsubscribe(slot, extra)
-            await self._subscribe(slot, missing)
-            if slot.ready and slot.conn is conn:
-                waiting = [s for s in slot.symbols if s not in self._live]
-                self._emit_reconnected(waiting, slot.down_since_ns, slot.gens)
-                for sym in waiting:
-                    self._live[sym] = slot.spec.index
-                slot.schedule.reset()
-                await self._place_stranded()
-            self._notify()
-
-    async def _on_lost(self, slot: _Slot, conn: _Conn) -> None:
-        """A session ended: fail its symbols over unless that was planned (rotation)."""
-        async with self._lock:
-            slot.state = "backoff"
-            slot.health = Health.DEAD
-            slot.degraded_since = None
-            if conn.error is not None and not conn.retired:
-                self._record_error(slot, conn.error, "reconnect")
-            if conn.retired:
-                self._notify()
-                return
-            slot.reconnects += 1
-            slot.failovers += 1
-            self._failovers += 1
-            slot.reconnect_times.append(trio.current_time())  # unplanned: counts for health
-            gap_start = slot.down_since_ns = self._gap_start(slot)
-            for sym in slot.symbols:
-                if self._live.get(sym) == slot.spec.index:
-                    del self._live[sym]
-            await self._move_off(slot, gap_start)
-            self._notify()
-
-    @staticmethod
-    def _gap_start(slot: _Slot) -> int:
-        """Wall-clock ns since which ``slot``'s data may be missing if its session is lost now:
-        when it last delivered anything (or now)."""
-        now_ns = time.time_ns()
-        if slot.last_message_at is None:
-            return now_ns
-        silent = max(0.0, trio.current_time() - slot.last_message_at)
-        return now_ns - int(silent * 1e9)
-
-    async def _move_off(self, slot: _Slot, gap_start_ns: int) -> None:
-        """Move ``slot``'s symbols to healthy connections with room (lock held)."""
-        if not slot.symbols:
-            return
-        loads = self._loads()
-        loads.pop(slot.spec.index, None)
-        moves, _left = plan_failover(
-            slot.symbols, loads, self._eligible(exclude=slot.spec.index), self._limit
-        )
-        if not moves:
-            return
-        for index, syms in moves.items():
-            for sym in syms:
-                slot.symbols.discard(sym)
-                self._place[sym] = index
-                self._slots[index].symbols.add(sym)
-        results = await self._subscribe_many(moves)
-        now_live = [
-            sym
-            for index, ok in results.items()
-            if ok
-            for sym in moves[index]
-            if self._place.get(sym) == index
-        ]
-        self._emit_reconnected(now_live, gap_start_ns, 1)
-        for sym in now_live:
-            self._live[sym] = self._place[sym]
-
-    async def _place_stranded(self) -> None:
-        """Move symbols stuck on connections that are not ready onto ready ones (lock held)."""
-        for slot in self._slots:
-            if not slot.ready and slot.symbols:
-                await self._move_off(slot, slot.down_since_ns)
-
-    # -- internals: health, rebalancing, rotation -------------------------------------------
-
-    def _sample(self, slot: _Slot, now: float) -> HealthSample:
-        th = self._thresholds
-        while slot.error_times and slot.error_times[0] < now - th.error_window:
-            slot.error_times.popleft()
-        while slot.reconnect_times and slot.reconnect_times[0] < now - th.reconnect_window:
-            slot.reconnect_times.popleft()
-        conn = slot.conn
-        connected = slot.ready and conn is not None and not conn.done.is_set()
-        last = slot.last_message_at if slot.last_message_at is not None else slot.ready_at
-        return HealthSample(
-            connected=connected,
-            rtt=self._rtt(slot),
-            silence=now - last,
-            errors=len(slot.error_times),
-            reconnects=len(slot.reconnect_times),
-        )
-
-    def _check_health(self) -> None:
-        now = trio.current_time()
-        for slot in self._slots:
-            if not slot.ready:
-                continue
-            verdict = assess_health(self._sample(slot, now), self._thresholds)
-            if verdict is Health.DEGRADED and slot.degraded_since is None:
-                slot.degraded_since = now
-            elif verdict is not Health.DEGRADED:
-                slot.degraded_since = None
-            if verdict is not slot.health:
-                slot.health = verdict
-                self._notify()
-            others = self._eligible(exclude=slot.spec.index)
-            room = sum(max(0, self._limit - len(self._slots[i].symbols)) for i in others)
-            if should_fail_over(
-                verdict,
-                slot.degraded_since,
-                now,
-                self._thresholds,
-                # Failing over a degraded connection only helps if it carries symbols and
-                # healthy connections can take all of them.
-                others_have_room=bool(others and slot.symbols) and room >= len(slot.symbols),
-            ):
-                conn = slot.conn
-                if conn is not None:
-                    conn.reason = f"failed over: connection {verdict.value}"
-                    conn.scope.cancel()
-
-    async def _rebalance(self) -> None:
-        async with self._lock:
-            eligible = self._eligible()
-            # Only symbols that are flowing move; a symbol in a gap stays with the failover.
-            assignment = {
-                i: {s for s in self._slots[i].symbols if self._live.get(s) == i} for i in eligible
-            }
-            moves = plan_rebalance(assignment, eligible, self._limit, self._rebalance_threshold)
-            if not moves:
-                return
-            by_target: dict[int, list[str]] = {}
-            for m in moves:
-                by_target.setdefault(m.target, []).append(m.symbol)
-            # Make before break, in order: the source keeps delivering while the target
-            # subscribes; then the source is unsubscribed and drained, and the target's held
-            # messages are flushed (see _Handover).
-            self._begin_handover(
-                {m.symbol: (self._slots[m.source].conn, self._slots[m.target].conn) for m in moves}
-            )
-            try:
-                results = await self._subscribe_many(by_target)
-                moved: dict[str, int] = {}
-                drop: dict[int, list[str]] = {}
-                for m in moves:
-                    if not results.get(m.target):
-                        continue
-                    if self._place.get(m.symbol) != m.source or not self._slots[m.target].ready:
-                        continue
-                    self._slots[m.source].symbols.discard(m.symbol)
-                    self._slots[m.target].symbols.add(m.symbol)
-                    self._place[m.symbol] = m.target
-                    if m.symbol in self._live:
-                        self._live[m.symbol] = m.target
-                    moved[m.symbol] = m.target
-                    drop.setdefault(m.source, []).append(m.symbol)
-                    self._rebalance_moves += 1
-
-                async def release(source: _Slot, syms: list[str]) -> None:
-                    gap_start = self._gap_start(source)
-                    if await self._release_from(source, source.conn, self._channels_for(syms)):
-                        self._emit_reconnected(syms, gap_start, 1)  # the move may have lost data
-
-                async with trio.open_nursery() as nursery:
-                    for index, syms in drop.items():
-                        nursery.start_soon(release, self._slots[index], syms)
-                await self._finish_handover(moved)
-            finally:
-                self._abandon_handover(m.symbol for m in moves)
-            self._notify()
-
-    def _begin_handover(self, moves: Mapping[str, tuple[_Conn | None, _Conn | None]]) -> None:
-        for sym, (old, new) in moves.items():
-            self._handover[sym] = _Handover(old, new)
-
-    async def _release_from(
-        self, slot: _Slot, conn: _Conn | None, channels: Mapping[str, Iterable[str]]
-    ) -> bool:
-        """Unsubscribe ``channels`` on session ``conn`` and wait until everything it received
-        before the acknowledgement has been routed (so a handover loses nothing in flight).
-
-        Returns True if it did not get there (the session died, or a consumer is stuck):
-        messages it had not delivered may be lost.
-        """
-        if conn is None or conn.client is None:
-            return True
-        if not await self._change(slot, "unsubscribe", channels, session=conn):
-            return conn.done.is_set() and not conn.retired
-        client = conn.client
-        metrics = client.get_metrics()
-        # Everything received before the acknowledgement, minus what the client discarded.
-        target = int(metrics["messages_received"]) - int(metrics["dropped"])
-
-        def drained() -> bool:
-            if conn.done.is_set():
-                return True
-            if conn.busy:
-                return False
-            return conn.consumed >= target or not client.get_metrics()["buffered"]
-
-        with trio.move_on_after(self._client_timeout()):
-            # Polls: the client offers no event for "routed up to here".
-            while not drained():  # noqa: ASYNC110
-                await trio.sleep(_DRAIN_POLL)
-        # Died before routing everything, or a consumer is stuck: data may be lost.
-        if conn.done.is_set():
-            return conn.consumed < target
-        return not drained()
-
-    def _abandon_handover(self, symbols: Iterable[str]) -> None:
-        """Drop the handovers of ``symbols`` that did not finish (the move failed or was
-        cancelled: the symbol stays where ownership says)."""
-        for sym in symbols:
-            handover = self._handover.get(sym)
-            if handover is not None and handover.state != "draining":
-                del self._handover[sym]
-
-    async def _finish_handover(self, moved: Mapping[str, int]) -> None:
-        """End the handovers of ``moved`` (symbol -> slot now delivering it): what the new
-        session delivered meanwhile is flushed in order, without what the old one already did,
-        by a task of its own (a slow consumer must not hold up the pool's lock)."""
-        for sym, index in moved.items():
-            handover = self._handover.get(sym)
-            if handover is None or handover.state != "moving":
-                continue
-            handover.state = "flushing"
-            self._nursery.start_soon(self._flush_handover, sym, index, handover)
-
-    async def _flush_handover(self, sym: str, index: int, handover: _Handover) -> None:
-        target = self._slots[index]
-        try:
-            while handover.held:  # the new session keeps appending while we deliver
-                msg = handover.held.popleft()
-                if not handover.seen(msg) and self._live.get(sym) == index:
-                    await self._deliver(target, sym, msg)
-        finally:
-            handover.held.clear()
-            handover.state = "draining"
-            handover.deadline = trio.current_time() + _Handover.drain_seconds
-            if not handover.delivered and self._handover.get(sym) is handover:
-                del self._handover[sym]
-
-    async def _rotate_locked(
-        self, slot: _Slot, *, allow_extra_session: bool = True
-    ) -> RotationMode:
-        connected = {s.spec.index for s in self._slots if s.ready}
-        assignment = {s.spec.index: s.symbols for s in self._slots}
-        plan = plan_rotation(
-            slot.spec.index,
-            self._specs,
-            connected,
-            self._per_key if allow_extra_session else 1,
-            assignment,
-            self._eligible(),
-            self._limit,
-        )
-        old = slot.conn
-        assert old is not None
-        if plan.mode is RotationMode.MAKE_BEFORE_BREAK:
-            slot.gens += 1
-            new = _Conn(slot.gens)
-            moving = [s for s in slot.symbols if self._live.get(s) == slot.spec.index]
-            self._begin_handover(dict.fromkeys(moving, (old, new)))
-            try:
-                try:
-                    await self._nursery.start(self._run_session, slot, new)
-                except TrioAlpacaError as exc:
-                    # The server refused the extra session after all (e.g. 406): fall back to
-                    # the single-session modes.
-                    self._record_error(slot, exc)
-                    self._abandon_handover(moving)
-                    return await self._rotate_locked(slot, allow_extra_session=False)
-                self._rotations += 1
-                slot.ready_at = trio.current_time()
-                # The new session subscribed a snapshot of slot.symbols; top up later changes.
-                have = _client_subscriptions(new.client)
-                want = self._channels_for(slot.symbols)
-                slot.conn = new  # the new session owns the slot from here on
-                await self._subscribe(
-                    slot, {ch: syms - set(have.get(ch, ())) for ch, syms in want.items()}
-                )
-                gap_start = self._gap_start(slot)
-                if await self._release_from(slot, old, self._channels_for(moving)):
-                    self._emit_reconnected(moving, gap_start, 1)  # the switch may have lost data
-                old.retired = True
-                old.reason = "rotated (make before break)"
-                old.scope.cancel()
-                await self._finish_handover(dict.fromkeys(moving, slot.spec.index))
-            finally:
-                self._abandon_handover(moving)
-        elif plan.mode is RotationMode.MIGRATE:
-            self._rotations += 1
-            # Symbols in a gap stay: the new session resubscribes them (with a Reconnected).
-            targets = {
-                sym: index
-                for index, syms in plan.moves.items()
-                for sym in syms
-                if self._live.get(sym) == slot.spec.index
-            }
-            by_target: dict[int, list[str]] = {}
-            for sym, index in targets.items():
-                by_target.setdefault(index, []).append(sym)
-            self._begin_handover(
-                {sym: (old, self._slots[index].conn) for sym, index in targets.items()}
-            )
-            try:
-                results = await self._subscribe_many(by_target)
-                for index, syms in by_target.items():
-                    if not results.get(index):
-                        continue
-                    for sym in syms:
-                        if self._place.get(sym) != slot.spec.index:
-                            continue
-                        slot.symbols.discard(sym)
-                        self._slots[index].symbols.add(sym)
-                        self._place[sym] = index
-                        if sym in self._live:
-                            self._live[sym] = index
-                moved = {s: i for s, i in targets.items() if self._place.get(s) == i}
-                gap_start = self._gap_start(slot)
-                if await self._release_from(slot, old, self._channels_for(moved)):
-                    self._emit_reconnected(moved, gap_start, 1)  # the move may have lost data
-                # Anything that could not move stays and is resubscribed by the new session.
-                slot.down_since_ns = time.time_ns()
-                for sym in slot.symbols:
-                    self._live.pop(sym, None)
-                old.retired = True
-                old.reason = "rotated (migrate)"
-                old.scope.cancel()
-                await self._finish_handover(moved)
-            finally:
-                self._abandon_handover(targets)
-        else:
-            self._rotations += 1
-            slot.down_since_ns = time.time_ns()
-            for sym in slot.symbols:
-                self._live.pop(sym, None)
-            old.retired = True
-            old.reason = "rotated (break before make)"
-            old.scope.cancel()
-        self._notify()
-        return plan.mode
-
-    async def _monitor(self) -> None:
-        """Health checks, scheduled rotation and rebalancing, every ``health_check_interval``."""
-        while True:
-            await trio.sleep(self._interval)
-            self._check_health()
-            if self._rotation_interval is not None:
-                now = trio.current_time()
-                due = [
-                    s
-                    for s in self._slots
-                    if s.ready and now - s.ready_at >= self._rotation_interval
-                ]
-                if due:
-                    async with self._lock:
-                        slot = min(due, key=lambda s: s.ready_at)
-                        if slot.ready:
-                            await self._rotate_locked(slot)
-            await self._rebalance()
+    def _transfer(self, sym: str, source: int, target: int) -> None:
+        """Make ``target`` the owner of ``sym`` (and its deliverer if it is flowing)."""
+        self._slots[source].symbols.discard(sym)
+        self._slots[target].symbols.add(sym)
+        self._place[sym] = target
+        if sym in self._live:
+            self._live[sym] = target
 
     async def _wait_first_ready(self) -> None:
         """Wait until every slot made its first attempt and at least one is ready.
@@ -1416,6 +880,464 @@ class ConnectionPool:
             slot.health = Health.DEAD
 
 
+class _Supervisor:
+    """Keeps every slot of a :class:`ConnectionPool` connected: runs each session in its own
+    cancel scope, fails its symbols over when it is lost, backs off and reconnects."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    async def run_session(
+        self,
+        slot: _Slot,
+        conn: _Conn,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """One client session in its own cancel scope; reports started once subscribed.
+
+        Errors before ``started`` propagate to the caller of ``nursery.start`` (the supervisor);
+        afterwards they are recorded on ``conn`` for the supervisor, never raised into the
+        pool's nursery.
+        """
+        started = False
+        try:
+            with conn.scope:
+                client = self.pool._make_client(slot)
+                async with client:
+                    conn.client = client
+                    task_status.started()
+                    started = True
+                    async for msg in client:
+                        await self.pool._route(slot, conn, msg)
+                    conn.error = ConnectionClosedError(reason="the stream ended")
+            if conn.scope.cancelled_caught and conn.error is None:
+                conn.error = ConnectionClosedError(reason=conn.reason or "cancelled by the pool")
+        except TrioAlpacaError as exc:
+            if not started:
+                raise _root_cause(exc) from exc
+            conn.error = _root_cause(exc)
+        except BaseExceptionGroup as group:
+            leaves = exception_leaves(group)
+            if not all(isinstance(e, TrioAlpacaError) for e in leaves):
+                raise
+            first = leaves[0]
+            assert isinstance(first, TrioAlpacaError)
+            if not started:
+                raise _root_cause(first) from group
+            conn.error = _root_cause(first)
+        finally:
+            conn.done.set()
+
+    async def supervise(self, slot: _Slot) -> None:
+        """Keep ``slot`` connected: connect, watch, fail over, back off, repeat."""
+        while True:
+            slot.gens += 1
+            conn = _Conn(slot.gens)
+            slot.state = "connecting"
+            try:
+                await self.pool._nursery.start(self.run_session, slot, conn)
+            except TrioAlpacaError as exc:
+                self.pool._record_error(slot, exc, "stop" if exc.fatal else "reconnect")
+                slot.attempted = True
+                if exc.fatal:
+                    await self.slot_failed(slot, exc)
+                    return
+                slot.state = "backoff"
+                self.pool._notify()
+                slot.reconnects += 1
+                delay = slot.schedule.next_delay(connection_limit=exc.connection_limit)
+                await trio.sleep(delay)
+                continue
+            slot.attempted = True
+            await self.on_ready(slot, conn)
+            # Wait for the slot's current session to end (rotation may swap sessions).
+            while True:
+                current = slot.conn
+                assert current is not None
+                await current.done.wait()
+                if slot.conn is current:
+                    break
+            ended = slot.conn
+            assert ended is not None
+            await self.on_lost(slot, ended)
+            if ended.retired:
+                continue  # planned: reconnect at once (406 still backs off with the floor)
+            err = ended.error
+            if isinstance(err, TrioAlpacaError) and err.fatal:
+                await self.slot_failed(slot, err)
+                return
+            slot.state = "backoff"
+            limit = isinstance(err, TrioAlpacaError) and err.connection_limit
+            await trio.sleep(slot.schedule.next_delay(connection_limit=limit))
+
+    async def slot_failed(self, slot: _Slot, exc: TrioAlpacaError) -> None:
+        slot.state = "failed"
+        slot.health = Health.DEAD
+        if all(s.state == "failed" for s in self.pool._slots):
+            # Nothing left to serve the handles: end the pool's block with the (first) error.
+            if not self.pool._failed:
+                self.pool._failed = True
+                raise exc
+            return
+        async with self.pool._lock:
+            await self.place_stranded()
+            self.pool._notify()
+
+    async def on_ready(self, slot: _Slot, conn: _Conn) -> None:
+        async with self.pool._lock:
+            now = trio.current_time()
+            slot.conn = conn
+            slot.state = "ready"
+            slot.health = Health.HEALTHY
+            slot.degraded_since = None
+            slot.ready_at = now
+            slot.last_message_at = None
+            # Reconcile: the session subscribed to a snapshot of slot.symbols at connect time.
+            want = self.pool._channels_for(slot.symbols)
+            have = _client_subscriptions(conn.client)
+            extra = {
+                ch: set(syms) - want.get(ch, set())
+                for ch, syms in have.items()
+                if ch not in _TRADE_MIRRORS
+            }
+            missing = {ch: syms - set(have.get(ch, ())) for ch, syms in want.items()}
+            await self.pool._unsubscribe(slot, extra)
+            await self.pool._subscribe(slot, missing)
+            if slot.ready and slot.conn is conn:
+                waiting = [s for s in slot.symbols if s not in self.pool._live]
+                self.pool._emit_reconnected(waiting, slot.down_since_ns, slot.gens)
+                for sym in waiting:
+                    self.pool._live[sym] = slot.spec.index
+                slot.schedule.reset()
+                await self.place_stranded()
+            self.pool._notify()
+
+    async def on_lost(self, slot: _Slot, conn: _Conn) -> None:
+        """A session ended: fail its symbols over unless that was planned (rotation)."""
+        async with self.pool._lock:
+            slot.state = "backoff"
+            slot.health = Health.DEAD
+            slot.degraded_since = None
+            if conn.error is not None and not conn.retired:
+                self.pool._record_error(slot, conn.error, "reconnect")
+            if conn.retired:
+                self.pool._notify()
+                return
+            slot.reconnects += 1
+            slot.failovers += 1
+            self.pool._failovers += 1
+            slot.reconnect_times.append(trio.current_time())  # unplanned: counts for health
+            gap_start = slot.down_since_ns = _gap_start(slot)
+            for sym in slot.symbols:
+                if self.pool._live.get(sym) == slot.spec.index:
+                    del self.pool._live[sym]
+            await self.move_off(slot, gap_start)
+            self.pool._notify()
+
+    async def move_off(self, slot: _Slot, gap_start_ns: int) -> None:
+        """Move ``slot``'s symbols to healthy connections with room (lock held)."""
+        if not slot.symbols:
+            return
+        loads = self.pool._loads()
+        loads.pop(slot.spec.index, None)
+        moves, _left = plan_failover(
+            slot.symbols, loads, self.pool._eligible(exclude=slot.spec.index), self.pool._limit
+        )
+        if not moves:
+            return
+        for index, syms in moves.items():
+            for sym in syms:
+                self.pool._transfer(sym, slot.spec.index, index)
+        results = await self.pool._subscribe_many(moves)
+        now_live = [
+            sym
+            for index, ok in results.items()
+            if ok
+            for sym in moves[index]
+            if self.pool._place.get(sym) == index
+        ]
+        self.pool._emit_reconnected(now_live, gap_start_ns, 1)
+        for sym in now_live:
+            self.pool._live[sym] = self.pool._place[sym]
+
+    async def place_stranded(self) -> None:
+        """Move symbols stuck on connections that are not ready onto ready ones (lock held)."""
+        for slot in self.pool._slots:
+            if not slot.ready and slot.symbols:
+                await self.move_off(slot, slot.down_since_ns)
+
+
+class _Upkeep:
+    """The periodic work of a :class:`ConnectionPool`: health checks, rebalancing and
+    rotation, all moving symbols with the one :meth:`migrate` sequence (make before break,
+    in order, through the pool's handover table)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def sample(self, slot: _Slot, now: float) -> HealthSample:
+        th = self.pool._thresholds
+        while slot.error_times and slot.error_times[0] < now - th.error_window:
+            slot.error_times.popleft()
+        while slot.reconnect_times and slot.reconnect_times[0] < now - th.reconnect_window:
+            slot.reconnect_times.popleft()
+        conn = slot.conn
+        connected = slot.ready and conn is not None and not conn.done.is_set()
+        last = slot.last_message_at if slot.last_message_at is not None else slot.ready_at
+        return HealthSample(
+            connected=connected,
+            rtt=self.pool._rtt(slot),
+            silence=now - last,
+            errors=len(slot.error_times),
+            reconnects=len(slot.reconnect_times),
+        )
+
+    def check_health(self) -> None:
+        now = trio.current_time()
+        for slot in self.pool._slots:
+            if not slot.ready:
+                continue
+            verdict = assess_health(self.sample(slot, now), self.pool._thresholds)
+            if verdict is Health.DEGRADED and slot.degraded_since is None:
+                slot.degraded_since = now
+            elif verdict is not Health.DEGRADED:
+                slot.degraded_since = None
+            if verdict is not slot.health:
+                slot.health = verdict
+                self.pool._notify()
+            others = self.pool._eligible(exclude=slot.spec.index)
+            room = sum(max(0, self.pool._limit - len(self.pool._slots[i].symbols)) for i in others)
+            if should_fail_over(
+                verdict,
+                slot.degraded_since,
+                now,
+                self.pool._thresholds,
+                # Failing over a degraded connection only helps if it carries symbols and
+                # healthy connections can take all of them.
+                others_have_room=bool(others and slot.symbols) and room >= len(slot.symbols),
+            ):
+                conn = slot.conn
+                if conn is not None:
+                    conn.reason = f"failed over: connection {verdict.value}"
+                    conn.scope.cancel()
+
+    async def rebalance(self) -> None:
+        async with self.pool._lock:
+            eligible = self.pool._eligible()
+            # Only symbols that are flowing move; a symbol in a gap stays with the failover.
+            assignment = {
+                i: {s for s in self.pool._slots[i].symbols if self.pool._live.get(s) == i}
+                for i in eligible
+            }
+            moves = plan_rebalance(
+                assignment, eligible, self.pool._limit, self.pool._rebalance_threshold
+            )
+            if not moves:
+                return
+            moved = await self.migrate({m.symbol: (m.source, m.target) for m in moves})
+            self.pool._rebalance_moves += len(moved)
+            self.pool._notify()
+
+    async def migrate(self, moves: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+        """Move flowing symbols between ready connections, make before break and in order
+        (``{symbol: (source, target)}``, lock held); return ``{symbol: target}`` of the moved.
+
+        The one move sequence of rebalancing and of migrating rotations: the source keeps
+        delivering while the target subscribes (the handover holds the target's messages);
+        ownership switches; the source is unsubscribed and drained (a ``Reconnected`` if that
+        may have lost data); the target's held messages are flushed.
+        """
+        by_target: dict[int, list[str]] = {}
+        for sym, (_, target) in moves.items():
+            by_target.setdefault(target, []).append(sym)
+        self.pool._handover.begin(
+            {
+                sym: (self.pool._slots[s].conn, self.pool._slots[t].conn)
+                for sym, (s, t) in moves.items()
+            }
+        )
+        try:
+            results = await self.pool._subscribe_many(by_target)
+            moved: dict[str, int] = {}
+            drop: dict[int, list[str]] = {}
+            for sym, (source, target) in moves.items():
+                if not results.get(target) or not self.pool._slots[target].ready:
+                    continue
+                if self.pool._place.get(sym) != source:
+                    continue
+                self.pool._transfer(sym, source, target)
+                moved[sym] = target
+                drop.setdefault(source, []).append(sym)
+
+            async def release(source: _Slot, syms: list[str]) -> None:
+                gap_start = _gap_start(source)
+                if await self.release_from(source, source.conn, self.pool._channels_for(syms)):
+                    self.pool._emit_reconnected(syms, gap_start, 1)  # the move may have lost data
+
+            async with trio.open_nursery() as nursery:
+                for index, syms in drop.items():
+                    nursery.start_soon(release, self.pool._slots[index], syms)
+            self.finish_handover(moved)
+            return moved
+        finally:
+            self.pool._handover.abandon(moves)
+
+    async def release_from(
+        self, slot: _Slot, conn: _Conn | None, channels: Mapping[str, Iterable[str]]
+    ) -> bool:
+        """Unsubscribe ``channels`` on session ``conn`` and wait until everything it received
+        before the acknowledgement has been routed (so a handover loses nothing in flight).
+
+        Returns True if it did not get there (the session died, or a consumer is stuck):
+        messages it had not delivered may be lost.
+        """
+        if conn is None or conn.client is None:
+            return True
+        position = await self.pool._change(slot, "unsubscribe", channels, session=conn)
+        if position is None:
+            return conn.done.is_set() and not conn.retired
+        client = conn.client
+        with trio.move_on_after(self.pool._client_timeout()):
+            # Everything received before the acknowledgement has been routed once the session's
+            # consumer loop came back for the next message.
+            await _unless_ended(conn, lambda: client.wait_delivered(position))
+        # Died before routing everything, or a consumer is stuck: data may be lost.
+        return client.statistics().delivered_position < position
+
+    def finish_handover(self, moved: Mapping[str, int]) -> None:
+        """End the handovers of ``moved`` (symbol -> slot now delivering it): what the new
+        session delivered meanwhile is flushed in order, without what the old one already did,
+        by a task of its own (a slow consumer must not hold up the pool's lock)."""
+        for sym, index in moved.items():
+            handover = self.pool._handover.start_flush(sym)
+            if handover is not None:
+                self.pool._flushing[sym] = flushed = trio.Event()
+                self.pool._nursery.start_soon(self.flush_handover, sym, index, handover, flushed)
+
+    async def flush_handover(
+        self, sym: str, index: int, handover: Handover, flushed: trio.Event
+    ) -> None:
+        target = self.pool._slots[index]
+        try:
+            while True:  # the new session keeps appending while we deliver
+                more, msg = self.pool._handover.next_held(handover)
+                if not more:
+                    break
+                if self.pool._live.get(sym) == index:
+                    await self.pool._deliver(target, sym, msg)
+        finally:
+            self.pool._handover.end_flush(sym, handover, trio.current_time())
+            if self.pool._flushing.get(sym) is flushed:
+                del self.pool._flushing[sym]
+            flushed.set()
+
+    async def rotate_locked(self, slot: _Slot, *, allow_extra_session: bool = True) -> RotationMode:
+        connected = {s.spec.index for s in self.pool._slots if s.ready}
+        assignment = {s.spec.index: s.symbols for s in self.pool._slots}
+        plan = plan_rotation(
+            slot.spec.index,
+            self.pool._specs,
+            connected,
+            self.pool._per_key if allow_extra_session else 1,
+            assignment,
+            self.pool._eligible(),
+            self.pool._limit,
+        )
+        old = slot.conn
+        assert old is not None
+        if plan.mode is RotationMode.MAKE_BEFORE_BREAK:
+            slot.gens += 1
+            new = _Conn(slot.gens)
+            moving = [s for s in slot.symbols if self.pool._live.get(s) == slot.spec.index]
+            self.pool._handover.begin(dict.fromkeys(moving, (old, new)))
+            try:
+                try:
+                    await self.pool._nursery.start(self.pool._sessions.run_session, slot, new)
+                except TrioAlpacaError as exc:
+                    # The server refused the extra session after all (e.g. 406): fall back to
+                    # the single-session modes.
+                    self.pool._record_error(slot, exc)
+                    self.pool._handover.abandon(moving)
+                    return await self.rotate_locked(slot, allow_extra_session=False)
+                self.pool._rotations += 1
+                slot.ready_at = trio.current_time()
+                # The new session subscribed a snapshot of slot.symbols; top up later changes.
+                have = _client_subscriptions(new.client)
+                want = self.pool._channels_for(slot.symbols)
+                slot.conn = new  # the new session owns the slot from here on
+                await self.pool._subscribe(
+                    slot, {ch: syms - set(have.get(ch, ())) for ch, syms in want.items()}
+                )
+                gap_start = _gap_start(slot)
+                if await self.release_from(slot, old, self.pool._channels_for(moving)):
+                    self.pool._emit_reconnected(
+                        moving, gap_start, 1
+                    )  # the switch may have lost data
+                old.retired = True
+                old.reason = "rotated (make before break)"
+                old.scope.cancel()
+                self.finish_handover(dict.fromkeys(moving, slot.spec.index))
+            finally:
+                self.pool._handover.abandon(moving)
+        elif plan.mode is RotationMode.MIGRATE:
+            self.pool._rotations += 1
+            # Symbols in a gap stay: the new session resubscribes them (with a Reconnected).
+            targets = {
+                sym: index
+                for index, syms in plan.moves.items()
+                for sym in syms
+                if self.pool._live.get(sym) == slot.spec.index
+            }
+            await self.migrate({sym: (slot.spec.index, i) for sym, i in targets.items()})
+            # Anything that could not move stays and is resubscribed by the new session.
+            slot.down_since_ns = time.time_ns()
+            for sym in slot.symbols:
+                self.pool._live.pop(sym, None)
+            old.retired = True
+            old.reason = "rotated (migrate)"
+            old.scope.cancel()
+        else:
+            self.pool._rotations += 1
+            slot.down_since_ns = time.time_ns()
+            for sym in slot.symbols:
+                self.pool._live.pop(sym, None)
+            old.retired = True
+            old.reason = "rotated (break before make)"
+            old.scope.cancel()
+        self.pool._notify()
+        return plan.mode
+
+    async def monitor(self) -> None:
+        """Health checks, scheduled rotation and rebalancing, every ``health_check_interval``."""
+        while True:
+            await trio.sleep(self.pool._interval)
+            self.check_health()
+            if self.pool._rotation_interval is not None:
+                now = trio.current_time()
+                due = [
+                    s
+                    for s in self.pool._slots
+                    if s.ready and now - s.ready_at >= self.pool._rotation_interval
+                ]
+                if due:
+                    async with self.pool._lock:
+                        slot = min(due, key=lambda s: s.ready_at)
+                        if slot.ready:
+                            await self.rotate_locked(slot)
+            await self.rebalance()
+
+
+def _gap_start(slot: _Slot) -> int:
+    """Wall-clock ns since which ``slot``'s data may be missing if its session is lost now:
+    when it last delivered anything (or now)."""
+    now_ns = time.time_ns()
+    if slot.last_message_at is None:
+        return now_ns
+    silent = max(0.0, trio.current_time() - slot.last_message_at)
+    return now_ns - int(silent * 1e9)
+
+
 def _error_key(exc: BaseException) -> str:
     code = getattr(exc, "code", None)
     return str(code) if isinstance(code, int) and code else type(exc).__name__
@@ -1434,13 +1356,29 @@ def _client_subscriptions(client: AlpacaWebSocketClient | None) -> dict[str, tup
     return dict(client.subscriptions)
 
 
-def _client_rtt(client: AlpacaWebSocketClient) -> float | None:
-    """Last heartbeat round trip of a client in seconds, from its metrics."""
-    metrics = client.get_metrics()
-    value = metrics.get("heartbeat_rtt_ms")
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value) / 1000.0
-    return None
+async def _unless_ended(conn: _Conn, fn: Callable[[], Awaitable[T]]) -> T | None:
+    """``await fn()`` unless session ``conn`` ends first (then ``None``); errors of ``fn``
+    propagate as themselves."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    async def call(cancel: trio.CancelScope) -> None:
+        try:
+            result.append(await fn())
+        except Exception as exc:
+            error.append(exc)
+        cancel.cancel()
+
+    async def watch(cancel: trio.CancelScope) -> None:
+        await conn.done.wait()
+        cancel.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, nursery.cancel_scope)
+        nursery.start_soon(watch, nursery.cancel_scope)
+    if error:
+        raise error[0]
+    return result[0] if result else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1535,7 +1473,9 @@ async def open_pool(
         handle_overflow: default per-handle overflow policy, ``"block"`` or ``"drop_oldest"``.
         client_options: passed to every :class:`~trioalpaca.client.AlpacaWebSocketClient`
             (``heartbeat_interval``, ``heartbeat_timeout``, ``staleness_timeout``,
-            ``buffer_size``, ``overflow``, ``subscription_timeout``, ``encoding``, ...).
+            ``buffer_size``, ``overflow``, ``subscription_timeout``, ``encoding``,
+            ``ssl_context`` (TLS settings for ``wss://``; a certificate that does not verify
+            fails the slot with :class:`~trioalpaca.TLSError`, never retried), ...).
             ``max_reconnect_attempts`` is managed by the pool and cannot be passed.
 
     Yields:
@@ -1606,9 +1546,9 @@ async def open_pool(
             )
             try:
                 for slot in pool._slots:
-                    nursery.start_soon(pool._supervise, slot)
+                    nursery.start_soon(pool._sessions.supervise, slot)
                 await pool._wait_first_ready()
-                nursery.start_soon(pool._monitor)
+                nursery.start_soon(pool._upkeep.monitor)
                 yield pool
             finally:
                 pool._shutdown()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import ssl
 import sys
 from typing import TextIO
 
@@ -79,6 +80,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="scripted order flow on the trading stream: one order every SECONDS (0 = off)",
     )
     parser.add_argument(
+        "--certfile",
+        default=None,
+        metavar="PEM",
+        help="serve TLS (wss://) with this certificate chain (PEM; may include the key)",
+    )
+    parser.add_argument(
+        "--keyfile", default=None, metavar="PEM", help="private key of --certfile (PEM)"
+    )
+    parser.add_argument(
         "--scenario",
         action="append",
         default=[],
@@ -94,12 +104,46 @@ def _parse_credentials(items: list[str] | None) -> dict[str, str] | None:
     for item in items:
         key, sep, secret = item.partition(":")
         if not sep or not key or not secret:
-            raise SystemExit(f"--credentials expects KEY:SECRET, got {item!r}")
+            raise _CLIError(f"--credentials expects KEY:SECRET, got {item!r}")
         out[key] = secret
     return out
 
 
+def _server_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+    """The TLS server context of ``--certfile`` / ``--keyfile`` (``None`` without them)."""
+    if certfile is None:
+        if keyfile is not None:
+            raise _CLIError("--keyfile needs --certfile")
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(certfile, keyfile)
+    except FileNotFoundError as exc:
+        raise _CLIError(f"cannot read {exc.filename or certfile}: no such file") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise _CLIError(f"cannot load the certificate/key from {certfile}: {exc}") from None
+    return ctx
+
+
+class _CLIError(Exception):
+    """A usage problem: printed as one line, exit code 2."""
+
+
 async def _main(args: argparse.Namespace, out: TextIO) -> None:
+    from .._groups import single_error
+
+    ssl_context = _server_context(args.certfile, args.keyfile)
+    credentials = _parse_credentials(args.credentials)
+    with single_error():
+        await _serve(args, out, ssl_context, credentials)
+
+
+async def _serve(
+    args: argparse.Namespace,
+    out: TextIO,
+    ssl_context: ssl.SSLContext | None,
+    credentials: dict[str, str] | None,
+) -> None:
     from ._server import serve_emulator
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -112,13 +156,14 @@ async def _main(args: argparse.Namespace, out: TextIO) -> None:
                     rate=args.rate,
                     symbols=tuple(args.symbols),
                     speed=args.speed,
-                    credentials=_parse_credentials(args.credentials),
+                    credentials=credentials,
                     connection_limit=args.connection_limit,
                     news_interval=args.news_interval,
                     burst=args.burst,
                     burst_frames=args.burst_frames,
                     scripted_orders=args.orders_every or None,
                     scenario=args.scenario,
+                    ssl_context=ssl_context,
                     task_status=task_status,
                 )
             )
@@ -133,6 +178,16 @@ async def _main(args: argparse.Namespace, out: TextIO) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the emulator until SIGINT/SIGTERM; returns the exit code (0 on a clean stop)."""
-    trio.run(_main, args, sys.stdout)
+    """Run the emulator until SIGINT/SIGTERM; returns the exit code.
+
+    0 on a clean stop; 2, with one line on stderr, when the port is in use, the host cannot be
+    bound or the certificate cannot be loaded.
+    """
+    from .._errors import BindError
+
+    try:
+        trio.run(_main, args, sys.stdout)
+    except (_CLIError, BindError) as exc:
+        print(f"trioalpaca emulator: {exc}", file=sys.stderr)
+        return 2
     return 0

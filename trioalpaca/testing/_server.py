@@ -15,6 +15,7 @@ import itertools
 import logging
 import math
 import socket
+import ssl
 import struct
 from collections import deque
 from collections.abc import (
@@ -51,7 +52,12 @@ from ._faults import SCENARIOS, DropHow, DropRule, Faults, MuteRule
 from ._market import NS, Event, Market, MarketConfig
 from ._orders import OrderFlow, OrderPlan, Step
 
-__all__ = ["ConnectionStats", "Emulator", "open_emulator", "serve_emulator"]
+__all__ = [
+    "ConnectionStats",
+    "Emulator",
+    "open_emulator",
+    "serve_emulator",
+]
 
 logger = logging.getLogger("trioalpaca.testing")
 
@@ -323,8 +329,10 @@ class Emulator:
         burst: int | None,
         burst_frames: int | None,
         scripted_orders: float | None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.ssl_context = ssl_context
         self.port = port
         self.config = config
         self.credentials = dict(credentials) if credentials is not None else None
@@ -338,6 +346,7 @@ class Emulator:
         self.faults = Faults()
         self.orders = OrderFlow(config.seed)
         self.errors: list[BaseException] = []
+        self._order_keys: dict[str, str] = {}
         self._ids = itertools.count(1)
         self._conns: dict[int, _Conn] = {}
         self._history: deque[ConnectionStats] = deque(maxlen=_HISTORY)
@@ -361,9 +370,11 @@ class Emulator:
     # ------------------------------------------------------------------ addresses
     @property
     def url(self) -> str:
-        """Base URL, ``ws://HOST:PORT``; append an endpoint path (or use :meth:`url_for`)."""
+        """Base URL, ``ws://HOST:PORT`` (``wss://`` when serving TLS); append an endpoint path
+        (or use :meth:`url_for`)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}"
+        scheme = "ws" if self.ssl_context is None else "wss"
+        return f"{scheme}://{host}:{self.port}"
 
     def url_for(self, feed: str | Endpoint) -> str:
         """Full URL of a feed's endpoint (``"iex"``, ``"crypto/us"``, ``"opra"``, ``"news"``,
@@ -588,9 +599,11 @@ class Emulator:
         time_in_force: str = "day",
         price: float | str | None = None,
         step_delay: float = 0.05,
+        key: str | None = None,
     ) -> str:
         """Submit an order; its ``trade_updates`` (per ``plan``: ``fill``, ``partial``, ``cancel``,
-        ``expire``, ``reject``, ``hold``) go to every listening trading connection. Returns the
+        ``expire``, ``reject``, ``hold``) go to every listening trading connection (only to those
+        authenticated with ``key`` when given: the account the order belongs to). Returns the
         id."""
         order, steps = self.orders.submit(
             symbol,
@@ -605,6 +618,8 @@ class Emulator:
             step_delay=step_delay,
         )
         assert self._nursery is not None, "emulator is not running"
+        if key is not None:
+            self._order_keys[order.id] = key
         self._nursery.start_soon(self._play_order, order.id, steps)
         return order.id
 
@@ -612,14 +627,14 @@ class Emulator:
         """Cancel an open order now (emits ``canceled``); False if unknown or already done."""
         data = self.orders.cancel(order_id, self.market_ns())
         if data is not None:
-            self._broadcast_trade_update(data)
+            self._broadcast_trade_update(data, self._order_keys.get(order_id))
         return data is not None
 
     def expire_order(self, order_id: str) -> bool:
         """Expire an open order now (emits ``expired``); False if unknown or already done."""
         data = self.orders.expire(order_id, self.market_ns())
         if data is not None:
-            self._broadcast_trade_update(data)
+            self._broadcast_trade_update(data, self._order_keys.get(order_id))
         return data is not None
 
     async def _play_order(self, order_id: str, steps: list[Step]) -> None:
@@ -629,11 +644,12 @@ class Emulator:
             data = self.orders.apply(order_id, step, self.market_ns())
             if data is None:
                 return
-            self._broadcast_trade_update(data)
+            self._broadcast_trade_update(data, self._order_keys.get(order_id))
 
-    def _broadcast_trade_update(self, data: dict[str, Any]) -> None:
+    def _broadcast_trade_update(self, data: dict[str, Any], key: str | None = None) -> None:
         for c in self._conns.values():
-            if c.tproto is not None and c.tproto.is_listening("trade_updates"):
+            listening = c.tproto is not None and c.tproto.is_listening("trade_updates")
+            if listening and (key is None or c.stats.key == key):
                 c.send_trade_update(data)
 
     async def _scripted_order_loop(self, interval: float) -> None:
@@ -1058,8 +1074,9 @@ class Emulator:
                     self._handle,
                     self.host,
                     self.port,
-                    None,
+                    self.ssl_context,
                     handler_nursery=nursery,
+                    on_error=self.errors.append,
                 )
             )
             if self._scripted_orders:
@@ -1089,6 +1106,7 @@ async def serve_emulator(
     burst_frames: int | None = None,
     scripted_orders: float | None = None,
     scenario: str | Iterable[str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[Emulator] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve every Alpaca stream endpoint on ``host:port`` until cancelled.
@@ -1114,6 +1132,13 @@ async def serve_emulator(
         burst, burst_frames: burst mode (see :meth:`Emulator.set_burst`).
         scripted_orders: seconds between scripted orders on the trading stream (None: off).
         scenario: name(s) of fault scenarios to apply at start.
+        ssl_context: serve TLS (``wss://``) with this server context, e.g.
+            ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
+            ``load_cert_chain(certfile, keyfile)``; ``emu.url`` then starts with ``wss://``.
+            A client whose TLS handshake fails costs only its own socket.
+
+    Raises:
+        BindError: the port is in use or the host cannot be bound.
     """
     config = MarketConfig(
         seed=seed, rate=rate, speed=speed, symbols=tuple(symbols), news_interval=news_interval
@@ -1132,6 +1157,7 @@ async def serve_emulator(
         burst=burst,
         burst_frames=burst_frames,
         scripted_orders=scripted_orders,
+        ssl_context=ssl_context,
     )
     if scenario is not None:
         for name in [scenario] if isinstance(scenario, str) else scenario:
@@ -1160,6 +1186,7 @@ async def open_emulator(
     burst_frames: int | None = None,
     scripted_orders: float | None = None,
     scenario: str | Iterable[str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Emulator]:
     """``async with open_emulator(...) as emu:`` runs :func:`serve_emulator` (same keyword
     arguments) in a nursery for the duration of the block and yields the :class:`Emulator`
@@ -1191,6 +1218,7 @@ async def open_emulator(
         burst_frames=burst_frames,
         scripted_orders=scripted_orders,
         scenario=scenario,
+        ssl_context=ssl_context,
     )
     with single_error():
         async with trio.open_nursery() as nursery:

@@ -1,0 +1,572 @@
+"""Replaying a recording through the client's own decoder: :func:`open_replay`.
+
+Every recorded frame goes through the decoder the live client used (``Decoder.decode`` /
+``decode_raw`` of :mod:`trioalpaca._codec`, or the trading protocol), and control messages are
+dropped exactly where the live client drops them, so the replay yields the same objects the live
+stream yielded. Markers come back where the live consumer got them: a recorded ``reconnected``
+event becomes the :class:`~trioalpaca.models.Reconnected` marker (with the recorded values)
+before the data of the frame that completed the reconnect; a recorded ``dropped`` event (the
+recorder could not keep up) and a file cut short become :class:`~trioalpaca.models.Dropped`
+markers.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import heapq
+import json
+import math
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from trioalpaca._codec import Decoder
+from trioalpaca._errors import ProtocolError, UsageError
+from trioalpaca._time import parse_rfc3339_ns
+from trioalpaca.models import (
+    Authenticated,
+    Connected,
+    Dropped,
+    Listening,
+    Reconnected,
+    ServerError,
+    SubscriptionChanged,
+)
+from trioalpaca.record._format import (
+    ChunkInfo,
+    RecordingError,
+    RecordingReader,
+    RecordKind,
+    Truncated,
+)
+from trioalpaca.record.recorder import FILE_SUFFIX, parse_recording_name
+
+__all__ = ["ReplayStream", "TimeBound", "find_streams", "open_replay", "to_ns"]
+
+TimeBound = int | str | _dt.datetime | None
+"""A replay bound: int nanoseconds since the epoch, an aware ``datetime`` or RFC 3339 text."""
+
+_CONTROL_TYPES = (Connected, Authenticated, SubscriptionChanged, ServerError)
+_CONTROL_T = frozenset({"success", "error", "subscription"})
+_CHECKPOINT_EVERY = 512
+
+
+def to_ns(value: TimeBound) -> int | None:
+    """Convert a :data:`TimeBound` to int nanoseconds (``None`` stays ``None``).
+
+    Raises:
+        UsageError: a naive datetime or unparsable text.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise UsageError(f"not a time: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            raise UsageError("replay bounds must be timezone-aware datetimes (e.g. tz=UTC)")
+        delta = value - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    if isinstance(value, str):
+        try:
+            return parse_rfc3339_ns(value)
+        except ValueError as exc:
+            raise UsageError(f"not an RFC 3339 time: {value!r} ({exc})") from None
+    raise UsageError(f"not a time: {value!r}")
+
+
+def find_streams(path: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """The recording streams under ``path``: stream name -> its files in order.
+
+    A file is one stream (named after the header's ``stream``). A directory groups its
+    ``STREAM-STAMP-SEQ.tarec`` files by stream, oldest first; other ``.tarec`` files are streams of
+    their own, named after the file.
+
+    Raises:
+        RecordingError: nothing to replay there.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return {os.path.basename(path).removesuffix(FILE_SUFFIX): [path]}
+    if not os.path.isdir(path):
+        raise RecordingError(f"no recording at {path}")
+    groups: dict[str, list[tuple[str, int, str]]] = {}
+    for name in sorted(os.listdir(path)):
+        if not name.endswith(FILE_SUFFIX):
+            continue
+        parsed = parse_recording_name(name)
+        full = os.path.join(path, name)
+        if parsed is None:
+            groups.setdefault(name.removesuffix(FILE_SUFFIX), []).append(("", 0, full))
+        else:
+            stream, stamp, seq = parsed
+            groups.setdefault(stream, []).append((stamp, seq, full))
+    if not groups:
+        raise RecordingError(f"no {FILE_SUFFIX} files in {path}")
+    return {stream: [f for _, _, f in sorted(files)] for stream, files in sorted(groups.items())}
+
+
+def _trading_control(msg: Any) -> bool:
+    if type(msg) is dict:
+        return "stream" in msg
+    return isinstance(msg, (Authenticated, Listening))
+
+
+class _StreamDecoder:
+    """Frames of one stream -> what the live client yielded for them."""
+
+    def __init__(self, header: dict[str, Any], raw: bool) -> None:
+        self.raw = raw
+        kind = header.get("kind", "stocks")
+        encoding = header.get("encoding", "msgpack")
+        if encoding not in ("msgpack", "json"):
+            raise RecordingError(f"unsupported recorded encoding {encoding!r}")
+        self.trading = kind == "trading"
+        self._encoding = encoding
+        self._proto: Any = None
+        if self.trading:
+            self.new_session()
+        else:
+            try:
+                decoder = Decoder(kind, encoding)
+            except (KeyError, ValueError, ProtocolError) as exc:
+                raise RecordingError(f"unsupported recorded stream kind {kind!r}") from exc
+            self._decode: Callable[[Any], list[Any]] = decoder.decode_raw if raw else decoder.decode
+
+    def new_session(self) -> None:
+        if self.trading:
+            from trioalpaca._protocol.trading import TradingClientProtocol
+
+            self._proto = TradingClientProtocol(
+                "replay", "replay", encoding=self._encoding, raw=self.raw
+            )
+            self._proto.listen(("trade_updates",))
+            self._decode = self._proto.receive
+
+    def frame(self, frame: bytes | str) -> list[Any]:
+        try:
+            msgs = self._decode(frame)
+        except ProtocolError:
+            return []  # the live client dropped the connection on this frame: nothing yielded
+        if self.trading:
+            return [m for m in msgs if not _trading_control(m)]
+        if len(msgs) == 1:
+            msg = msgs[0]
+            if self.raw:
+                if msg.get("T") in _CONTROL_T:
+                    return []
+            elif isinstance(msg, _CONTROL_TYPES):
+                return []
+        return msgs
+
+
+class _Cursor:
+    """One stream's position: its files, the chunks selected, the records loaded."""
+
+    def __init__(
+        self, stream: str, readers: list[RecordingReader], start: int | None, end: int | None
+    ) -> None:
+        self.stream = stream
+        self.readers = readers
+        self.start = start
+        self.end = end
+        header = next((r.header for r in readers if r.header is not None), None)
+        if header is None:
+            raise RecordingError(f"stream {stream!r}: no file with a readable header")
+        self.header = header
+        # (reader, chunk) to read, and truncation markers after their file's chunks
+        self.plan: collections.deque[tuple[RecordingReader, ChunkInfo | Truncated, int]] = (
+            collections.deque()
+        )
+        for reader in readers:
+            for chunk in reader.select(start, end):
+                self.plan.append((reader, chunk, 0))
+            cut = reader.truncated
+            if cut is None:
+                continue
+            # the lost part follows the last complete chunk: mark it if it may be in range
+            last = reader.chunks[-1].last_rx_ns if reader.chunks else 0
+            if not last and reader.header is not None:
+                last = int(reader.header.get("start_ns", 0))
+            if end is None or last <= end:
+                self.plan.append((reader, cut, max(last, start or 0)))
+
+    def load(self) -> list[tuple[int, int, Any]] | None:
+        """Read the next planned chunk (in a worker thread); ``None`` when done."""
+        if not self.plan:
+            return None
+        reader, item, cut_ns = self.plan.popleft()
+        if isinstance(item, Truncated):
+            return [(-1, cut_ns, item)]
+        start, end = self.start, self.end
+        records = reader.read_chunk(item)
+        if (start is not None and item.first_rx_ns < start) or (
+            end is not None and item.last_rx_ns > end
+        ):
+            records = [
+                r
+                for r in records
+                if (start is None or r[1] >= start) and (end is None or r[1] <= end)
+            ]
+        return records
+
+
+class ReplayStream:
+    """The stream :func:`open_replay` yields: ``async for msg in stream``.
+
+    Yields what the live client yielded (typed messages, or wire dicts with ``raw_data=True``)
+    plus the markers; iteration ends at the end of the recording (or at ``end``).
+    """
+
+    def __init__(
+        self,
+        cursors: list[_Cursor],
+        *,
+        speed: float | None,
+        raw: bool,
+        receive_times: bool = False,
+    ) -> None:
+        self._cursors = cursors
+        self._decoders = [_StreamDecoder(c.header, raw) for c in cursors]
+        self._raw = raw
+        self._speed = speed
+        self._paced = speed is not None
+        self._timed = self._paced or receive_times
+        self._q: collections.deque[Any] = collections.deque()
+        self._times: collections.deque[int] = collections.deque()
+        self._held: list[list[Any]] = [[] for _ in cursors]
+        self._held_ns: list[int] = [0 for _ in cursors]
+        self._done = False
+        self._n = 0
+        self._t0: float | None = None
+        self._base_ns = 0
+        self._messages = 0
+        self._markers = 0
+        self._records = 0
+        # multi-stream merge state
+        self._loaded: list[list[tuple[int, int, Any]] | None] = [[] for _ in cursors]
+        self._pos = [0 for _ in cursors]
+        self._exhausted = [False for _ in cursors]
+
+    @property
+    def header(self) -> dict[str, Any]:
+        """The header of the first file of the (first) stream."""
+        return self._cursors[0].header
+
+    @property
+    def headers(self) -> dict[str, dict[str, Any]]:
+        """Stream name -> header of its first file."""
+        return {c.stream: c.header for c in self._cursors}
+
+    def first_rx_ns(self) -> int:
+        """Receive time of the first record to be replayed (``0`` for an empty recording)."""
+        firsts = [
+            max(item.first_rx_ns, c.start or 0)
+            for c in self._cursors
+            for _reader, item, _ in c.plan
+            if isinstance(item, ChunkInfo)
+        ]
+        return min(firsts, default=0)
+
+    def set_origin(self, trio_time: float, rx_ns: int) -> None:
+        """Paced replay: deliver the record received at ``rx_ns`` at ``trio_time`` (default: the
+        first record, when iteration starts). Lets several replays share one timeline."""
+        self._t0 = trio_time
+        self._base_ns = rx_ns
+
+    def statistics(self) -> dict[str, Any]:
+        """``chunks_read``, ``records``, ``messages`` and ``markers`` so far, ``files``."""
+        return {
+            "chunks_read": sum(r.chunks_read for c in self._cursors for r in c.readers),
+            "records": self._records,
+            "messages": self._messages,
+            "markers": self._markers,
+            "files": sum(len(c.readers) for c in self._cursors),
+        }
+
+    # -- turning records into output ----------------------------------------------------------
+
+    def _emit(self, items: list[Any], ns: int) -> None:
+        if not items:
+            return
+        self._q.extend(items)
+        if self._timed:
+            self._times.extend([ns] * len(items))
+
+    def _marker(self, marker: Reconnected | Dropped, ns: int) -> None:
+        self._markers += 1
+        self._emit([marker.to_wire() if self._raw else marker], ns)
+
+    def _flush_held(self, i: int) -> None:
+        held = self._held[i]
+        if held:
+            self._messages += len(held)
+            self._emit(held, self._held_ns[i])
+            self._held[i] = []
+
+    def _process(self, i: int, records: Iterable[tuple[int, int, Any]]) -> None:
+        """Decode records of stream ``i``; the last frame's messages are held back one record
+        (a ``reconnected`` event right after it goes first, as in the live client)."""
+        decoder = self._decoders[i]
+        frame = decoder.frame
+        n = 0
+        for kind, ns, data in records:
+            n += 1
+            if kind == RecordKind.FRAME_IN_BINARY or kind == RecordKind.FRAME_IN_TEXT:
+                if self._held[i]:
+                    self._flush_held(i)
+                msgs = frame(data if kind == RecordKind.FRAME_IN_BINARY else data.decode())
+                if msgs:
+                    self._held[i] = msgs
+                    self._held_ns[i] = ns
+            elif kind == RecordKind.EVENT:
+                self._event(i, ns, data)
+            elif kind == -1:
+                self._flush_held(i)
+                cut: Truncated = data
+                self._marker(Dropped(cut.lost_records or 0, cut.describe()), ns)
+        self._records += n
+
+    def _event(self, i: int, ns: int, data: bytes) -> None:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return
+        name = event.get("event")
+        if name == "reconnected":
+            try:
+                marker = Reconnected(
+                    int(event["gap_start_ns"]), int(event["gap_end_ns"]), int(event["attempts"])
+                )
+            except (KeyError, TypeError, ValueError):
+                return
+            self._marker(marker, ns)
+            self._flush_held(i)
+        elif name == "dropped":
+            self._flush_held(i)
+            self._marker(Dropped(int(event.get("count", 0)), str(event.get("reason", ""))), ns)
+        elif name == "connect":
+            self._flush_held(i)
+            self._decoders[i].new_session()
+
+    async def _fill(self) -> bool:
+        """Decode the next chunk (or merge window); ``False`` at the end of the recording."""
+        if len(self._cursors) == 1:
+            cursor = self._cursors[0]
+            records = await trio.to_thread.run_sync(cursor.load)
+            if records is None:
+                self._flush_held(0)
+                return bool(self._q)
+            self._process(0, records)
+            return True
+        return await self._fill_merged()
+
+    async def _fill_merged(self) -> bool:
+        loaded, pos = self._loaded, self._pos
+        for i, cursor in enumerate(self._cursors):
+            while not self._exhausted[i] and pos[i] >= len(loaded[i] or ()):
+                records = await trio.to_thread.run_sync(cursor.load)
+                if records is None:
+                    self._exhausted[i] = True
+                    self._flush_held(i)
+                else:
+                    loaded[i], pos[i] = records, 0
+        heap = [
+            (self._sort_ns(loaded[i], pos[i]), i)
+            for i in range(len(self._cursors))
+            if not self._exhausted[i]
+        ]
+        if not heap:
+            return bool(self._q)
+        heapq.heapify(heap)
+        # merge until one stream's loaded records run out (then it must be reloaded first)
+        while heap:
+            _, i = heap[0]
+            recs = loaded[i]
+            assert recs is not None
+            self._process(i, (recs[pos[i]],))
+            pos[i] += 1
+            if pos[i] >= len(recs):
+                break
+            heapq.heapreplace(heap, (self._sort_ns(recs, pos[i]), i))
+        return True
+
+    def _sort_ns(self, recs: Sequence[tuple[int, int, Any]] | None, pos: int) -> int:
+        assert recs is not None
+        return recs[pos][1]
+
+    # -- consuming ----------------------------------------------------------------------------
+
+    def __aiter__(self) -> ReplayStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        q = self._q
+        if q and not self._paced:
+            self._n += 1
+            if self._n < _CHECKPOINT_EVERY:
+                return q.popleft()
+            self._n = 0
+            await trio.lowlevel.checkpoint()
+            return q.popleft()
+        while not q:
+            if self._done or not await self._fill():
+                self._done = True
+                raise StopAsyncIteration
+        if self._paced:
+            await self._pace(self._times.popleft())
+        else:
+            await trio.lowlevel.checkpoint()
+        return q.popleft()
+
+    async def _pace(self, ns: int) -> None:
+        if self._t0 is None:
+            self._t0 = trio.current_time()
+            self._base_ns = ns
+        assert self._speed is not None
+        deadline = self._t0 + (ns - self._base_ns) / 1e9 / self._speed
+        if deadline > trio.current_time():
+            await trio.sleep_until(deadline)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def receive(self) -> Any:
+        """The next message or marker.
+
+        Raises:
+            trio.EndOfChannel: the recording is exhausted.
+        """
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise trio.EndOfChannel from None
+
+    async def receive_timed_batch(self, max_items: int | None = None) -> list[tuple[int, Any]]:
+        """Like :meth:`receive_batch` (unpaced), with each item's receive time:
+        ``[(rx_ns, item), ...]``. Needs ``open_replay(..., receive_times=True)``.
+
+        Raises:
+            trio.EndOfChannel: the recording is exhausted.
+        """
+        if not self._timed or self._paced:
+            raise UsageError(
+                "receive_timed_batch needs open_replay(receive_times=True, speed=None)"
+            )
+        q, times = self._q, self._times
+        while not q:
+            if self._done or not await self._fill():
+                self._done = True
+                raise trio.EndOfChannel
+        n = len(q) if max_items is None else min(max_items, len(q))
+        items = [(times.popleft(), q.popleft()) for _ in range(n)]
+        await trio.lowlevel.checkpoint()
+        return items
+
+    async def receive_batch(self, max_items: int | None = None) -> list[Any]:
+        """Every decoded item ready now (at least one; unpaced only, else one at a time).
+
+        Raises:
+            trio.EndOfChannel: the recording is exhausted.
+        """
+        if self._paced:
+            items = [await self.receive()]
+            times, q = self._times, self._q
+            assert self._t0 is not None and self._speed is not None
+            due_ns = self._base_ns + (trio.current_time() - self._t0) * self._speed * 1e9
+            while q and times[0] <= due_ns and (max_items is None or len(items) < max_items):
+                times.popleft()
+                items.append(q.popleft())
+            return items
+        q = self._q
+        while not q:
+            if self._done or not await self._fill():
+                self._done = True
+                raise trio.EndOfChannel
+        if max_items is None or len(q) <= max_items:
+            items = list(q)
+            q.clear()
+        else:
+            items = [q.popleft() for _ in range(max_items)]
+        await trio.lowlevel.checkpoint()
+        return items
+
+
+@asynccontextmanager
+async def open_replay(
+    path: str | os.PathLike[str],
+    *,
+    speed: float | None = None,
+    start: TimeBound = None,
+    end: TimeBound = None,
+    raw_data: bool = False,
+    streams: Sequence[str] | None = None,
+    receive_times: bool = False,
+) -> AsyncIterator[ReplayStream]:
+    """Replay a recording (a ``.tarec`` file or a recording directory).
+
+    ::
+
+        async with open_replay("recordings/", speed=10.0) as stream:
+            async for msg in stream:
+                ...
+
+    Args:
+        path: a recording file, or a directory of rotated files (every stream in it is replayed,
+            merged by receive time, unless ``streams`` names some).
+        speed: ``None`` (default): as fast as possible. A number: paced by the recorded receive
+            times, ``speed`` times faster than real time (``1.0`` is the original pace).
+        start: skip records received before this time (int ns, aware datetime or RFC 3339).
+            Only the chunks overlapping ``[start, end]`` are read.
+        end: stop after the records received at this time.
+        raw_data: yield wire dicts (as ``open_stream(raw_data=True)`` does) instead of models.
+        streams: stream names to replay (see :func:`find_streams`); default all.
+        receive_times: keep each item's receive time for
+            :meth:`ReplayStream.receive_timed_batch` (unpaced only).
+
+    Raises:
+        RecordingError: no recording there, or a stream name that is not in it.
+        RecordingFormatError: a file that is not a recording.
+        UsageError: bad ``speed`` or bounds.
+    """
+    if speed is not None and not (isinstance(speed, (int, float)) and 0 < speed < math.inf):
+        raise UsageError(f"speed must be a positive number or None, not {speed!r}")
+    start_ns, end_ns = to_ns(start), to_ns(end)
+    if start_ns is not None and end_ns is not None and end_ns < start_ns:
+        raise UsageError("end is before start")
+    found = await trio.to_thread.run_sync(find_streams, path)
+    if streams is not None:
+        missing = [s for s in streams if s not in found]
+        if missing:
+            raise RecordingError(
+                f"no stream {', '.join(missing)} in {os.fspath(path)}; it has {', '.join(found)}"
+            )
+        found = {s: found[s] for s in streams}
+    readers: list[RecordingReader] = []
+    try:
+
+        def open_all() -> list[_Cursor]:
+            cursors = []
+            for name, files in found.items():
+                mine = []
+                for f in files:
+                    reader = RecordingReader(f)
+                    readers.append(reader)
+                    mine.append(reader)
+                cursors.append(_Cursor(name, mine, start_ns, end_ns))
+            return cursors
+
+        cursors = await trio.to_thread.run_sync(open_all)
+        yield ReplayStream(
+            cursors,
+            speed=None if speed is None else float(speed),
+            raw=raw_data,
+            receive_times=receive_times,
+        )
+    finally:
+        for reader in readers:
+            reader.close()

@@ -1,0 +1,984 @@
+"""The relay: an Alpaca-protocol server for many local clients over one upstream per key and
+endpoint.
+
+Structure (one trio nursery, :func:`serve_relay`):
+
+* the websocket listener (:func:`trioalpaca._serve.serve_stream_websocket`, shared with the
+  emulator) accepts downstream sessions on every endpoint path;
+* each downstream session runs the server half of the sans-IO protocol
+  (:class:`~trioalpaca._protocol.server.DataServerProtocol` /
+  :class:`~trioalpaca._protocol.server.TradingServerProtocol`) for its own welcome, local auth,
+  subscription state and acknowledgements, plus a sender task draining its own queue, bounded
+  in bytes;
+* each upstream is one :class:`~trioalpaca.AlpacaWebSocketClient` (raw mode) per (account,
+  endpoint), opened when a downstream session first needs it and closed ``linger`` seconds after
+  the last one left. Its reader task routes every batch to the sessions whose own set matches
+  (:class:`~trioalpaca.relay._routing.Routes`, built on the shared subscription book) and only
+  ever *queues*: a slow session is cut (407) or loses data (``slow_client="drop"``), it never
+  delays the reader or another session. A sync task keeps upstream's subscription equal to the
+  union of the sessions' sets, coalescing changes, and releases each session's acknowledgement
+  once upstream covers what that session asked for.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import ssl
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from .._book import Pair, group_pairs
+from .._codec import Encoder, Encoding, Frame, encode_request
+from .._errors import AlpacaServerError, SubscriptionTimeoutError, TrioAlpacaError, UsageError
+from .._groups import single_error
+from .._protocol.server import DataServerProtocol, TradingServerProtocol
+from .._serve import (
+    endpoint_for_path,
+    header_credentials,
+    lower_headers,
+    negotiated_encoding,
+    query_params,
+    serve_stream_websocket,
+)
+from ..client import AlpacaWebSocketClient
+from ..endpoints import Endpoint, StreamKind, resolve_feed
+from ..metrics import LatencyHistogram
+from ._auth import (
+    DEFAULT_ACCOUNT,
+    Account,
+    LocalKey,
+    check_secret,
+    is_loopback,
+    normalize_accounts,
+    normalize_local_keys,
+)
+from ._routing import MARKER_TYPES, Routes, covered, pairs_of_state
+
+__all__ = ["DEFAULT_SEND_BUFFER_LIMIT", "Relay", "RelayClientStats", "serve_relay"]
+
+logger = logging.getLogger("trioalpaca.relay")
+
+#: Bytes queued for one downstream session before the slow-client policy applies.
+DEFAULT_SEND_BUFFER_LIMIT = 4 * 1024 * 1024
+_MAX_FRAME_MESSAGES = 1000
+_AUTH_TIMEOUT = 10.0
+#: How long a fatal upstream refusal (402, 409, ...) is remembered and answered locally, so that
+#: SDKs that reconnect without backoff (alpaca-py) do not hammer upstream.
+_FAILURE_MEMORY = 30.0
+#: Query parameter / header that asks for in-band gap markers.
+MARKER_PARAM = "markers"
+MARKER_HEADER = b"x-trioalpaca-markers"
+_TRUE = {"1", "true", "yes", "on"}
+
+SlowClientPolicy = Literal["disconnect", "drop"]
+
+
+@attrs.define(eq=False)
+class RelayClientStats:
+    """Live counters of one downstream session (also in :meth:`Relay.get_metrics`).
+
+    ``messages`` counts data messages sent (market data, trade updates), ``frames`` and ``bytes``
+    every frame sent; ``queue_bytes`` / ``queue_frames`` are what waits in the session's send
+    queue now, ``max_queue_bytes`` the most it ever held. ``dropped`` counts data messages not
+    sent because the queue was full (``slow_client="drop"``); ``slow_client`` is true once the
+    session was cut with 407.
+    """
+
+    id: int
+    feed: str
+    path: str
+    encoding: str
+    markers: bool
+    local_key: str | None = None
+    account: str | None = None
+    authenticated: bool = False
+    messages: int = 0
+    frames: int = 0
+    bytes: int = 0
+    queue_bytes: int = 0
+    queue_frames: int = 0
+    max_queue_bytes: int = 0
+    dropped: int = 0
+    markers_sent: int = 0
+    slow_client: bool = False
+    errors_sent: list[int] = attrs.Factory(list)
+    subscriptions: dict[str, tuple[str, ...]] = attrs.Factory(dict)
+    listening: tuple[str, ...] = ()
+    open: bool = True
+    close_reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain-dict snapshot."""
+        d = attrs.asdict(self)
+        d["subscriptions"] = {k: list(v) for k, v in self.subscriptions.items() if v}
+        d["listening"] = list(self.listening)
+        return d
+
+
+@attrs.define(eq=False)
+class _Item:
+    frame: Frame | None
+    messages: int = 0
+    t_in: float | None = None
+    close_code: int | None = None
+
+
+class _Downstream:
+    """One downstream websocket session."""
+
+    def __init__(
+        self,
+        relay: Relay,
+        cid: int,
+        ws: WebSocketConnection,
+        ep: Endpoint,
+        encoding: Encoding,
+        markers: bool,
+    ) -> None:
+        self.relay = relay
+        self.ws = ws
+        self.endpoint = ep
+        self.encoding: Encoding = encoding
+        self.markers = markers
+        self.stats = RelayClientStats(cid, ep.feed, ep.path, encoding, markers)
+        self.queue: deque[_Item] = deque()
+        self.queued_bytes = 0
+        self.wake = trio.Event()
+        self.nursery: trio.Nursery | None = None
+        self.encoder: Encoder | None = (
+            None if ep.kind is StreamKind.TRADING else Encoder(ep.kind, encoding)
+        )
+        self.proto: DataServerProtocol | None = None
+        self.tproto: TradingServerProtocol | None = None
+        self.header_auth: tuple[str, str] | None = None
+        self.upstream: _Upstream | None = None
+        self.closing = False
+        self._dropped_pending = 0
+
+    def __repr__(self) -> str:
+        return f"<relay client {self.stats.id} {self.endpoint.feed}>"
+
+    # ------------------------------------------------------------------ queueing
+    def _push(self, item: _Item) -> None:
+        self.queue.append(item)
+        if item.frame is not None:
+            self.queued_bytes += len(item.frame)
+            if self.queued_bytes > self.stats.max_queue_bytes:
+                self.stats.max_queue_bytes = self.queued_bytes
+        self.wake.set()
+
+    def send_control(self, frame: Frame) -> None:
+        """Queue a control frame (welcome, ack, error, marker): never subject to the limit."""
+        if not self.closing:
+            self._push(_Item(frame))
+
+    def close_after_flush(self, code: int = 1000) -> None:
+        """Send what is queued, then close."""
+        if not self.closing:
+            self._push(_Item(None, close_code=code))
+            self.closing = True
+            self.relay._detach(self)
+
+    def send_frame(self, frame: Frame, messages: int, t_in: float | None) -> None:
+        """Queue a data frame; over the byte limit the slow-client policy applies."""
+        if self.closing:
+            return
+        if self.queued_bytes + len(frame) > self.relay.send_buffer_limit:
+            if self.relay.slow_client == "drop":
+                self.stats.dropped += messages
+                self._dropped_pending += messages
+                return
+            self.cut_slow()
+            return
+        if self._dropped_pending:
+            n, self._dropped_pending = self._dropped_pending, 0
+            self.send_marker({"T": "dropped", "count": n, "reason": "relay: slow client"})
+        self._push(_Item(frame, messages, t_in))
+
+    def send_marker(self, marker: Mapping[str, Any]) -> None:
+        """Queue an in-band marker if this session asked for markers."""
+        if not self.markers or self.encoder is None or self.closing:
+            return
+        self.stats.markers_sent += 1
+        self.send_control(self.encoder.encode_raw([marker]))
+
+    def cut_slow(self) -> None:
+        """Slow-client policy: discard the queue, send 407 ``slow client``, close."""
+        logger.info("relay client %d: slow client, closing", self.stats.id)
+        self.queue.clear()
+        self.queued_bytes = 0
+        self.stats.slow_client = True
+        self.relay._slow_clients += 1
+        self.send_error(407)
+        self.close_after_flush(1008)
+        if self.nursery is not None:
+            # a client that reads nothing never receives the 407: cut the socket after a while
+            self.nursery.start_soon(self._abort_later, 1.0)
+
+    def send_error(self, code: int) -> None:
+        """Queue Alpaca error ``code`` in this session's own protocol."""
+        if self.proto is not None:
+            self.send_control(self.proto.error_frame(code))
+            self.stats.errors_sent = list(self.proto.errors_sent)
+        elif self.tproto is not None:
+            self.send_control(self.tproto.error_frame(f"upstream error {code}"))
+            self.stats.errors_sent.append(code)
+
+    async def _abort_later(self, delay: float) -> None:
+        await trio.sleep(delay)
+        self.stats.close_reason = self.stats.close_reason or "aborted (slow client)"
+        stream = getattr(self.ws, "_stream", None)
+        if stream is not None:
+            with trio.move_on_after(1):
+                await stream.aclose()
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
+
+    async def sender(self) -> None:
+        ws = self.ws
+        stats = self.stats
+        latency = self.relay._latency
+        while True:
+            if not self.queue:
+                self.wake = trio.Event()
+                await self.wake.wait()
+                continue
+            item = self.queue.popleft()
+            if item.frame is None:
+                stats.close_reason = stats.close_reason or f"close {item.close_code}"
+                with trio.move_on_after(2):
+                    await ws.aclose(item.close_code or 1000)
+                if self.nursery is not None:
+                    self.nursery.cancel_scope.cancel()
+                return
+            self.queued_bytes -= len(item.frame)
+            await ws.send_message(item.frame)
+            stats.frames += 1
+            stats.bytes += len(item.frame)
+            if item.t_in is not None:
+                stats.messages += item.messages
+                latency.record(trio.current_time() - item.t_in)
+
+
+class _Upstream:
+    """One upstream client per (account, endpoint) and the sessions attached to it."""
+
+    def __init__(self, relay: Relay, account_name: str, account: Account, ep: Endpoint) -> None:
+        self.relay = relay
+        self.account_name = account_name
+        self._account = account
+        self.endpoint = ep
+        self.trading = ep.kind is StreamKind.TRADING
+        self.routes: Routes[_Downstream] = Routes(ep)
+        self.stream: AlpacaWebSocketClient | None = None
+        self.scope = trio.CancelScope()
+        self.closed = False
+        self.error: BaseException | None = None
+        self._sync_wake = trio.Event()
+        self._members_changed = trio.Event()
+        self._inflight: frozenset[Pair] = frozenset()
+        #: counters
+        self.messages_in = 0
+        self.batches_in = 0
+        self.subscribe_requests = 0
+        self.unsubscribe_requests = 0
+        self.sessions = 0
+        self.opened_at = trio.current_time()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.account_name, self.endpoint.feed)
+
+    def acked(self) -> Mapping[str, tuple[str, ...]]:
+        return self.stream.subscriptions if self.stream is not None else {}
+
+    def attach(self, member: _Downstream) -> None:
+        self.routes.attach(member)
+        member.upstream = self
+        self.sessions += 1
+        self._members_changed.set()
+
+    def detach(self, member: _Downstream) -> None:
+        removed = self.routes.detach(member)
+        member.upstream = None
+        self._members_changed.set()
+        if removed:
+            self.wake()
+
+    def wake(self) -> None:
+        self._sync_wake.set()
+
+    # ------------------------------------------------------------------ lifetime
+    async def run(self) -> None:
+        relay = self.relay
+        try:
+            with self.scope:
+                while True:
+                    try:
+                        await self._session()
+                        return
+                    except AlpacaServerError as exc:
+                        if self._inflight and not self.trading:
+                            # upstream refused a change with a connection-level code (409 on a
+                            # channel the plan lacks, ...): only the sessions that asked for it
+                            # hear about it; the others get a fresh upstream connection
+                            self._fail_requesters(self._inflight, exc.code)
+                            self._inflight = frozenset()
+                            if len(self.routes):
+                                continue
+                        raise
+        except TrioAlpacaError as exc:
+            self.error = exc
+            code = exc.code if isinstance(exc, AlpacaServerError) else 500
+            logger.warning(
+                "relay upstream %s/%s failed: %s", self.account_name, self.endpoint.feed, exc
+            )
+            relay._remember_failure(self.key, code)
+            for member in self.routes.members:
+                member.send_error(code)
+                member.close_after_flush(1011)
+        finally:
+            self.closed = True
+            relay._forget_upstream(self)
+            for member in self.routes.members:
+                if not member.closing:
+                    member.close_after_flush(1011)
+
+    async def _session(self) -> None:
+        relay = self.relay
+        opts = dict(relay.upstream_options)
+        if self.trading:
+            opts["stream_type"] = "trading"
+        else:
+            opts["feed"] = self.endpoint.feed
+        if relay.upstream_url is not None:
+            opts.setdefault("base_url", relay.upstream_url)
+        opts.setdefault("overflow", "drop_oldest")
+        stream = AlpacaWebSocketClient(
+            self._account.key_id, self._account.secret, raw_data=True, **opts
+        )
+        with single_error():
+            async with stream, trio.open_nursery() as nursery:
+                await self._serve_session(stream, nursery)
+
+    async def _serve_session(self, stream: AlpacaWebSocketClient, nursery: trio.Nursery) -> None:
+        self.stream = stream
+        if not self.trading:
+            nursery.start_soon(self._sync_loop, stream)
+            self.wake()
+        nursery.start_soon(self._linger_loop)
+        try:
+            await self._read_loop(stream)
+        finally:
+            self.stream = None
+
+    async def _linger_loop(self) -> None:
+        while True:
+            if len(self.routes) == 0:
+                deadline = trio.current_time() + self.relay.linger
+                while len(self.routes) == 0 and trio.current_time() < deadline:
+                    self._members_changed = trio.Event()
+                    with trio.move_on_at(deadline):
+                        await self._members_changed.wait()
+                if len(self.routes) == 0:
+                    # nobody came back: close (a new session opens a new upstream)
+                    self.closed = True
+                    self.relay._forget_upstream(self)
+                    self.scope.cancel()
+                    return
+            self._members_changed = trio.Event()
+            await self._members_changed.wait()
+
+    # ------------------------------------------------------------------ subscriptions
+    async def _sync_loop(self, stream: AlpacaWebSocketClient) -> None:
+        routes = self.routes
+        while True:
+            await self._sync_wake.wait()
+            self._sync_wake = trio.Event()
+            while True:
+                self._release(stream.subscriptions)
+                sub, unsub = routes.plan(stream.subscriptions)
+                if not sub and not unsub:
+                    break
+                try:
+                    if sub:
+                        self.subscribe_requests += 1
+                        self._inflight = frozenset((c, s) for c, ss in sub.items() for s in ss)
+                        await stream.subscribe(**sub)
+                        self._inflight = frozenset()
+                    if unsub:
+                        self.unsubscribe_requests += 1
+                        await stream.unsubscribe(**unsub)
+                except SubscriptionTimeoutError:
+                    continue  # upstream is reconnecting: compute the plan again
+                except AlpacaServerError as exc:
+                    if not exc.request_level:
+                        # the upstream connection failed with it: the client ends the block with
+                        # this error, and run() decides who hears about it
+                        return
+                    if self._inflight:
+                        self._fail_requesters(self._inflight, exc.code)
+                        self._inflight = frozenset()
+                        continue
+                    logger.warning("relay upstream %s: unsubscribe refused: %s", self.key, exc)
+                    break
+
+    def _release(self, acked: Mapping[str, Iterable[str]]) -> None:
+        for member, frame in self.routes.release(acked):
+            member.send_control(frame)
+
+    def _fail_requesters(self, pairs: Iterable[Pair], code: int) -> None:
+        for member, entry in self.routes.fail(pairs):
+            proto = member.proto
+            if proto is None:
+                continue
+            member.send_error(code)
+            # take what the refused request added out of the session's own set again
+            undo = encode_request({"action": "unsubscribe", **group_pairs(entry.need)}, "json")
+            proto.receive(undo)
+            member.stats.subscriptions = proto.subscriptions
+            self.routes.set_state(member, proto.subscriptions)
+        self.wake()
+
+    # ------------------------------------------------------------------ data
+    async def _read_loop(self, stream: AlpacaWebSocketClient) -> None:
+        trading = self.trading
+        while True:
+            batch = await stream.receive_batch(_MAX_FRAME_MESSAGES)
+            t_in = trio.current_time()
+            self.batches_in += 1
+            self.messages_in += len(batch)
+            if trading:
+                self._route_trading(batch, t_in)
+                continue
+            start = 0
+            for i, m in enumerate(batch):
+                if m.get("T") in MARKER_TYPES:
+                    if i > start:
+                        self._route(batch[start:i], t_in)
+                    self._marker(m)
+                    start = i + 1
+            if start == 0:
+                self._route(batch, t_in)
+            elif start < len(batch):
+                self._route(batch[start:], t_in)
+
+    def _route(self, msgs: list[dict[str, Any]], t_in: float) -> None:
+        n = len(msgs)
+        whole: dict[str, Frame] = {}
+        for member, mine in self.routes.route(msgs).items():
+            enc = member.encoder
+            if enc is None or member.closing:
+                continue
+            if len(mine) == n:
+                frame = whole.get(member.encoding)
+                if frame is None:
+                    frame = whole[member.encoding] = enc.encode_raw(mine)
+            else:
+                frame = enc.encode_raw(mine)
+            member.send_frame(frame, len(mine), t_in)
+
+    def _marker(self, marker: Mapping[str, Any]) -> None:
+        self.relay._markers_seen += 1
+        out = {**marker, "source": "relay"}
+        for member in self.routes.members:
+            member.send_marker(out)
+
+    def _route_trading(self, batch: list[dict[str, Any]], t_in: float) -> None:
+        for data in batch:
+            if data.get("T") in MARKER_TYPES:
+                continue  # the trading stream has no in-band marker form
+            frames: dict[str, Frame] = {}
+            for member in self.routes.members:
+                tp = member.tproto
+                if tp is None or member.closing or not tp.is_listening("trade_updates"):
+                    continue
+                frame = frames.get(member.encoding)
+                if frame is None:
+                    frame = frames[member.encoding] = tp.trade_update_frame(data)
+                member.send_frame(frame, 1, t_in)
+
+    def metrics(self) -> dict[str, Any]:
+        stream = self.stream
+        base = stream.get_metrics() if stream is not None else {"state": "connecting"}
+        return {
+            "account": self.account_name,
+            "feed": self.endpoint.feed,
+            "state": base.get("state"),
+            "clients": len(self.routes),
+            "sessions_total": self.sessions,
+            "messages_in": self.messages_in,
+            "batches_in": self.batches_in,
+            "subscribe_requests": self.subscribe_requests,
+            "unsubscribe_requests": self.unsubscribe_requests,
+            "pending_acks": self.routes.pending_count(),
+            "pairs": len(self.routes.desired()),
+            "reconnects": base.get("reconnects", 0),
+            "dropped": base.get("dropped", 0),
+            "errors": base.get("errors", {}),
+            "heartbeat_rtt_ms": base.get("heartbeat_rtt_ms"),
+            "subscriptions": base.get("subscriptions", {}),
+        }
+
+
+class Relay:
+    """Handle of a running relay (from :func:`serve_relay`).
+
+    Attributes:
+        host: the bound interface.
+        port: the bound port (the real one when 0 was asked for).
+        errors: unexpected exceptions raised in session handlers (tests assert it stays empty).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        accounts: Mapping[str, Account],
+        local_keys: Mapping[str, LocalKey],
+        accept_any_key: bool,
+        upstream_url: str | None,
+        upstream_options: Mapping[str, Any],
+        linger: float,
+        send_buffer_limit: int,
+        slow_client: SlowClientPolicy,
+        tls: bool,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._accounts = dict(accounts)
+        self._local_keys = dict(local_keys)
+        self.accept_any_key = accept_any_key
+        self.upstream_url = upstream_url
+        self.upstream_options = dict(upstream_options)
+        self.linger = linger
+        self.send_buffer_limit = send_buffer_limit
+        self.slow_client: SlowClientPolicy = slow_client
+        self.tls = tls
+        self.errors: list[BaseException] = []
+        self._ids = itertools.count(1)
+        self._clients: dict[int, _Downstream] = {}
+        self._closed: deque[RelayClientStats] = deque(maxlen=1000)
+        self._upstreams: dict[tuple[str, str], _Upstream] = {}
+        self._failures: dict[tuple[str, str], tuple[int, float]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._latency = LatencyHistogram()
+        self._sessions_total = 0
+        self._auth_failures = 0
+        self._slow_clients = 0
+        self._markers_seen = 0
+        self._upstreams_opened = 0
+        self._started = trio.current_time()
+
+    # ------------------------------------------------------------------ addresses
+    @property
+    def url(self) -> str:
+        """Base URL, ``ws://HOST:PORT`` (``wss://`` with TLS); append an endpoint path."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'wss' if self.tls else 'ws'}://{host}:{self.port}"
+
+    def url_for(self, feed: str | Endpoint, *, markers: bool = False) -> str:
+        """Full URL of a feed's endpoint on the relay; ``markers=True`` asks for gap markers."""
+        url = self.url + resolve_feed(feed).path
+        return url + f"?{MARKER_PARAM}=1" if markers else url
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def clients(self) -> list[RelayClientStats]:
+        """Stats of the open downstream sessions, oldest first."""
+        return [c.stats for c in self._clients.values()]
+
+    @property
+    def closed_clients(self) -> list[RelayClientStats]:
+        """Stats of the last 1000 closed sessions, oldest first."""
+        return list(self._closed)
+
+    def upstream_feeds(self) -> list[tuple[str, str]]:
+        """``(account, feed)`` of every open upstream."""
+        return list(self._upstreams)
+
+    def healthy(self) -> tuple[bool, dict[str, Any]]:
+        """Health for ``/healthz``: unhealthy while an upstream has failed recently."""
+        now = trio.current_time()
+        failed = [f"{a}/{f}" for (a, f), (_, until) in self._failures.items() if until > now]
+        return not failed, {
+            "clients": len(self._clients),
+            "upstreams": len(self._upstreams),
+            "failed": failed,
+        }
+
+    def get_metrics(self) -> dict[str, Any]:
+        """A snapshot (a plain dict).
+
+        Keys: ``clients`` (per open session: :class:`RelayClientStats` fields), ``upstreams``
+        (per ``"account/feed"``: state, attached clients, messages in, subscribe/unsubscribe
+        requests sent, waiting acks, reconnects, upstream drops...), and totals:
+        ``clients_connected``, ``sessions_total``, ``auth_failures``, ``slow_clients`` (407s),
+        ``messages_out``, ``bytes_out``, ``dropped``, ``markers``, ``upstreams_opened``, and the
+        relay's own latency (upstream batch received -> written to the downstream socket):
+        ``p50_latency_ms``, ``p99_latency_ms``.
+        """
+        clients = {c.stats.id: self._client_snapshot(c) for c in self._clients.values()}
+        lat = self._latency
+        closed = list(self._closed)
+        return {
+            "clients": clients,
+            "upstreams": {f"{a}/{f}": u.metrics() for (a, f), u in self._upstreams.items()},
+            "clients_connected": len(clients),
+            "sessions_total": self._sessions_total,
+            "auth_failures": self._auth_failures,
+            "slow_clients": self._slow_clients,
+            "messages_out": sum(c["messages"] for c in clients.values())
+            + sum(s.messages for s in closed),
+            "bytes_out": sum(c["bytes"] for c in clients.values()) + sum(s.bytes for s in closed),
+            "dropped": sum(c["dropped"] for c in clients.values()) + sum(s.dropped for s in closed),
+            "markers": self._markers_seen,
+            "upstreams_opened": self._upstreams_opened,
+            "p50_latency_ms": lat.percentile(50) * 1e3 if lat.count else None,
+            "p99_latency_ms": lat.percentile(99) * 1e3 if lat.count else None,
+            "uptime_s": trio.current_time() - self._started,
+        }
+
+    def _client_snapshot(self, c: _Downstream) -> dict[str, Any]:
+        c.stats.queue_bytes = c.queued_bytes
+        c.stats.queue_frames = len(c.queue)
+        return c.stats.as_dict()
+
+    def status_line(self) -> str:
+        """One human-readable line: clients, upstreams, messages out, drops, 407s."""
+        m = self.get_metrics()
+        ups = ", ".join(f"{k} {v['state']} {v['clients']}c" for k, v in m["upstreams"].items())
+        return (
+            f"relay {self.url}: {m['clients_connected']} clients, {len(m['upstreams'])} upstreams"
+            f"{' (' + ups + ')' if ups else ''}, {m['messages_out']} msgs out, "
+            f"{m['dropped']} dropped, {m['slow_clients']} slow (407), "
+            f"{m['auth_failures']} auth failures"
+        )
+
+    # ------------------------------------------------------------------ auth
+    def _account_for(self, key: str, secret: str) -> str | None:
+        lk = self._local_keys.get(key)
+        if lk is not None and check_secret(lk.secret, secret):
+            return lk.account
+        if self.accept_any_key and key and secret:
+            return DEFAULT_ACCOUNT
+        return None
+
+    def _check_auth(self, conn: _Downstream, key: str, secret: str) -> int | None:
+        account = self._account_for(key, secret)
+        if account is None:
+            self._auth_failures += 1
+            return 402
+        failure = self._failures.get((account, conn.endpoint.feed))
+        if failure is not None:
+            code, until = failure
+            if until > trio.current_time():
+                return code
+            del self._failures[(account, conn.endpoint.feed)]
+        conn.stats.local_key = key
+        conn.stats.account = account
+        return None
+
+    def _remember_failure(self, key: tuple[str, str], code: int) -> None:
+        self._failures[key] = (code, trio.current_time() + _FAILURE_MEMORY)
+
+    # ------------------------------------------------------------------ upstreams
+    def _attach(self, conn: _Downstream) -> None:
+        account = conn.stats.account
+        assert account is not None
+        key = (account, conn.endpoint.feed)
+        up = self._upstreams.get(key)
+        if up is None or up.closed:
+            up = _Upstream(self, account, self._accounts[account], conn.endpoint)
+            self._upstreams[key] = up
+            self._upstreams_opened += 1
+            assert self._nursery is not None
+            self._nursery.start_soon(up.run)
+        up.attach(conn)
+
+    def _detach(self, conn: _Downstream) -> None:
+        up = conn.upstream
+        if up is not None:
+            up.detach(conn)
+
+    def _forget_upstream(self, up: _Upstream) -> None:
+        if self._upstreams.get(up.key) is up:
+            del self._upstreams[up.key]
+
+    # ------------------------------------------------------------------ sessions
+    async def _handle(self, request: WebSocketRequest) -> None:
+        try:
+            await self._handle_inner(request)
+        except (ConnectionClosed, trio.BrokenResourceError):
+            pass
+        except Exception as exc:
+            logger.exception("relay: session handler failed")
+            self.errors.append(exc)
+
+    async def _handle_inner(self, request: WebSocketRequest) -> None:
+        ep = endpoint_for_path(request.path)
+        if ep is None:
+            await request.reject(404, body=b"Not Found")
+            return
+        headers = lower_headers(request)
+        encoding = negotiated_encoding(headers)
+        params = query_params(request.path)
+        markers = (
+            params.get(MARKER_PARAM, "").lower() in _TRUE
+            or headers.get(MARKER_HEADER, b"").decode("latin-1").lower() in _TRUE
+        )
+        ws = await request.accept()
+        conn = _Downstream(self, next(self._ids), ws, ep, encoding, markers)
+        conn.header_auth = header_credentials(headers)
+        self._clients[conn.stats.id] = conn
+        self._sessions_total += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                conn.nursery = nursery
+                nursery.start_soon(_guard, conn, _Downstream.sender)
+                if ep.kind is StreamKind.TRADING:
+                    await _guard(conn, self._serve_trading)
+                else:
+                    await _guard(conn, self._serve_data)
+        finally:
+            conn.closing = True
+            conn.stats.open = False
+            conn.stats.queue_bytes = conn.queued_bytes
+            conn.stats.queue_frames = len(conn.queue)
+            if conn.stats.close_reason is None and ws.closed is not None:
+                conn.stats.close_reason = f"closed {ws.closed.code}"
+            self._detach(conn)
+            del self._clients[conn.stats.id]
+            self._closed.append(conn.stats)
+            with trio.move_on_after(1) as cleanup:
+                cleanup.shield = True
+                stream = getattr(ws, "_stream", None)
+                if stream is not None:
+                    await stream.aclose()
+
+    async def _auth_deadline(self, conn: _Downstream, proto: DataServerProtocol) -> None:
+        await trio.sleep(_AUTH_TIMEOUT)
+        frames = proto.auth_timeout()
+        if frames and not conn.closing:
+            for frame in frames:
+                conn.send_control(frame)
+            conn.stats.errors_sent = list(proto.errors_sent)
+            conn.close_after_flush(1008)
+
+    async def _serve_data(self, conn: _Downstream) -> None:
+        assert conn.nursery is not None
+        proto = DataServerProtocol(
+            conn.endpoint,
+            conn.encoding,
+            functools.partial(self._check_auth, conn),
+        )
+        conn.proto = proto
+        for frame in proto.opening_frames():
+            conn.send_control(frame)
+        conn.stats.errors_sent = list(proto.errors_sent)
+        if proto.encoding_rejected:  # 412: options without msgpack, as on Alpaca
+            conn.close_after_flush(1008)
+            await trio.sleep_forever()
+        if conn.header_auth is not None:
+            key, secret = conn.header_auth
+            self._on_data_frame(
+                conn, encode_request({"action": "auth", "key": key, "secret": secret}, "json")
+            )
+        conn.nursery.start_soon(self._auth_deadline, conn, proto)
+        ws = conn.ws
+        while not conn.closing:
+            self._on_data_frame(conn, await ws.get_message())
+        await trio.sleep_forever()
+
+    def _on_data_frame(self, conn: _Downstream, frame: Frame) -> None:
+        proto = conn.proto
+        assert proto is not None
+        was_authenticated = proto.authenticated
+        before = proto.subscriptions
+        errors = len(proto.errors_sent)
+        replies = proto.receive(frame)
+        stats = conn.stats
+        stats.errors_sent = list(proto.errors_sent)
+        if proto.should_close:
+            for reply in replies:
+                conn.send_control(reply)
+            conn.close_after_flush(1008)
+            return
+        if not was_authenticated:
+            for reply in replies:
+                conn.send_control(reply)
+            if proto.authenticated:
+                stats.authenticated = True
+                self._attach(conn)
+            return
+        up = conn.upstream
+        if up is None or len(proto.errors_sent) != errors or len(replies) != 1:
+            for reply in replies:
+                conn.send_control(reply)
+            return
+        # a subscribe/unsubscribe this session's own protocol accepted: its ack carries its set
+        after = proto.subscriptions
+        stats.subscriptions = after
+        delta = up.routes.set_state(conn, after)
+        acked = pairs_of_state(up.acked())
+        need = [
+            p for p in pairs_of_state(after) - pairs_of_state(before) if not covered([p], acked)
+        ]
+        if need or up.routes.has_pending(conn):
+            up.routes.hold_ack(conn, replies[0], need)
+            up.wake()
+        else:
+            conn.send_control(replies[0])
+            if delta:
+                up.wake()
+
+    async def _serve_trading(self, conn: _Downstream) -> None:
+        proto = TradingServerProtocol(conn.encoding, functools.partial(self._check_auth, conn))
+        conn.tproto = proto
+        ws = conn.ws
+        while not conn.closing:
+            frame = await ws.get_message()
+            was_authenticated = proto.authenticated
+            for reply in proto.receive(frame):
+                conn.send_control(reply)
+            conn.stats.listening = proto.listening
+            if proto.should_close:
+                conn.close_after_flush(1008)
+                break
+            if not was_authenticated and proto.authenticated:
+                conn.stats.authenticated = True
+                self._attach(conn)
+        await trio.sleep_forever()
+
+    async def _run(
+        self,
+        ssl_context: ssl.SSLContext | None,
+        task_status: trio.TaskStatus[Relay],
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.port = await nursery.start(
+                functools.partial(
+                    serve_stream_websocket,
+                    self._handle,
+                    self.host,
+                    self.port,
+                    ssl_context,
+                    handler_nursery=nursery,
+                )
+            )
+            logger.info("relay listening on %s", self.url)
+            task_status.started(self)
+
+
+async def _guard(conn: _Downstream, fn: Any) -> None:
+    """Run one session task; the end of the socket ends every task of the session."""
+    try:
+        await fn(conn)
+    except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        if conn.nursery is not None:
+            conn.nursery.cancel_scope.cancel()
+
+
+async def serve_relay(
+    upstream: Account | tuple[str, str] | Mapping[str, Account | tuple[str, str]],
+    *,
+    local_keys: Mapping[str, str | LocalKey] | None = None,
+    accept_any_key: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    ssl_context: ssl.SSLContext | None = None,
+    allow_insecure_bind: bool = False,
+    upstream_url: str | None = None,
+    upstream_options: Mapping[str, Any] | None = None,
+    linger: float = 5.0,
+    send_buffer_limit: int = DEFAULT_SEND_BUFFER_LIMIT,
+    slow_client: SlowClientPolicy = "disconnect",
+    task_status: trio.TaskStatus[Relay] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve Alpaca's stream protocol to local clients over shared upstream connections, until
+    cancelled.
+
+    Use with ``relay = await nursery.start(serve_relay, ...)``; reports the :class:`Relay` handle
+    once the port is bound. Every Alpaca stream path is served (``/v2/{feed}``,
+    ``/v1beta3/crypto/{loc}``, ``/v1beta1/crypto-perps/global``, ``/v1beta1/{opra,indicative}``,
+    ``/v1beta1/news`` and ``/stream`` for ``trade_updates``), so unmodified SDKs connect with
+    their URL override (alpaca-py ``url_override``, ``DATA_PROXY_WS``).
+
+    Args:
+        upstream: the upstream Alpaca credentials: one ``(key_id, secret)`` / :class:`Account`
+            (the account ``"default"``), or ``{account_name: (key_id, secret)}``. Each account
+            gets its own upstream connection per endpoint (one client per key and endpoint).
+        local_keys: ``{local_key: local_secret}`` or ``{local_key: LocalKey(secret, account)}``;
+            downstream clients authenticate with these (a wrong one gets 402, as on Alpaca).
+        accept_any_key: accept any non-empty key/secret (mapped to the ``"default"`` account).
+            Only allowed on a loopback bind.
+        host, port: where to listen (127.0.0.1:8765 by default; ``port=0`` picks a free one).
+        ssl_context: serve ``wss://`` with this server context.
+        allow_insecure_bind: allow a non-loopback bind without TLS (refused otherwise).
+        upstream_url: scheme + host of the upstream (default: Alpaca's production hosts), e.g.
+            an emulator's ``emu.url``.
+        upstream_options: extra keyword arguments for each upstream
+            :class:`~trioalpaca.AlpacaWebSocketClient` (``backoff``, ``heartbeat_interval``,
+            ``buffer_size``, ``paper``, ``sandbox``...). Upstream data is never blocked: its
+            buffer overflows with ``drop_oldest`` (visible as a ``dropped`` marker) unless set.
+        linger: seconds an upstream connection stays open after its last client left.
+        send_buffer_limit: bytes queued per downstream session before the slow-client policy.
+        slow_client: ``"disconnect"`` (default: 407 ``slow client`` and close, like Alpaca) or
+            ``"drop"`` (discard data for that session and count it; sessions that asked for
+            markers get a ``dropped`` marker when data flows again).
+
+    Raises:
+        UsageError: a non-loopback bind without TLS (unless ``allow_insecure_bind``),
+            ``accept_any_key`` off loopback or with several accounts, no local keys while
+            ``accept_any_key`` is off, a local key naming an unknown account, or bad limits.
+        CredentialsError: an account without key id or secret.
+    """
+    accounts = normalize_accounts(upstream)
+    keys = normalize_local_keys(local_keys, accounts)
+    loopback = is_loopback(host)
+    if not loopback and ssl_context is None and not allow_insecure_bind:
+        raise UsageError(
+            f"refusing to serve the relay on non-loopback {host!r} without TLS: pass "
+            "ssl_context= (--tls-cert/--tls-key) or allow_insecure_bind=True (--insecure-bind)"
+        )
+    if accept_any_key:
+        if not loopback:
+            raise UsageError("accept_any_key is only allowed on a loopback bind")
+        if DEFAULT_ACCOUNT not in accounts or len(accounts) != 1:
+            raise UsageError("accept_any_key needs exactly one upstream account")
+    elif not keys:
+        raise UsageError(
+            "the relay needs local keys (local_keys= / --keys-file / --local-key), or "
+            "accept_any_key=True on loopback"
+        )
+    if send_buffer_limit < 1024:
+        raise UsageError("send_buffer_limit must be at least 1024 bytes")
+    if linger < 0:
+        raise UsageError("linger must be >= 0")
+    if slow_client not in ("disconnect", "drop"):
+        raise UsageError(f"slow_client must be 'disconnect' or 'drop', not {slow_client!r}")
+    relay = Relay(
+        host=host,
+        port=port,
+        accounts=accounts,
+        local_keys=keys,
+        accept_any_key=accept_any_key,
+        upstream_url=upstream_url,
+        upstream_options=upstream_options or {},
+        linger=linger,
+        send_buffer_limit=send_buffer_limit,
+        slow_client=slow_client,
+        tls=ssl_context is not None,
+    )
+    await relay._run(ssl_context, task_status)
