@@ -43,7 +43,7 @@ def test_each_rule_in_the_decoder_and_from_wire(encoding: str) -> None:
         ("stocks", m.UpdatedBar, {"S": "A", "o": 100, "h": 101, "l": 99, "c": 100, "v": 5,
                                    "t": TS}, "open", 100.0),
         ("stocks", m.Trade, {"S": "A", "i": 1, "x": "V", "p": 1.5, "s": 1, "t": TEXT, "r": TEXT},
-         "received_ns", TS),
+         "receive_time_ns", TS),
         ("stocks", m.Trade, {"S": "A", "i": 1, "x": "V", "p": 1.5, "s": 1, "t": TS, "z": None},
          "tape", ""),
         ("crypto", m.CryptoTrade, {"S": "BTC/USD", "i": 1, "p": 1, "s": 2, "t": TS, "x": "CBSE"},

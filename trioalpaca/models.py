@@ -401,7 +401,7 @@ class Trade(_WireData, _Timestamped):
     """Trade time, nanoseconds since the epoch (``t``)."""
     tape: str
     """SIP tape ``A``/``B``/``C`` (``z``)."""
-    received_ns: int | None = None
+    receive_time_ns: int | None = None
     """When Alpaca received the trade, nanoseconds since the epoch (``r``, an internal field
     some feeds add); ``None`` when not sent."""
 
@@ -418,8 +418,8 @@ class Trade(_WireData, _Timestamped):
             "t": self.timestamp_ns,
             "z": self.tape,
         }
-        if self.received_ns is not None:
-            out["r"] = self.received_ns
+        if self.receive_time_ns is not None:
+            out["r"] = self.receive_time_ns
         return out
 
 
@@ -450,7 +450,7 @@ class Quote(_WireData, _Timestamped):
     """Quote time, nanoseconds since the epoch (``t``)."""
     tape: str
     """SIP tape (``z``)."""
-    received_ns: int | None = None
+    receive_time_ns: int | None = None
     """When Alpaca received the quote, nanoseconds since the epoch (``r``, an internal field
     some feeds add); ``None`` when not sent."""
 
@@ -469,8 +469,8 @@ class Quote(_WireData, _Timestamped):
             "t": self.timestamp_ns,
             "z": self.tape,
         }
-        if self.received_ns is not None:
-            out["r"] = self.received_ns
+        if self.receive_time_ns is not None:
+            out["r"] = self.receive_time_ns
         return out
 
 
@@ -1627,7 +1627,7 @@ _SPECS: dict[type[Any], tuple[tuple[str, str, str, Any], ...]] = {
         ("conditions", "c", "strs", ()),
         ("timestamp_ns", "t", "ts", _R),
         ("tape", "z", "str", ""),
-        ("received_ns", "r", "ts", None),
+        ("receive_time_ns", "r", "ts", None),
     ),
     Quote: (
         ("symbol", "S", "str", _R),
@@ -1640,7 +1640,7 @@ _SPECS: dict[type[Any], tuple[tuple[str, str, str, Any], ...]] = {
         ("conditions", "c", "strs", ()),
         ("timestamp_ns", "t", "ts", _R),
         ("tape", "z", "str", ""),
-        ("received_ns", "r", "ts", None),
+        ("receive_time_ns", "r", "ts", None),
     ),
     Bar: (
         ("symbol", "S", "str", _R),
