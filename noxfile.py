@@ -88,7 +88,7 @@ def conformance_js(session: nox.Session) -> None:
     ``conformance/js/package-lock.json`` with ``npm ci`` into ``conformance/js/node_modules``.
     Without node the tests are skipped with a line saying so.
     """
-    session.install("-e", ".[test]", "trustme")
+    session.install("-e", ".[test]")
     session.run("pytest", "conformance/test_js_sdk.py", "-p", "no:cacheprovider", *session.posargs)
 
 

@@ -30,3 +30,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "integration" in item.keywords:
             item.add_marker(skip)
+
+
+# Real redis-server fixtures for the fan-out tests (skip locally without redis-server; fail on CI).
+from tests.redis_fixtures import redis_cluster, redis_server  # noqa: E402, F401

@@ -210,3 +210,27 @@ async def test_run_raises_fatal_errors_into_the_nursery() -> None:
         with pytest.RaisesGroup(AuthFailedError):
             async with trio.open_nursery() as nursery:
                 await nursery.start(client.run)
+
+
+async def test_stream_manager_uses_the_client_symbol_rule() -> None:
+    from trioalpaca import Trade, open_stream_manager
+
+    got: list[str] = []
+
+    async def on_trade(msg: object) -> None:
+        if isinstance(msg, Trade):
+            got.append(msg.symbol)
+
+    async with (
+        open_emulator(symbols=["AAPL"], rate=300) as emu,
+        open_stream(KEY, SECRET, url=emu.url_for("iex")) as stream,
+        open_stream_manager(stream) as manager,
+    ):
+        with pytest.raises(UsageError, match="'AA PL'"):
+            await manager.subscribe(symbols=["AA PL"], data_types=["trades"], handler=on_trade)
+        sub = await manager.subscribe(symbols=["aapl"], data_types=["trades"], handler=on_trade)
+        assert sub.symbols == {"AAPL"}
+        with trio.fail_after(10):
+            while not got:
+                await trio.sleep(0.01)
+    assert set(got) == {"AAPL"}

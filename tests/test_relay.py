@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,11 +17,13 @@ from tests.helpers import loopback_autojump_clock, ws_connect  # noqa: F401 (aut
 from trioalpaca import (
     AlpacaWebSocketClient,
     AuthFailedError,
+    CredentialsError,
     Reconnected,
     SymbolLimitError,
+    UsageError,
     open_stream,
 )
-from trioalpaca.relay import Relay, serve_relay
+from trioalpaca.relay import LocalKey, Relay, serve_relay
 from trioalpaca.testing import Emulator, open_emulator
 
 UP_KEY = "PKUPSTREAM0123456789"
@@ -343,3 +346,192 @@ async def test_slow_client_is_cut_with_407_others_keep_flowing(
                 while not (closed := [s for s in relay.closed_clients if s.slow_client]):
                     await trio.sleep(0.05)
             assert len(closed) == 1 and 407 in closed[0].errors_sent
+
+
+async def test_trade_updates_per_account(autojump_clock: trio.abc.Clock) -> None:
+    accounts = {"a": ("PKA000", "secret-a"), "b": ("PKB000", "secret-b")}
+    creds = {"PKA000": "secret-a", "PKB000": "secret-b"}
+    keys = {"ka": LocalKey("sa", "a"), "kb": LocalKey("sb", "b"), "kb2": LocalKey("sb2", "b")}
+    async with open_emulator(credentials=creds, rate=0) as emu, trio.open_nursery() as nursery:
+        relay: Relay = await nursery.start(
+            lambda task_status: serve_relay(
+                accounts, local_keys=keys, port=0, upstream_url=emu.url, task_status=task_status
+            )
+        )
+        url = relay.url_for("trading")
+        async with (
+            open_stream("ka", "sa", stream_type="trading", url=url, raw_data=True) as ta,
+            open_stream("kb", "sb", stream_type="trading", url=url, raw_data=True) as tb,
+            open_stream("kb2", "sb2", stream_type="trading", url=url, raw_data=True) as tb2,
+        ):
+            await emu.wait_for_connections(2, feed="trading", authenticated=True)
+            emu.submit_order("AAPL", qty=1, key="PKA000", step_delay=0.01)
+            emu.submit_order("MSFT", qty=2, key="PKB000", step_delay=0.01)
+            for stream, symbol in ((ta, "AAPL"), (tb, "MSFT"), (tb2, "MSFT")):
+                got = await take(stream, 2)  # new, fill
+                assert [u["event"] for u in got] == ["new", "fill"]
+                assert {u["order"]["symbol"] for u in got} == {symbol}
+            # one upstream trading connection per account, not per client
+            assert len([c for c in emu.connections if c.feed == "trading"]) == 2
+            assert sorted(relay.upstream_feeds()) == [("a", "trading"), ("b", "trading")]
+        nursery.cancel_scope.cancel()
+
+
+async def test_configuration_refusals() -> None:
+    up = (UP_KEY, UP_SECRET)
+    with pytest.raises(UsageError, match="non-loopback"):
+        await serve_relay(up, local_keys=KEYS, host="0.0.0.0", port=0)
+    with pytest.raises(UsageError, match="loopback"):
+        await serve_relay(up, accept_any_key=True, host="0.0.0.0", port=0, allow_insecure_bind=True)
+    with pytest.raises(UsageError, match="local keys"):
+        await serve_relay(up, port=0)
+    with pytest.raises(UsageError, match="unknown account"):
+        await serve_relay(up, local_keys={"k": LocalKey("s", "nope")}, port=0)
+    with pytest.raises(UsageError, match="exactly one"):
+        await serve_relay({"default": up, "x": up}, accept_any_key=True, port=0)
+    with pytest.raises(CredentialsError):
+        await serve_relay(("", ""), local_keys=KEYS, port=0)
+
+
+async def test_accept_any_key_on_loopback_and_secret_never_leaves(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with setup(local_keys=None, accept_any_key=True) as (emu, relay):
+        seen: list[bytes] = []
+        async with ws_connect(
+            relay.url_for("iex"), [("Content-Type", "application/msgpack")]
+        ) as ws:
+            seen.append(await ws.get_message())
+            await ws.send_message(
+                msgpack.packb({"action": "auth", "key": "anything", "secret": "x"})
+            )
+            seen.append(await ws.get_message())
+            await ws.send_message(msgpack.packb({"action": "subscribe", "trades": ["AAPL"]}))
+            for _ in range(20):
+                seen.append(await ws.get_message())
+        assert msgpack.unpackb(seen[1])[0]["msg"] == "authenticated"
+        blob = b"".join(seen)
+        assert UP_SECRET.encode() not in blob and UP_KEY.encode() not in blob
+        assert emu.connections[0].key == UP_KEY  # upstream used the configured account
+        assert UP_SECRET not in repr(relay.get_metrics()) and UP_SECRET not in relay.status_line()
+    assert all(UP_SECRET not in r.getMessage() for r in caplog.records)
+
+
+async def test_upstream_lingers_then_closes_and_reopens(autojump_clock: trio.abc.Clock) -> None:
+    async with setup(linger=2.0) as (emu, relay):
+        async with local(relay, 0, trades=["AAPL"], raw_data=True) as a:
+            await take(a, 3)
+        async with local(relay, 1, trades=["MSFT"], raw_data=True) as b:  # within the linger
+            await take(b, 3)
+        assert len(upstream_conns(emu)) == 1
+        await trio.sleep(1.0)
+        assert relay.upstream_feeds() == [("default", "iex")]
+        await trio.sleep(2.0)
+        assert relay.upstream_feeds() == []
+        assert emu.open_connections("iex") == []
+        async with local(relay, 2, trades=["TSLA"], raw_data=True) as c:
+            assert {m["S"] for m in await take(c, 5)} == {"TSLA"}
+        assert len(upstream_conns(emu)) == 2
+        assert relay.get_metrics()["upstreams_opened"] == 2
+
+
+async def test_upstream_refusal_reaches_clients_and_is_remembered(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # the relay's upstream key is not accepted upstream: clients hear 402, without a spin upstream
+    async with setup({"credentials": {"OTHER": "x"}}) as (emu, relay):
+        with pytest.raises(AuthFailedError):
+            async with local(relay, 0, trades=["AAPL"]) as s:
+                await take(s, 1)  # pragma: no cover
+        for i in range(3):
+            with pytest.raises(AuthFailedError):
+                async with local(relay, i, trades=["AAPL"]):
+                    pass  # pragma: no cover
+        assert len(upstream_conns(emu)) == 1  # remembered: no new upstream attempt per client
+        assert not relay.healthy()[0]
+
+
+async def test_metrics_endpoint_scraped(autojump_clock: trio.abc.Clock) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.test_ops import _get, _request
+    from trioalpaca._ops import serve_ops_http
+    from trioalpaca.relay._prom import relay_registry
+
+    async with setup() as (_emu, relay), trio.open_nursery() as nursery:
+        ops = await nursery.start(serve_ops_http, 0, relay_registry(relay), relay.healthy)
+        async with local(relay, 0, trades=["AAPL"], raw_data=True) as a:
+            await take(a, 10)
+            status, _, body = await _get(ops.port, _request("/metrics"))
+            assert status == 200
+            fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+            sample = fams["trioalpaca_relay_client_messages"].samples[0]
+            assert sample.labels == {"client": "1", "feed": "iex", "account": "default"}
+            assert sample.value >= 10
+            up = fams["trioalpaca_relay_upstream_connected"].samples[0]
+            assert up.labels == {"account": "default", "feed": "iex"} and up.value == 1
+            assert fams["trioalpaca_relay_clients"].samples[0].value == 1
+            status, _, body = await _get(ops.port, _request("/healthz"))
+            assert status == 200 and json.loads(body)["clients"] == 1
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_random_traffic_socket_level(seed: int, autojump_clock: trio.abc.Clock) -> None:
+    """A seeded random walk of 8 clients over real sockets: after every step upstream carries
+    exactly the union of the live clients' confirmed sets; each client's data matches its set."""
+    import random
+
+    rnd = random.Random(seed)
+    pool = SYMBOLS[:6]
+
+    async def run_client(
+        relay: Relay, i: int, trades: list[str], task_status: trio.TaskStatus[Any]
+    ) -> None:
+        async with local(relay, i, trades=trades, raw_data=True) as s:
+            leave = trio.Event()
+            task_status.started((s, leave))
+            await leave.wait()
+
+    async with setup() as (emu, relay), trio.open_nursery() as nursery:
+        live: dict[int, tuple[AlpacaWebSocketClient, trio.Event]] = {}
+        for step in range(40):
+            op = rnd.choice(["connect", "subscribe", "unsubscribe", "leave"])
+            if op == "connect" or not live:
+                free = [i for i in range(8) if i not in live]
+                if not free:
+                    continue
+                i = rnd.choice(free)
+                live[i] = await nursery.start(run_client, relay, i, rnd.sample(pool, 2))
+            else:
+                i = rnd.choice(sorted(live))
+                s, leave = live[i]
+                if op == "subscribe":
+                    await s.subscribe(**{rnd.choice(["trades", "quotes"]): rnd.sample(pool, 2)})
+                elif op == "unsubscribe":
+                    await s.unsubscribe(**{rnd.choice(["trades", "quotes"]): rnd.sample(pool, 3)})
+                else:
+                    leave.set()
+                    del live[i]
+            await trio.sleep(0.3)  # let coalesced unsubscribes and leaving sessions settle
+            union: dict[str, set[str]] = {}
+            for s, _ in live.values():
+                for ch, syms in s.subscriptions.items():
+                    union.setdefault(ch, set()).update(syms)
+            ups = emu.open_connections("iex")
+            assert len(ups) == 1, step
+            got = {ch: set(v) for ch, v in ups[0].subscriptions.items() if v}
+            got.pop("corrections", None)
+            got.pop("cancelErrors", None)
+            assert got == union, (step, op)
+        for s, _ in live.values():
+            while s.get_metrics()["buffered"]:  # data from before the last change
+                await s.receive_batch()
+            if s.subscriptions:
+                for m in await take(s, 20):
+                    ch = "quotes" if m["T"] == "q" else "trades"
+                    assert m["S"] in s.subscriptions.get(ch, ())
+        for _, leave in live.values():
+            leave.set()
+        assert len(upstream_conns(emu)) == 1

@@ -15,9 +15,11 @@ from collections.abc import Sequence
 #: name -> (module path, one-line help). One line per command; keep sorted by name.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("trioalpaca._demo", "live trades/quotes from the built-in emulator"),
+    "hub": ("trioalpaca.fanout._cli", "publish a stream into Redis Streams (hot standby)"),
     "emulator": ("trioalpaca.testing._cli", "run the local Alpaca-compatible stream emulator"),
     "export": ("trioalpaca.record._cmd_export", "export a recording to Parquet or CSV"),
     "record": ("trioalpaca.record._cmd_record", "record a live stream to .tarec files"),
+    "relay": ("trioalpaca.relay._cli", "share one Alpaca connection per key among local clients"),
     "replay": ("trioalpaca.record._cmd_replay", "replay a recording, or serve it as Alpaca"),
     "stream": ("trioalpaca._stream_cli", "print a live stream as JSON lines, CSV or a table"),
 }

@@ -66,7 +66,7 @@ from trioalpaca._book import SubscriptionBook, group_pairs, pairs_of_channels
 from trioalpaca._errors import UsageError
 from trioalpaca._groups import single_error
 from trioalpaca._handlers import ErrorHandler, ErrorReport, call_maybe_async, handler_name
-from trioalpaca.endpoints import channel_to_wire
+from trioalpaca.endpoints import channel_to_wire, check_symbol
 from trioalpaca.pipeline import _channel_of
 
 __all__ = [
@@ -445,10 +445,9 @@ class StreamManager:
     def _normalise_symbols(symbols: Iterable[str] | str) -> frozenset[str]:
         if isinstance(symbols, str):
             symbols = (symbols,)
-        out = frozenset(symbols)
-        if not all(isinstance(s, str) and s for s in out):
-            raise UsageError("symbols must be non-empty strings")
-        return out
+        # The client's rule (upper case; empty, spaces and commas refused), so routing keys
+        # match the symbols the server confirms and sends.
+        return frozenset(check_symbol(s) for s in symbols)
 
     async def subscribe(
         self,

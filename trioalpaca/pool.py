@@ -10,7 +10,15 @@ with backoff, rebalances loads that drifted apart and rotates connections on req
 schedule.
 
 All decisions are made synchronously by the pure functions in ``trioalpaca._pool_policy``
-(httpcore's "policy first, I/O afterwards"); this module only carries them out.
+(httpcore's "policy first, I/O afterwards"); this module only carries them out. The pieces:
+
+* the subscription book (``trioalpaca._book``): which handle wants which (channel, symbol);
+* the handover table (``trioalpaca._handover``): the pure deliver / hold / drop machine that
+  keeps a moving symbol gapless, in order and free of repeats;
+* :class:`ConnectionPool`: ownership (symbol -> connection), subscriptions and routing;
+* ``_Supervisor``: one task per slot that keeps it connected and fails its symbols over;
+* ``_Upkeep``: health checks, rebalancing and rotation, moving symbols with the one
+  ``migrate`` sequence.
 
 Why the pool drives :class:`~trioalpaca.client.AlpacaWebSocketClient` directly instead of one
 ``StreamManager`` per connection: a manager owns the subscriptions and routing of *one* client,
@@ -25,7 +33,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -52,6 +59,8 @@ from ._errors import (
 )
 from ._groups import exception_leaves, single_error
 from ._handlers import ErrorAction, ErrorHandler, ErrorReport, call_maybe_async
+from ._handover import Handover, HandoverTable, Verdict
+from ._options import StreamOptions
 from ._pool_policy import (
     Health,
     HealthSample,
@@ -247,47 +256,6 @@ class _Conn:
         self.reason = ""
 
 
-class _Handover:
-    """One symbol moving from session ``old`` to session ``new`` (make before break), in order.
-
-    Both sessions carry the same market. While the move lasts (``state == "moving"``) the old
-    session keeps delivering and every message it delivers is remembered; the new session's
-    messages are held back. Once the old session is unsubscribed and has routed everything it
-    had received, the held messages are flushed in arrival order, skipping those the old
-    session already delivered (``"flushing"``), and the new session takes over. For a short
-    while afterwards (``"draining"``) late copies of messages the old session delivered are
-    still dropped. The result per symbol: nothing lost, nothing twice, order kept.
-    """
-
-    __slots__ = ("deadline", "delivered", "held", "new", "old", "state")
-
-    drain_seconds = 5.0
-
-    def __init__(self, old: _Conn | None, new: _Conn | None) -> None:
-        self.old = old
-        self.new = new
-        self.delivered: dict[Any, None] = {}
-        self.held: collections.deque[Any] = collections.deque()
-        self.state = "moving"
-        self.deadline = math.inf
-
-    def remember(self, msg: Any) -> None:
-        try:
-            self.delivered[msg] = None
-        except TypeError:  # pragma: no cover - unhashable payload: cannot de-duplicate
-            pass
-
-    def seen(self, msg: Any) -> bool:
-        """Whether the old session already delivered ``msg`` (forgets it: copies come once)."""
-        try:
-            if msg in self.delivered:
-                del self.delivered[msg]
-                return True
-        except TypeError:  # pragma: no cover - unhashable payload
-            pass
-        return False
-
-
 class _Slot:
     def __init__(self, spec: SlotSpec, backoff: Backoff, url: str | None) -> None:
         self.spec = spec
@@ -352,7 +320,7 @@ class ConnectionPool:
         backoff: Backoff,
         handle_buffer_size: int,
         handle_overflow: HandleOverflow,
-        client_options: Mapping[str, Any],
+        options: StreamOptions,
     ) -> None:
         self._nursery = nursery
         self._credentials = tuple(credentials)
@@ -369,7 +337,7 @@ class ConnectionPool:
         self._backoff = backoff
         self._handle_buffer_size = handle_buffer_size
         self._handle_overflow: HandleOverflow = handle_overflow
-        self._client_options = dict(client_options)
+        self._options = options
         self._slots = [_Slot(spec, backoff, self._urls[spec.endpoint]) for spec in specs]
         self._lock = trio.Lock()
         self._changed = trio.Event()
@@ -380,7 +348,9 @@ class ConnectionPool:
         #: symbol -> slot index whose messages are delivered for it (absent during a gap)
         self._live: dict[str, int] = {}
         #: symbols moving between sessions right now (delivered from both, de-duplicated)
-        self._handover: dict[str, _Handover] = {}
+        self._handover = HandoverTable()
+        #: symbol -> set once its handover's flush is over (new-session messages wait for it)
+        self._flushing: dict[str, trio.Event] = {}
         self._error_handler: ErrorHandler | None = None
         self._error_handler_errors = 0
         self._closed = False
@@ -392,6 +362,8 @@ class ConnectionPool:
         self._gaps = 0
         self._gap_seconds = 0.0
         self._last_gap: Reconnected | None = None
+        self._sessions = _Supervisor(self)
+        self._upkeep = _Upkeep(self)
         self.client_hooks: list[Callable[[int, AlpacaWebSocketClient], None]] = []
         """Called with ``(connection index, client)`` for every client the pool creates, before
         it connects (the recording tap: :func:`trioalpaca.record.open_recorder` uses it)."""
@@ -598,7 +570,7 @@ class ConnectionPool:
                 slot = self._slots[index]
                 if not slot.ready:
                     raise UsageError(f"connection {index} is not ready (state {slot.state})")
-            return await self._rotate_locked(slot)
+            return await self._upkeep.rotate_locked(slot)
 
     # -- internals: bookkeeping --------------------------------------------------------------
 
@@ -805,8 +777,7 @@ class ConnectionPool:
                 self._notify()
 
     def _client_timeout(self) -> float:
-        value = self._client_options.get("subscription_timeout", 10.0)
-        return float(value) if value is not None else 10.0
+        return self._options.subscription_timeout
 
     # -- internals: message routing (hot path) ----------------------------------------------
 
@@ -820,19 +791,19 @@ class ConnectionPool:
                 self._control(slot, msg)
             return
         if self._handover:
-            handover = self._handover.get(sym)
-            if handover is not None:
-                if handover.state != "draining":
-                    if conn is handover.new:
-                        handover.held.append(msg)  # delivered in order once the old one is done
-                    elif conn is handover.old and handover.state == "moving":
-                        handover.remember(msg)
-                        await self._deliver(slot, sym, msg)
-                    return
-                if handover.seen(msg):
-                    return  # a late copy of what the old session delivered
-                if not handover.delivered or trio.current_time() > handover.deadline:
-                    del self._handover[sym]
+            verdict = self._handover.route(sym, conn, msg, trio.current_time())
+            if verdict is Verdict.DELIVER:
+                await self._deliver(slot, sym, msg)
+                return
+            if verdict is Verdict.HOLD:
+                flushed = self._flushing.get(sym)
+                if flushed is not None:
+                    # The flush delivers it: wait, so that a slow consumer back-pressures this
+                    # session as it would without a handover.
+                    await flushed.wait()
+                return
+            if verdict is Verdict.DROP:
+                return
         if current and self._live.get(sym) == slot.spec.index:
             await self._deliver(slot, sym, msg)
 
@@ -865,7 +836,7 @@ class ConnectionPool:
 
     def _make_client(self, slot: _Slot) -> AlpacaWebSocketClient:
         cred = self._credentials[slot.spec.credential]
-        kwargs: dict[str, Any] = dict(self._client_options)
+        kwargs: dict[str, Any] = self._options.client_kwargs()
         kwargs.update(_channel_kwargs(self._channels_for(slot.symbols)))
         if slot.url is not None:
             kwargs["url"] = slot.url
@@ -880,7 +851,43 @@ class ConnectionPool:
             hook(self._slots.index(slot), client)
         return client
 
-    async def _run_session(
+    # -- internals: ownership and lifecycle ---------------------------------------------------
+
+    def _transfer(self, sym: str, source: int, target: int) -> None:
+        """Make ``target`` the owner of ``sym`` (and its deliverer if it is flowing)."""
+        self._slots[source].symbols.discard(sym)
+        self._slots[target].symbols.add(sym)
+        self._place[sym] = target
+        if sym in self._live:
+            self._live[sym] = target
+
+    async def _wait_first_ready(self) -> None:
+        """Wait until every slot made its first attempt and at least one is ready.
+
+        Waiting for every first attempt keeps the initial placement deterministic (handles do
+        not all land on whichever connection happened to be quickest).
+        """
+        while not (any(s.ready for s in self._slots) and all(s.attempted for s in self._slots)):
+            changed = self._changed
+            await changed.wait()
+
+    def _shutdown(self) -> None:
+        self._closed = True
+        for h in list(self._book):
+            h._close()
+        for slot in self._slots:
+            slot.state = "closed"
+            slot.health = Health.DEAD
+
+
+class _Supervisor:
+    """Keeps every slot of a :class:`ConnectionPool` connected: runs each session in its own
+    cancel scope, fails its symbols over when it is lost, backs off and reconnects."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    async def run_session(
         self,
         slot: _Slot,
         conn: _Conn,
@@ -896,13 +903,13 @@ class ConnectionPool:
         started = False
         try:
             with conn.scope:
-                client = self._make_client(slot)
+                client = self.pool._make_client(slot)
                 async with client:
                     conn.client = client
                     task_status.started()
                     started = True
                     async for msg in client:
-                        await self._route(slot, conn, msg)
+                        await self.pool._route(slot, conn, msg)
                     conn.error = ConnectionClosedError(reason="the stream ended")
             if conn.scope.cancelled_caught and conn.error is None:
                 conn.error = ConnectionClosedError(reason=conn.reason or "cancelled by the pool")
@@ -922,28 +929,28 @@ class ConnectionPool:
         finally:
             conn.done.set()
 
-    async def _supervise(self, slot: _Slot) -> None:
+    async def supervise(self, slot: _Slot) -> None:
         """Keep ``slot`` connected: connect, watch, fail over, back off, repeat."""
         while True:
             slot.gens += 1
             conn = _Conn(slot.gens)
             slot.state = "connecting"
             try:
-                await self._nursery.start(self._run_session, slot, conn)
+                await self.pool._nursery.start(self.run_session, slot, conn)
             except TrioAlpacaError as exc:
-                self._record_error(slot, exc, "stop" if exc.fatal else "reconnect")
+                self.pool._record_error(slot, exc, "stop" if exc.fatal else "reconnect")
                 slot.attempted = True
                 if exc.fatal:
-                    await self._slot_failed(slot, exc)
+                    await self.slot_failed(slot, exc)
                     return
                 slot.state = "backoff"
-                self._notify()
+                self.pool._notify()
                 slot.reconnects += 1
                 delay = slot.schedule.next_delay(connection_limit=exc.connection_limit)
                 await trio.sleep(delay)
                 continue
             slot.attempted = True
-            await self._on_ready(slot, conn)
+            await self.on_ready(slot, conn)
             # Wait for the slot's current session to end (rotation may swap sessions).
             while True:
                 current = slot.conn
@@ -953,32 +960,32 @@ class ConnectionPool:
                     break
             ended = slot.conn
             assert ended is not None
-            await self._on_lost(slot, ended)
+            await self.on_lost(slot, ended)
             if ended.retired:
                 continue  # planned: reconnect at once (406 still backs off with the floor)
             err = ended.error
             if isinstance(err, TrioAlpacaError) and err.fatal:
-                await self._slot_failed(slot, err)
+                await self.slot_failed(slot, err)
                 return
             slot.state = "backoff"
             limit = isinstance(err, TrioAlpacaError) and err.connection_limit
             await trio.sleep(slot.schedule.next_delay(connection_limit=limit))
 
-    async def _slot_failed(self, slot: _Slot, exc: TrioAlpacaError) -> None:
+    async def slot_failed(self, slot: _Slot, exc: TrioAlpacaError) -> None:
         slot.state = "failed"
         slot.health = Health.DEAD
-        if all(s.state == "failed" for s in self._slots):
+        if all(s.state == "failed" for s in self.pool._slots):
             # Nothing left to serve the handles: end the pool's block with the (first) error.
-            if not self._failed:
-                self._failed = True
+            if not self.pool._failed:
+                self.pool._failed = True
                 raise exc
             return
-        async with self._lock:
-            await self._place_stranded()
-            self._notify()
+        async with self.pool._lock:
+            await self.place_stranded()
+            self.pool._notify()
 
-    async def _on_ready(self, slot: _Slot, conn: _Conn) -> None:
-        async with self._lock:
+    async def on_ready(self, slot: _Slot, conn: _Conn) -> None:
+        async with self.pool._lock:
             now = trio.current_time()
             slot.conn = conn
             slot.state = "ready"
@@ -987,7 +994,7 @@ class ConnectionPool:
             slot.ready_at = now
             slot.last_message_at = None
             # Reconcile: the session subscribed to a snapshot of slot.symbols at connect time.
-            want = self._channels_for(slot.symbols)
+            want = self.pool._channels_for(slot.symbols)
             have = _client_subscriptions(conn.client)
             extra = {
                 ch: set(syms) - want.get(ch, set())
@@ -995,87 +1002,82 @@ class ConnectionPool:
                 if ch not in _TRADE_MIRRORS
             }
             missing = {ch: syms - set(have.get(ch, ())) for ch, syms in want.items()}
-            await self._unsubscribe(slot, extra)
-            await self._subscribe(slot, missing)
+            await self.pool._unsubscribe(slot, extra)
+            await self.pool._subscribe(slot, missing)
             if slot.ready and slot.conn is conn:
-                waiting = [s for s in slot.symbols if s not in self._live]
-                self._emit_reconnected(waiting, slot.down_since_ns, slot.gens)
+                waiting = [s for s in slot.symbols if s not in self.pool._live]
+                self.pool._emit_reconnected(waiting, slot.down_since_ns, slot.gens)
                 for sym in waiting:
-                    self._live[sym] = slot.spec.index
+                    self.pool._live[sym] = slot.spec.index
                 slot.schedule.reset()
-                await self._place_stranded()
-            self._notify()
+                await self.place_stranded()
+            self.pool._notify()
 
-    async def _on_lost(self, slot: _Slot, conn: _Conn) -> None:
+    async def on_lost(self, slot: _Slot, conn: _Conn) -> None:
         """A session ended: fail its symbols over unless that was planned (rotation)."""
-        async with self._lock:
+        async with self.pool._lock:
             slot.state = "backoff"
             slot.health = Health.DEAD
             slot.degraded_since = None
             if conn.error is not None and not conn.retired:
-                self._record_error(slot, conn.error, "reconnect")
+                self.pool._record_error(slot, conn.error, "reconnect")
             if conn.retired:
-                self._notify()
+                self.pool._notify()
                 return
             slot.reconnects += 1
             slot.failovers += 1
-            self._failovers += 1
+            self.pool._failovers += 1
             slot.reconnect_times.append(trio.current_time())  # unplanned: counts for health
-            gap_start = slot.down_since_ns = self._gap_start(slot)
+            gap_start = slot.down_since_ns = _gap_start(slot)
             for sym in slot.symbols:
-                if self._live.get(sym) == slot.spec.index:
-                    del self._live[sym]
-            await self._move_off(slot, gap_start)
-            self._notify()
+                if self.pool._live.get(sym) == slot.spec.index:
+                    del self.pool._live[sym]
+            await self.move_off(slot, gap_start)
+            self.pool._notify()
 
-    @staticmethod
-    def _gap_start(slot: _Slot) -> int:
-        """Wall-clock ns since which ``slot``'s data may be missing if its session is lost now:
-        when it last delivered anything (or now)."""
-        now_ns = time.time_ns()
-        if slot.last_message_at is None:
-            return now_ns
-        silent = max(0.0, trio.current_time() - slot.last_message_at)
-        return now_ns - int(silent * 1e9)
-
-    async def _move_off(self, slot: _Slot, gap_start_ns: int) -> None:
+    async def move_off(self, slot: _Slot, gap_start_ns: int) -> None:
         """Move ``slot``'s symbols to healthy connections with room (lock held)."""
         if not slot.symbols:
             return
-        loads = self._loads()
+        loads = self.pool._loads()
         loads.pop(slot.spec.index, None)
         moves, _left = plan_failover(
-            slot.symbols, loads, self._eligible(exclude=slot.spec.index), self._limit
+            slot.symbols, loads, self.pool._eligible(exclude=slot.spec.index), self.pool._limit
         )
         if not moves:
             return
         for index, syms in moves.items():
             for sym in syms:
-                slot.symbols.discard(sym)
-                self._place[sym] = index
-                self._slots[index].symbols.add(sym)
-        results = await self._subscribe_many(moves)
+                self.pool._transfer(sym, slot.spec.index, index)
+        results = await self.pool._subscribe_many(moves)
         now_live = [
             sym
             for index, ok in results.items()
             if ok
             for sym in moves[index]
-            if self._place.get(sym) == index
+            if self.pool._place.get(sym) == index
         ]
-        self._emit_reconnected(now_live, gap_start_ns, 1)
+        self.pool._emit_reconnected(now_live, gap_start_ns, 1)
         for sym in now_live:
-            self._live[sym] = self._place[sym]
+            self.pool._live[sym] = self.pool._place[sym]
 
-    async def _place_stranded(self) -> None:
+    async def place_stranded(self) -> None:
         """Move symbols stuck on connections that are not ready onto ready ones (lock held)."""
-        for slot in self._slots:
+        for slot in self.pool._slots:
             if not slot.ready and slot.symbols:
-                await self._move_off(slot, slot.down_since_ns)
+                await self.move_off(slot, slot.down_since_ns)
 
-    # -- internals: health, rebalancing, rotation -------------------------------------------
 
-    def _sample(self, slot: _Slot, now: float) -> HealthSample:
-        th = self._thresholds
+class _Upkeep:
+    """The periodic work of a :class:`ConnectionPool`: health checks, rebalancing and
+    rotation, all moving symbols with the one :meth:`migrate` sequence (make before break,
+    in order, through the pool's handover table)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def sample(self, slot: _Slot, now: float) -> HealthSample:
+        th = self.pool._thresholds
         while slot.error_times and slot.error_times[0] < now - th.error_window:
             slot.error_times.popleft()
         while slot.reconnect_times and slot.reconnect_times[0] < now - th.reconnect_window:
@@ -1085,32 +1087,32 @@ class ConnectionPool:
         last = slot.last_message_at if slot.last_message_at is not None else slot.ready_at
         return HealthSample(
             connected=connected,
-            rtt=self._rtt(slot),
+            rtt=self.pool._rtt(slot),
             silence=now - last,
             errors=len(slot.error_times),
             reconnects=len(slot.reconnect_times),
         )
 
-    def _check_health(self) -> None:
+    def check_health(self) -> None:
         now = trio.current_time()
-        for slot in self._slots:
+        for slot in self.pool._slots:
             if not slot.ready:
                 continue
-            verdict = assess_health(self._sample(slot, now), self._thresholds)
+            verdict = assess_health(self.sample(slot, now), self.pool._thresholds)
             if verdict is Health.DEGRADED and slot.degraded_since is None:
                 slot.degraded_since = now
             elif verdict is not Health.DEGRADED:
                 slot.degraded_since = None
             if verdict is not slot.health:
                 slot.health = verdict
-                self._notify()
-            others = self._eligible(exclude=slot.spec.index)
-            room = sum(max(0, self._limit - len(self._slots[i].symbols)) for i in others)
+                self.pool._notify()
+            others = self.pool._eligible(exclude=slot.spec.index)
+            room = sum(max(0, self.pool._limit - len(self.pool._slots[i].symbols)) for i in others)
             if should_fail_over(
                 verdict,
                 slot.degraded_since,
                 now,
-                self._thresholds,
+                self.pool._thresholds,
                 # Failing over a degraded connection only helps if it carries symbols and
                 # healthy connections can take all of them.
                 others_have_room=bool(others and slot.symbols) and room >= len(slot.symbols),
@@ -1120,61 +1122,68 @@ class ConnectionPool:
                     conn.reason = f"failed over: connection {verdict.value}"
                     conn.scope.cancel()
 
-    async def _rebalance(self) -> None:
-        async with self._lock:
-            eligible = self._eligible()
+    async def rebalance(self) -> None:
+        async with self.pool._lock:
+            eligible = self.pool._eligible()
             # Only symbols that are flowing move; a symbol in a gap stays with the failover.
             assignment = {
-                i: {s for s in self._slots[i].symbols if self._live.get(s) == i} for i in eligible
+                i: {s for s in self.pool._slots[i].symbols if self.pool._live.get(s) == i}
+                for i in eligible
             }
-            moves = plan_rebalance(assignment, eligible, self._limit, self._rebalance_threshold)
+            moves = plan_rebalance(
+                assignment, eligible, self.pool._limit, self.pool._rebalance_threshold
+            )
             if not moves:
                 return
-            by_target: dict[int, list[str]] = {}
-            for m in moves:
-                by_target.setdefault(m.target, []).append(m.symbol)
-            # Make before break, in order: the source keeps delivering while the target
-            # subscribes; then the source is unsubscribed and drained, and the target's held
-            # messages are flushed (see _Handover).
-            self._begin_handover(
-                {m.symbol: (self._slots[m.source].conn, self._slots[m.target].conn) for m in moves}
-            )
-            try:
-                results = await self._subscribe_many(by_target)
-                moved: dict[str, int] = {}
-                drop: dict[int, list[str]] = {}
-                for m in moves:
-                    if not results.get(m.target):
-                        continue
-                    if self._place.get(m.symbol) != m.source or not self._slots[m.target].ready:
-                        continue
-                    self._slots[m.source].symbols.discard(m.symbol)
-                    self._slots[m.target].symbols.add(m.symbol)
-                    self._place[m.symbol] = m.target
-                    if m.symbol in self._live:
-                        self._live[m.symbol] = m.target
-                    moved[m.symbol] = m.target
-                    drop.setdefault(m.source, []).append(m.symbol)
-                    self._rebalance_moves += 1
+            moved = await self.migrate({m.symbol: (m.source, m.target) for m in moves})
+            self.pool._rebalance_moves += len(moved)
+            self.pool._notify()
 
-                async def release(source: _Slot, syms: list[str]) -> None:
-                    gap_start = self._gap_start(source)
-                    if await self._release_from(source, source.conn, self._channels_for(syms)):
-                        self._emit_reconnected(syms, gap_start, 1)  # the move may have lost data
+    async def migrate(self, moves: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+        """Move flowing symbols between ready connections, make before break and in order
+        (``{symbol: (source, target)}``, lock held); return ``{symbol: target}`` of the moved.
 
-                async with trio.open_nursery() as nursery:
-                    for index, syms in drop.items():
-                        nursery.start_soon(release, self._slots[index], syms)
-                await self._finish_handover(moved)
-            finally:
-                self._abandon_handover(m.symbol for m in moves)
-            self._notify()
+        The one move sequence of rebalancing and of migrating rotations: the source keeps
+        delivering while the target subscribes (the handover holds the target's messages);
+        ownership switches; the source is unsubscribed and drained (a ``Reconnected`` if that
+        may have lost data); the target's held messages are flushed.
+        """
+        by_target: dict[int, list[str]] = {}
+        for sym, (_, target) in moves.items():
+            by_target.setdefault(target, []).append(sym)
+        self.pool._handover.begin(
+            {
+                sym: (self.pool._slots[s].conn, self.pool._slots[t].conn)
+                for sym, (s, t) in moves.items()
+            }
+        )
+        try:
+            results = await self.pool._subscribe_many(by_target)
+            moved: dict[str, int] = {}
+            drop: dict[int, list[str]] = {}
+            for sym, (source, target) in moves.items():
+                if not results.get(target) or not self.pool._slots[target].ready:
+                    continue
+                if self.pool._place.get(sym) != source:
+                    continue
+                self.pool._transfer(sym, source, target)
+                moved[sym] = target
+                drop.setdefault(source, []).append(sym)
 
-    def _begin_handover(self, moves: Mapping[str, tuple[_Conn | None, _Conn | None]]) -> None:
-        for sym, (old, new) in moves.items():
-            self._handover[sym] = _Handover(old, new)
+            async def release(source: _Slot, syms: list[str]) -> None:
+                gap_start = _gap_start(source)
+                if await self.release_from(source, source.conn, self.pool._channels_for(syms)):
+                    self.pool._emit_reconnected(syms, gap_start, 1)  # the move may have lost data
 
-    async def _release_from(
+            async with trio.open_nursery() as nursery:
+                for index, syms in drop.items():
+                    nursery.start_soon(release, self.pool._slots[index], syms)
+            self.finish_handover(moved)
+            return moved
+        finally:
+            self.pool._handover.abandon(moves)
+
+    async def release_from(
         self, slot: _Slot, conn: _Conn | None, channels: Mapping[str, Iterable[str]]
     ) -> bool:
         """Unsubscribe ``channels`` on session ``conn`` and wait until everything it received
@@ -1185,187 +1194,148 @@ class ConnectionPool:
         """
         if conn is None or conn.client is None:
             return True
-        position = await self._change(slot, "unsubscribe", channels, session=conn)
+        position = await self.pool._change(slot, "unsubscribe", channels, session=conn)
         if position is None:
             return conn.done.is_set() and not conn.retired
         client = conn.client
-        with trio.move_on_after(self._client_timeout()):
+        with trio.move_on_after(self.pool._client_timeout()):
             # Everything received before the acknowledgement has been routed once the session's
             # consumer loop came back for the next message.
             await _unless_ended(conn, lambda: client.wait_delivered(position))
         # Died before routing everything, or a consumer is stuck: data may be lost.
         return client.statistics().delivered_position < position
 
-    def _abandon_handover(self, symbols: Iterable[str]) -> None:
-        """Drop the handovers of ``symbols`` that did not finish (the move failed or was
-        cancelled: the symbol stays where ownership says)."""
-        for sym in symbols:
-            handover = self._handover.get(sym)
-            if handover is not None and handover.state != "draining":
-                del self._handover[sym]
-
-    async def _finish_handover(self, moved: Mapping[str, int]) -> None:
+    def finish_handover(self, moved: Mapping[str, int]) -> None:
         """End the handovers of ``moved`` (symbol -> slot now delivering it): what the new
         session delivered meanwhile is flushed in order, without what the old one already did,
         by a task of its own (a slow consumer must not hold up the pool's lock)."""
         for sym, index in moved.items():
-            handover = self._handover.get(sym)
-            if handover is None or handover.state != "moving":
-                continue
-            handover.state = "flushing"
-            self._nursery.start_soon(self._flush_handover, sym, index, handover)
+            handover = self.pool._handover.start_flush(sym)
+            if handover is not None:
+                self.pool._flushing[sym] = flushed = trio.Event()
+                self.pool._nursery.start_soon(self.flush_handover, sym, index, handover, flushed)
 
-    async def _flush_handover(self, sym: str, index: int, handover: _Handover) -> None:
-        target = self._slots[index]
+    async def flush_handover(
+        self, sym: str, index: int, handover: Handover, flushed: trio.Event
+    ) -> None:
+        target = self.pool._slots[index]
         try:
-            while handover.held:  # the new session keeps appending while we deliver
-                msg = handover.held.popleft()
-                if not handover.seen(msg) and self._live.get(sym) == index:
-                    await self._deliver(target, sym, msg)
+            while True:  # the new session keeps appending while we deliver
+                more, msg = self.pool._handover.next_held(handover)
+                if not more:
+                    break
+                if self.pool._live.get(sym) == index:
+                    await self.pool._deliver(target, sym, msg)
         finally:
-            handover.held.clear()
-            handover.state = "draining"
-            handover.deadline = trio.current_time() + _Handover.drain_seconds
-            if not handover.delivered and self._handover.get(sym) is handover:
-                del self._handover[sym]
+            self.pool._handover.end_flush(sym, handover, trio.current_time())
+            if self.pool._flushing.get(sym) is flushed:
+                del self.pool._flushing[sym]
+            flushed.set()
 
-    async def _rotate_locked(
-        self, slot: _Slot, *, allow_extra_session: bool = True
-    ) -> RotationMode:
-        connected = {s.spec.index for s in self._slots if s.ready}
-        assignment = {s.spec.index: s.symbols for s in self._slots}
+    async def rotate_locked(self, slot: _Slot, *, allow_extra_session: bool = True) -> RotationMode:
+        connected = {s.spec.index for s in self.pool._slots if s.ready}
+        assignment = {s.spec.index: s.symbols for s in self.pool._slots}
         plan = plan_rotation(
             slot.spec.index,
-            self._specs,
+            self.pool._specs,
             connected,
-            self._per_key if allow_extra_session else 1,
+            self.pool._per_key if allow_extra_session else 1,
             assignment,
-            self._eligible(),
-            self._limit,
+            self.pool._eligible(),
+            self.pool._limit,
         )
         old = slot.conn
         assert old is not None
         if plan.mode is RotationMode.MAKE_BEFORE_BREAK:
             slot.gens += 1
             new = _Conn(slot.gens)
-            moving = [s for s in slot.symbols if self._live.get(s) == slot.spec.index]
-            self._begin_handover(dict.fromkeys(moving, (old, new)))
+            moving = [s for s in slot.symbols if self.pool._live.get(s) == slot.spec.index]
+            self.pool._handover.begin(dict.fromkeys(moving, (old, new)))
             try:
                 try:
-                    await self._nursery.start(self._run_session, slot, new)
+                    await self.pool._nursery.start(self.pool._sessions.run_session, slot, new)
                 except TrioAlpacaError as exc:
                     # The server refused the extra session after all (e.g. 406): fall back to
                     # the single-session modes.
-                    self._record_error(slot, exc)
-                    self._abandon_handover(moving)
-                    return await self._rotate_locked(slot, allow_extra_session=False)
-                self._rotations += 1
+                    self.pool._record_error(slot, exc)
+                    self.pool._handover.abandon(moving)
+                    return await self.rotate_locked(slot, allow_extra_session=False)
+                self.pool._rotations += 1
                 slot.ready_at = trio.current_time()
                 # The new session subscribed a snapshot of slot.symbols; top up later changes.
                 have = _client_subscriptions(new.client)
-                want = self._channels_for(slot.symbols)
+                want = self.pool._channels_for(slot.symbols)
                 slot.conn = new  # the new session owns the slot from here on
-                await self._subscribe(
+                await self.pool._subscribe(
                     slot, {ch: syms - set(have.get(ch, ())) for ch, syms in want.items()}
                 )
-                gap_start = self._gap_start(slot)
-                if await self._release_from(slot, old, self._channels_for(moving)):
-                    self._emit_reconnected(moving, gap_start, 1)  # the switch may have lost data
+                gap_start = _gap_start(slot)
+                if await self.release_from(slot, old, self.pool._channels_for(moving)):
+                    self.pool._emit_reconnected(
+                        moving, gap_start, 1
+                    )  # the switch may have lost data
                 old.retired = True
                 old.reason = "rotated (make before break)"
                 old.scope.cancel()
-                await self._finish_handover(dict.fromkeys(moving, slot.spec.index))
+                self.finish_handover(dict.fromkeys(moving, slot.spec.index))
             finally:
-                self._abandon_handover(moving)
+                self.pool._handover.abandon(moving)
         elif plan.mode is RotationMode.MIGRATE:
-            self._rotations += 1
+            self.pool._rotations += 1
             # Symbols in a gap stay: the new session resubscribes them (with a Reconnected).
             targets = {
                 sym: index
                 for index, syms in plan.moves.items()
                 for sym in syms
-                if self._live.get(sym) == slot.spec.index
+                if self.pool._live.get(sym) == slot.spec.index
             }
-            by_target: dict[int, list[str]] = {}
-            for sym, index in targets.items():
-                by_target.setdefault(index, []).append(sym)
-            self._begin_handover(
-                {sym: (old, self._slots[index].conn) for sym, index in targets.items()}
-            )
-            try:
-                results = await self._subscribe_many(by_target)
-                for index, syms in by_target.items():
-                    if not results.get(index):
-                        continue
-                    for sym in syms:
-                        if self._place.get(sym) != slot.spec.index:
-                            continue
-                        slot.symbols.discard(sym)
-                        self._slots[index].symbols.add(sym)
-                        self._place[sym] = index
-                        if sym in self._live:
-                            self._live[sym] = index
-                moved = {s: i for s, i in targets.items() if self._place.get(s) == i}
-                gap_start = self._gap_start(slot)
-                if await self._release_from(slot, old, self._channels_for(moved)):
-                    self._emit_reconnected(moved, gap_start, 1)  # the move may have lost data
-                # Anything that could not move stays and is resubscribed by the new session.
-                slot.down_since_ns = time.time_ns()
-                for sym in slot.symbols:
-                    self._live.pop(sym, None)
-                old.retired = True
-                old.reason = "rotated (migrate)"
-                old.scope.cancel()
-                await self._finish_handover(moved)
-            finally:
-                self._abandon_handover(targets)
-        else:
-            self._rotations += 1
+            await self.migrate({sym: (slot.spec.index, i) for sym, i in targets.items()})
+            # Anything that could not move stays and is resubscribed by the new session.
             slot.down_since_ns = time.time_ns()
             for sym in slot.symbols:
-                self._live.pop(sym, None)
+                self.pool._live.pop(sym, None)
+            old.retired = True
+            old.reason = "rotated (migrate)"
+            old.scope.cancel()
+        else:
+            self.pool._rotations += 1
+            slot.down_since_ns = time.time_ns()
+            for sym in slot.symbols:
+                self.pool._live.pop(sym, None)
             old.retired = True
             old.reason = "rotated (break before make)"
             old.scope.cancel()
-        self._notify()
+        self.pool._notify()
         return plan.mode
 
-    async def _monitor(self) -> None:
+    async def monitor(self) -> None:
         """Health checks, scheduled rotation and rebalancing, every ``health_check_interval``."""
         while True:
-            await trio.sleep(self._interval)
-            self._check_health()
-            if self._rotation_interval is not None:
+            await trio.sleep(self.pool._interval)
+            self.check_health()
+            if self.pool._rotation_interval is not None:
                 now = trio.current_time()
                 due = [
                     s
-                    for s in self._slots
-                    if s.ready and now - s.ready_at >= self._rotation_interval
+                    for s in self.pool._slots
+                    if s.ready and now - s.ready_at >= self.pool._rotation_interval
                 ]
                 if due:
-                    async with self._lock:
+                    async with self.pool._lock:
                         slot = min(due, key=lambda s: s.ready_at)
                         if slot.ready:
-                            await self._rotate_locked(slot)
-            await self._rebalance()
+                            await self.rotate_locked(slot)
+            await self.rebalance()
 
-    async def _wait_first_ready(self) -> None:
-        """Wait until every slot made its first attempt and at least one is ready.
 
-        Waiting for every first attempt keeps the initial placement deterministic (handles do
-        not all land on whichever connection happened to be quickest).
-        """
-        while not (any(s.ready for s in self._slots) and all(s.attempted for s in self._slots)):
-            changed = self._changed
-            await changed.wait()
-
-    def _shutdown(self) -> None:
-        self._closed = True
-        for h in list(self._book):
-            h._close()
-        for slot in self._slots:
-            slot.state = "closed"
-            slot.health = Health.DEAD
+def _gap_start(slot: _Slot) -> int:
+    """Wall-clock ns since which ``slot``'s data may be missing if its session is lost now:
+    when it last delivered anything (or now)."""
+    now_ns = time.time_ns()
+    if slot.last_message_at is None:
+        return now_ns
+    silent = max(0.0, trio.current_time() - slot.last_message_at)
+    return now_ns - int(silent * 1e9)
 
 
 def _error_key(exc: BaseException) -> str:
@@ -1461,6 +1431,7 @@ async def open_pool(
     backoff: Backoff | None = None,
     handle_buffer_size: int = 10_000,
     handle_overflow: HandleOverflow = "block",
+    options: StreamOptions | None = None,
     **client_options: Any,
 ) -> AsyncIterator[ConnectionPool]:
     """Open a pool of market data connections; leaving the block closes all of them.
@@ -1501,11 +1472,14 @@ async def open_pool(
             :class:`~trioalpaca.backoff.Backoff`.
         handle_buffer_size: default per-handle buffer bound (messages).
         handle_overflow: default per-handle overflow policy, ``"block"`` or ``"drop_oldest"``.
-        client_options: passed to every :class:`~trioalpaca.client.AlpacaWebSocketClient`
+        options: the settings of every :class:`~trioalpaca.client.AlpacaWebSocketClient` the
+            pool opens, as one frozen :class:`~trioalpaca.StreamOptions`.
+        client_options: the same settings as keywords, when ``options`` is not given
             (``heartbeat_interval``, ``heartbeat_timeout``, ``staleness_timeout``,
             ``buffer_size``, ``overflow``, ``subscription_timeout``, ``encoding``,
             ``ssl_context`` (TLS settings for ``wss://``; a certificate that does not verify
-            fails the slot with :class:`~trioalpaca.TLSError`, never retried), ...).
+            fails the slot with :class:`~trioalpaca.TLSError`, never retried), ...); an
+            unknown name is refused with :class:`~trioalpaca.UsageError` before connecting.
             ``max_reconnect_attempts`` is managed by the pool and cannot be passed.
 
     Yields:
@@ -1526,6 +1500,9 @@ async def open_pool(
         raise UsageError("pools carry market data streams only (stream_type='data')")
     if client_options.pop("raw_data", False):
         raise UsageError("pools deliver typed messages; raw_data=True is not supported")
+    if options is not None and client_options:
+        raise UsageError("pass the client settings either as options= or as keywords, not both")
+    stream_options = options if options is not None else StreamOptions.from_kwargs(**client_options)
     creds = _resolve_credentials(api_key, api_secret, credentials)
     urls: list[str | None] = [url] if isinstance(url, str) or url is None else list(url)
     if not urls:
@@ -1572,13 +1549,13 @@ async def open_pool(
                 backoff=backoff if backoff is not None else Backoff(),
                 handle_buffer_size=handle_buffer_size,
                 handle_overflow=handle_overflow,
-                client_options=client_options,
+                options=stream_options,
             )
             try:
                 for slot in pool._slots:
-                    nursery.start_soon(pool._supervise, slot)
+                    nursery.start_soon(pool._sessions.supervise, slot)
                 await pool._wait_first_ready()
-                nursery.start_soon(pool._monitor)
+                nursery.start_soon(pool._upkeep.monitor)
                 yield pool
             finally:
                 pool._shutdown()

@@ -9,9 +9,11 @@
 // stocks, news and options). For a test CA, set NODE_EXTRA_CA_CERTS=ca.pem.
 //
 // The report: {"stream", "channels": {name: {"count", "samples": [first 3 messages]}}, "missing",
-// "problems", "logs", "urls"}. "problems" collects everything the SDK reports as an error or
-// warning: its client_error events, console.warn / console.error output, process warnings
-// (deprecations) and uncaught exceptions. Dates are serialised as {"$date": ISO string}.
+// "problems", "logs", "urls", "complete"}. "problems" collects everything the SDK reports as an
+// error or warning: its client_error events, console.warn / console.error output, process warnings
+// (deprecations) and uncaught exceptions. The run ends once every channel delivered ("complete"),
+// half a second after the first problem, or after SECONDS. Dates are serialised as
+// {"$date": ISO string}.
 
 "use strict";
 
@@ -19,8 +21,14 @@ const util = require("util");
 
 const [stream, baseUrl, key, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg || "30");
-const problems = [];
 const logs = [];
+// A problem ends the run half a second later (time to collect what comes with it).
+const problems = [];
+const push = problems.push.bind(problems);
+problems.push = (...items) => {
+  setTimeout(() => finish(1), 500);
+  return push(...items);
+};
 
 console.log = console.info = console.debug = (...args) => logs.push(util.format(...args));
 console.warn = (...args) => problems.push(`console.warn: ${util.format(...args)}`);
@@ -169,7 +177,7 @@ finish = (code) => {
   finish = () => {};
   clearTimeout(timer);
   const missing = Object.keys(channels).filter((name) => channels[name].count === 0);
-  const report = { stream, channels, missing, problems, logs, urls, timedOut: code !== 0 };
+  const report = { stream, channels, missing, problems, logs, urls, complete: code === 0 };
   socket.disconnect();
   // Give the close handshake a moment, then leave whatever timers the SDK still holds.
   setTimeout(() => process.stdout.write(serialise(report) + "\n", () => process.exit(0)), 200);

@@ -22,25 +22,32 @@ from trioalpaca.record._format import (
     RecordKind,
     Truncated,
 )
+from trioalpaca.record.export import ExportResult, export_csv, export_parquet
 from trioalpaca.record.recorder import FILE_SUFFIX, Recorder, open_recorder, recording_name
 from trioalpaca.record.replay import ReplayStream, TimeBound, find_streams, open_replay, to_ns
+from trioalpaca.record.serve import ReplayServer, serve_replay
 
 __all__ = [
     "FILE_SUFFIX",
     "FORMAT_VERSION",
     "ChunkInfo",
+    "ExportResult",
     "RecordKind",
     "Recorder",
     "RecordingError",
     "RecordingFormatError",
     "RecordingReader",
     "RecordingWriter",
+    "ReplayServer",
     "ReplayStream",
     "TimeBound",
     "Truncated",
+    "export_csv",
+    "export_parquet",
     "find_streams",
     "open_recorder",
     "open_replay",
     "recording_name",
+    "serve_replay",
     "to_ns",
 ]

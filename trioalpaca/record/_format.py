@@ -80,7 +80,7 @@ class RecordKind:
     FRAME_OUT_TEXT = 4
     """A text frame the client sent (auth frames are redacted)."""
     EVENT = 16
-    """A session event: a UTF-8 JSON object with an ``"event"`` key (see the format docs)."""
+    """A session event, as a UTF-8 JSON object with an ``"event"`` key (see the format docs)."""
 
     ALL = frozenset({1, 2, 3, 4, 16})
 
@@ -281,7 +281,7 @@ class RecordingReader:
         self.chunks_read = 0
         """Chunks read and decompressed so far (seeking reads only the chunks it needs)."""
         self.truncated: Truncated | None = None
-        """Set when the file has no valid footer: where it was cut."""
+        """Where the file was cut, if it has no valid footer (else ``None``)."""
         self.header: dict[str, Any] | None = None
         """The JSON header; ``None`` only if the file was cut inside it."""
         try:

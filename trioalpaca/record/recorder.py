@@ -376,15 +376,28 @@ class Recorder:
         return [(tap.sink, tap.take()) for tap in self._taps if tap.pending]
 
     async def _run_writer(self) -> None:
-        while True:
-            with trio.move_on_after(self.chunk_seconds):
-                await self._wake.wait()
-            batches = self._take()
-            with trio.CancelScope(shield=True):  # a batch taken is always written
-                await trio.to_thread.run_sync(self._write_batches, batches, limiter=self._limiter)
+        try:
+            while True:
+                with trio.move_on_after(self.chunk_seconds):
+                    await self._wake.wait()
+                batches = self._take()
+                with trio.CancelScope(shield=True):  # a batch taken is always written
+                    await trio.to_thread.run_sync(
+                        self._write_batches, batches, limiter=self._limiter
+                    )
+        except RecordingError as exc:
+            self._error = exc
+            raise
 
     def _finish(self) -> None:
-        """Final flush + footers (in a thread)."""
+        """Final flush + footers (in a thread). After a write error only closes the files."""
+        if self._error is not None:
+            for sink in self._sinks.values():
+                try:
+                    sink.close()
+                except RecordingError:
+                    pass
+            return
         for tap in self._taps:
             if tap.dropped:
                 tap.pending.append(
@@ -400,6 +413,7 @@ class Recorder:
                 )
                 tap.dropped = 0
         batches = [(tap.sink, tap.take()) for tap in self._taps if tap.pending]
+        self._pending_bytes = 0
         try:
             for sink, items in batches:
                 sink.write(items)
@@ -446,7 +460,7 @@ async def open_recorder(
         path: a ``.tarec`` file (one stream, no rotation) or a directory (created if needed)
             that receives ``STREAM-YYYYmmddTHHMMSSZ-SEQ.tarec`` files, rotated per ``rotate``
             and ``max_bytes``.
-        source: an :class:`~trioalpaca.AlpacaWebSocketClient` (recorded as ``stream``) or a
+        source: an :class:`~trioalpaca.client.AlpacaWebSocketClient` (recorded as ``stream``) or a
             :class:`~trioalpaca.pool.ConnectionPool` (each connection recorded as ``connN``);
             ``None`` to call :meth:`Recorder.attach` yourself.
         stream: stream name of a single client.

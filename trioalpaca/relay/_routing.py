@@ -134,11 +134,14 @@ class Routes(Generic[O]):
 
     def release(self, acked: Mapping[str, Iterable[str]]) -> list[tuple[O, Any]]:
         """Acknowledgements whose needs upstream's confirmed state ``acked`` now covers, in order
-        per member: ``[(member, frame), ...]`` to send now."""
+        per member: ``[(member, frame), ...]`` to send now. Needed pairs the member has dropped
+        meanwhile are not waited for."""
         have = frozenset(pairs_of_state(acked))
         out: list[tuple[O, Any]] = []
         for member, queue in list(self._pending.items()):
-            while queue and covered(queue[0].need, have):
+            # a pair the member no longer wants (a later unsubscribe) is not waited for
+            wants = self.book.pairs_of(member)
+            while queue and covered(queue[0].need & wants, have):
                 out.append((member, queue.popleft().frame))
             if not queue:
                 del self._pending[member]

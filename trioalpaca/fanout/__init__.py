@@ -1,0 +1,33 @@
+"""Fan-out across machines on Redis Streams (coredis): a publisher, a consumer and a hub.
+
+* :func:`open_redis_publisher` writes a stream (a client, a pooled connection) into Redis
+  Streams, one entry per received batch and channel, with retention, markers and fencing.
+* :func:`open_redis_stream` reads them back with the same iteration surface as
+  :func:`~trioalpaca.open_stream` (broadcast ``XREAD`` or consumer groups).
+* :func:`serve_hub` runs one Alpaca connection per feed with hot standby (``trioalpaca hub``).
+
+The stream layout is described in :mod:`trioalpaca.fanout._layout` and the docs' layout page.
+Needs the ``redis`` extra (coredis).
+"""
+
+from __future__ import annotations
+
+from trioalpaca.fanout._layout import StreamLayout
+from trioalpaca.fanout._redis import FencedError, RedisUnavailableError
+from trioalpaca.fanout.consumer import MalformedEntry, RedisStream, open_redis_stream
+from trioalpaca.fanout.hub import Hub, LeaseLostError, serve_hub
+from trioalpaca.fanout.publisher import RedisPublisher, open_redis_publisher
+
+__all__ = [
+    "FencedError",
+    "Hub",
+    "LeaseLostError",
+    "MalformedEntry",
+    "RedisPublisher",
+    "RedisStream",
+    "RedisUnavailableError",
+    "StreamLayout",
+    "open_redis_publisher",
+    "open_redis_stream",
+    "serve_hub",
+]

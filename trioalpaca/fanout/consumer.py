@@ -1,0 +1,668 @@
+"""The Redis Streams consumer: :func:`open_redis_stream` / :class:`RedisStream`.
+
+It yields what :func:`~trioalpaca.open_stream` yields -- typed models (or raw dicts with
+``raw_data=True``), :class:`~trioalpaca.Reconnected` and :class:`~trioalpaca.Dropped` markers --
+so code written for a live stream runs unchanged on a hub's output::
+
+    async with open_redis_stream("redis://127.0.0.1:6379", feed="iex", trades=["AAPL"]) as stream:
+        async for msg in stream:
+            ...
+
+Reading is pull-driven: the next ``XREAD`` (or ``XREADGROUP``) is issued when the consumer has
+taken everything already read, so a slow consumer only lags behind in Redis; if the publisher's
+retention trims entries it has not read yet, the per-stream entry number ``n`` shows the hole and
+a ``Reconnected`` gap marker says so. After losing Redis it reconnects with backoff and resumes
+after the last entry it read.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar, Literal
+
+import attrs
+import msgpack
+import trio
+
+from trioalpaca._errors import UsageError
+from trioalpaca._groups import single_error
+from trioalpaca.backoff import Backoff
+from trioalpaca.fanout._layout import (
+    KIND_DATA,
+    KIND_DROPPED,
+    KIND_GAP,
+    KIND_STATUS,
+    StreamLayout,
+)
+from trioalpaca.fanout._redis import is_redis_failure, open_redis_client, parse_id
+from trioalpaca.models import MARKET_DATA_TYPES, Dropped, Reconnected, TradeUpdate
+
+__all__ = ["MalformedEntry", "RedisStream", "open_redis_stream"]
+
+logger = logging.getLogger("trioalpaca.fanout")
+
+_CHANNEL_KWARGS = (
+    ("trades", "trades"),
+    ("quotes", "quotes"),
+    ("bars", "bars"),
+    ("daily_bars", "dailyBars"),
+    ("updated_bars", "updatedBars"),
+    ("statuses", "statuses"),
+    ("lulds", "lulds"),
+    ("imbalances", "imbalances"),
+    ("orderbooks", "orderbooks"),
+    ("news", "news"),
+    ("pricing", "pricing"),
+)
+
+
+@attrs.frozen
+class MalformedEntry:
+    """Local event: a Redis stream entry that is not in the publisher's format.
+
+    Something other than a trioalpaca publisher wrote to the stream (or the entry was damaged).
+    The consumer reports it in the entry's place and carries on.
+    """
+
+    wire_type: ClassVar[str] = "malformed_entry"
+    channel: ClassVar[str] = "control"
+
+    stream: str
+    """The stream key."""
+    entry_id: str
+    """The entry's ID."""
+    reason: str
+    """What is wrong with it."""
+
+    def to_wire(self) -> dict[str, Any]:
+        """``{"T": "malformed_entry", "stream": key, "id": id, "reason": text}`` (raw mode)."""
+        return {
+            "T": self.wire_type,
+            "stream": self.stream,
+            "id": self.entry_id,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> MalformedEntry:
+        """Build from the dict :meth:`to_wire` produces."""
+        return cls(d["stream"], d["id"], d.get("reason", ""))
+
+
+class _Stream:
+    __slots__ = ("code", "key", "last_es", "last_id", "last_n", "last_rx", "pending", "rank")
+
+    def __init__(self, key: str, code: str, start: str) -> None:
+        self.key = key
+        self.code = code
+        self.rank = StreamLayout.merge_rank(code)
+        self.last_id = start  # last ID read (the next XREAD starts after it)
+        self.last_n: int | None = None  # entry number of the last entry seen
+        self.last_es: tuple[int, int] | None = None  # (epoch, batch sequence) of the last one
+        self.last_rx: int | None = None
+        self.pending: collections.deque[tuple[Any, ...]] = collections.deque()
+
+
+class RedisStream:
+    """Consumer of a hub's (or publisher's) Redis streams; create it with
+    :func:`open_redis_stream`. Iterate it like an :class:`~trioalpaca.AlpacaWebSocketClient`.
+
+    Attributes:
+        layout: the streams' layout.
+        raw_data: whether plain dicts are yielded.
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        layout: StreamLayout,
+        channels: Mapping[str, Iterable[str]],
+        *,
+        raw_data: bool = False,
+        start: Literal["new", "oldest"] | Mapping[str, str] = "new",
+        group: str | None = None,
+        consumer: str | None = None,
+        count: int = 1000,
+        block: float = 1.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if count < 1:
+            raise UsageError("count must be at least 1")
+        if not block > 0:
+            raise UsageError("block must be a positive number of seconds")
+        if (group is None) != (consumer is None):
+            raise UsageError("give both group= and consumer= (consumer groups), or neither")
+        self._redis = redis
+        self.layout = layout
+        self.raw_data = raw_data
+        keys = layout.channel_keys(dict(channels))
+        if not keys:
+            raise UsageError("subscribe to at least one channel (e.g. trades=['AAPL'])")
+        symbols: set[str] = set()
+        self._all_symbols = layout.trading or layout.per_symbol
+        for syms in channels.values():
+            syms = list(syms)
+            if "*" in syms:
+                self._all_symbols = True
+            symbols.update(syms)
+        self._symbols = frozenset(symbols)
+        if isinstance(start, Mapping):
+            ids = dict(start)
+            default = "$"
+        elif start == "new":
+            ids, default = {}, "$"
+        elif start == "oldest":
+            ids, default = {}, "0-0"
+        else:
+            raise UsageError("start must be 'new', 'oldest' or a mapping {stream key: last id}")
+        self._resume = {k: v for k, v in ids.items() if k in keys}
+        self._streams = {
+            key: _Stream(key, code, ids.get(key, default)) for key, code in keys.items()
+        }
+        self._group = group
+        self._consumer = consumer
+        self._group_start = "$" if start == "new" else "0"
+        self._count = count
+        self._block_ms = max(1, round(block * 1000))
+        self._backoff = backoff if backoff is not None else Backoff(initial=0.05, cap=2.0)
+        self._out: collections.deque[Any] = collections.deque()
+        self._to_ack: dict[str, list[Any]] = {}
+        self._own_pending = group is not None  # read our own un-acked entries first
+        self._ready = False
+        self._max_epoch = 0
+        self._seen_markers: set[tuple[Any, ...]] = set()
+        if layout.trading:
+            self._types: dict[str, Any] = {}
+        else:
+            self._types = {cls.wire_type: cls for cls in MARKET_DATA_TYPES[layout.kind.value]}
+        # metrics
+        self._delivered = 0
+        self._entries = 0
+        self._gaps = 0
+        self._malformed = 0
+        self._stale = 0
+        self._redis_errors = 0
+        self._last_rx: int | None = None
+        self.state = "idle"
+        """``idle``, ``reading``, ``redis-down`` or ``closed``."""
+
+    # ------------------------------------------------------------------ public surface
+
+    def __aiter__(self) -> RedisStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        out = self._out
+        while not out:
+            if self.state == "closed":
+                raise StopAsyncIteration
+            await self._fill()
+        self._delivered += 1
+        return out.popleft()
+
+    async def receive(self) -> Any:
+        """Return the next message or marker, waiting for one."""
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise trio.EndOfChannel from None
+
+    async def receive_batch(self, max_items: int | None = None) -> list[Any]:
+        """Return what is already read (at least one item, at most ``max_items``), in order."""
+        out = self._out
+        while not out:
+            if self.state == "closed":
+                raise trio.EndOfChannel
+            await self._fill()
+        if max_items is None or len(out) <= max_items:
+            items = list(out)
+            out.clear()
+        else:
+            items = [out.popleft() for _ in range(max_items)]
+        self._delivered += len(items)
+        await trio.lowlevel.checkpoint()
+        return items
+
+    @property
+    def last_ids(self) -> dict[str, str]:
+        """Stream key -> ID of the last entry read; pass it as ``start=`` to resume later."""
+        return {k: s.last_id for k, s in self._streams.items() if s.last_id not in ("$", "0-0")}
+
+    @property
+    def keys(self) -> list[str]:
+        """The stream keys this consumer reads."""
+        return list(self._streams)
+
+    def statistics(self) -> dict[str, Any]:
+        """A snapshot: ``state``, ``delivered``, ``entries_read``, ``gaps`` (gap markers made
+        locally), ``malformed``, ``stale_entries`` (older epoch or duplicates, skipped),
+        ``redis_errors``, ``buffered``, ``lag_s`` (now minus the publisher receive time of the
+        newest entry read; ``None`` before the first) and ``max_epoch``."""
+        return {
+            "state": self.state,
+            "delivered": self._delivered,
+            "entries_read": self._entries,
+            "gaps": self._gaps,
+            "malformed": self._malformed,
+            "stale_entries": self._stale,
+            "redis_errors": self._redis_errors,
+            "buffered": len(self._out),
+            "lag_s": None if self._last_rx is None else (time.time_ns() - self._last_rx) / 1e9,
+            "max_epoch": self._max_epoch,
+        }
+
+    def close(self) -> None:
+        """End iteration once the items already read are taken."""
+        self.state = "closed"
+
+    # ------------------------------------------------------------------ reading
+
+    async def _fill(self) -> None:
+        schedule = self._backoff.schedule()
+        while not self._out and self.state != "closed":
+            try:
+                if not self._ready:
+                    await self._prepare()
+                    self._ready = True
+                await self._ack()
+                resp = await self._read()
+            except Exception as exc:
+                if not is_redis_failure(exc):
+                    raise
+                self._redis_errors += 1
+                self._ready = False
+                self.state = "redis-down"
+                delay = schedule.next_delay()
+                logger.warning(
+                    "redis read failed (%s: %s); retry in %.2f s", type(exc).__name__, exc, delay
+                )
+                await trio.sleep(delay)
+                continue
+            self.state = "reading"
+            schedule.reset()
+            if resp:
+                self._ingest(resp)
+
+    async def _prepare(self) -> None:
+        redis = self._redis
+        if self._group is not None:
+            import coredis.exceptions as cx
+
+            for key in self._streams:
+                try:
+                    await redis.xgroup_create(
+                        key, self._group, identifier=self._group_start, mkstream=True
+                    )
+                except cx.StreamDuplicateConsumerGroupError:
+                    pass  # the group exists already
+                except cx.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+            self._own_pending = True
+            return
+        # broadcast: resolve "$" once (so entries written between reads are never skipped), and
+        # check resumed IDs against trimming
+        for s in self._streams.values():
+            if s.last_id == "$":
+                tail = await redis.xrevrange(s.key, count=1)
+                s.last_id = tail[0].identifier.decode() if tail else "0-0"
+            elif s.key in self._resume:
+                await self._check_resume(s)
+        self._resume = {}
+
+    async def _check_resume(self, s: _Stream) -> None:
+        from trioalpaca.fanout._redis import PROBE_SCRIPT
+
+        entries = await self._redis.xrange(s.key, s.last_id, s.last_id, count=1)
+        if entries:
+            fields = entries[0].field_values
+            try:
+                s.last_n = int(fields[b"n"])
+                s.last_rx = int(fields[b"rx"])
+                s.last_es = (int(fields[b"e"]), int(fields[b"s"]))
+            except (KeyError, ValueError):
+                pass  # not one of ours: numbering starts with the next entry
+            return
+        # The entry at our position is gone: trimmed (or Redis lost its data). Redis 7.0 does not
+        # record trimmed IDs (max-deleted-entry-id only follows XDEL), so the rule is: when
+        # every entry up to the first one left is gone, data after our position may be missing.
+        probe = await self._redis.eval(PROBE_SCRIPT, keys=[s.key], args=[])
+        exists, last, first = int(probe[0]), probe[1], probe[3]
+        last_id = parse_id(s.last_id)
+        if not exists or (last and parse_id(last) < last_id):
+            # the stream is gone or younger than our position (Redis lost its data)
+            self._local_gap(s, "stream reset")
+            s.last_id = "0-0"
+        elif first and parse_id(first) > last_id:
+            self._local_gap(s, "trimmed past the resume position")
+
+    async def _read(self) -> Any:
+        redis = self._redis
+        if self._group is None:
+            # A blocked XREAD is served with the entries of the stream that woke it only, so it
+            # is used as a wake-up: the entries come from a non-blocking XREAD of every stream,
+            # which sees each batch of the publisher (one script call) completely or not at all.
+            streams = {k: s.last_id for k, s in self._streams.items()}
+            resp = await redis.xread(streams, count=self._count)
+            if resp:
+                return resp
+            await redis.xread(streams, count=1, block=self._block_ms)
+            return await redis.xread(streams, count=self._count)
+        if self._own_pending:
+            streams = dict.fromkeys(self._streams, "0")
+            resp = await redis.xreadgroup(self._group, self._consumer, streams, count=self._count)
+            if not resp or not any(resp.values()):
+                self._own_pending = False
+                return None
+            # continue the pending scan after what we got
+            return resp
+        streams = dict.fromkeys(self._streams, ">")
+        return await redis.xreadgroup(
+            self._group, self._consumer, streams, count=self._count, block=self._block_ms
+        )
+
+    async def _ack(self) -> None:
+        if not self._to_ack:
+            return
+        for key, ids in list(self._to_ack.items()):
+            await self._redis.xack(key, self._group, ids)
+            del self._to_ack[key]
+
+    # ------------------------------------------------------------------ decoding
+
+    def _ingest(self, resp: Mapping[Any, Any]) -> None:
+        streams = self._streams
+        watermark: tuple[int, int] | None = None
+        group = self._group is not None
+        for raw_key, entries in resp.items():
+            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            s = streams.get(key)
+            if s is None or not entries:
+                continue
+            for entry in entries:
+                ident = entry.identifier
+                item = self._parse(s, ident, entry.field_values)
+                if item is not None:
+                    s.pending.append(item)
+            if not group:
+                s.last_id = entries[-1].identifier.decode()
+                if len(entries) >= self._count and s.pending:
+                    mark = s.pending[-1][:2]
+                    watermark = mark if watermark is None else min(watermark, mark)
+            else:
+                # acknowledged before the next read, once everything read was taken
+                self._to_ack.setdefault(key, []).extend(e.identifier for e in entries)
+        ready: list[list[tuple[Any, ...]]] = []
+        for s in streams.values():
+            pending = s.pending
+            out: list[tuple[Any, ...]] = []
+            while pending and (watermark is None or pending[0][:2] <= watermark):
+                out.append(pending.popleft())
+            if out:
+                ready.append(out)
+        # each stream keeps its own order; streams interleave by (epoch, batch, channel rank)
+        for item in heapq.merge(*ready, key=_merge_key):
+            self._emit(streams[item[3]], item)
+
+    def _parse(
+        self, s: _Stream, ident: bytes, fields: Mapping[bytes, bytes]
+    ) -> tuple[Any, ...] | None:
+        self._entries += 1
+        try:
+            kind = fields[b"k"]
+            epoch = int(fields[b"e"])
+            seq = int(fields[b"s"])
+            rx = int(fields[b"rx"])
+            n = int(fields[b"n"])
+            data = fields[b"d"]
+        except (KeyError, ValueError, TypeError) as exc:
+            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            return self._malformed_item(s, ident, reason or type(exc).__name__)
+        if kind not in (KIND_DATA, KIND_GAP, KIND_DROPPED, KIND_STATUS):
+            return self._malformed_item(s, ident, f"unknown kind {kind!r}")
+        return (epoch, seq, s.rank, s.key, kind, data, rx, n, ident)
+
+    def _malformed_item(self, s: _Stream, ident: bytes, reason: str) -> tuple[Any, ...]:
+        # keeps its place in the stream: it sorts like the entry before it (the sort is stable)
+        if s.pending:
+            e, seq = s.pending[-1][:2]
+        elif s.last_es is not None:
+            e, seq = s.last_es
+        else:
+            e, seq = self._max_epoch, 0
+        bad = MalformedEntry(s.key, ident.decode(), reason)
+        return (e, seq, s.rank, s.key, b"malformed", bad, 0, 0, ident)
+
+    def _local_gap(self, s: _Stream, why: str, end_rx: int | None = None) -> None:
+        now = time.time_ns()
+        start = s.last_rx if s.last_rx is not None else now
+        end = end_rx if end_rx is not None else now
+        self._gaps += 1
+        logger.info("stream %s: gap (%s)", s.key, why)
+        marker = Reconnected(min(start, end), end, 1)
+        self._out.append(marker.to_wire() if self.raw_data else marker)
+
+    def _emit(self, s: _Stream, item: tuple[Any, ...]) -> None:
+        epoch, seq, _rank, key, kind, data, rx, n, ident = item
+        out = self._out
+        if kind == b"malformed":
+            self._malformed += 1
+            out.append(data.to_wire() if self.raw_data else data)
+            return
+        if epoch < self._max_epoch:
+            self._stale += 1  # a deposed publisher's entry (fencing, consumer side)
+            s.last_n = n
+            return
+        es = (epoch, seq)
+        last_es = s.last_es
+        last_n = s.last_n
+        s.last_n = n
+        if last_es is not None and es <= last_es:
+            self._stale += 1  # the same batch again: a write retried after a lost reply
+            return
+        s.last_es = es
+        if self._group is None and last_n is not None and n != last_n + 1:
+            if n <= last_n:
+                why = "the stream's numbering restarted (Redis lost its data)"
+            else:
+                why = f"entries {last_n + 1}..{n - 1} were trimmed before they were read"
+            self._local_gap(s, why, rx)
+        self._max_epoch = epoch
+        s.last_rx = rx
+        self._last_rx = rx
+        if kind in (KIND_DATA, KIND_STATUS):
+            try:
+                self._emit_data(_unpack_list(data))
+            except Exception as exc:
+                self._malformed += 1
+                bad = MalformedEntry(key, ident.decode(), f"bad data: {type(exc).__name__}: {exc}")
+                out.append(bad.to_wire() if self.raw_data else bad)
+            return
+        # a marker: the publisher wrote it into every stream of the batch; yield it once
+        mark = (epoch, seq, kind, data)
+        if mark in self._seen_markers:
+            return
+        self._seen_markers.add(mark)
+        if len(self._seen_markers) > 1024:
+            self._seen_markers = {mark}
+        try:
+            (d,) = msgpack.unpackb(data, raw=False)
+            marker: Any = Reconnected.from_wire(d) if kind == KIND_GAP else Dropped.from_wire(d)
+        except Exception as exc:
+            self._malformed += 1
+            bad = MalformedEntry(key, ident.decode(), f"bad marker: {type(exc).__name__}: {exc}")
+            out.append(bad.to_wire() if self.raw_data else bad)
+            return
+        out.append(marker.to_wire() if self.raw_data else marker)
+
+    def _emit_data(self, msgs: list[Any]) -> None:
+        out = self._out
+        wanted = None if self._all_symbols else self._symbols
+        if self.layout.trading:
+            for d in msgs:
+                out.append(d if self.raw_data else TradeUpdate.from_wire(d))
+            return
+        if wanted is not None:
+            msgs = [d for d in msgs if _has_symbol(d, wanted)]
+        if self.raw_data:
+            out.extend(msgs)
+            return
+        types = self._types
+        for d in msgs:
+            cls = types.get(d.get("T"))
+            if cls is None:
+                from trioalpaca.models import UnknownMessage
+
+                out.append(UnknownMessage(dict(d)))
+            else:
+                out.append(cls.from_wire(d))
+
+
+def _merge_key(item: tuple[Any, ...]) -> tuple[Any, ...]:
+    return item[:3]
+
+
+def _unpack_list(data: bytes) -> list[Any]:
+    msgs = msgpack.unpackb(data, raw=False)
+    if type(msgs) is not list or not all(type(d) is dict for d in msgs):
+        raise TypeError("expected a list of message maps")
+    return msgs
+
+
+def _has_symbol(d: Mapping[str, Any], wanted: frozenset[str]) -> bool:
+    sym = d.get("S")
+    if sym is not None:
+        return sym in wanted
+    syms = d.get("symbols")
+    if isinstance(syms, list):
+        return any(s in wanted for s in syms)
+    return True
+
+
+@asynccontextmanager
+async def open_redis_stream(
+    redis_url: str | None = None,
+    *,
+    redis: Any = None,
+    feed: str | None = None,
+    account: str | None = None,
+    per_symbol: bool = False,
+    prefix: str = "ta",
+    cluster: bool = False,
+    raw_data: bool = False,
+    start: Literal["new", "oldest"] | Mapping[str, str] = "new",
+    group: str | None = None,
+    consumer: str | None = None,
+    count: int = 1000,
+    block: float = 1.0,
+    backoff: Backoff | None = None,
+    trades: Iterable[str] = (),
+    quotes: Iterable[str] = (),
+    bars: Iterable[str] = (),
+    daily_bars: Iterable[str] = (),
+    updated_bars: Iterable[str] = (),
+    statuses: Iterable[str] = (),
+    lulds: Iterable[str] = (),
+    imbalances: Iterable[str] = (),
+    orderbooks: Iterable[str] = (),
+    news: Iterable[str] = (),
+    pricing: Iterable[str] = (),
+) -> AsyncIterator[RedisStream]:
+    """Consume a hub's streams for the duration of the block (same iteration surface as
+    :func:`~trioalpaca.open_stream`).
+
+    Args:
+        redis_url: ``redis://host:port[/db]`` (or pass an open coredis client as ``redis``).
+        feed: the feed whose streams to read (``"iex"``, ``"crypto/us"``, ...).
+        account: read the trading stream of this API key id instead
+            (``ta:{acct:<key id>}:trade_updates``; yields :class:`~trioalpaca.TradeUpdate`).
+        per_symbol: the publisher used the per-symbol layout (then name symbols, no ``"*"``).
+        prefix, cluster: as for :func:`~trioalpaca.fanout.open_redis_publisher`.
+        raw_data: yield canonical wire dicts instead of typed models.
+        start: ``"new"`` (entries written from now on), ``"oldest"`` (everything retained) or
+            ``{stream key: last id}`` from a previous consumer's :attr:`RedisStream.last_ids`
+            (resume; a gap marker says when entries after that ID were trimmed meanwhile).
+        group, consumer: share the work with other consumers of group ``group``
+            (``XREADGROUP``, each entry goes to one consumer, acknowledged with ``XACK`` once
+            taken; un-acknowledged entries are delivered again to the same consumer name after a
+            restart). Without a group every consumer gets everything (``XREAD``).
+        count: entries per read and stream.
+        block: seconds one blocking read waits before it is issued again.
+        backoff: retry delays after a Redis failure.
+        trades ... pricing: the channels and symbols (``["*"]`` for all), as for
+            :func:`~trioalpaca.open_stream`; symbols are filtered locally.
+
+    Raises:
+        UsageError: bad options (no channel, a channel the feed lacks, ``"*"`` per symbol).
+    """
+    if (redis_url is None) == (redis is None):
+        raise UsageError("give redis_url or an open redis client, not both or neither")
+    given = {
+        "trades": trades,
+        "quotes": quotes,
+        "bars": bars,
+        "daily_bars": daily_bars,
+        "updated_bars": updated_bars,
+        "statuses": statuses,
+        "lulds": lulds,
+        "imbalances": imbalances,
+        "orderbooks": orderbooks,
+        "news": news,
+        "pricing": pricing,
+    }
+    channels: dict[str, list[str]] = {}
+    for kwarg, wire in _CHANNEL_KWARGS:
+        value = given[kwarg]
+        syms = [value] if isinstance(value, str) else list(value)
+        if syms:
+            channels[wire] = syms
+    if account is not None:
+        if channels:
+            raise UsageError("the trading stream has no market data channels")
+        layout = StreamLayout.for_account(account, prefix=prefix)
+        channels = {"trade_updates": ["*"]}
+    elif feed is None:
+        raise UsageError("give feed= (or account= for the trading stream)")
+    else:
+        layout = StreamLayout.for_feed(feed, prefix=prefix, per_symbol=per_symbol)
+    with single_error():
+        async with _client(redis_url, redis, cluster) as client:
+            stream = RedisStream(
+                client,
+                layout,
+                channels,
+                raw_data=raw_data,
+                start=start,
+                group=group,
+                consumer=consumer,
+                count=count,
+                block=block,
+                backoff=backoff,
+            )
+            try:
+                # "new" means from the moment the block is entered: resolve positions now
+                await stream._prepare()
+                stream._ready = True
+            except Exception as exc:
+                if not is_redis_failure(exc):
+                    raise
+                stream._redis_errors += 1  # Redis is down: the first read retries with backoff
+            try:
+                yield stream
+            finally:
+                stream.state = "closed"
+
+
+@asynccontextmanager
+async def _client(url: str | None, client: Any, cluster: bool) -> AsyncIterator[Any]:
+    if client is not None:
+        yield client
+        return
+    assert url is not None
+    async with open_redis_client(url, cluster=cluster) as opened:
+        yield opened

@@ -1,0 +1,589 @@
+"""The Redis Streams publisher: :func:`open_redis_publisher` / :class:`RedisPublisher`.
+
+The publisher sits between a stream source (an :class:`~trioalpaca.AlpacaWebSocketClient`, a
+pooled connection, anything that yields messages) and Redis::
+
+    async with open_stream(feed="iex", trades=["*"], raw_data=True) as stream, \\
+            open_redis_publisher("redis://127.0.0.1:6379", stream) as publisher:
+        await trio.sleep_forever()
+
+Data path: a *pump* task takes everything the source has buffered (``receive_batch``), groups
+it by stream key and appends one entry per key to a bounded queue, synchronously
+(:meth:`RedisPublisher.publish` never waits, so Redis can never stall the source's reader). A
+*writer* task drains the queue: every queued entry goes to Redis in one round trip (a Lua script
+that checks the publisher's epoch and XADDs the entries, trimming with ``MAXLEN ~`` or
+``MINID ~``). When the queue is full the new batch is discarded and counted; a ``Dropped`` marker
+goes into the affected stream before its next entry. When Redis fails the writer keeps the
+entries, backs off (:class:`~trioalpaca.backoff.Backoff`) and retries; the queue meanwhile fills
+and overflows into ``Dropped`` markers.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgpack
+import trio
+
+from trioalpaca._errors import TrioAlpacaError, UsageError
+from trioalpaca._groups import single_error
+from trioalpaca.backoff import Backoff
+from trioalpaca.fanout._layout import (
+    KIND_DATA,
+    KIND_DROPPED,
+    KIND_GAP,
+    STREAM_CODE_BY_T,
+    StreamLayout,
+)
+from trioalpaca.fanout._redis import (
+    EPOCH_SCRIPT,
+    WRITE_SCRIPT,
+    FencedError,
+    RedisUnavailableError,
+    is_redis_failure,
+    open_redis_client,
+)
+from trioalpaca.metrics import LatencyHistogram, RateMeter
+from trioalpaca.models import Dropped, Reconnected
+
+__all__ = ["RedisPublisher", "open_redis_publisher"]
+
+logger = logging.getLogger("trioalpaca.fanout")
+
+_packb = msgpack.Packer(use_bin_type=True).pack
+# Redis' Lua cmsgpack knows no bin type: the write script's rows are packed with raw strings
+_pack_rows = msgpack.Packer(use_bin_type=False).pack
+_MARKER_TYPES = ("reconnected", "dropped")
+
+
+class _Entry:
+    __slots__ = ("count", "data", "key", "kind", "rx", "seq")
+
+    def __init__(self, key: str, kind: bytes, data: bytes, rx: int, seq: int, count: int) -> None:
+        self.key = key
+        self.kind = kind
+        self.data = data
+        self.rx = rx
+        self.seq = seq
+        self.count = count  # data messages in the entry (0 for markers)
+
+
+class RedisPublisher:
+    """Writes message batches into Redis Streams (see the module documentation).
+
+    Create it with :func:`open_redis_publisher`; the writer runs inside that block.
+
+    Attributes:
+        layout: where the streams live (:class:`~trioalpaca.fanout.StreamLayout`).
+        epoch: this publisher's epoch (written into every entry as ``e``).
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        layout: StreamLayout,
+        epoch: int,
+        *,
+        keys: Iterable[str] = (),
+        maxlen: int | None = 100_000,
+        retention: float | None = None,
+        queue_size: int = 100_000,
+        max_entries_per_call: int = 500,
+        backoff: Backoff | None = None,
+        max_redis_outage: float | None = None,
+    ) -> None:
+        if maxlen is not None and retention is not None:
+            raise UsageError("give maxlen or retention (a MINID time window), not both")
+        if maxlen is not None and maxlen < 1:
+            raise UsageError("maxlen must be at least 1 (or None)")
+        if retention is not None and not (retention > 0 and math.isfinite(retention)):
+            raise UsageError("retention must be a positive number of seconds")
+        if queue_size < 1:
+            raise UsageError("queue_size must be at least 1")
+        if max_entries_per_call < 1:
+            raise UsageError("max_entries_per_call must be at least 1")
+        self._redis = redis
+        self.layout = layout
+        self.epoch = epoch
+        self._script = redis.register_script(WRITE_SCRIPT)
+        if maxlen is not None:
+            self._trim = ("MAXLEN", str(maxlen))
+        elif retention is not None:
+            self._trim = ("MINID", str(round(retention * 1000)))
+        else:
+            self._trim = ("", "0")
+        self._queue_size = queue_size
+        self._per_call = max_entries_per_call
+        self._backoff = backoff if backoff is not None else Backoff(initial=0.05, cap=2.0)
+        self._max_outage = max_redis_outage
+        self._queue: collections.deque[_Entry] = collections.deque()
+        self._queued = 0  # data messages queued (the bounded quantity)
+        self._lost: dict[str, int] = {}  # per key: messages discarded, marker not yet queued
+        self._known: dict[str, None] = dict.fromkeys(keys)
+        self._wake = trio.Event()
+        self._idle = trio.Event()
+        self._idle.set()
+        self._seq = 0
+        self._trading = layout.trading
+        self._per_symbol = layout.per_symbol
+        self._key_cache: dict[Any, str] = {}
+        # the per-channel layout routes by T code alone; per symbol (and trading) goes through
+        # _key_for
+        self._route: dict[str, str] = (
+            {}
+            if layout.per_symbol or layout.trading
+            else {t: layout.key(code) for t, code in STREAM_CODE_BY_T.items()}
+        )
+        self.state = "running"
+        """``running``, ``redis-down`` (retrying), ``fenced`` or ``closed``."""
+        # metrics
+        self._published_messages = 0
+        self._published_entries = 0
+        self._dropped = 0
+        self._unroutable = 0
+        self._redis_errors = 0
+        self._rate = RateMeter(10.0)
+        self._first_publish: float | None = None
+        self._write_latency = LatencyHistogram()
+        self._last_write_ns: int | None = None
+        self._last_error: str | None = None
+
+    # ------------------------------------------------------------------ routing (sync)
+
+    def _key_for(self, msg: dict[str, Any]) -> str | None:
+        if self._trading:
+            return self.layout.key("trade_updates")
+        t = msg.get("T")
+        if self._per_symbol:
+            sym = msg.get("S")
+            cache_key: Any = (t, sym)
+        else:
+            sym = None
+            cache_key = t
+        key = self._key_cache.get(cache_key)
+        if key is None:
+            code = STREAM_CODE_BY_T.get(t) if type(t) is str else None
+            if code is None or (self._per_symbol and type(sym) is not str):
+                return None
+            key = self._key_cache[cache_key] = self.layout.key(code, sym)
+        return key
+
+    def publish(self, items: Iterable[Any], rx_ns: int | None = None) -> None:
+        """Queue one batch of messages (typed models or canonical wire dicts); never waits.
+
+        ``Reconnected`` / ``Dropped`` markers in the batch (models or their raw dicts) go into
+        every known stream, in order. Messages whose type has no stream are counted as
+        ``unroutable`` and skipped.
+
+        Raises:
+            FencedError: a newer publisher took over (also raised by the writer).
+        """
+        if self.state == "fenced":
+            raise FencedError(self.epoch, None)
+        rx = time.time_ns() if rx_ns is None else rx_ns
+        groups: dict[str, list[Any]] = {}
+        route = self._route  # T code -> stream key (per-channel layout: the whole routing)
+        for item in items:
+            d = item if type(item) is dict else item.to_wire()
+            t = d.get("T")
+            key = route.get(t) if type(t) is str else None
+            if key is None:
+                if t in _MARKER_TYPES:
+                    if groups:
+                        self._enqueue_groups(groups, rx)
+                        groups = {}
+                    self._marker(d, rx)
+                    continue
+                key = self._key_for(d)
+                if key is None:
+                    self._unroutable += 1
+                    continue
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [d]
+            else:
+                group.append(d)
+        if groups:
+            self._enqueue_groups(groups, rx)
+
+    def mark_gap(self, marker: Reconnected, rx_ns: int | None = None) -> None:
+        """Write a gap marker into every known stream."""
+        self._marker(marker.to_wire(), time.time_ns() if rx_ns is None else rx_ns)
+
+    def mark_dropped(self, marker: Dropped, rx_ns: int | None = None) -> None:
+        """Write a ``Dropped`` marker into every known stream."""
+        self._marker(marker.to_wire(), time.time_ns() if rx_ns is None else rx_ns)
+
+    def _marker(self, d: dict[str, Any], rx: int) -> None:
+        kind = KIND_GAP if d.get("T") == "reconnected" else KIND_DROPPED
+        if kind is KIND_DROPPED:
+            self._dropped += int(d.get("count", 0))
+        self._seq += 2
+        data = _packb([d])
+        queue = self._queue
+        for key in self._known:
+            queue.append(_Entry(key, kind, data, rx, self._seq, 0))
+        self._wake.set()
+
+    def _enqueue_groups(self, groups: dict[str, list[Any]], rx: int) -> None:
+        # sequence numbers go up by two: an overflow marker queued with this batch takes the odd
+        # number just below it, so every entry of a stream has its own, increasing (e, s)
+        self._seq += 2
+        seq = self._seq
+        queue = self._queue
+        known = self._known
+        lost = self._lost
+        for key, msgs in groups.items():
+            n = len(msgs)
+            if key not in known:
+                known[key] = None
+            if self._queued + n > self._queue_size:
+                lost[key] = lost.get(key, 0) + n
+                self._dropped += n
+                continue
+            if lost:
+                count = lost.pop(key, 0)
+                if count:
+                    self._queue_dropped_marker(key, count, rx, seq - 1)
+            queue.append(_Entry(key, KIND_DATA, _packb(msgs), rx, seq, n))
+            self._queued += n
+        self._wake.set()
+
+    def _queue_dropped_marker(self, key: str, count: int, rx: int, seq: int) -> None:
+        marker = Dropped(count, f"publisher queue full ({key})")
+        self._queue.append(_Entry(key, KIND_DROPPED, _packb([marker.to_wire()]), rx, seq, 0))
+
+    # ------------------------------------------------------------------ writer
+
+    async def _run_writer(self) -> None:
+        schedule = self._backoff.schedule()
+        down_since: float | None = None
+        queue = self._queue
+        while True:
+            if not queue:
+                if self._lost:
+                    # nothing else to carry them: write the pending Dropped markers on their own
+                    self._seq += 2
+                    wall = time.time_ns()
+                    for key, count in list(self._lost.items()):
+                        self._queue_dropped_marker(key, count, wall, self._seq)
+                    self._lost.clear()
+                    continue
+                self._idle.set()
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            if self._idle.is_set():
+                self._idle = trio.Event()
+            batch = [queue.popleft() for _ in range(min(len(queue), self._per_call * 4))]
+            try:
+                await self._write(batch)
+            except FencedError:
+                self.state = "fenced"
+                raise
+            except Exception as exc:
+                if not is_redis_failure(exc):
+                    raise
+                queue.extendleft(reversed(batch))
+                self._redis_errors += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                clock = trio.current_time()
+                if down_since is None:
+                    down_since = clock
+                    logger.warning("redis write failed (%s); retrying", self._last_error)
+                self.state = "redis-down"
+                if self._max_outage is not None and clock - down_since > self._max_outage:
+                    raise RedisUnavailableError(
+                        f"Redis unreachable for more than {self._max_outage:g} s "
+                        f"({self._last_error})"
+                    ) from exc
+                await trio.sleep(schedule.next_delay())
+                continue
+            if down_since is not None:
+                logger.info("redis writes resumed")
+            down_since = None
+            schedule.reset()
+            self.state = "running"
+            written = sum(e.count for e in batch)
+            self._queued -= written
+            self._published_messages += written
+            self._published_entries += len(batch)
+            now = trio.current_time()
+            if self._first_publish is None:
+                self._first_publish = now
+            self._rate.add(written, now)
+
+    async def _write(self, batch: list[_Entry]) -> None:
+        layout = self.layout
+        head = [str(self.epoch), self._trim[0], self._trim[1]]
+        calls: list[tuple[list[str], list[Any]]] = []
+        for start in range(0, len(batch), self._per_call):
+            chunk = batch[start : start + self._per_call]
+            keys = [layout.epoch_key, layout.registry_key, layout.numbers_key]
+            index: dict[str, int] = {}
+            rows: list[Any] = []
+            for e in chunk:
+                i = index.get(e.key)
+                if i is None:
+                    keys.append(e.key)
+                    i = index[e.key] = len(keys)
+                rows.append((i, e.kind, e.data, str(e.rx), e.seq))
+            calls.append((keys, [*head, _pack_rows(rows)]))
+        t0 = time.perf_counter()
+        if len(calls) == 1:
+            results = [await self._script(keys=calls[0][0], args=calls[0][1])]
+        else:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pending = [self._script(keys=k, args=a, client=pipe) for k, a in calls]
+            results = [await p for p in pending]
+        self._write_latency.record(time.perf_counter() - t0)
+        self._last_write_ns = time.time_ns()
+        for result in results:
+            if int(result[0]) != 1:
+                raw = result[1]
+                text = raw.decode() if isinstance(raw, bytes) else str(raw)
+                current = int(text) if text.isdigit() else None
+                raise FencedError(self.epoch, current)
+
+    async def flush(self, seconds: float | None = None) -> bool:
+        """Wait until everything queued so far is written; ``False`` if ``seconds`` ran out."""
+        with trio.move_on_after(math.inf if seconds is None else seconds):
+            while self._queue or self._lost or not self._idle.is_set():
+                await self._idle.wait()
+                await trio.lowlevel.checkpoint()
+            return True
+        return False
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def published_messages(self) -> int:
+        """Messages Redis confirmed written so far (cheap; see :meth:`statistics`)."""
+        return self._published_messages
+
+    def statistics(self) -> dict[str, Any]:
+        """A snapshot: ``state``, ``epoch``, ``published_messages``, ``published_entries``,
+        ``messages_per_second`` (10 s window), ``queue_depth`` (messages), ``queue_entries``,
+        ``dropped`` (messages lost to overflow, plus upstream ``Dropped`` counts),
+        ``unroutable``, ``redis_errors``, ``last_error``, ``write_p50_ms`` / ``write_p99_ms``
+        (one round trip), ``last_write_age_s`` and ``streams`` (known stream keys)."""
+        now = trio.current_time()
+        lat = self._write_latency
+        rate = 0.0
+        if self._first_publish is not None:
+            span = min(10.0, max(now - self._first_publish, 0.5))
+            rate = self._rate.count(now) / span
+        return {
+            "state": self.state,
+            "epoch": self.epoch,
+            "published_messages": self._published_messages,
+            "published_entries": self._published_entries,
+            "messages_per_second": rate,
+            "queue_depth": self._queued,
+            "queue_entries": len(self._queue),
+            "dropped": self._dropped,
+            "unroutable": self._unroutable,
+            "redis_errors": self._redis_errors,
+            "last_error": self._last_error,
+            "write_p50_ms": lat.percentile(50) * 1e3 if lat.count else None,
+            "write_p99_ms": lat.percentile(99) * 1e3 if lat.count else None,
+            "last_write_age_s": None
+            if self._last_write_ns is None
+            else (time.time_ns() - self._last_write_ns) / 1e9,
+            "streams": list(self._known),
+        }
+
+    # ------------------------------------------------------------------ source pump
+
+    async def pump(self, source: Any) -> None:
+        """Publish everything ``source`` yields until it ends (runs in the caller's task).
+
+        ``source`` is a client (anything with ``receive_batch()``) or any async iterable of
+        messages (a pooled connection). Raw dicts (``raw_data=True``) are cheapest.
+        """
+        receive_batch = getattr(source, "receive_batch", None)
+        if receive_batch is not None:
+            while True:
+                try:
+                    items = await receive_batch()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+                self.publish(items)
+        else:
+            async for item in source:
+                self.publish((item,))
+
+
+async def acquire_epoch(redis: Any, layout: StreamLayout) -> int:
+    """Make a new epoch (above the stored one, at least Redis' clock in ms): it fences every
+    older publisher off."""
+    result = await redis.eval(EPOCH_SCRIPT, keys=[layout.epoch_key], args=[])
+    return int(result)
+
+
+async def last_rx_ns(redis: Any, keys: Iterable[str]) -> int | None:
+    """The newest ``rx`` found at the tail of ``keys`` (``None`` when they are all empty)."""
+    best: int | None = None
+    for key in keys:
+        entries = await redis.xrevrange(key, count=1)
+        for entry in entries:
+            rx = entry.field_values.get(b"rx")
+            if rx is not None and rx.isdigit():
+                value = int(rx)
+                best = value if best is None else max(best, value)
+    return best
+
+
+def _source_keys(layout: StreamLayout, source: Any, channels: Any) -> list[str]:
+    if channels is None:
+        channels = getattr(source, "subscriptions", None)
+    if not channels:
+        return []
+    if layout.trading:
+        return [layout.key("trade_updates")]
+    out = []
+    for key in layout.channel_keys({k: v for k, v in channels.items() if v}):
+        out.append(key)
+    return out
+
+
+@asynccontextmanager
+async def open_redis_publisher(
+    redis_url: str | None = None,
+    source: Any = None,
+    *,
+    redis: Any = None,
+    feed: str | None = None,
+    account: str | None = None,
+    channels: Mapping[str, Iterable[str]] | None = None,
+    per_symbol: bool = False,
+    prefix: str = "ta",
+    cluster: bool = False,
+    maxlen: int | None = 100_000,
+    retention: float | None = None,
+    queue_size: int = 100_000,
+    max_entries_per_call: int = 500,
+    epoch: int | None = None,
+    gap_since_last: bool = True,
+    backoff: Backoff | None = None,
+    max_redis_outage: float | None = None,
+) -> AsyncIterator[RedisPublisher]:
+    """Publish a stream into Redis Streams for the duration of the block.
+
+    Args:
+        redis_url: ``redis://host:port[/db]`` (or pass an open coredis client as ``redis``).
+        source: what to publish: an :class:`~trioalpaca.AlpacaWebSocketClient` (its feed and
+            subscriptions are read from it; ``raw_data=True`` is cheapest), a pooled
+            connection, or any async iterable of messages. ``None``: call
+            :meth:`RedisPublisher.publish` yourself.
+        redis: an open coredis ``Redis`` / ``RedisCluster`` client to use instead of a URL.
+        feed: the feed (default: the source's); picks the layout ``ta:{<feed>}:...``.
+        account: API key id for the trading stream layout ``ta:{acct:<key id>}:trade_updates``.
+        channels: ``{channel: symbols}`` published, for the markers (default: the source's
+            confirmed subscriptions); streams seen in the data are added as they appear.
+        per_symbol: one stream per channel and symbol (``ta:{iex}:t:AAPL``).
+        prefix: first key segment (``"ta"``).
+        cluster: ``redis_url`` names a Redis Cluster node (coredis ``RedisCluster``).
+        maxlen: keep about this many entries per stream (``XADD MAXLEN ~``).
+        retention: instead of ``maxlen``, keep about this many seconds (``XADD MINID ~``).
+        queue_size: bound of the queue in front of Redis, in messages.
+        max_entries_per_call: entries per write script call (several calls share one pipeline).
+        epoch: use this epoch (the hub passes the one of its lease); default: ``INCR`` the
+            layout's epoch key, which fences off any older publisher.
+        gap_since_last: when the streams already hold entries, start with a gap marker from the
+            last entry's receive time to now (a restart or takeover is a gap for consumers).
+        backoff: Redis retry delays (default: 50 ms doubling to 2 s, with jitter).
+        max_redis_outage: end the block with :class:`RedisUnavailableError` after Redis failed
+            for that many seconds (default: retry forever, dropping with markers).
+
+    Raises:
+        FencedError: another publisher (a newer epoch) took over.
+        UsageError: bad options, or no feed/account to derive the layout from.
+    """
+    if (redis_url is None) == (redis is None):
+        raise UsageError("give redis_url or an open redis client, not both or neither")
+    if account is not None:
+        layout = StreamLayout.for_account(account, prefix=prefix)
+    else:
+        if feed is None:
+            endpoint = getattr(source, "endpoint", None)
+            feed = getattr(endpoint, "feed", None)
+        if feed is None:
+            raise UsageError("give feed= (or account= for the trading stream)")
+        layout = StreamLayout.for_feed(feed, prefix=prefix, per_symbol=per_symbol)
+    keys = _source_keys(layout, source, channels)
+    with single_error():
+        async with _maybe_client(redis_url, redis, cluster) as client, trio.open_nursery() as n:
+            if epoch is None:
+                epoch = await _retrying(lambda: acquire_epoch(client, layout), backoff)
+            assert epoch is not None
+            publisher = RedisPublisher(
+                client,
+                layout,
+                epoch,
+                keys=keys,
+                maxlen=maxlen,
+                retention=retention,
+                queue_size=queue_size,
+                max_entries_per_call=max_entries_per_call,
+                backoff=backoff,
+                max_redis_outage=max_redis_outage,
+            )
+            if gap_since_last:
+                known = list(dict.fromkeys([*keys, *await _registry(client, layout)]))
+                publisher._known.update(dict.fromkeys(known))
+                last = await _retrying(lambda: last_rx_ns(client, known), backoff)
+                if last is not None:
+                    now = time.time_ns()
+                    publisher.mark_gap(Reconnected(min(last, now), now, 1), now)
+            n.start_soon(publisher._run_writer, name="trioalpaca-redis-writer")
+            if source is not None:
+                n.start_soon(publisher.pump, source, name="trioalpaca-redis-pump")
+            try:
+                yield publisher
+                await publisher.flush(5.0)
+            finally:
+                publisher.state = "closed" if publisher.state != "fenced" else "fenced"
+                n.cancel_scope.cancel()
+
+
+async def _registry(client: Any, layout: StreamLayout) -> list[str]:
+    async def read() -> list[str]:
+        members = await client.smembers(layout.registry_key)
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    members: list[str] = await _retrying(read, None)
+    return members
+
+
+async def _retrying(fn: Any, backoff: Backoff | None) -> Any:
+    schedule = (backoff if backoff is not None else Backoff(initial=0.05, cap=2.0)).schedule()
+    while True:
+        try:
+            return await fn()
+        except TrioAlpacaError:
+            raise
+        except Exception as exc:
+            if not is_redis_failure(exc):
+                raise
+            delay = schedule.next_delay()
+            logger.warning(
+                "redis unavailable (%s: %s); retry in %.2f s", type(exc).__name__, exc, delay
+            )
+            await trio.sleep(delay)
+
+
+@asynccontextmanager
+async def _maybe_client(url: str | None, client: Any, cluster: bool) -> AsyncIterator[Any]:
+    if client is not None:
+        yield client
+        return
+    assert url is not None
+    async with open_redis_client(url, cluster=cluster) as opened:
+        yield opened
