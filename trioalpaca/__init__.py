@@ -138,6 +138,7 @@ from trioalpaca._handlers import Component as Component
 from trioalpaca._handlers import ErrorAction as ErrorAction
 from trioalpaca._handlers import ErrorHandler as ErrorHandler
 from trioalpaca._handlers import ErrorReport as ErrorReport
+from trioalpaca._options import StreamOptions as StreamOptions
 
 # --- end arch: shared primitives ---
 
@@ -164,9 +165,16 @@ from trioalpaca.record import serve_replay as serve_replay
 
 # --- end record ---
 
+# --- relay ---
+# isort: split
+from trioalpaca.relay import Relay as Relay
+from trioalpaca.relay import serve_relay as serve_relay
+
+# --- end relay ---
+
 # --- __module__ fix-up (as trio does): public names defined in private modules report the
 # public path, so reprs, pickles and the docs use it.
 # isort: split
-for _obj in (BookDelta, SubscriptionBook, ErrorReport):
+for _obj in (BookDelta, SubscriptionBook, ErrorReport, StreamOptions):
     _obj.__module__ = "trioalpaca"
 del _obj

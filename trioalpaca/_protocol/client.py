@@ -194,6 +194,11 @@ class DataClientProtocol:
         return self._authenticated
 
     @property
+    def ready(self) -> bool:
+        """Whether the connection is authenticated and its subscriptions confirmed (``READY``)."""
+        return self._state is ClientState.READY
+
+    @property
     def acknowledged(self) -> dict[str, tuple[str, ...]]:
         """The last full subscription state confirmed by the server (wire channel names).
 
