@@ -27,7 +27,6 @@ import collections
 import logging
 import math
 import ssl
-import sys
 import time
 import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -50,7 +49,7 @@ from trioalpaca._errors import (
     UsageError,
 )
 from trioalpaca._groups import single_error
-from trioalpaca._handlers import ErrorHandler, Handle, Handler, HandlerTable
+from trioalpaca._handlers import _T_TO_CHANNEL, ErrorHandler, Handle, Handler, HandlerTable
 from trioalpaca._protocol.client import DataClientProtocol
 from trioalpaca._protocol.common import normalize_channels
 from trioalpaca._protocol.stream import StreamClientProtocol
@@ -59,6 +58,7 @@ from trioalpaca.endpoints import (
     CHANNELS,
     DEFAULT_FEED,
     FEEDS,
+    MIRRORED_CHANNELS,
     Endpoint,
     StreamKind,
     channel_to_wire,
@@ -70,16 +70,12 @@ from trioalpaca.endpoints import (
 )
 from trioalpaca.metrics import LatencyHistogram, LatencySnapshot, RateMeter
 from trioalpaca.models import (
-    CHANNEL_BY_WIRE_TYPE,
     Authenticated,
     Listening,
     Message,
     Reconnected,
     SubscriptionChanged,
 )
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    pass  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = [
     "AlpacaWebSocketClient",
@@ -126,11 +122,8 @@ RATE_WINDOW = 10.0
 #: Default silence limit of ``staleness_timeout="auto"`` (seconds).
 AUTO_STALENESS_TIMEOUT = 120.0
 
-#: Channels the client fills in itself; they are never subscribed explicitly.
-_MIRRORED = frozenset({"corrections", "cancelErrors"})
-
-#: Wire ``T`` code -> channel (for raw dicts and handler keys); a plain dict, looked up per message.
-_T_TO_CHANNEL: dict[str, str] = dict(CHANNEL_BY_WIRE_TYPE)
+#: Channels the server fills in itself (they follow ``trades``); never subscribed explicitly.
+_MIRRORED = frozenset(MIRRORED_CHANNELS)
 
 _STATES = (
     "idle",
