@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.helpers import loopback_autojump_clock  # noqa: F401 (the autojump_clock fixture)
 from trioalpaca import UsageError
 from trioalpaca.testing import Emulator, open_emulator
 
@@ -31,7 +32,10 @@ def load(name: str) -> ModuleType:
 
 
 @pytest.fixture
-async def emu(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
+async def emu(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+) -> AsyncIterator[Emulator]:
+    # virtual time (jumping only while nothing is in flight): the examples' sleeps cost nothing
     for var in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "DATA_CRYPTO_PROXY_WS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("ALPACA_API_KEY", "PKSEEDEXAMPLE")
@@ -52,7 +56,9 @@ def printed(capsys: pytest.CaptureFixture[str]) -> list[str]:
     return capsys.readouterr().out.splitlines()
 
 
-async def test_stream_manager(emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_stream_manager(
+    autojump_clock: trio.abc.Clock, emu: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     await run_main(load("stream_manager"), 1.0)
     out = printed(capsys)
     assert out
@@ -61,7 +67,9 @@ async def test_stream_manager(emu: Emulator, capsys: pytest.CaptureFixture[str])
     assert {line.split(": ")[1] for line in out} <= {"AAPL", "MSFT"}
 
 
-async def test_message_handler(emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_message_handler(
+    autojump_clock: trio.abc.Clock, emu: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     example = load("message_handler")
     await run_main(example, 1.0)
     out = printed(capsys)
@@ -72,7 +80,7 @@ async def test_message_handler(emu: Emulator, capsys: pytest.CaptureFixture[str]
 
 
 async def test_message_handler_error_handler_gets_one_argument(
-    emu: Emulator, capsys: pytest.CaptureFixture[str]
+    autojump_clock: trio.abc.Clock, emu: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     example = load("message_handler")
 
@@ -86,7 +94,9 @@ async def test_message_handler_error_handler_gets_one_argument(
     assert "boom" in out[0]
 
 
-async def test_connection_pool(emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_connection_pool(
+    autojump_clock: trio.abc.Clock, emu: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     await run_main(load("connection_pool"), 1.0)
     out = printed(capsys)
     assert out
@@ -94,7 +104,9 @@ async def test_connection_pool(emu: Emulator, capsys: pytest.CaptureFixture[str]
     assert {line.split(":")[0] for line in out} >= {"Trade", "Quote"}
 
 
-async def test_metrics(emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_metrics(
+    autojump_clock: trio.abc.Clock, emu: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     await run_main(load("metrics"), 1.0)
     latency, rate, healthy = printed(capsys)
     assert re.fullmatch(r"Average latency: \d+\.\d\d ms", latency)
@@ -103,7 +115,9 @@ async def test_metrics(emu: Emulator, capsys: pytest.CaptureFixture[str]) -> Non
     assert healthy == "Healthy connections: 3"
 
 
-async def test_client_options(emu: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_client_options(
+    autojump_clock: trio.abc.Clock, emu: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     await run_main(load("client_options"), 5)
     *trades, refusal = printed(capsys)
     assert len(trades) == 5

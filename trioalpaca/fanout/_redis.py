@@ -100,7 +100,20 @@ async def open_redis_client(url: str, *, cluster: bool = False) -> AsyncIterator
     kwargs: dict[str, Any] = {"retry_policy": NoRetryPolicy()}
     try:
         if cluster:
-            client: Any = coredis.RedisCluster.from_url(url, **kwargs)
+            # (RedisCluster.from_url passes its node as a dict, which coredis 6.9 deprecates)
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(url)
+            if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+                raise UsageError(f"a cluster URL is redis://host:port, not {url!r}")
+            client: Any = coredis.RedisCluster(
+                host=parts.hostname,
+                port=parts.port or 6379,
+                username=parts.username,
+                password=parts.password,
+                ssl=parts.scheme == "rediss",
+                **kwargs,
+            )
         else:
             client = coredis.Redis.from_url(url, **kwargs)
     except ValueError as exc:

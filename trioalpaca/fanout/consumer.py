@@ -298,6 +298,8 @@ class RedisStream:
                     await redis.xgroup_create(
                         key, self._group, identifier=self._group_start, mkstream=True
                     )
+                except cx.StreamDuplicateConsumerGroupError:
+                    pass  # the group exists already
                 except cx.ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
                         raise

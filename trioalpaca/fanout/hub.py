@@ -102,6 +102,7 @@ class Hub:
         )
         return {
             "role": self.role,
+            "token": self.token,
             "epoch": self.epoch,
             "takeovers": self.takeovers,
             "lease_ttl_s": self.lease_ttl,

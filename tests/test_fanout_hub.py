@@ -1,0 +1,278 @@
+"""The hub with hot standby (subprocesses, kill -9), a Redis restart mid-stream, the cluster,
+consumer groups and the ops endpoint. Real redis-server processes, real clock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.redis_fixtures import RedisServer, free_port, require_redis
+from trioalpaca import Dropped, Reconnected, open_stream
+from trioalpaca.fanout import open_redis_publisher, open_redis_stream, serve_hub
+from trioalpaca.fanout._redis import open_redis_client
+from trioalpaca.testing import open_emulator
+
+KEY = "PKTESTKEY0123456789"
+SECRET = "sEcReT-do-not-leak-0123456789abcdef"
+ROOT = Path(__file__).resolve().parent.parent
+
+# coredis 6.9 leaves the anyio memory streams of connections that died with their server to the
+# garbage collector (the fixtures collect them at teardown, inside this filter)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in.*MemoryObject:pytest.PytestUnraisableExceptionWarning"
+)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["APCA_API_KEY_ID"] = KEY
+    env["APCA_API_SECRET_KEY"] = SECRET
+    return env
+
+
+async def _http_get(port: int, path: str) -> tuple[int, bytes]:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def _health(port: int) -> dict[str, Any] | None:
+    try:
+        _status, body = await _http_get(port, "/healthz")
+    except OSError:
+        return None
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+def _data(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in lines if d.get("T") not in ("reconnected", "dropped")]
+
+
+async def test_kill_leader_standby_takes_over_one_gap(redis_server: RedisServer) -> None:
+    url = redis_server.url
+    async with open_emulator(symbols=["AAPL", "MSFT"], rate=150.0, connection_limit=2) as emu:
+        ports = [free_port(), free_port()]
+        hubs = [
+            subprocess.Popen(
+                [
+                    sys.executable, "-m", "trioalpaca", "hub",
+                    "--redis", url, "--feed", "iex", "--trades", "AAPL,MSFT", "--quotes", "AAPL",
+                    "--url", emu.url_for("iex"), "--lease-ttl", "1", "--reap-floor", "0.5",
+                    "--metrics-port", str(port),
+                ],
+                env=_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for port in ports
+        ]  # fmt: skip
+        consumers: list[subprocess.Popen[bytes]] = []
+        try:
+            leader = None
+            with trio.fail_after(20):
+                while leader is None:
+                    await trio.sleep(0.1)
+                    healths = [await _health(port) for port in ports]
+                    if None in healths:
+                        continue  # a hub is still starting
+                    for i, health in enumerate(healths):
+                        if health and health["role"] == "leader" and health["published_messages"]:
+                            leader = i
+            standby_health = healths[1 - leader]
+            assert standby_health is not None and standby_health["role"] == "standby"
+            assert standby_health["status"] == "ok"
+            status, metrics = await _http_get(ports[leader], "/metrics")
+            assert status == 200 and b"trioalpaca_hub_leader" in metrics
+            consumers = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "tests.fanout_consumer_proc", url, "150"],
+                    env=_env(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    cwd=ROOT,
+                )
+                for _ in range(3)
+            ]
+            await trio.sleep(1.0)
+            os.kill(hubs[leader].pid, signal.SIGKILL)
+            hubs[leader].wait(5)
+            with trio.fail_after(20):
+                while True:
+                    health = await _health(ports[1 - leader])
+                    if health and health["role"] == "leader" and health["published_messages"]:
+                        break
+                    await trio.sleep(0.1)
+            assert health["epoch"] > 0
+            outputs = []
+            for proc in consumers:
+                out, _ = await trio.to_thread.run_sync(proc.communicate, None, 30)
+                outputs.append([json.loads(line) for line in out.decode().splitlines()])
+        finally:
+            for proc in hubs + consumers:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(5)
+    assert outputs[0] == outputs[1] == outputs[2]
+    gaps = [d for d in outputs[0] if d.get("T") == "reconnected"]
+    assert len(gaps) == 1, gaps
+    at = outputs[0].index(gaps[0])
+    assert len(_data(outputs[0][:at])) > 50  # the first leader's data
+    assert len(_data(outputs[0][at:])) >= 150  # then the new leader's
+    assert gaps[0]["gap_end"] >= gaps[0]["gap_start"]
+
+
+async def test_redis_restart_mid_stream(redis_server: RedisServer) -> None:
+    url = redis_server.url
+    async with (
+        open_emulator(symbols=["AAPL"], rate=300.0) as emu,
+        open_stream(
+            KEY, SECRET, feed="iex", url=emu.url_for("iex"), raw_data=True, trades=["AAPL"]
+        ) as client,
+        open_redis_publisher(url, client, queue_size=50) as pub,
+        open_redis_stream(url, feed="iex", trades=["AAPL"]) as stream,
+    ):
+        seen: list[Any] = []
+        marker_at: int | None = None
+        with trio.fail_after(20):
+            async for item in stream:
+                seen.append(item)
+                if len(seen) == 30:
+                    redis_server.kill()  # its data is gone with it
+                    await trio.sleep(0.8)
+                    redis_server.start()
+                if marker_at is None and len(seen) > 30 and isinstance(item, Reconnected):
+                    marker_at = len(seen)
+                if marker_at is not None and len(seen) - marker_at > 30:
+                    break  # data flows again after the marker
+        stats = pub.statistics()
+    assert stats["redis_errors"] >= 1
+    assert stats["dropped"] > 0  # the queue overflowed while Redis was away
+    markers = [x for x in seen[30:] if isinstance(x, (Reconnected, Dropped))]
+    assert markers, "the restart must be visible to the consumer"
+    assert stats["state"] == "running"
+
+
+async def test_cluster_publisher_and_consumer(redis_cluster: list[RedisServer]) -> None:
+    url = redis_cluster[0].url
+    channels: dict[str, Any] = {"feed": "iex", "trades": ["*"], "quotes": ["*"]}
+    async with (
+        open_emulator(symbols=["AAPL", "MSFT"], rate=200.0) as emu,
+        open_stream(
+            KEY,
+            SECRET,
+            feed="iex",
+            url=emu.url_for("iex"),
+            raw_data=True,
+            trades=["AAPL", "MSFT"],
+            quotes=["AAPL"],
+        ) as client,
+        open_redis_publisher(url, client, cluster=True) as pub,
+        open_redis_stream(url, cluster=True, start="oldest", **channels) as a,
+        open_redis_stream(redis_cluster[2].url, cluster=True, start="oldest", **channels) as b,
+    ):
+        got: dict[str, list[Any]] = {}
+
+        async def take(name: str, stream: Any) -> None:
+            out = []
+            async for item in stream:
+                out.append(item)
+                if len(out) >= 200:
+                    break
+            got[name] = out
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(take, "a", a)
+                nursery.start_soon(take, "b", b)
+        assert pub.statistics()["published_messages"] >= 200
+    assert got["a"] == got["b"]
+    async with open_redis_client(url, cluster=True) as r:
+        slots = {await r.cluster_keyslot(k) for k in ("ta:{iex}:t", "ta:{iex}:q", "ta:{iex}:epoch")}
+        assert len(slots) == 1
+
+
+async def test_consumer_group_shares_work(redis_server: RedisServer) -> None:
+    url = redis_server.url
+    msg = {"T": "t", "S": "AAPL", "i": 0, "x": "V", "p": 1.5, "s": 1, "t": 1, "c": [], "z": "C"}
+    async with open_redis_publisher(url, feed="iex", gap_since_last=False) as pub:
+        opts: dict[str, Any] = {"feed": "iex", "trades": ["*"], "group": "g", "count": 10}
+        async with (
+            open_redis_stream(url, consumer="c1", **opts) as c1,
+            open_redis_stream(url, consumer="c2", **opts) as c2,
+        ):
+            for i in range(1, 201):
+                pub.publish([{**msg, "i": i}])
+            await pub.flush(5)
+            ids: dict[str, list[int]] = {"c1": [], "c2": []}
+
+            async def run(name: str, stream: Any) -> None:
+                with trio.move_on_after(1.5):
+                    async for item in stream:
+                        ids[name].append(item.trade_id)
+                        await trio.sleep(0.001)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run, "c1", c1)
+                nursery.start_soon(run, "c2", c2)
+    assert sorted(ids["c1"] + ids["c2"]) == list(range(1, 201))  # each entry to one consumer
+    assert ids["c1"] and ids["c2"]
+    async with open_redis_client(url) as r:
+        pending = await r.xpending("ta:{iex}:t", "g")
+    assert pending.pending <= 20  # only what was read last and not yet taken stays pending
+
+
+async def test_hub_steps_down_when_the_lease_is_taken(redis_server: RedisServer) -> None:
+    url = redis_server.url
+    async with open_emulator(symbols=["AAPL"], rate=100.0) as emu, trio.open_nursery() as n:
+        opts: dict[str, Any] = {
+            "feed": "iex",
+            "channels": {"trades": ["AAPL"]},
+            "api_key": KEY,
+            "api_secret": SECRET,
+            "url": emu.url_for("iex"),
+            "lease_ttl": 0.6,
+        }
+        hub = await n.start(lambda task_status: serve_hub(url, task_status=task_status, **opts))
+        with trio.fail_after(10):
+            await hub.wait_leader()
+            while not (hub.publisher and hub.publisher.statistics()["published_messages"]):
+                await trio.sleep(0.05)
+        first_epoch = hub.epoch
+        async with open_redis_client(url) as r:
+            await r.set(hub.layout.lease_key, "someone-else", px=1500)
+            with trio.fail_after(10):
+                while hub.role == "leader":
+                    await trio.sleep(0.05)
+            assert hub.client is None  # the upstream connection is closed while standby
+            with trio.fail_after(10):
+                while hub.role != "leader":
+                    await trio.sleep(0.05)
+        assert hub.epoch > first_epoch and hub.takeovers == 2
+        n.cancel_scope.cancel()
+
+
+def test_require_redis_skips_locally_and_fails_on_ci() -> None:
+    def missing(_name: str) -> None:
+        return None
+
+    with pytest.raises(pytest.skip.Exception):
+        require_redis({}, missing)
+    with pytest.raises(pytest.fail.Exception):
+        require_redis({"CI": "true"}, missing)
