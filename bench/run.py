@@ -314,6 +314,32 @@ def main() -> int:
                 f"p99 {_fmt(r['p99_ms'], '.3f'):>8}  ({r['msgs']:,} msgs)"
             )
     _print_paced(paced)
+    rec = {
+        n: r for n, r in results.items() if n.startswith(("rec_", "replay_")) and "error" not in r
+    }
+    if rec:  # recording cases (bench/cases_record.py): in-process ratios and the file size
+        print()
+        print("== recording and replay ==")
+        for name, r in rec.items():
+            if "same_process_ratio" in r:
+                target = r.get("target_ratio")
+                verdict = (
+                    ""
+                    if target is None
+                    else (
+                        f"(target >= {target:g}x) "
+                        + ("ok" if r["same_process_ratio"] >= target else "BELOW TARGET")
+                    )
+                )
+                print(
+                    f"  {name:<16} vs {r['baseline']} in the same process: "
+                    f"{r['same_process_ratio']:.2f}x {verdict}"
+                )
+            if "file_mb_per_M" in r:
+                print(
+                    f"  {name:<16} {r['file_mb_per_M']} MB per million messages on disk vs "
+                    f"{r['raw_frames_mb_per_M']} MB of raw frames ({r['compression']}x smaller)"
+                )
     for name, r in results.items():
         if CASES[name].kind != "buffered":
             continue
@@ -325,7 +351,8 @@ def main() -> int:
         print(
             f"  {r['buffered']:,} messages held: RSS +{r['rss_mb']:.0f} MB "
             f"({r['rss_mb_per_M']:.0f} MB per million), {r['blocks_per_msg']:.1f} heap blocks "
-            "per message"
+            f"per message; while filling: {r['gc_count']} GC runs, longest "
+            f"{r['gc_max_ms']:.1f} ms, total {r['gc_total_ms']:.0f} ms"
         )
     mem = {n: r for n, r in results.items() if CASES[n].kind == "memory"}
     for name, r in mem.items():

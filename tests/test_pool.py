@@ -864,3 +864,32 @@ async def test_pool_reads_the_same_environment_as_the_client(
     with pytest.raises(trioalpaca.CredentialsError, match="ALPACA_API_KEY"):
         async with open_pool(feed=FEED):
             pytest.fail("the pool must not open")  # pragma: no cover
+
+
+async def test_stream_options_reach_every_client_and_typos_are_refused(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    options = trioalpaca.StreamOptions(heartbeat_interval=2.0, subscription_timeout=3.0)
+    async with emulator() as emu:
+        with pytest.raises(
+            trioalpaca.UsageError, match=r"unknown stream option.*heartbeat_intervall"
+        ):
+            async with pool_for(emu, heartbeat_intervall=1.0):
+                pytest.fail("the pool must not open")  # pragma: no cover
+        with pytest.raises(trioalpaca.UsageError, match="not both"):
+            async with pool_for(emu, options=options):  # pool_for adds heartbeat_interval=
+                pytest.fail("the pool must not open")  # pragma: no cover
+        assert emu.connections == []
+        async with open_pool(
+            credentials=list(CREDS.items())[:2], feed=FEED, url=emu.url_for(FEED), options=options
+        ) as pool:
+            assert pool._client_timeout() == 3.0
+            for _, c in pool.clients():
+                assert c.statistics().state == "connected"
+                assert c._heartbeat_interval == 2.0
+    with pytest.raises(trioalpaca.UsageError, match="buffer_size"):
+        trioalpaca.StreamOptions(buffer_size=0)
+    assert (
+        trioalpaca.StreamOptions.from_kwargs(overflow="drop_oldest").client_kwargs()["overflow"]
+        == "drop_oldest"
+    )

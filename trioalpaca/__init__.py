@@ -21,8 +21,10 @@ from trioalpaca.models import DailyBar as DailyBar
 from trioalpaca.models import Dropped as Dropped
 from trioalpaca.models import Imbalance as Imbalance
 from trioalpaca.models import Listening as Listening
+from trioalpaca.models import MalformedMessage as MalformedMessage
 from trioalpaca.models import Message as Message
 from trioalpaca.models import News as News
+from trioalpaca.models import NewsImage as NewsImage
 from trioalpaca.models import OptionQuote as OptionQuote
 from trioalpaca.models import OptionTrade as OptionTrade
 from trioalpaca.models import Orderbook as Orderbook
@@ -60,6 +62,8 @@ from trioalpaca._errors import InternalServerError as InternalServerError
 from trioalpaca._errors import InvalidSubscribeActionError as InvalidSubscribeActionError
 from trioalpaca._errors import InvalidSyntaxError as InvalidSyntaxError
 from trioalpaca._errors import LocalProtocolError as LocalProtocolError
+from trioalpaca._errors import MalformedMessageError as MalformedMessageError
+from trioalpaca._errors import MalformedStreamError as MalformedStreamError
 from trioalpaca._errors import MsgpackRequiredError as MsgpackRequiredError
 from trioalpaca._errors import NotAuthenticatedError as NotAuthenticatedError
 from trioalpaca._errors import ProtocolError as ProtocolError
@@ -138,6 +142,7 @@ from trioalpaca._handlers import Component as Component
 from trioalpaca._handlers import ErrorAction as ErrorAction
 from trioalpaca._handlers import ErrorHandler as ErrorHandler
 from trioalpaca._handlers import ErrorReport as ErrorReport
+from trioalpaca._options import StreamOptions as StreamOptions
 
 # --- end arch: shared primitives ---
 
@@ -164,9 +169,16 @@ from trioalpaca.record import serve_replay as serve_replay
 
 # --- end record ---
 
+# --- relay ---
+# isort: split
+from trioalpaca.relay import Relay as Relay
+from trioalpaca.relay import serve_relay as serve_relay
+
+# --- end relay ---
+
 # --- __module__ fix-up (as trio does): public names defined in private modules report the
 # public path, so reprs, pickles and the docs use it.
 # isort: split
-for _obj in (BookDelta, SubscriptionBook, ErrorReport):
+for _obj in (BookDelta, SubscriptionBook, ErrorReport, StreamOptions):
     _obj.__module__ = "trioalpaca"
 del _obj

@@ -1,27 +1,46 @@
-"""One error-handler shape for every component: ``set_error_handler(fn)``, ``fn(report)``.
+"""Message handlers and error handlers.
 
-The client, the stream manager, the pipeline and the pool all accept an error handler through
-``set_error_handler(fn)``. ``fn`` is a plain function or an ``async`` one and receives one
-:class:`ErrorReport` that carries the exception and its context: which component, which
-handler, which message (or batch), and what happens next.
+* One error-handler shape for every component: the client, the stream manager, the pipeline and
+  the pool all accept an error handler through ``set_error_handler(fn)``. ``fn`` is a plain
+  function or an ``async`` one and receives one :class:`ErrorReport` that carries the exception
+  and its context: which component, which handler, which message (or batch), and what happens
+  next.
+* :class:`HandlerTable`: the client's registry of message handlers by kind (wire code, channel,
+  ``"control"`` or ``"*"``) and symbols, and the dispatch of one message to them.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal
 
 import attrs
+
+from trioalpaca._errors import UsageError
+from trioalpaca.endpoints import channel_to_wire, check_symbol
+from trioalpaca.models import CHANNEL_BY_WIRE_TYPE
 
 __all__ = [
     "Component",
     "ErrorAction",
     "ErrorHandler",
     "ErrorReport",
+    "Handle",
+    "Handler",
+    "HandlerTable",
     "call_maybe_async",
     "handler_name",
 ]
+
+logger = logging.getLogger("trioalpaca.client")
+
+Handler = Callable[[Any], Awaitable[None]]
+"""An async callable taking one message (typed or raw dict)."""
+
+#: Wire ``T`` code -> channel (for raw dicts and handler keys); a plain dict, looked up per message.
+_T_TO_CHANNEL: dict[str, str] = dict(CHANNEL_BY_WIRE_TYPE)
 
 ErrorAction = Literal["continue", "retry", "skip", "stop", "reconnect"]
 """What the component does after the error: ``"continue"`` (go on with the next message),
@@ -86,3 +105,162 @@ async def call_maybe_async(fn: Callable[..., Any], *args: Any) -> None:
     result = fn(*args)
     if inspect.isawaitable(result):
         await result
+
+
+class _Entry:
+    __slots__ = ("fn", "kind", "symbols")
+
+    def __init__(self, kind: str, fn: Handler, symbols: frozenset[str] | None) -> None:
+        self.kind = kind
+        self.fn = fn
+        self.symbols = symbols
+
+
+class Handle:
+    """What :meth:`AlpacaWebSocketClient.register_handler
+    <trioalpaca.client.AlpacaWebSocketClient.register_handler>` returns; :meth:`remove`
+    unregisters."""
+
+    __slots__ = ("_entry", "_table")
+
+    def __init__(self, table: HandlerTable, entry: _Entry) -> None:
+        self._table = table
+        self._entry = entry
+
+    @property
+    def kind(self) -> str:
+        """The normalised kind the handler listens to (wire code, channel or ``"*"``)."""
+        return self._entry.kind
+
+    @property
+    def symbols(self) -> frozenset[str] | None:
+        """The symbols the handler is limited to, ``None`` for all."""
+        return self._entry.symbols
+
+    def remove(self) -> None:
+        """Unregister the handler (idempotent)."""
+        self._table.remove(self._entry)
+
+    def __repr__(self) -> str:
+        return f"Handle(kind={self.kind!r}, symbols={self.symbols!r})"
+
+
+def _symbols_of(msg: Any) -> tuple[str, ...]:
+    if type(msg) is dict:
+        s = msg.get("S")
+        if s is not None:
+            return (s,)
+        syms = msg.get("symbols")
+        return tuple(syms) if syms else ()
+    s = getattr(msg, "symbol", None)
+    if s is not None:
+        return (s,)
+    syms = getattr(msg, "symbols", None)
+    return tuple(syms) if syms else ()
+
+
+def normalise_kind(kind: str) -> str:
+    """A handler kind as the table keys it: wire code, wire channel, ``"control"`` or ``"*"``.
+
+    Raises:
+        UsageError: not a wire code, channel, ``"control"`` or ``"*"``.
+    """
+    if kind == "*" or kind in _T_TO_CHANNEL or kind == "control":
+        return kind
+    try:
+        return channel_to_wire(kind)
+    except UsageError:
+        raise UsageError(
+            f"unknown handler kind {kind!r}; use a wire code such as 't', a channel name "
+            "such as 'trades', 'control' or '*'"
+        ) from None
+
+
+class HandlerTable:
+    """Message handlers by kind and symbols, and the dispatch of one message to them.
+
+    Args:
+        handler_errors: ``"continue"`` (report or log handler exceptions) or ``"raise"`` (let
+            them out of :meth:`dispatch` when no error handler is set).
+        on_failure: called once per handler exception (the client counts them).
+    """
+
+    __slots__ = ("_by_kind", "_on_failure", "count", "error_handler", "handler_errors")
+
+    def __init__(
+        self, handler_errors: Literal["continue", "raise"], on_failure: Callable[[], None]
+    ) -> None:
+        self._by_kind: dict[str, list[_Entry]] = {}
+        self._on_failure = on_failure
+        self.handler_errors = handler_errors
+        #: registered handlers
+        self.count = 0
+        #: called with an :class:`ErrorReport` when a handler raises
+        self.error_handler: ErrorHandler | None = None
+
+    def add(self, kind: str, fn: Handler, symbols: Iterable[str] | str | None) -> Handle:
+        """Register ``fn`` for ``kind`` (see :func:`normalise_kind`) and ``symbols``."""
+        key = normalise_kind(kind)
+        if isinstance(symbols, str):
+            symbols = (symbols,)
+        symset = None if symbols is None else frozenset(check_symbol(s) for s in symbols)
+        if symset is not None and "*" in symset:
+            symset = None
+        entry = _Entry(key, fn, symset)
+        self._by_kind.setdefault(key, []).append(entry)
+        self.count += 1
+        return Handle(self, entry)
+
+    def remove(self, entry: _Entry) -> None:
+        """Unregister one handler (idempotent)."""
+        entries = self._by_kind.get(entry.kind)
+        if entries and entry in entries:
+            entries.remove(entry)
+            self.count -= 1
+            if not entries:
+                del self._by_kind[entry.kind]
+
+    async def dispatch(self, msg: Any) -> None:
+        """Await every handler that matches ``msg``, in registration order per kind."""
+        handlers = self._by_kind
+        if type(msg) is dict:
+            code = msg.get("T", "")
+            channel = _T_TO_CHANNEL.get(code, "")
+        else:
+            code = type(msg).wire_type
+            channel = type(msg).channel
+        entries: list[_Entry] = []
+        for key in (code, channel, "*"):
+            found = handlers.get(key)
+            if found:
+                entries.extend(found)
+        if not entries:
+            return
+        symbols: tuple[str, ...] | None = None
+        for entry in entries:
+            if entry.symbols is not None:
+                if symbols is None:
+                    symbols = _symbols_of(msg)
+                if entry.symbols.isdisjoint(symbols):
+                    continue
+            try:
+                await entry.fn(msg)
+            except Exception as exc:
+                await self._failed(exc, msg, entry)
+
+    async def _failed(self, exc: Exception, msg: Any, entry: _Entry) -> None:
+        self._on_failure()
+        if self.error_handler is not None:
+            report = ErrorReport(
+                exception=exc,
+                component="client",
+                handler=handler_name(entry.fn),
+                message=msg,
+                batch=(msg,),
+                kind=entry.kind,
+            )
+            await call_maybe_async(self.error_handler, report)
+            return
+        if self.handler_errors == "raise":
+            raise exc
+        logger.exception("message handler raised; the stream continues", exc_info=exc)

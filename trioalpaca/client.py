@@ -30,7 +30,7 @@ import ssl
 import sys
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal, Protocol
 
@@ -42,6 +42,7 @@ from trioalpaca._buffer import MessageBuffer
 from trioalpaca._connection import Connection, Frame, open_connection
 from trioalpaca._credentials import resolve_credentials
 from trioalpaca._errors import (
+    MalformedStreamError,
     ReconnectLimitError,
     StaleStreamError,
     SubscriptionTimeoutError,
@@ -50,8 +51,11 @@ from trioalpaca._errors import (
     UsageError,
 )
 from trioalpaca._groups import single_error
-from trioalpaca._handlers import ErrorHandler, ErrorReport, call_maybe_async, handler_name
-from trioalpaca._protocol.client import ClientState, DataClientProtocol
+from trioalpaca._handlers import ErrorHandler, Handle, Handler, HandlerTable
+from trioalpaca._malformed import MalformedTally
+from trioalpaca._protocol.client import DataClientProtocol
+from trioalpaca._protocol.common import normalize_channels
+from trioalpaca._protocol.stream import StreamClientProtocol
 from trioalpaca.backoff import Backoff
 from trioalpaca.endpoints import (
     CHANNELS,
@@ -59,7 +63,6 @@ from trioalpaca.endpoints import (
     FEEDS,
     Endpoint,
     StreamKind,
-    channel_to_python,
     channel_to_wire,
     check_symbol,
     feed_from_url,
@@ -72,6 +75,7 @@ from trioalpaca.models import (
     CHANNEL_BY_WIRE_TYPE,
     Authenticated,
     Listening,
+    MalformedMessage,
     Message,
     Reconnected,
     SubscriptionChanged,
@@ -100,9 +104,6 @@ consumer-side buffer is full (see :class:`AlpacaWebSocketClient`)."""
 
 StreamItem = Message | dict[str, Any]
 """A typed message, or a plain dict when ``raw_data=True`` (what the stream yields)."""
-
-Handler = Callable[[Any], Awaitable[None]]
-"""An async callable taking one message (typed or raw dict)."""
 
 
 #: Channels that are quiet for long stretches by nature; staleness detection ignores them unless
@@ -198,56 +199,6 @@ def _is_trading_control(msg: Any) -> bool:
     if type(msg) is dict:
         return "stream" in msg
     return isinstance(msg, (Authenticated, Listening))
-
-
-class Handle:
-    """What :meth:`AlpacaWebSocketClient.register_handler` returns; :meth:`remove` unregisters."""
-
-    __slots__ = ("_client", "_entry")
-
-    def __init__(self, client: AlpacaWebSocketClient, entry: Any) -> None:
-        self._client = client
-        self._entry: _HandlerEntry = entry
-
-    @property
-    def kind(self) -> str:
-        """The normalised kind the handler listens to (wire code, channel or ``"*"``)."""
-        return self._entry.kind
-
-    @property
-    def symbols(self) -> frozenset[str] | None:
-        """The symbols the handler is limited to, ``None`` for all."""
-        return self._entry.symbols
-
-    def remove(self) -> None:
-        """Unregister the handler (idempotent)."""
-        self._client._remove_handler(self._entry)
-
-    def __repr__(self) -> str:
-        return f"Handle(kind={self.kind!r}, symbols={self.symbols!r})"
-
-
-class _HandlerEntry:
-    __slots__ = ("fn", "kind", "symbols")
-
-    def __init__(self, kind: str, fn: Handler, symbols: frozenset[str] | None) -> None:
-        self.kind = kind
-        self.fn = fn
-        self.symbols = symbols
-
-
-def _symbols_of(msg: Any) -> tuple[str, ...]:
-    if type(msg) is dict:
-        s = msg.get("S")
-        if s is not None:
-            return (s,)
-        syms = msg.get("symbols")
-        return tuple(syms) if syms else ()
-    s = getattr(msg, "symbol", None)
-    if s is not None:
-        return (s,)
-    syms = getattr(msg, "symbols", None)
-    return tuple(syms) if syms else ()
 
 
 class _Pending:
@@ -521,9 +472,7 @@ class AlpacaWebSocketClient:
         self._conn: Connection | None = None
         self._sub_lock = trio.Lock()
         self._pending: _Pending | None = None
-        self._handlers: dict[str, list[_HandlerEntry]] = {}
-        self._handler_count = 0
-        self._error_handler: ErrorHandler | None = None
+        self._handlers = HandlerTable(handler_errors, on_failure=self._count_handler_failure)
         self._dispatcher_running = False
         self._iterating = False
         self._stop: trio.Event | None = None  # set by aclose() under run()
@@ -538,6 +487,7 @@ class AlpacaWebSocketClient:
         self._bytes = 0
         self._reconnects = 0
         self._errors: collections.Counter[str] = collections.Counter()
+        self._malformed = MalformedTally(logger, self._label)
         self._rate = RateMeter(RATE_WINDOW)
         self._rate_resolution = RATE_WINDOW / 20
         self._first_rx: float | None = None
@@ -554,24 +504,7 @@ class AlpacaWebSocketClient:
     def _normalise_channels(
         self, channels: Mapping[str, Iterable[str] | str | None]
     ) -> dict[str, tuple[str, ...]]:
-        out: dict[str, tuple[str, ...]] = {}
-        offered = self.endpoint.channels
-        for name, symbols in channels.items():
-            if symbols is None:
-                continue
-            if isinstance(symbols, str):
-                symbols = (symbols,)
-            syms = tuple(dict.fromkeys(check_symbol(s) for s in symbols))
-            if not syms:
-                continue
-            wire = channel_to_wire(name)
-            if wire not in offered:
-                raise UsageError(
-                    f"feed {self.endpoint.feed!r} has no channel {channel_to_python(wire)!r}; "
-                    f"it offers {', '.join(sorted(channel_to_python(c) for c in offered))}"
-                )
-            out[wire] = syms
-        return out
+        return normalize_channels(self.endpoint, channels, symbol=check_symbol)
 
     def _staleness_config(
         self, staleness: float | Mapping[str, float] | Literal["auto"] | None
@@ -642,7 +575,7 @@ class AlpacaWebSocketClient:
             self._run_scope = trio.CancelScope()
             self._run_done = trio.Event()
             nursery.start_soon(self._run, self._run_scope, self._run_done, name="trioalpaca-run")
-            if self._handler_count:
+            if self._handlers.count:
                 self._start_dispatcher()
         await self._ready.wait()
 
@@ -740,7 +673,7 @@ class AlpacaWebSocketClient:
                             # became ready, if nothing came) may be missing.
                             last = max(self._last_rx_wall_ns or 0, self._ready_wall_ns)
                             gap_start = min(lost_at, last)
-                        if self._data_flowed:
+                        if self._data_flowed and not isinstance(exc, MalformedStreamError):
                             attempts = 0
                             schedule.reset()
                         attempts += 1
@@ -832,14 +765,16 @@ class AlpacaWebSocketClient:
 
     def _new_session(self, gap_start: int | None, attempts: int) -> _Session:
         previous = self._session
-        if previous is not None:
+        if previous is not None and isinstance(previous.proto, DataClientProtocol):
+            # Resubscribe to what was confirmed, plus what was pending (the trading stream
+            # always listens to trade_updates).
             self._desired = previous.proto.desired
         self._session_id += 1
         session = _Session(self, self._session_id, gap_start, attempts)
         self._session = session
         return session
 
-    def _make_protocol(self) -> Any:
+    def _make_protocol(self) -> StreamClientProtocol:
         key, secret = self._key.reveal(), self._secret.reveal()
         if self.kind is StreamKind.TRADING:
             from trioalpaca._protocol.trading import TradingClientProtocol
@@ -848,8 +783,17 @@ class AlpacaWebSocketClient:
             proto.listen(("trade_updates",))
             return proto
         return DataClientProtocol(
-            self.endpoint, self.encoding, key, secret, raw=self.raw_data, resubscribe=self._desired
+            self.endpoint,
+            self.encoding,
+            key,
+            secret,
+            raw=self.raw_data,
+            resubscribe=self._desired,
+            on_malformed=self._note_malformed,
         )
+
+    def _note_malformed(self, msg: MalformedMessage) -> None:
+        self._malformed.note(msg, trio.current_time())
 
     def _request_done(
         self, session: _Session, request_id: int, error: BaseException | None
@@ -968,37 +912,13 @@ class AlpacaWebSocketClient:
         Handlers run one message at a time, in stream order; a slow handler slows the consumer
         side only (the overflow policy applies).
         """
-        key = self._normalise_kind(kind)
-        if isinstance(symbols, str):
-            symbols = (symbols,)
-        symset = None if symbols is None else frozenset(check_symbol(s) for s in symbols)
-        if symset is not None and "*" in symset:
-            symset = None
-        entry = _HandlerEntry(key, handler, symset)
-        self._handlers.setdefault(key, []).append(entry)
-        self._handler_count += 1
+        handle = self._handlers.add(kind, handler, symbols)
         if self._nursery is not None and self._run_scope is not None:
             self._start_dispatcher()
-        return Handle(self, entry)
+        return handle
 
-    def _normalise_kind(self, kind: str) -> str:
-        if kind == "*" or kind in _T_TO_CHANNEL or kind == "control":
-            return kind
-        try:
-            return channel_to_wire(kind)
-        except UsageError:
-            raise UsageError(
-                f"unknown handler kind {kind!r}; use a wire code such as 't', a channel name "
-                "such as 'trades', 'control' or '*'"
-            ) from None
-
-    def _remove_handler(self, entry: _HandlerEntry) -> None:
-        entries = self._handlers.get(entry.kind)
-        if entries and entry in entries:
-            entries.remove(entry)
-            self._handler_count -= 1
-            if not entries:
-                del self._handlers[entry.kind]
+    def _count_handler_failure(self) -> None:
+        self._errors["handler"] += 1
 
     def set_error_handler(self, handler: ErrorHandler | None) -> None:
         """Set the function called with an :class:`~trioalpaca.ErrorReport` when a message
@@ -1009,7 +929,7 @@ class AlpacaWebSocketClient:
         block (``handler_errors="raise"``). An exception raised by the error handler itself ends
         the block.
         """
-        self._error_handler = handler
+        self._handlers.error_handler = handler
 
     def _start_dispatcher(self) -> None:
         if self._dispatcher_running or self._nursery is None:
@@ -1020,61 +940,18 @@ class AlpacaWebSocketClient:
     async def _dispatch_loop(self) -> None:
         buffer = self._buffer
         try:
-            while self._handler_count:
+            handlers = self._handlers
+            while handlers.count:
                 try:
                     msg = await buffer.get()
                 except trio.EndOfChannel:
                     return
-                if not self._handler_count:
+                if not handlers.count:
                     buffer.push_front(msg)
                     return
-                await self._dispatch(msg)
+                await handlers.dispatch(msg)
         finally:
             self._dispatcher_running = False
-
-    async def _dispatch(self, msg: Any) -> None:
-        handlers = self._handlers
-        if type(msg) is dict:
-            code = msg.get("T", "")
-            channel = _T_TO_CHANNEL.get(code, "")
-        else:
-            code = type(msg).wire_type
-            channel = type(msg).channel
-        entries: list[_HandlerEntry] = []
-        for key in (code, channel, "*"):
-            found = handlers.get(key)
-            if found:
-                entries.extend(found)
-        if not entries:
-            return
-        symbols: tuple[str, ...] | None = None
-        for entry in entries:
-            if entry.symbols is not None:
-                if symbols is None:
-                    symbols = _symbols_of(msg)
-                if entry.symbols.isdisjoint(symbols):
-                    continue
-            try:
-                await entry.fn(msg)
-            except Exception as exc:
-                await self._handler_failed(exc, msg, entry)
-
-    async def _handler_failed(self, exc: Exception, msg: Any, entry: _HandlerEntry) -> None:
-        self._errors["handler"] += 1
-        if self._error_handler is not None:
-            report = ErrorReport(
-                exception=exc,
-                component="client",
-                handler=handler_name(entry.fn),
-                message=msg,
-                batch=(msg,),
-                kind=entry.kind,
-            )
-            await call_maybe_async(self._error_handler, report)
-            return
-        if self._handler_errors == "raise":
-            raise exc
-        logger.exception("message handler raised; the stream continues", exc_info=exc)
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -1204,7 +1081,9 @@ class AlpacaWebSocketClient:
         ``heartbeat_rtt_ms`` (last ping round trip), ``reconnects``, ``errors`` (count per
         server code or error class), ``dropped``,
         ``buffered``, ``last_message_age_s`` (``None`` before the first message),
-        ``subscriptions`` (confirmed).
+        ``subscriptions`` (confirmed), ``malformed_messages`` (elements and frames delivered
+        as :class:`~trioalpaca.models.MalformedMessage`), ``undecodable_frames`` (those that
+        were whole frames).
         """
         st = self.statistics()
         lat = st.latency
@@ -1222,6 +1101,8 @@ class AlpacaWebSocketClient:
             "heartbeat_rtt_ms": None if rtt is None else rtt * 1e3,
             "reconnects": st.reconnects,
             "errors": dict(st.errors),
+            "malformed_messages": self._malformed.messages,
+            "undecodable_frames": self._malformed.frames,
             "dropped": st.dropped,
             "buffered": st.buffered,
             "last_message_age_s": st.last_message_age,
@@ -1312,14 +1193,15 @@ class _Session:
         client = self.client
         if self._trading:
             msgs = [m for m in msgs if not _is_trading_control(m)]
-            control = False
-            ready = "trade_updates" in proto.listening
-        else:
-            control = proto.last_control
-            ready = proto.state is ClientState.READY
+        control = proto.last_control
+        ready = proto.ready
         self.flush()
-        if client.observers:
-            self._observe(proto, control, msgs)
+        if not self._authenticated and proto.authenticated:
+            self._authenticated = True
+            if client.observers:
+                client._notify("authenticated")
+        if control and client.observers:
+            self._observe_ack(proto, msgs)
         error = proto.error
         if error is not None:
             raise error
@@ -1334,11 +1216,8 @@ class _Session:
             self.ready.set()
         return msgs
 
-    def _observe(self, proto: Any, control: bool, msgs: list[Any]) -> None:
-        if not self._authenticated and proto.authenticated:
-            self._authenticated = True
-            self.client._notify("authenticated")
-        if control and msgs:
+    def _observe_ack(self, proto: StreamClientProtocol, msgs: list[Any]) -> None:
+        if msgs:
             msg = msgs[0]
             if isinstance(msg, SubscriptionChanged) or (
                 type(msg) is dict and msg.get("T") == "subscription"

@@ -60,6 +60,7 @@ from ._errors import (
 from ._groups import exception_leaves, single_error
 from ._handlers import ErrorAction, ErrorHandler, ErrorReport, call_maybe_async
 from ._handover import Handover, HandoverTable, Verdict
+from ._options import StreamOptions
 from ._pool_policy import (
     Health,
     HealthSample,
@@ -319,7 +320,7 @@ class ConnectionPool:
         backoff: Backoff,
         handle_buffer_size: int,
         handle_overflow: HandleOverflow,
-        client_options: Mapping[str, Any],
+        options: StreamOptions,
     ) -> None:
         self._nursery = nursery
         self._credentials = tuple(credentials)
@@ -336,7 +337,7 @@ class ConnectionPool:
         self._backoff = backoff
         self._handle_buffer_size = handle_buffer_size
         self._handle_overflow: HandleOverflow = handle_overflow
-        self._client_options = dict(client_options)
+        self._options = options
         self._slots = [_Slot(spec, backoff, self._urls[spec.endpoint]) for spec in specs]
         self._lock = trio.Lock()
         self._changed = trio.Event()
@@ -776,8 +777,7 @@ class ConnectionPool:
                 self._notify()
 
     def _client_timeout(self) -> float:
-        value = self._client_options.get("subscription_timeout", 10.0)
-        return float(value) if value is not None else 10.0
+        return self._options.subscription_timeout
 
     # -- internals: message routing (hot path) ----------------------------------------------
 
@@ -836,7 +836,7 @@ class ConnectionPool:
 
     def _make_client(self, slot: _Slot) -> AlpacaWebSocketClient:
         cred = self._credentials[slot.spec.credential]
-        kwargs: dict[str, Any] = dict(self._client_options)
+        kwargs: dict[str, Any] = self._options.client_kwargs()
         kwargs.update(_channel_kwargs(self._channels_for(slot.symbols)))
         if slot.url is not None:
             kwargs["url"] = slot.url
@@ -1431,6 +1431,7 @@ async def open_pool(
     backoff: Backoff | None = None,
     handle_buffer_size: int = 10_000,
     handle_overflow: HandleOverflow = "block",
+    options: StreamOptions | None = None,
     **client_options: Any,
 ) -> AsyncIterator[ConnectionPool]:
     """Open a pool of market data connections; leaving the block closes all of them.
@@ -1471,11 +1472,14 @@ async def open_pool(
             :class:`~trioalpaca.backoff.Backoff`.
         handle_buffer_size: default per-handle buffer bound (messages).
         handle_overflow: default per-handle overflow policy, ``"block"`` or ``"drop_oldest"``.
-        client_options: passed to every :class:`~trioalpaca.client.AlpacaWebSocketClient`
+        options: the settings of every :class:`~trioalpaca.client.AlpacaWebSocketClient` the
+            pool opens, as one frozen :class:`~trioalpaca.StreamOptions`.
+        client_options: the same settings as keywords, when ``options`` is not given
             (``heartbeat_interval``, ``heartbeat_timeout``, ``staleness_timeout``,
             ``buffer_size``, ``overflow``, ``subscription_timeout``, ``encoding``,
             ``ssl_context`` (TLS settings for ``wss://``; a certificate that does not verify
-            fails the slot with :class:`~trioalpaca.TLSError`, never retried), ...).
+            fails the slot with :class:`~trioalpaca.TLSError`, never retried), ...); an
+            unknown name is refused with :class:`~trioalpaca.UsageError` before connecting.
             ``max_reconnect_attempts`` is managed by the pool and cannot be passed.
 
     Yields:
@@ -1496,6 +1500,9 @@ async def open_pool(
         raise UsageError("pools carry market data streams only (stream_type='data')")
     if client_options.pop("raw_data", False):
         raise UsageError("pools deliver typed messages; raw_data=True is not supported")
+    if options is not None and client_options:
+        raise UsageError("pass the client settings either as options= or as keywords, not both")
+    stream_options = options if options is not None else StreamOptions.from_kwargs(**client_options)
     creds = _resolve_credentials(api_key, api_secret, credentials)
     urls: list[str | None] = [url] if isinstance(url, str) or url is None else list(url)
     if not urls:
@@ -1542,7 +1549,7 @@ async def open_pool(
                 backoff=backoff if backoff is not None else Backoff(),
                 handle_buffer_size=handle_buffer_size,
                 handle_overflow=handle_overflow,
-                client_options=client_options,
+                options=stream_options,
             )
             try:
                 for slot in pool._slots:

@@ -14,17 +14,23 @@ unsubscribing ``"*"`` removes the wildcard and leaves explicitly listed symbols 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from .._errors import UsageError
-from ..endpoints import MIRRORED_CHANNELS, Endpoint, channel_to_wire
+from ..endpoints import (
+    MIRRORED_CHANNELS,
+    Endpoint,
+    channel_to_python,
+    channel_to_wire,
+)
 
 __all__ = [
     "SYMBOL_RE",
     "Action",
     "ChannelSpec",
     "State",
+    "any_symbol",
     "apply_change",
     "build_request",
     "freeze_state",
@@ -46,53 +52,57 @@ State = dict[str, dict[str, None]]
 SYMBOL_RE = re.compile(r"\*|[A-Za-z0-9][A-Za-z0-9./:_-]{0,39}")
 
 
-def _symbols(value: ChannelSpec, channel: str) -> tuple[str, ...]:
-    """Deduplicate (keeping order) the symbols given for one channel."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = (value,)
-    out: dict[str, None] = {}
-    for sym in value:
-        if not isinstance(sym, str) or not sym:
-            raise UsageError(
-                f"symbols for channel {channel!r} must be non-empty strings, got {sym!r}"
-            )
-        out[sym] = None
-    return tuple(out)
+def any_symbol(symbol: object) -> str:
+    """The protocol's own symbol rule: any non-empty string (the server judges the syntax)."""
+    if not isinstance(symbol, str) or not symbol:
+        raise UsageError(f"symbols must be non-empty strings, got {symbol!r:.60}")
+    return symbol
 
 
 def normalize_channels(
-    endpoint: Endpoint, channels: Mapping[str, ChannelSpec]
+    endpoint: Endpoint,
+    channels: Mapping[str, ChannelSpec],
+    *,
+    symbol: Callable[[object], str] = any_symbol,
 ) -> dict[str, tuple[str, ...]]:
     """Validate and normalise a channel mapping for ``endpoint``.
 
-    Channel names may use either spelling (``daily_bars`` / ``dailyBars``); the result uses wire
-    names, drops channels with no symbols, removes duplicate symbols (keeping the first
-    occurrence) and treats a bare string as one symbol.
+    The one validation of subscriptions: the client calls it for its constructor arguments and
+    every ``subscribe`` / ``unsubscribe`` with ``symbol=check_symbol`` (upper case, no blanks:
+    see :func:`~trioalpaca.endpoints.check_symbol`); the sans-IO protocol for its own requests
+    with the default :func:`any_symbol` (so that it can still carry what the server would refuse
+    with 400). Channel names may use either spelling (``daily_bars`` / ``dailyBars``); the result
+    uses wire names, drops channels with no symbols, removes duplicate symbols (keeping the
+    first occurrence) and treats a bare string as one symbol.
 
     Raises:
         UsageError: unknown channel, a channel this endpoint does not offer, a server-maintained
-            channel (``corrections``, ``cancelErrors``), or a non-string symbol.
+            channel (``corrections``, ``cancelErrors``), or a symbol ``symbol`` refuses.
     """
     out: dict[str, tuple[str, ...]] = {}
     for name, value in channels.items():
         wire = channel_to_wire(name)
+        if value is None:
+            continue
+        syms = tuple(
+            dict.fromkeys(symbol(s) for s in ((value,) if isinstance(value, str) else value))
+        )
+        if not syms:
+            continue  # a channel with no symbols asks for nothing, whatever the feed
         if wire not in endpoint.channels:
             if wire in MIRRORED_CHANNELS:
                 raise UsageError(
                     f"{name!r} cannot be subscribed directly: the server adds corrections and "
                     "cancel errors for every symbol subscribed on 'trades'"
                 )
-            offered = ", ".join(sorted(endpoint.channels))
+            offered = ", ".join(sorted(channel_to_python(c) for c in endpoint.channels))
             raise UsageError(
-                f"feed {endpoint.feed!r} has no channel {name!r}; it offers: {offered}"
+                f"feed {endpoint.feed!r} has no channel {channel_to_python(wire)!r}; "
+                f"it offers {offered}"
             )
-        syms = _symbols(value, name)
-        if syms:
-            if wire in out:
-                syms = tuple(dict.fromkeys(out[wire] + syms))
-            out[wire] = syms
+        if wire in out:
+            syms = tuple(dict.fromkeys(out[wire] + syms))
+        out[wire] = syms
     return out
 
 

@@ -22,7 +22,7 @@ accepts) and every other message as the whole decoded object.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from .. import models
@@ -37,6 +37,7 @@ from .._errors import (
     server_error,
 )
 from .client import ClientState
+from .common import ChannelSpec
 
 __all__ = ["TradingClientProtocol"]
 
@@ -80,6 +81,8 @@ class TradingClientProtocol:
         self._listening: tuple[str, ...] = ()
         self.error: TrioAlpacaError | None = None
         self.fatal_error: TrioAlpacaError | None = None
+        #: always False: the trading stream's control messages are filtered by the caller
+        self.last_control = False
         if auth_form == "authenticate":
             auth: dict[str, Any] = {
                 "action": "authenticate",
@@ -98,6 +101,24 @@ class TradingClientProtocol:
     def authenticated(self) -> bool:
         """Whether the server replied ``authorized``."""
         return self._state is ClientState.READY
+
+    @property
+    def ready(self) -> bool:
+        """Whether ``trade_updates`` flows (the server confirmed listening to it)."""
+        return "trade_updates" in self._listening
+
+    @property
+    def acknowledged(self) -> dict[str, tuple[str, ...]]:
+        """The trading stream has no market data subscriptions: always empty."""
+        return {}
+
+    def subscribe(self, channels: Mapping[str, ChannelSpec]) -> int:
+        """Refused: the trading stream has no market data channels (use :meth:`listen`)."""
+        raise UsageError("the trading stream has no market data channels")
+
+    def unsubscribe(self, channels: Mapping[str, ChannelSpec]) -> int:
+        """Refused: the trading stream has no market data channels (use :meth:`listen`)."""
+        raise UsageError("the trading stream has no market data channels")
 
     @property
     def listening(self) -> tuple[str, ...]:

@@ -53,6 +53,8 @@ TimeBound = int | str | _dt.datetime | None
 _CONTROL_TYPES = (Connected, Authenticated, SubscriptionChanged, ServerError)
 _CONTROL_T = frozenset({"success", "error", "subscription"})
 _CHECKPOINT_EVERY = 512
+#: Records decoded per refill of the output queue (single-stream replay).
+_FRAMES_PER_FILL = 4
 
 
 def to_ns(value: TimeBound) -> int | None:
@@ -357,13 +359,28 @@ class ReplayStream:
     async def _fill(self) -> bool:
         """Decode the next chunk (or merge window); ``False`` at the end of the recording."""
         if len(self._cursors) == 1:
-            cursor = self._cursors[0]
-            records = await trio.to_thread.run_sync(cursor.load)
-            if records is None:
-                self._flush_held(0)
-                return bool(self._q)
-            self._process(0, records)
-            return True
+            # Decode a few frames at a time, not a whole chunk: few live objects at once keeps
+            # the garbage collector's passes short.
+            recs, pos = self._loaded[0], self._pos[0]
+            assert recs is not None
+            q = self._q
+            while True:
+                if pos < len(recs):
+                    stop = min(pos + _FRAMES_PER_FILL, len(recs))
+                    self._process(0, recs[pos:stop])
+                    self._pos[0] = pos = stop
+                    if q:
+                        return True
+                    continue
+                if self._exhausted[0]:
+                    return bool(q)
+                records = await trio.to_thread.run_sync(self._cursors[0].load)
+                if records is None:
+                    self._exhausted[0] = True
+                    self._flush_held(0)
+                    self._loaded[0] = []
+                    return bool(q)
+                self._loaded[0], self._pos[0] = recs, pos = records, 0
         return await self._fill_merged()
 
     async def _fill_merged(self) -> bool:
@@ -384,8 +401,9 @@ class ReplayStream:
         if not heap:
             return bool(self._q)
         heapq.heapify(heap)
-        # merge until one stream's loaded records run out (then it must be reloaded first)
-        while heap:
+        # merge until something is queued, or one stream's loaded records run out (then it
+        # must be reloaded first)
+        while heap and not self._q:
             _, i = heap[0]
             recs = loaded[i]
             assert recs is not None
