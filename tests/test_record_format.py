@@ -197,7 +197,7 @@ def test_replay_of_random_records(
             expected += held
             frame = _trade_frame(i, ns, n)
             w.add(RecordKind.FRAME_IN_TEXT, ns, frame)
-            held = [(ns, Trade("S%d" % j, i * 10 + j, "V", 1.5, 1, (), ns, "C")) for j in range(n)]
+            held = [(ns, Trade(f"S{j}", i * 10 + j, "V", 1.5, 1, (), ns, "C")) for j in range(n)]
         elif what == "ack":  # a control frame: nothing for the consumer
             expected += held
             held = []
