@@ -42,6 +42,7 @@ from trioalpaca._buffer import MessageBuffer
 from trioalpaca._connection import Connection, Frame, open_connection
 from trioalpaca._credentials import resolve_credentials
 from trioalpaca._errors import (
+    MalformedStreamError,
     ReconnectLimitError,
     StaleStreamError,
     SubscriptionTimeoutError,
@@ -51,6 +52,7 @@ from trioalpaca._errors import (
 )
 from trioalpaca._groups import single_error
 from trioalpaca._handlers import ErrorHandler, Handle, Handler, HandlerTable
+from trioalpaca._malformed import MalformedTally
 from trioalpaca._protocol.client import DataClientProtocol
 from trioalpaca._protocol.common import normalize_channels
 from trioalpaca._protocol.stream import StreamClientProtocol
@@ -73,6 +75,7 @@ from trioalpaca.models import (
     CHANNEL_BY_WIRE_TYPE,
     Authenticated,
     Listening,
+    MalformedMessage,
     Message,
     Reconnected,
     SubscriptionChanged,
@@ -484,6 +487,7 @@ class AlpacaWebSocketClient:
         self._bytes = 0
         self._reconnects = 0
         self._errors: collections.Counter[str] = collections.Counter()
+        self._malformed = MalformedTally(logger, self._label)
         self._rate = RateMeter(RATE_WINDOW)
         self._rate_resolution = RATE_WINDOW / 20
         self._first_rx: float | None = None
@@ -669,7 +673,7 @@ class AlpacaWebSocketClient:
                             # became ready, if nothing came) may be missing.
                             last = max(self._last_rx_wall_ns or 0, self._ready_wall_ns)
                             gap_start = min(lost_at, last)
-                        if self._data_flowed:
+                        if self._data_flowed and not isinstance(exc, MalformedStreamError):
                             attempts = 0
                             schedule.reset()
                         attempts += 1
@@ -779,8 +783,17 @@ class AlpacaWebSocketClient:
             proto.listen(("trade_updates",))
             return proto
         return DataClientProtocol(
-            self.endpoint, self.encoding, key, secret, raw=self.raw_data, resubscribe=self._desired
+            self.endpoint,
+            self.encoding,
+            key,
+            secret,
+            raw=self.raw_data,
+            resubscribe=self._desired,
+            on_malformed=self._note_malformed,
         )
+
+    def _note_malformed(self, msg: MalformedMessage) -> None:
+        self._malformed.note(msg, trio.current_time())
 
     def _request_done(
         self, session: _Session, request_id: int, error: BaseException | None
@@ -1068,7 +1081,9 @@ class AlpacaWebSocketClient:
         ``heartbeat_rtt_ms`` (last ping round trip), ``reconnects``, ``errors`` (count per
         server code or error class), ``dropped``,
         ``buffered``, ``last_message_age_s`` (``None`` before the first message),
-        ``subscriptions`` (confirmed).
+        ``subscriptions`` (confirmed), ``malformed_messages`` (elements and frames delivered
+        as :class:`~trioalpaca.models.MalformedMessage`), ``undecodable_frames`` (those that
+        were whole frames).
         """
         st = self.statistics()
         lat = st.latency
@@ -1086,6 +1101,8 @@ class AlpacaWebSocketClient:
             "heartbeat_rtt_ms": None if rtt is None else rtt * 1e3,
             "reconnects": st.reconnects,
             "errors": dict(st.errors),
+            "malformed_messages": self._malformed.messages,
+            "undecodable_frames": self._malformed.frames,
             "dropped": st.dropped,
             "buffered": st.buffered,
             "last_message_age_s": st.last_message_age,
