@@ -241,12 +241,23 @@ async def _buffered(p: Params, raw: bool) -> dict[str, Any]:
     import gc
     import sys
 
+    pauses: list[float] = []
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - started[0])
+
     gc.collect()
     rss0 = _rss_mb()
     blocks0 = sys.getallocatedblocks()
+    gc.callbacks.append(on_gc)
     async with _trioalpaca_stream(p, raw_data=raw, buffer_size=p.total + 10_000) as stream:
         while stream.get_metrics()["buffered"] < p.total:
             await trio.sleep(0.05)
+        gc.callbacks.remove(on_gc)
         gc.collect()
         rss1 = _rss_mb()
         blocks1 = sys.getallocatedblocks()
@@ -256,6 +267,9 @@ async def _buffered(p: Params, raw: bool) -> dict[str, Any]:
         "rss_mb": rss1 - rss0,
         "rss_mb_per_M": (rss1 - rss0) / buffered * 1e6,
         "blocks_per_msg": (blocks1 - blocks0) / buffered,
+        "gc_count": len(pauses),
+        "gc_max_ms": max(pauses, default=0.0) * 1e3,
+        "gc_total_ms": sum(pauses) * 1e3,
     }
 
 

@@ -351,7 +351,8 @@ def main() -> int:
         print(
             f"  {r['buffered']:,} messages held: RSS +{r['rss_mb']:.0f} MB "
             f"({r['rss_mb_per_M']:.0f} MB per million), {r['blocks_per_msg']:.1f} heap blocks "
-            "per message"
+            f"per message; while filling: {r['gc_count']} GC runs, longest "
+            f"{r['gc_max_ms']:.1f} ms, total {r['gc_total_ms']:.0f} ms"
         )
     mem = {n: r for n, r in results.items() if CASES[n].kind == "memory"}
     for name, r in mem.items():

@@ -22,11 +22,11 @@ nitpicky = True
 nitpick_ignore_regex = [
     (
         r"py:.*",
-        r"(trio|trio_websocket|msgpack|attrs|attr|datetime|decimal|enum|collections|typing|types|abc|_abc|builtins|contextlib|hypothesis|ssl|os)\..*",
+        r"(trio|trio_websocket|msgpack|attrs|attr|datetime|decimal|enum|collections|typing|types|abc|_abc|builtins|contextlib|hypothesis|ssl|os|prometheus_client)\..*",
     ),
     (
         r"py:.*",
-        r"(Any|Self|Callable|Awaitable|Mapping|Sequence|Iterable|Iterator|AsyncIterator|Literal|TypeAlias|Frame|Message|Encoding|T|NoneType|ellipsis)",
+        r"(Any|Self|Callable|Awaitable|Mapping|Sequence|Iterable|Iterator|AsyncIterator|Literal|TypeAlias|Frame|Message|Encoding|T|NoneType|ellipsis|SlowClientPolicy)",
     ),
     (r"py:.*", r"trioalpaca\..*\._.*"),
     (r"py:.*", r"_[A-Z]\w*"),  # private helper classes in signatures (never documented)

@@ -19,12 +19,14 @@ from trioalpaca import (
     Dropped,
     HandshakeRejectedError,
     InsufficientSubscriptionError,
+    MalformedMessage,
     Reconnected,
     ReconnectLimitError,
     SubscriptionTimeoutError,
     Trade,
     open_stream,
 )
+from trioalpaca._protocol.client import MAX_UNDECODABLE_FRAMES
 from trioalpaca.testing import DEFAULT_SEND_BUFFER_LIMIT, Emulator, open_emulator
 
 KEY = "PKFAULTKEY"
@@ -277,12 +279,22 @@ async def test_reconnect_limit_resets_when_data_flows(autojump_clock: trio.abc.C
         assert s.get_metrics()["reconnects"] == 4
 
 
-async def test_malformed_frame_reconnects(autojump_clock: trio.abc.Clock) -> None:
+async def test_malformed_frame_is_skipped_and_a_broken_stream_reconnects(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     async with emulator() as emu, client(emu, trades=["AAPL"]) as stream:
         await take_data(stream, 3)
-        emu.inject_malformed(feed="iex")
+        emu.inject_malformed(feed="iex")  # one undecodable frame: a marker, no reconnect
+        async for msg in stream:
+            if isinstance(msg, MalformedMessage):
+                assert msg.frame and msg.raw == b"\xc1\xc1 not msgpack"
+                break
+        assert stream.get_metrics()["reconnects"] == 0
+        assert stream.get_metrics()["undecodable_frames"] == 1
+        for _ in range(MAX_UNDECODABLE_FRAMES):  # ten in a row: the stream counts as broken
+            emu.inject_malformed(feed="iex")
         await until_reconnected(stream)
-        assert "ProtocolError" in str(stream.get_metrics()["errors"])
+        assert stream.get_metrics()["errors"] == {"MalformedStreamError": 1}
 
 
 # ---------------------------------------------------------------- subscriptions in flight

@@ -22,7 +22,12 @@ from trioalpaca._codec import (
     encode_request,
     encode_trading,
 )
-from trioalpaca._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from trioalpaca._errors import (
+    LocalProtocolError,
+    MalformedMessageError,
+    ProtocolError,
+    RemoteProtocolError,
+)
 from trioalpaca._time import MAX_TIMESTAMP_NS, MIN_TIMESTAMP_NS, parse_rfc3339_ns
 from trioalpaca.endpoints import StreamKind
 from trioalpaca.testing import strategies as tst
@@ -159,8 +164,9 @@ def test_decode_timestamp_96bit(seconds: int, nanos: int) -> None:
 )
 def test_decode_rejects_timestamps_outside_years_1_to_9999(seconds: int, nanos: int) -> None:
     frame = _frame_with_raw_timestamp(b"\xc7\x0c\xff" + struct.pack(">Iq", nanos, seconds))
-    with pytest.raises(RemoteProtocolError, match="outside the years 0001-9999"):
-        Decoder("stocks", "msgpack").decode(frame)
+    [msg] = Decoder("stocks", "msgpack").decode(frame)
+    assert isinstance(msg, m.MalformedMessage)
+    assert "outside the years 0001-9999" in msg.error
 
 
 @pytest.mark.parametrize(
@@ -342,8 +348,9 @@ def test_fast_path_does_not_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
             if enc == "msgpack"
             else json.dumps([{**int_price, "t": "2021-02-22T15:51:44.208123456Z"}])
         )
-        with pytest.raises(ProtocolError, match="slow path used for Trade"):
-            decoder.decode(frame)
+        [bad] = decoder.decode(frame)
+        assert isinstance(bad, m.MalformedMessage)
+        assert "slow path used for Trade" in bad.error
 
 
 def test_decoder_accepts_memoryview_and_bytearray() -> None:
@@ -384,23 +391,8 @@ GOOD = msgpack.packb([trade_map(msgpack.Timestamp.from_unix_nano(TS))])
         (b"\x91\x81\x91\x01\x01", "malformed msgpack"),  # non-string map key
         (b"\x81\xa1T\xa1t", "expected an array"),
         (b"\x01", "expected an array"),
-        (b"\x91\x01", "not a map"),
-        (b"\x91\x80", "no 'T'"),
-        (b"\x91\x81\xa1T\x01", "non-string 'T'"),
-        (msgpack.packb([{"T": "t", "S": "A"}]), "required key 'i'"),
-        (msgpack.packb([{**trade_map(TS), "p": "cheap"}]), "'p' must be a number"),
-        (msgpack.packb([{**trade_map(TS), "s": 1.5}]), "'s' must be an integer"),
-        (msgpack.packb([{**trade_map(TS), "S": 7}]), "'S' must be a string"),
-        (msgpack.packb([{**trade_map(TS), "c": "@"}]), "'c' must be a list of strings"),
-        (msgpack.packb([{**trade_map(TS), "c": [1]}]), "'c' must be a list of strings"),
-        (msgpack.packb([{**trade_map(TS), "t": 1.5}]), "'t' must be a timestamp"),
-        (msgpack.packb([{**trade_map(TS), "t": "noon"}]), "not a valid timestamp"),
-        (msgpack.packb([{**trade_map(TS), "s": True}]), "'s' must be an integer"),
-        (msgpack.packb([{"T": "error", "code": "x", "msg": "m"}]), "'code' must be an integer"),
-        (msgpack.packb([{"T": "subscription", "trades": [1]}]), "list of symbols"),
         ("[", "malformed JSON"),
         ("{}", "expected an array"),
-        ('[{"T":"t"}]', "required key"),
         ("[" * 100_000 + "]" * 100_000, "malformed JSON"),
         (b'[{"T":"\xff"}]', "malformed"),
         (None, "must be bytes or str"),
@@ -411,20 +403,73 @@ def test_malformed_frames_raise_protocol_error(frame: Any, message: str) -> None
     decoder = Decoder("stocks", "msgpack")
     with pytest.raises(RemoteProtocolError, match=message):
         decoder.decode(frame)
-    # raw mode checks the frame's shape (not field values) and never lets anything else out
-    try:
+    with pytest.raises(RemoteProtocolError, match=message):
         decoder.decode_raw(frame)
-    except ProtocolError:
-        pass
 
 
 @pytest.mark.parametrize(
-    "frame",
-    [b"\x81\xa1T\xa1t", b"\x91\x01", b"\x91\x80", b"\x91\x81\xa1T\x01", b"\xc1", "[{}]", "{}"],
+    ("element", "message"),
+    [
+        (1, "not a map"),
+        ({}, "no 'T'"),
+        ({"T": 1}, "non-string 'T'"),
+        ({"T": "t", "S": "A"}, "required key 'i'"),
+        ({**trade_map(TS), "p": "cheap"}, "'p' must be a number"),
+        ({**trade_map(TS), "p": None}, "'p' must be a number, got None"),
+        ({**trade_map(TS), "s": 1.5}, "'s' must be an integer"),
+        ({**trade_map(TS), "S": 7}, "'S' must be a string"),
+        ({**trade_map(TS), "c": [1]}, "'c' must be a list of strings"),
+        ({**trade_map(TS), "c": 5}, "'c' must be a list of strings"),
+        ({**trade_map(TS), "t": 1.5}, "'t' must be a timestamp"),
+        ({**trade_map(TS), "t": "noon"}, "not a valid timestamp"),
+        ({**trade_map(TS), "s": True}, "'s' must be an integer"),
+        ({**trade_map(TS), "r": "later"}, "'r' is not a valid timestamp"),
+        ({"T": "error", "code": "x", "msg": "m"}, "'code' must be an integer"),
+        ({"T": "subscription", "trades": [1]}, "list of symbols"),
+    ],
 )
-def test_raw_mode_checks_shape(frame: Any) -> None:
-    with pytest.raises(RemoteProtocolError):
-        Decoder("stocks", "msgpack").decode_raw(frame)
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_malformed_element_is_replaced_and_neighbours_survive(
+    element: Any, message: str, encoding: str
+) -> None:
+    good = trade_map(TS)
+    if encoding == "json":
+        good = {**good, "t": "2021-02-22T15:51:44.208123456Z"}
+        if isinstance(element, dict) and isinstance(element.get("t"), int):
+            element = {**element, "t": good["t"]}
+    items = [good, element, good]
+    frame = msgpack.packb(items) if encoding == "msgpack" else json.dumps(items)
+    seen: list[m.MalformedMessage] = []
+    decoder = Decoder("stocks", encoding, on_malformed=seen.append)  # type: ignore[arg-type]
+    first, bad, last = decoder.decode(frame)
+    assert first == last == m.Trade.from_wire(good)
+    assert isinstance(bad, m.MalformedMessage)
+    assert message in bad.error
+    assert bad.raw == element and not bad.frame
+    assert seen == [bad]
+    if isinstance(element, dict) and element.get("T") == "t":
+        # from_wire refuses with the very same text
+        with pytest.raises(MalformedMessageError) as info:
+            m.Trade.from_wire(element)
+        assert str(info.value) == bad.error
+
+
+@pytest.mark.parametrize(
+    ("element", "raw_ok"),
+    [(1, False), ({}, False), ({"T": 1}, False), ({"T": "t", "t": "noon"}, False),
+     ({"T": "t", "t": 1.5}, False), ({"T": "t", "p": "cheap"}, True)],
+)  # fmt: skip
+def test_raw_mode_replaces_bad_shapes_only(element: Any, raw_ok: bool) -> None:
+    good = trade_map(TS)
+    frame = msgpack.packb([good, element, good])
+    seen: list[m.MalformedMessage] = []
+    first, middle, last = Decoder("stocks", "msgpack", on_malformed=seen.append).decode_raw(frame)
+    assert first == last == good
+    if raw_ok:  # field values are not checked in raw mode, only the shape and the timestamps
+        assert middle == element and not seen
+    else:
+        assert middle["T"] == "malformed" and middle["raw"] == element
+        assert [s.to_wire() for s in seen] == [middle]
 
 
 def test_raw_mode_json_converts_timestamps() -> None:
@@ -434,8 +479,19 @@ def test_raw_mode_json_converts_timestamps() -> None:
     )
     assert d["created_at"] == parse_rfc3339_ns("2022-01-05T22:00:37Z")
     assert d["updated_at"] == d["created_at"] + 1_000_000_000
-    with pytest.raises(RemoteProtocolError, match="bad timestamp"):
-        decoder.decode_raw('[{"T":"n","id":1,"created_at":"soon"}]')
+    [bad] = decoder.decode_raw('[{"T":"n","id":1,"created_at":"soon"}]')
+    assert bad["T"] == "malformed" and "not a valid timestamp" in bad["error"]
+
+
+def test_raw_mode_msgpack_converts_text_timestamps() -> None:
+    """Raw mode hands out int nanoseconds in every case, text timestamps in msgpack too."""
+    text = "2021-02-22T15:51:44.208123456Z"
+    frame = msgpack.packb([{**trade_map(text), "r": text}, {"T": "q", "t": TS}])
+    [d, q] = Decoder("stocks", "msgpack").decode_raw(frame)
+    assert d["t"] == d["r"] == TS and q["t"] == TS
+    frame = msgpack.packb([{"T": "p", "S": "BTC-PERP", "t": text, "ft": text}])
+    [p] = Decoder("crypto", "msgpack").decode_raw(frame)
+    assert p["t"] == p["ft"] == TS
 
 
 def test_protocol_error_is_retryable_remote_error() -> None:

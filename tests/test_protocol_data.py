@@ -417,8 +417,8 @@ def test_authenticated_before_welcome_is_a_violation() -> None:
         client.receive('[{"T":"success","msg":"authenticated"}]')
 
 
-def test_malformed_frame_closes() -> None:
-    client, _server, _ = connect("sip")
+def test_malformed_frame_closes_during_the_handshake() -> None:
+    client = DataClientProtocol("sip", "msgpack", KEY, SECRET)
     with pytest.raises(E.ProtocolError):
         client.receive(b"\xc1\xc1\xc1")
     assert client.state is ClientState.CLOSED and client.error is not None

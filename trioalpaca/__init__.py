@@ -21,8 +21,10 @@ from trioalpaca.models import DailyBar as DailyBar
 from trioalpaca.models import Dropped as Dropped
 from trioalpaca.models import Imbalance as Imbalance
 from trioalpaca.models import Listening as Listening
+from trioalpaca.models import MalformedMessage as MalformedMessage
 from trioalpaca.models import Message as Message
 from trioalpaca.models import News as News
+from trioalpaca.models import NewsImage as NewsImage
 from trioalpaca.models import OptionQuote as OptionQuote
 from trioalpaca.models import OptionTrade as OptionTrade
 from trioalpaca.models import Orderbook as Orderbook
@@ -60,6 +62,8 @@ from trioalpaca._errors import InternalServerError as InternalServerError
 from trioalpaca._errors import InvalidSubscribeActionError as InvalidSubscribeActionError
 from trioalpaca._errors import InvalidSyntaxError as InvalidSyntaxError
 from trioalpaca._errors import LocalProtocolError as LocalProtocolError
+from trioalpaca._errors import MalformedMessageError as MalformedMessageError
+from trioalpaca._errors import MalformedStreamError as MalformedStreamError
 from trioalpaca._errors import MsgpackRequiredError as MsgpackRequiredError
 from trioalpaca._errors import NotAuthenticatedError as NotAuthenticatedError
 from trioalpaca._errors import ProtocolError as ProtocolError
@@ -163,6 +167,20 @@ from trioalpaca.record import open_replay as open_replay
 from trioalpaca.record import serve_replay as serve_replay
 
 # --- end record ---
+
+# --- relay ---
+# isort: split
+from trioalpaca.relay import Relay as Relay
+from trioalpaca.relay import serve_relay as serve_relay
+
+# --- end relay ---
+
+# --- fanout ---
+# isort: split
+from trioalpaca.fanout import open_redis_publisher as open_redis_publisher
+from trioalpaca.fanout import open_redis_stream as open_redis_stream
+
+# --- end fanout ---
 
 # --- __module__ fix-up (as trio does): public names defined in private modules (_errors, _book,
 # _handlers, _options, record._format, ...) report the nearest public package, so reprs, pickles,

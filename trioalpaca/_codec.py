@@ -30,7 +30,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgpack
 
 from trioalpaca import models as m
-from trioalpaca._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from trioalpaca._errors import (
+    LocalProtocolError,
+    MalformedMessageError,
+    ProtocolError,
+    RemoteProtocolError,
+)
 from trioalpaca._time import (
     MAX_TIMESTAMP_NS,
     MIN_TIMESTAMP_NS,
@@ -68,178 +73,14 @@ _ENCODINGS = ("msgpack", "json")
 
 # ------------------------------------------------------------------------------- type tables
 
-_REQUIRED: Any = object()
+_REQUIRED: Any = m._REQUIRED
 
-# Field specs: (attribute, wire key, kind, default). Attribute order = the attrs field order.
-# kinds: str, int, float, strs (list of str), ts (timestamp), bool, levels (order book levels).
+# Field specs: (attribute, wire key, kind, default), attribute order = the attrs field order; one
+# table (in trioalpaca.models) drives both ``from_wire`` and the constructors generated here.
+# kinds: str, int, float, strs (list of str), ts (timestamp), bool, levels (order book levels),
+# images (news images). A default of None marks an optional key Alpaca sends only sometimes.
 _Spec = tuple[tuple[str, str, str, Any], ...]
-
-_R = _REQUIRED
-_SPECS: dict[type[Any], _Spec] = {
-    m.Trade: (
-        ("symbol", "S", "str", _R),
-        ("trade_id", "i", "int", _R),
-        ("exchange", "x", "str", _R),
-        ("price", "p", "float", _R),
-        ("size", "s", "int", _R),
-        ("conditions", "c", "strs", ()),
-        ("timestamp_ns", "t", "ts", _R),
-        ("tape", "z", "str", ""),
-    ),
-    m.Quote: (
-        ("symbol", "S", "str", _R),
-        ("bid_exchange", "bx", "str", _R),
-        ("bid_price", "bp", "float", _R),
-        ("bid_size", "bs", "int", _R),
-        ("ask_exchange", "ax", "str", _R),
-        ("ask_price", "ap", "float", _R),
-        ("ask_size", "as", "int", _R),
-        ("conditions", "c", "strs", ()),
-        ("timestamp_ns", "t", "ts", _R),
-        ("tape", "z", "str", ""),
-    ),
-    m.Bar: (
-        ("symbol", "S", "str", _R),
-        ("open", "o", "float", _R),
-        ("high", "h", "float", _R),
-        ("low", "l", "float", _R),
-        ("close", "c", "float", _R),
-        ("volume", "v", "int", _R),
-        ("trade_count", "n", "int", 0),
-        ("vwap", "vw", "float", 0.0),
-        ("timestamp_ns", "t", "ts", _R),
-    ),
-    m.TradingStatus: (
-        ("symbol", "S", "str", _R),
-        ("status_code", "sc", "str", ""),
-        ("status_message", "sm", "str", ""),
-        ("reason_code", "rc", "str", ""),
-        ("reason_message", "rm", "str", ""),
-        ("timestamp_ns", "t", "ts", _R),
-        ("tape", "z", "str", ""),
-    ),
-    m.LULD: (
-        ("symbol", "S", "str", _R),
-        ("limit_up", "u", "float", _R),
-        ("limit_down", "d", "float", _R),
-        ("indicator", "i", "str", ""),
-        ("timestamp_ns", "t", "ts", _R),
-        ("tape", "z", "str", ""),
-    ),
-    m.TradeCorrection: (
-        ("symbol", "S", "str", _R),
-        ("exchange", "x", "str", _R),
-        ("original_id", "oi", "int", _R),
-        ("original_price", "op", "float", _R),
-        ("original_size", "os", "int", _R),
-        ("original_conditions", "oc", "strs", ()),
-        ("corrected_id", "ci", "int", _R),
-        ("corrected_price", "cp", "float", _R),
-        ("corrected_size", "cs", "int", _R),
-        ("corrected_conditions", "cc", "strs", ()),
-        ("timestamp_ns", "t", "ts", _R),
-        ("tape", "z", "str", ""),
-    ),
-    m.TradeCancel: (
-        ("symbol", "S", "str", _R),
-        ("trade_id", "i", "int", _R),
-        ("exchange", "x", "str", _R),
-        ("price", "p", "float", _R),
-        ("size", "s", "int", _R),
-        ("action", "a", "str", _R),
-        ("timestamp_ns", "t", "ts", _R),
-        ("tape", "z", "str", ""),
-    ),
-    m.Imbalance: (
-        ("symbol", "S", "str", _R),
-        ("price", "p", "float", _R),
-        ("timestamp_ns", "t", "ts", _R),
-        ("tape", "z", "str", ""),
-    ),
-    m.CryptoTrade: (
-        ("symbol", "S", "str", _R),
-        ("trade_id", "i", "int", _R),
-        ("price", "p", "float", _R),
-        ("size", "s", "float", _R),
-        ("taker_side", "tks", "str", ""),
-        ("timestamp_ns", "t", "ts", _R),
-    ),
-    m.CryptoQuote: (
-        ("symbol", "S", "str", _R),
-        ("bid_price", "bp", "float", _R),
-        ("bid_size", "bs", "float", _R),
-        ("ask_price", "ap", "float", _R),
-        ("ask_size", "as", "float", _R),
-        ("timestamp_ns", "t", "ts", _R),
-    ),
-    m.CryptoBar: (
-        ("symbol", "S", "str", _R),
-        ("open", "o", "float", _R),
-        ("high", "h", "float", _R),
-        ("low", "l", "float", _R),
-        ("close", "c", "float", _R),
-        ("volume", "v", "float", _R),
-        ("trade_count", "n", "int", 0),
-        ("vwap", "vw", "float", 0.0),
-        ("timestamp_ns", "t", "ts", _R),
-    ),
-    m.Orderbook: (
-        ("symbol", "S", "str", _R),
-        ("timestamp_ns", "t", "ts", _R),
-        ("bids", "b", "levels", ()),
-        ("asks", "a", "levels", ()),
-        ("reset", "r", "bool", False),
-    ),
-    m.CryptoPricing: (
-        ("symbol", "S", "str", _R),
-        ("exchange", "x", "str", ""),
-        ("index_price", "ip", "float", _R),
-        ("mark_price", "mp", "float", _R),
-        ("funding_rate", "fr", "float", _R),
-        ("open_interest", "oi", "float", _R),
-        ("timestamp_ns", "t", "ts", _R),
-        ("next_funding_time_ns", "ft", "ts", _R),
-    ),
-    m.OptionTrade: (
-        ("symbol", "S", "str", _R),
-        ("price", "p", "float", _R),
-        ("size", "s", "int", _R),
-        ("exchange", "x", "str", _R),
-        ("condition", "c", "str", ""),
-        ("timestamp_ns", "t", "ts", _R),
-    ),
-    m.OptionQuote: (
-        ("symbol", "S", "str", _R),
-        ("bid_exchange", "bx", "str", _R),
-        ("bid_price", "bp", "float", _R),
-        ("bid_size", "bs", "int", _R),
-        ("ask_exchange", "ax", "str", _R),
-        ("ask_price", "ap", "float", _R),
-        ("ask_size", "as", "int", _R),
-        ("condition", "c", "str", ""),
-        ("timestamp_ns", "t", "ts", _R),
-    ),
-    m.News: (
-        ("id", "id", "int", _R),
-        ("headline", "headline", "str", ""),
-        ("summary", "summary", "str", ""),
-        ("author", "author", "str", ""),
-        ("created_at_ns", "created_at", "ts", _R),
-        ("updated_at_ns", "updated_at", "ts", _R),
-        ("content", "content", "str", ""),
-        ("url", "url", "str", ""),
-        ("symbols", "symbols", "strs", ()),
-        ("source", "source", "str", ""),
-    ),
-}
-for _sub, _base in (
-    (m.DailyBar, m.Bar),
-    (m.UpdatedBar, m.Bar),
-    (m.CryptoDailyBar, m.CryptoBar),
-    (m.CryptoUpdatedBar, m.CryptoBar),
-):
-    _SPECS[_sub] = _SPECS[_base]
-del _R
+_SPECS: Mapping[type[Any], _Spec] = m._SPECS
 
 #: Market data classes per stream kind, keyed by ``T``.
 _DATA_TYPES: dict[str, dict[str, type[Any]]] = {
@@ -300,78 +141,9 @@ def _encoding_name(encoding: Any) -> str:
 # ------------------------------------------------------------------------ generic (slow) path
 
 
-def _norm(kind: str, key: str, v: Any, t: str) -> Any:
-    """Validate/normalise one field value of a ``T`` message (slow path)."""
-    if kind == "str":
-        if isinstance(v, str):
-            return v
-    elif kind == "int":
-        if isinstance(v, int) and not isinstance(v, bool):
-            return v
-    elif kind == "float":
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            try:
-                return float(v)
-            except OverflowError:
-                pass
-    elif kind == "ts":
-        if isinstance(v, int) and not isinstance(v, bool):
-            if MIN_TIMESTAMP_NS <= v <= MAX_TIMESTAMP_NS:
-                return v
-            raise _remote(f"{t!r} message: {key!r} is outside the years 0001-9999: {v} ns")
-        if isinstance(v, str):
-            try:
-                return parse_rfc3339_ns(v)
-            except ValueError as exc:
-                raise _remote(f"{t!r} message: {key!r} is not a valid timestamp: {exc}") from None
-    elif kind == "strs":
-        if v is None:
-            return ()
-        if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
-            return tuple(v)
-    elif kind == "bool":
-        if isinstance(v, bool):
-            return v
-    elif kind == "levels":
-        if v is None:
-            return ()
-        if isinstance(v, (list, tuple)):
-            levels = []
-            for lv in v:
-                if not isinstance(lv, Mapping) or "p" not in lv or "s" not in lv:
-                    break
-                price = _norm("float", "p", lv["p"], t)
-                size = _norm("float", "s", lv["s"], t)
-                levels.append(m.OrderbookLevel(price, size))
-            else:
-                return tuple(levels)
-    expected = {
-        "str": "a string",
-        "int": "an integer",
-        "float": "a number",
-        "ts": "a timestamp",
-        "strs": "a list of strings",
-        "bool": "a boolean",
-        "levels": "a list of {p, s} price levels",
-    }[kind]
-    raise _remote(f"{t!r} message: {key!r} must be {expected}, got {_short(v)}")
-
-
-def _slow_build(cls: type[Any], d: Any) -> Any:
-    """Generic, validating constructor: the fallback when the fast path declines."""
-    t = cls.wire_type
-    if not isinstance(d, Mapping):
-        raise _remote(f"expected a map for a {t!r} message, got {_short(d)}")
-    values = []
-    for _attr, key, kind, default in _SPECS[cls]:
-        v = d.get(key, _REQUIRED)
-        if v is _REQUIRED:
-            if default is _REQUIRED:
-                raise _remote(f"{t!r} ({cls.__name__}) message without required key {key!r}")
-            values.append(default)
-        else:
-            values.append(_norm(kind, key, v, t))
-    return cls(*values)
+_slow_build = m._build
+"""Generic, validating constructor (the fallback when the fast path declines): normalises by
+the documented rules or raises :class:`~trioalpaca._errors.MalformedMessageError`."""
 
 
 # ---------------------------------------------------------------------------- fast path (gen)
@@ -438,12 +210,29 @@ def _ctor_source(
     env[f"cls{tag}"] = cls
     lines = ["try:"]
     checks = []
-    for i, (attr, key, kind, _default) in enumerate(spec):
+    pytypes = {"str": "str", "int": "int", "float": "float", "ts": "int", "bool": "bool"}
+    for i, (attr, key, kind, default) in enumerate(spec):
         # the slot's member descriptor stores directly, bypassing the frozen __setattr__
         owner = next(base for base in cls.__mro__ if attr in base.__dict__)
         env[f"set{tag}_{i}"] = owner.__dict__[attr].__set__
         var = f"v{i}"
-        if kind == "ts" and encoding == "json":
+        if default is None:
+            # optional key, usually absent: one dict lookup; anything present but unusual
+            # (and every list of news images) goes to the slow path
+            lines.append(f"    {var} = d.get({key!r})")
+            if kind == "ts" and encoding == "json":
+                lines.append(f"    if {var} is not None:")
+                lines.append(f"        {var} = parse_ts({var})")
+            elif kind == "ts":
+                checks.append(
+                    f"({var} is not None and (type({var}) is not int"
+                    f" or not MIN_TS <= {var} <= MAX_TS))"
+                )
+            elif kind in pytypes:
+                checks.append(f"({var} is not None and type({var}) is not {pytypes[kind]})")
+            else:
+                checks.append(f"{var} is not None")
+        elif kind == "ts" and encoding == "json":
             lines.append(f"    {var} = parse_ts(d[{key!r}])")
         elif kind == "strs":
             # str.join raises TypeError (-> slow path -> clear error) for non-string elements
@@ -454,8 +243,7 @@ def _ctor_source(
             lines.append(f"    {var} = levels(d[{key!r}])")
         else:
             lines.append(f"    {var} = d[{key!r}]")
-            pytype = {"str": "str", "int": "int", "float": "float", "ts": "int", "bool": "bool"}
-            checks.append(f"type({var}) is not {pytype[kind]}")
+            checks.append(f"type({var}) is not {pytypes[kind]}")
             if kind == "ts":
                 checks.append(f"not MIN_TS <= {var} <= MAX_TS")
     fail_lines = fail.replace("CLS", f"cls{tag}").split("\n")
@@ -633,19 +421,71 @@ def _load(frame: Any, encoding: str, use_list: bool) -> Any:
     raise _remote(f"a frame must be bytes or str, got {type(frame).__name__}")
 
 
+def _malformed_error(msg: str) -> MalformedMessageError:
+    return MalformedMessageError(msg)
+
+
 def _check_element(d: Any, index: int) -> str:
     if not isinstance(d, dict):
-        raise _remote(f"frame element {index} is not a map: {_short(d)}")
+        raise _malformed_error(f"frame element {index} is not a map: {_short(d)}")
     t = d.get("T", _REQUIRED)
     if t is _REQUIRED:
-        raise _remote(f"frame element {index} has no 'T' (type) key: {_short(d)}")
+        raise _malformed_error(f"frame element {index} has no 'T' (type) key: {_short(d)}")
     if not isinstance(t, str):
-        raise _remote(f"frame element {index} has a non-string 'T': {_short(t)}")
+        raise _malformed_error(f"frame element {index} has a non-string 'T': {_short(t)}")
     return t
+
+
+def _raw_timestamps(d: dict[str, Any], t: str, keys: tuple[str, ...]) -> None:
+    """Make the timestamps of a raw dict canonical in place (RFC 3339 text -> int ns)."""
+    for key in keys:
+        v = d.get(key)
+        if v is None or type(v) is int:
+            continue
+        if type(v) is not str:
+            raise _malformed_error(f"{t!r} message: {key!r} must be a timestamp, got {_short(v)}")
+        try:
+            d[key] = parse_rfc3339_ns(v)
+        except ValueError as exc:
+            raise _malformed_error(
+                f"{t!r} message: {key!r} is not a valid timestamp: {exc}"
+            ) from None
+
+
+def _make_raw_check(kind: str) -> Callable[[list[Any]], bool]:
+    """Generate the raw (msgpack) fast check: every element a map with a string ``T`` and an
+    ``int`` (or nothing) at every timestamp key this stream kind uses; anything else (or an
+    exception) sends the frame to the careful path."""
+    keys = sorted({key for cls in _DATA_TYPES[kind].values() for key in _TS_KEYS[cls]})
+    cond = " or ".join(
+        ["type(d['T']) is not str", *(f"type(d.get({k!r}, 0)) is not int" for k in keys)]
+    )
+    source = (
+        "def raw_check(items):\n"
+        "    for d in items:\n"
+        f"        if {cond}:\n"
+        "            return False\n"
+        "    return True\n"
+    )
+    check: Callable[[list[Any]], bool] = _compile(
+        source, f"raw check ({kind})", {"type": type, "str": str, "int": int}, "raw_check"
+    )
+    return check
+
+
+_RAW_CHECKS: dict[str, Callable[[list[Any]], bool]] = {
+    kind: _make_raw_check(kind) for kind in _DATA_TYPES
+}
 
 
 class Decoder:
     """Decode frames of one stream kind and encoding into messages.
+
+    One bad element costs neither its neighbours nor the frame: an element that cannot be decoded
+    or normalised becomes a :class:`~trioalpaca.models.MalformedMessage` in its place (in raw
+    mode, that event's :meth:`~trioalpaca.models.MalformedMessage.to_wire` dict) and the rest of
+    the frame is decoded as usual. Only a frame that does not decode at all (bad msgpack or JSON,
+    not an array) raises :class:`~trioalpaca._errors.RemoteProtocolError`.
 
     Args:
         kind: the stream kind (a :class:`~trioalpaca.endpoints.StreamKind` or its string value:
@@ -653,16 +493,34 @@ class Decoder:
             which class a ``T`` code maps to (``"t"`` is a stock, crypto or option trade).
         encoding: ``"msgpack"`` or ``"json"``. Text (``str``) frames are always parsed as JSON;
             binary frames by ``encoding``.
+        on_malformed: called (synchronously) with every
+            :class:`~trioalpaca.models.MalformedMessage` the decoder produces, e.g. to count and
+            log them. Never called on the fast path.
     """
 
-    __slots__ = ("_decode_items", "_encoding", "_kind", "_table", "_ts_keys")
+    __slots__ = (
+        "_decode_items",
+        "_encoding",
+        "_kind",
+        "_on_malformed",
+        "_raw_check",
+        "_table",
+        "_ts_keys",
+    )
 
-    def __init__(self, kind: StreamKind | str, encoding: Encoding) -> None:
+    def __init__(
+        self,
+        kind: StreamKind | str,
+        encoding: Encoding,
+        on_malformed: Callable[[m.MalformedMessage], object] | None = None,
+    ) -> None:
         self._kind = _kind_name(kind)
         self._encoding = _encoding_name(encoding)
         self._table = _TABLES[(self._kind, self._encoding)]
         self._decode_items = _FRAME_DECODERS[(self._kind, self._encoding)]
         self._ts_keys = _TS_KEYS_BY_T[self._kind]
+        self._raw_check = _RAW_CHECKS[self._kind]
+        self._on_malformed = on_malformed
 
     @property
     def kind(self) -> str:
@@ -680,11 +538,12 @@ class Decoder:
         Unknown ``T`` codes become :class:`~trioalpaca.models.UnknownMessage`; control messages
         become :class:`~trioalpaca.models.Connected`, :class:`~trioalpaca.models.Authenticated`,
         :class:`~trioalpaca.models.ServerError` or
-        :class:`~trioalpaca.models.SubscriptionChanged`. On the trading stream the frame is one
-        object and the result has one element.
+        :class:`~trioalpaca.models.SubscriptionChanged`; an element that cannot be decoded or
+        normalised becomes a :class:`~trioalpaca.models.MalformedMessage` in its place. On the
+        trading stream the frame is one object and the result has one element.
 
         Raises:
-            RemoteProtocolError: the frame is malformed (never any other exception).
+            RemoteProtocolError: the frame as a whole is malformed (never any other exception).
         """
         if self._kind == "trading":
             return [self._decode_trading(frame)]
@@ -701,37 +560,44 @@ class Decoder:
                 raise _remote(f"expected an array of messages, got {_short(items)}")
         try:
             return self._decode_items(items)
-        except Exception:  # something unusual: redo it element by element with diagnostics
+        except Exception:  # something unusual: redo it element by element
             return self._decode_careful(items)
+
+    def _malformed(self, d: Any, exc: BaseException, index: int, t: Any) -> m.MalformedMessage:
+        if isinstance(exc, ProtocolError):
+            error = str(exc)
+        else:  # pragma: no cover - the constructors only raise protocol errors
+            error = f"frame element {index} ({t!r}) is malformed: {_describe(exc)}"
+        msg = m.MalformedMessage(_thaw(d), error)
+        if self._on_malformed is not None:
+            self._on_malformed(msg)
+        return msg
 
     def _decode_careful(self, items: Sequence[Any]) -> list[m.Message]:
         table = self._table
         out: list[m.Message] = []
         for index, d in enumerate(items):
-            t = _check_element(d, index)
-            ctor = table.get(t)
-            if ctor is None:
-                out.append(_unknown(d))
-                continue
+            t = None
             try:
-                out.append(ctor(d))
-            except ProtocolError:
-                raise
+                t = _check_element(d, index)
+                ctor = table.get(t)
+                out.append(_unknown(d) if ctor is None else ctor(d))
             except Exception as exc:
-                raise _remote(
-                    f"frame element {index} ({t!r}) is malformed: {_describe(exc)}", exc
-                ) from None
+                out.append(self._malformed(d, exc, index, t))
         return out
 
     def decode_raw(self, frame: Frame) -> list[dict[str, Any]]:
         """Decode one frame into canonical wire dicts (timestamps as int nanoseconds).
 
-        Only the frame's shape is validated (an array of maps, each with a string ``T``; JSON
-        timestamps at known keys are converted); field values are passed on as received. On the
-        trading stream the result is the one object of the frame.
+        Only the shape is validated (each element a map with a string ``T``) and timestamps are
+        made canonical: every timestamp key of a known ``T`` holds an ``int`` of nanoseconds (RFC
+        3339 text, in JSON or msgpack frames, is converted). Other field values are passed on
+        as received. An element that fails these checks becomes the dict of a
+        :class:`~trioalpaca.models.MalformedMessage` (``{"T": "malformed", ...}``) in its place.
+        On the trading stream the result is the one object of the frame.
 
         Raises:
-            RemoteProtocolError: the frame is malformed.
+            RemoteProtocolError: the frame as a whole is malformed.
         """
         if self._kind == "trading":
             return [decode_trading(frame, self.encoding)]
@@ -743,34 +609,30 @@ class Decoder:
             if type(items) is not list:
                 raise _remote(f"expected an array of messages, got {_short(items)}")
             try:
-                for d in items:
-                    if type(d["T"]) is not str:
-                        break
-                else:
+                if self._raw_check(items):
                     return items
             except Exception:
                 pass
-            for index, d in enumerate(items):
-                _check_element(d, index)
-            return items  # pragma: no cover - _check_element raised
+            return self._raw_careful(items)
         items = _load(frame, self._encoding, True)
         if type(items) is not list:
             raise _remote(f"expected an array of messages, got {_short(items)}")
+        return self._raw_careful(items)
+
+    def _raw_careful(self, items: list[Any]) -> list[dict[str, Any]]:
         ts_keys = self._ts_keys
+        out: list[dict[str, Any]] = []
         for index, d in enumerate(items):
-            t = _check_element(d, index)
-            keys = ts_keys.get(t)
-            if keys:
-                for key in keys:
-                    v = d.get(key)
-                    if type(v) is str:
-                        try:
-                            d[key] = parse_rfc3339_ns(v)
-                        except ValueError as exc:
-                            raise _remote(
-                                f"frame element {index} ({t!r}): bad timestamp {key!r}: {exc}"
-                            ) from None
-        return items
+            t = None
+            try:
+                t = _check_element(d, index)
+                keys = ts_keys.get(t)
+                if keys:
+                    _raw_timestamps(d, t, keys)
+                out.append(d)
+            except Exception as exc:
+                out.append(self._malformed(d, exc, index, t).to_wire())
+        return out
 
     def _decode_trading(self, frame: Frame) -> m.Message:
         obj = decode_trading(frame, self.encoding)
@@ -961,7 +823,8 @@ class Encoder:
                 raise LocalProtocolError(f"{type(msg).__name__} cannot be sent on a data stream")
             if keys:
                 for key in keys:
-                    d[key] = conv(d[key])
+                    if key in d:  # optional timestamps (``r``) are only written when set
+                        d[key] = conv(d[key])
                 for key in _FLOAT_KEYS[type(msg)]:
                     v = d[key]
                     if type(v) is not float:

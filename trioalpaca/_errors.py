@@ -48,6 +48,8 @@ __all__ = [
     "InvalidSubscribeActionError",
     "InvalidSyntaxError",
     "LocalProtocolError",
+    "MalformedMessageError",
+    "MalformedStreamError",
     "MsgpackRequiredError",
     "NotAuthenticatedError",
     "ProtocolError",
@@ -384,6 +386,25 @@ class ProtocolError(TrioAlpacaError):
 
 class RemoteProtocolError(ProtocolError):
     """The server broke the protocol (unexpected message for the current state, garbage)."""
+
+
+class MalformedMessageError(RemoteProtocolError, ValueError):
+    """A message (one element of a frame, or a wire dict given to ``from_wire``) that cannot be
+    decoded or normalised: a required key missing, a value of the wrong type.
+
+    ``Model.from_wire`` raises it; the stream decoder turns the same error into a
+    :class:`~trioalpaca.models.MalformedMessage` event in the message's place (with this error's
+    text) and goes on with the rest of the frame. Also a :class:`ValueError`.
+    """
+
+
+class MalformedStreamError(RemoteProtocolError):
+    """Too many frames in a row did not decode at all: the stream counts as broken.
+
+    The client reconnects (retryable), and the backoff is *not* reset by data that arrived on the
+    broken connection, so a server that keeps sending garbage never causes a fast reconnect loop.
+    See :ref:`malformed-data`.
+    """
 
 
 class LocalProtocolError(ProtocolError):

@@ -41,6 +41,7 @@ from trioalpaca._buffer import MessageBuffer
 from trioalpaca._connection import Connection, Frame, open_connection
 from trioalpaca._credentials import resolve_credentials
 from trioalpaca._errors import (
+    MalformedStreamError,
     ReconnectLimitError,
     StaleStreamError,
     SubscriptionTimeoutError,
@@ -50,6 +51,7 @@ from trioalpaca._errors import (
 )
 from trioalpaca._groups import single_error
 from trioalpaca._handlers import _T_TO_CHANNEL, ErrorHandler, Handle, Handler, HandlerTable
+from trioalpaca._malformed import MalformedTally
 from trioalpaca._protocol.client import DataClientProtocol
 from trioalpaca._protocol.common import normalize_channels
 from trioalpaca._protocol.stream import StreamClientProtocol
@@ -72,6 +74,7 @@ from trioalpaca.metrics import LatencyHistogram, LatencySnapshot, RateMeter
 from trioalpaca.models import (
     Authenticated,
     Listening,
+    MalformedMessage,
     Message,
     Reconnected,
     SubscriptionChanged,
@@ -502,6 +505,8 @@ class AlpacaWebSocketClient:
         self._handlers = HandlerTable(handler_errors, on_failure=self._count_handler_failure)
         self._dispatcher_running = False
         self._iterating = False
+        self._owner: trio.lowlevel.TrioToken | None = None
+        self._consumer: trio.lowlevel.Task | None = None
         self._stop: trio.Event | None = None  # set by aclose() under run()
         self._closed = trio.Event()  # set when the async with block has closed everything
         self.observers: list[StreamObserver] = []
@@ -513,6 +518,7 @@ class AlpacaWebSocketClient:
         self._rx = _Receipts()
         self._reconnects = 0
         self._errors: collections.Counter[str] = collections.Counter()
+        self._malformed = MalformedTally(logger, self._label)
         self._rate_resolution = RATE_WINDOW / 20
         self._session_was_ready = False
         self._ready_wall_ns = 0
@@ -549,7 +555,9 @@ class AlpacaWebSocketClient:
 
     async def __aenter__(self) -> AlpacaWebSocketClient:
         if self._cm is not None:
+            self._check_owner()
             raise UsageError("this client is already open; create a new one per async with")
+        self._owner = trio.lowlevel.current_trio_token()
         self._closed = trio.Event()
         self._cm = self._lifecycle()
         return await self._cm.__aenter__()  # type: ignore[no-any-return]
@@ -576,6 +584,7 @@ class AlpacaWebSocketClient:
             if self._state != "failed":
                 self._state = "closed"
             self._conn = None
+            self._owner = None
             self._closed.set()
 
     # ------------------------------------------------------------------ explicit control
@@ -586,6 +595,7 @@ class AlpacaWebSocketClient:
         Only valid inside the ``async with`` block. Errors that stop the stream (fatal server
         errors, the reconnect limit) end the block with that error.
         """
+        self._check_owner()
         nursery = self._require_nursery()
         if self._run_scope is None:
             self._buffer.reopen()
@@ -602,6 +612,7 @@ class AlpacaWebSocketClient:
 
         Messages already buffered can still be read; after them iteration ends.
         """
+        self._check_owner()
         scope, done = self._run_scope, self._run_done
         if scope is None or done is None:
             return
@@ -635,6 +646,7 @@ class AlpacaWebSocketClient:
         ``async with`` block it closes the connection like :meth:`disconnect` (iteration ends
         after the buffered messages); leaving the block releases the rest.
         """
+        self._check_owner()
         stop = self._stop
         if stop is not None:
             stop.set()
@@ -691,7 +703,7 @@ class AlpacaWebSocketClient:
                             # became ready, if nothing came) may be missing.
                             last = max(self._rx.last_rx_wall_ns or 0, self._ready_wall_ns)
                             gap_start = min(lost_at, last)
-                        if self._rx.data_flowed:
+                        if self._rx.data_flowed and not isinstance(exc, MalformedStreamError):
                             attempts = 0
                             schedule.reset()
                         attempts += 1
@@ -801,8 +813,17 @@ class AlpacaWebSocketClient:
             proto.listen(("trade_updates",))
             return proto
         return DataClientProtocol(
-            self.endpoint, self.encoding, key, secret, raw=self.raw_data, resubscribe=self._desired
+            self.endpoint,
+            self.encoding,
+            key,
+            secret,
+            raw=self.raw_data,
+            resubscribe=self._desired,
+            on_malformed=self._note_malformed,
         )
+
+    def _note_malformed(self, msg: MalformedMessage) -> None:
+        self._malformed.note(msg, trio.current_time())
 
     def _request_done(
         self, session: _Session, request_id: int, error: BaseException | None
@@ -873,10 +894,51 @@ class AlpacaWebSocketClient:
             raise UsageError(
                 "handlers are registered: they consume the stream; remove them to iterate"
             )
+        self._check_consumer(q)
+        task = trio.lowlevel.current_task()
+        self._consumer = task
         try:
             return await buffer.get()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
+        finally:
+            if self._consumer is task:
+                self._consumer = None
+
+    def _check_owner(self) -> None:
+        """Refuse calls from another ``trio.run`` or a thread (before touching any trio object,
+        so the owning run is unharmed)."""
+        owner = self._owner
+        if owner is None:
+            return
+        try:
+            current = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            current = None
+        if current is not owner:
+            raise UsageError(
+                "this client belongs to another trio.run (another thread or event loop); call it "
+                "from the task tree that opened it, e.g. through trio.from_thread.run()"
+            )
+
+    def _check_consumer(self, q: Any) -> None:
+        """The checks before a consumer waits: owner, open and connected, no second consumer."""
+        self._check_owner()
+        if not q and not self._buffer.closed:
+            if self._nursery is None:
+                raise UsageError(
+                    "iterate the stream inside its block: `async with open_stream(...) as "
+                    "stream: async for msg in stream: ...`"
+                )
+            if self._run_scope is None:
+                raise UsageError("not connected: call `await stream.connect()` first")
+        consumer = self._consumer
+        if consumer is not None and consumer is not trio.lowlevel.current_task():
+            raise UsageError(
+                f"task {consumer.name!r} is already waiting for messages on this stream; one "
+                "consumer task per client (fan out through a trio memory channel, or use "
+                "register_handler / open_pool handles)"
+            )
 
     async def receive(self) -> Any:
         """Return the next message (or marker), waiting for one.
@@ -900,10 +962,16 @@ class AlpacaWebSocketClient:
         """
         if self._dispatcher_running:
             raise UsageError("handlers are registered: they consume the stream")
+        self._check_consumer(self._buffer.q)
+        task = trio.lowlevel.current_task()
+        self._consumer = task
         try:
             return await self._buffer.get_batch(max_items)
         except trio.EndOfChannel:
             raise trio.EndOfChannel from None
+        finally:
+            if self._consumer is task:
+                self._consumer = None
 
     # ------------------------------------------------------------------ handlers
 
@@ -916,15 +984,19 @@ class AlpacaWebSocketClient:
             kind: a wire code (``"t"``, ``"q"``, ``"b"``, ``"n"``...), a channel name in either
                 spelling (``"trades"``, ``"daily_bars"``/``"dailyBars"``), ``"control"`` for the
                 ``Reconnected``/``Dropped`` markers, or ``"*"`` for everything.
-            handler: async callable taking the message.
+            handler: callable taking the message: ``async def`` (awaited) or a plain ``def``
+                (called directly in the dispatcher task, so keep it quick).
             symbols: only these symbols (``None`` or ``"*"``: all).
 
         Several handlers may listen to the same kind; each gets every matching message, in
         registration order. While at least one handler is registered a dispatcher task in the
         client's nursery consumes the stream, so ``async for`` is not available at the same time.
         Handlers run one message at a time, in stream order; a slow handler slows the consumer
-        side only (the overflow policy applies).
+        side only (the overflow policy applies). A handler that raises is reported to the error
+        handler, or logged with its traceback at most once a minute per handler (the next log
+        line counts the failures in between; ``get_metrics()["errors"]["handler"]`` counts all).
         """
+        self._check_owner()
         handle = self._handlers.add(kind, handler, symbols)
         if self._nursery is not None and self._run_scope is not None:
             self._start_dispatcher()
@@ -1005,6 +1077,7 @@ class AlpacaWebSocketClient:
         :attr:`ClientStatistics.received_position`). It waits as long as the consumer takes:
         put a timeout around it.
         """
+        self._check_owner()
         await self._buffer.wait_delivered(position)
 
     async def _change(
@@ -1015,6 +1088,7 @@ class AlpacaWebSocketClient:
         wanted = self._normalise_channels(channels)
         if not wanted:
             return 0
+        self._check_owner()
         self._require_nursery()
         if self._run_scope is None:
             raise UsageError(f"cannot {action} while disconnected; call connect() first")
@@ -1094,7 +1168,9 @@ class AlpacaWebSocketClient:
         ``heartbeat_rtt_ms`` (last ping round trip), ``reconnects``, ``errors`` (count per
         server code or error class), ``dropped``,
         ``buffered``, ``last_message_age_s`` (``None`` before the first message),
-        ``subscriptions`` (confirmed).
+        ``subscriptions`` (confirmed), ``malformed_messages`` (elements and frames delivered
+        as :class:`~trioalpaca.models.MalformedMessage`), ``undecodable_frames`` (those that
+        were whole frames).
         """
         st = self.statistics()
         lat = st.latency
@@ -1112,6 +1188,8 @@ class AlpacaWebSocketClient:
             "heartbeat_rtt_ms": None if rtt is None else rtt * 1e3,
             "reconnects": st.reconnects,
             "errors": dict(st.errors),
+            "malformed_messages": self._malformed.messages,
+            "undecodable_frames": self._malformed.frames,
             "dropped": st.dropped,
             "buffered": st.buffered,
             "last_message_age_s": st.last_message_age,
@@ -1208,8 +1286,12 @@ class _Session:
         control = proto.last_control
         ready = proto.ready
         self.flush()
-        if client.observers:
-            self._observe(proto, control, msgs)
+        if not self._authenticated and proto.authenticated:
+            self._authenticated = True
+            if client.observers:
+                client._notify("authenticated")
+        if control and client.observers:
+            self._observe_ack(proto, msgs)
         error = proto.error
         if error is not None:
             raise error
@@ -1224,11 +1306,8 @@ class _Session:
             self.ready.set()
         return msgs
 
-    def _observe(self, proto: StreamClientProtocol, control: bool, msgs: list[Any]) -> None:
-        if not self._authenticated and proto.authenticated:
-            self._authenticated = True
-            self.client._notify("authenticated")
-        if control and msgs:
+    def _observe_ack(self, proto: StreamClientProtocol, msgs: list[Any]) -> None:
+        if msgs:
             msg = msgs[0]
             if isinstance(msg, SubscriptionChanged) or (
                 type(msg) is dict and msg.get("T") == "subscription"

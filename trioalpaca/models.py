@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, get_args
 
 import attrs
 
-from trioalpaca._time import datetime_to_ns, format_rfc3339_ns, ns_to_datetime, parse_rfc3339_ns
+from trioalpaca._errors import MalformedMessageError
+from trioalpaca._time import (
+    MAX_TIMESTAMP_NS,
+    MIN_TIMESTAMP_NS,
+    datetime_to_ns,
+    format_rfc3339_ns,
+    ns_to_datetime,
+    parse_rfc3339_ns,
+)
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -57,8 +65,10 @@ __all__ = [
     "Dropped",
     "Imbalance",
     "Listening",
+    "MalformedMessage",
     "Message",
     "News",
+    "NewsImage",
     "OptionQuote",
     "OptionTrade",
     "Orderbook",
@@ -122,6 +132,207 @@ def _opt_decimal_wire(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
+# ------------------------------------------------------------------ wire specs and normalisation
+
+_REQUIRED: Any = object()
+"""Default of a field spec whose wire key must be present."""
+
+#: Largest integral float that is turned into an int (above it, floats skip integers).
+_MAX_EXACT_INT = 2**53
+
+_EXPECTED = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "ts": "a timestamp",
+    "strs": "a list of strings",
+    "bool": "a boolean",
+    "levels": "a list of {p, s} price levels",
+    "images": "a list of {size, url} images",
+}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _as_sent(value: Any) -> Any:
+    """Tuples (msgpack arrays) as lists, recursively: errors read the same for both encodings."""
+    if type(value) is tuple or type(value) is list:
+        return [_as_sent(x) for x in value]
+    if type(value) is dict:
+        return {k: _as_sent(x) for k, x in value.items()}
+    return value
+
+
+def _refuse(kind: str, key: str, v: Any, t: str) -> MalformedMessageError:
+    return MalformedMessageError(
+        f"{t!r} message: {key!r} must be {_EXPECTED[kind]}, got {_short(_as_sent(v))}"
+    )
+
+
+def _norm(kind: str, key: str, v: Any, t: str) -> Any:
+    """One field value of a ``T`` message, normalised by the documented rules, or refused.
+
+    The one implementation behind both ``from_wire`` and the stream decoder's careful path, so
+    the two always agree. Raises :class:`~trioalpaca._errors.MalformedMessageError`.
+    """
+    if kind == "str":
+        if isinstance(v, str):
+            return v
+    elif kind == "int":
+        if isinstance(v, int) and not isinstance(v, bool):
+            return int(v)
+        if isinstance(v, float) and v.is_integer() and -_MAX_EXACT_INT <= v <= _MAX_EXACT_INT:
+            return int(v)  # rule: an integral float where an integer is expected
+    elif kind == "float":
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            try:
+                return float(v)  # rule: an integer where a float (price) is expected
+            except OverflowError:
+                pass
+    elif kind == "ts":
+        if isinstance(v, int) and not isinstance(v, bool):
+            if MIN_TIMESTAMP_NS <= v <= MAX_TIMESTAMP_NS:
+                return int(v)
+            raise MalformedMessageError(
+                f"{t!r} message: {key!r} is outside the years 0001-9999: {v} ns"
+            )
+        if isinstance(v, str):
+            try:
+                return parse_rfc3339_ns(v)  # rule: RFC 3339 text, also inside msgpack frames
+            except ValueError as exc:
+                raise MalformedMessageError(
+                    f"{t!r} message: {key!r} is not a valid timestamp: {exc}"
+                ) from None
+        if isinstance(v, datetime):
+            try:
+                return datetime_to_ns(v)
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise MalformedMessageError(
+                    f"{t!r} message: {key!r} is not a valid timestamp: {exc}"
+                ) from None
+    elif kind == "strs":
+        if isinstance(v, str):
+            return (v,)  # rule: a single string where a list of strings is expected
+        if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
+            return tuple(v)
+    elif kind == "bool":
+        if isinstance(v, bool):
+            return v
+    elif kind == "levels":
+        if isinstance(v, (list, tuple)):
+            levels = []
+            for lv in v:
+                if isinstance(lv, OrderbookLevel):
+                    levels.append(lv)
+                    continue
+                if not isinstance(lv, Mapping) or "p" not in lv or "s" not in lv:
+                    break
+                price = _norm("float", "p", lv["p"], t)
+                size = _norm("float", "s", lv["s"], t)
+                levels.append(OrderbookLevel(price, size))
+            else:
+                return tuple(levels)
+    elif kind == "images" and isinstance(v, (list, tuple)):
+        images = []
+        for im in v:
+            if isinstance(im, NewsImage):
+                images.append(im)
+                continue
+            if not isinstance(im, Mapping):
+                break
+            size, url = im.get("size", ""), im.get("url", "")
+            if not isinstance(size, str) or not isinstance(url, str):
+                break
+            images.append(NewsImage(size, url))
+        else:
+            return tuple(images)
+    raise _refuse(kind, key, v, t)
+
+
+def _build(cls: type[Any], d: Any) -> Any:
+    """Build ``cls`` from a wire dict by its spec, normalising every field (the slow path)."""
+    t = cls.wire_type
+    if not isinstance(d, Mapping):
+        raise MalformedMessageError(f"expected a map for a {t!r} message, got {_short(d)}")
+    values = []
+    for _attr, key, kind, default in _SPECS[cls]:
+        v = d.get(key)
+        if v is None:  # absent, or null: the default (rule: null at an optional key = absent)
+            if default is _REQUIRED:
+                if key in d:
+                    raise _refuse(kind, key, v, t)
+                raise MalformedMessageError(
+                    f"{t!r} ({cls.__name__}) message without required key {key!r}"
+                )
+            values.append(default)
+        else:
+            values.append(_norm(kind, key, v, t))
+    return cls(*values)
+
+
+class _WireAccess:
+    """Mixin: read-only, mapping-style access by wire key (``msg["S"]``, ``msg.get("x")``).
+
+    ``msg[key]`` gives the attribute the wire key ``key`` maps to (``msg["p"]`` is
+    ``msg.price``, ``msg["T"]`` is ``msg.wire_type``). The keys are those of :meth:`to_wire`; a
+    key whose attribute is ``None`` (an optional field the server did not send) is absent.
+    Values are the model's own: timestamps ``int`` nanoseconds, lists as tuples, order book
+    levels and news images as their models (which support the same access).
+    """
+
+    __slots__ = ()
+    _wire_keys: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    #: Models are not iterable (that would iterate over wire keys by surprise); use ``keys()``.
+    __iter__: ClassVar[None] = None
+
+    def __getitem__(self, key: str) -> Any:
+        """The value at wire key ``key`` (:class:`KeyError` if unknown or not sent)."""
+        attr = self._wire_keys.get(key)
+        value = None if attr is None else getattr(self, attr)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value at wire key ``key``, or ``default`` if unknown or not sent."""
+        attr = self._wire_keys.get(key)
+        value = None if attr is None else getattr(self, attr)
+        return default if value is None else value
+
+    def __contains__(self, key: object) -> bool:
+        attr = self._wire_keys.get(key) if isinstance(key, str) else None
+        return attr is not None and getattr(self, attr) is not None
+
+    def keys(self) -> tuple[str, ...]:
+        """The wire keys present (``T`` first), so ``dict(msg)`` works."""
+        return tuple(k for k, a in self._wire_keys.items() if getattr(self, a) is not None)
+
+
+class _WireData(_WireAccess):
+    """Mixin: the spec-driven ``from_wire`` shared by every market data class."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Build from a canonical wire dict; unknown keys ignored.
+
+        Normalises or refuses exactly like the stream decoder (see :ref:`normalisation`):
+        a single string for a list of strings becomes a 1-tuple, an integral float for an
+        integer field an ``int``, an ``int`` price a ``float``, RFC 3339 text (or a datetime) a
+        timestamp in nanoseconds, and a null at an optional key counts as absent.
+
+        Raises:
+            MalformedMessageError: a required key is missing or a value cannot be normalised
+                (the decoder delivers a :class:`MalformedMessage` with the same text instead).
+        """
+        built: Self = _build(cls, d)
+        return built
+
+
 class _Timestamped:
     """Mixin: ``timestamp`` property for classes with a ``timestamp_ns`` field."""
 
@@ -137,7 +348,7 @@ class _Timestamped:
 # --------------------------------------------------------------------------------------- stocks
 
 
-class _BarWire(_Timestamped):
+class _BarWire(_WireData, _Timestamped):
     """Mixin: the wire form shared by stock and crypto bars (same keys, different volume type)."""
 
     __slots__ = ()
@@ -150,29 +361,6 @@ class _BarWire(_Timestamped):
     volume: float
     trade_count: int
     vwap: float
-
-    if TYPE_CHECKING:  # attrs writes the real __init__ on each concrete class
-
-        def __init__(
-            self,
-            symbol: str,
-            open: float,
-            high: float,
-            low: float,
-            close: float,
-            volume: Any,
-            trade_count: int,
-            vwap: float,
-            timestamp_ns: int,
-        ) -> None: ...
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(
-            d["S"], d["o"], d["h"], d["l"], d["c"], d["v"], d.get("n", 0), d.get("vw", 0.0),
-            _ts(d["t"]),
-        )  # fmt: skip
 
     def to_wire(self) -> dict[str, Any]:
         """The canonical wire dict, ``T`` first."""
@@ -191,7 +379,7 @@ class _BarWire(_Timestamped):
 
 
 @attrs.frozen
-class Trade(_Timestamped):
+class Trade(_WireData, _Timestamped):
     """A stock trade (``T`` = ``"t"``, channel ``trades``)."""
 
     wire_type: ClassVar[str] = "t"
@@ -213,17 +401,13 @@ class Trade(_Timestamped):
     """Trade time, nanoseconds since the epoch (``t``)."""
     tape: str
     """SIP tape ``A``/``B``/``C`` (``z``)."""
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(
-            d["S"], d["i"], d["x"], d["p"], d["s"], _strs(d.get("c")), _ts(d["t"]), d.get("z", "")
-        )
+    receive_time_ns: int | None = None
+    """When Alpaca received the trade, nanoseconds since the epoch (``r``, an internal field
+    some feeds add); ``None`` when not sent."""
 
     def to_wire(self) -> dict[str, Any]:
-        """The canonical wire dict, ``T`` first."""
-        return {
+        """The canonical wire dict, ``T`` first (``r`` only when set)."""
+        out = {
             "T": self.wire_type,
             "S": self.symbol,
             "i": self.trade_id,
@@ -234,10 +418,13 @@ class Trade(_Timestamped):
             "t": self.timestamp_ns,
             "z": self.tape,
         }
+        if self.receive_time_ns is not None:
+            out["r"] = self.receive_time_ns
+        return out
 
 
 @attrs.frozen
-class Quote(_Timestamped):
+class Quote(_WireData, _Timestamped):
     """A stock NBBO / exchange quote (``T`` = ``"q"``, channel ``quotes``)."""
 
     wire_type: ClassVar[str] = "q"
@@ -263,26 +450,13 @@ class Quote(_Timestamped):
     """Quote time, nanoseconds since the epoch (``t``)."""
     tape: str
     """SIP tape (``z``)."""
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(
-            d["S"],
-            d["bx"],
-            d["bp"],
-            d["bs"],
-            d["ax"],
-            d["ap"],
-            d["as"],
-            _strs(d.get("c")),
-            _ts(d["t"]),
-            d.get("z", ""),
-        )
+    receive_time_ns: int | None = None
+    """When Alpaca received the quote, nanoseconds since the epoch (``r``, an internal field
+    some feeds add); ``None`` when not sent."""
 
     def to_wire(self) -> dict[str, Any]:
-        """The canonical wire dict, ``T`` first."""
-        return {
+        """The canonical wire dict, ``T`` first (``r`` only when set)."""
+        out = {
             "T": self.wire_type,
             "S": self.symbol,
             "bx": self.bid_exchange,
@@ -295,6 +469,9 @@ class Quote(_Timestamped):
             "t": self.timestamp_ns,
             "z": self.tape,
         }
+        if self.receive_time_ns is not None:
+            out["r"] = self.receive_time_ns
+        return out
 
 
 @attrs.frozen
@@ -345,7 +522,7 @@ class UpdatedBar(Bar):
 
 
 @attrs.frozen
-class TradingStatus(_Timestamped):
+class TradingStatus(_WireData, _Timestamped):
     """A trading status change, e.g. a halt (``T`` = ``"s"``, channel ``statuses``)."""
 
     wire_type: ClassVar[str] = "s"
@@ -366,14 +543,6 @@ class TradingStatus(_Timestamped):
     tape: str
     """SIP tape (``z``)."""
 
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(
-            d["S"], d.get("sc", ""), d.get("sm", ""), d.get("rc", ""), d.get("rm", ""),
-            _ts(d["t"]), d.get("z", ""),
-        )  # fmt: skip
-
     def to_wire(self) -> dict[str, Any]:
         """The canonical wire dict, ``T`` first."""
         return {
@@ -389,7 +558,7 @@ class TradingStatus(_Timestamped):
 
 
 @attrs.frozen
-class LULD(_Timestamped):
+class LULD(_WireData, _Timestamped):
     """Limit up / limit down price bands (``T`` = ``"l"``, channel ``lulds``)."""
 
     wire_type: ClassVar[str] = "l"
@@ -408,11 +577,6 @@ class LULD(_Timestamped):
     tape: str
     """SIP tape (``z``)."""
 
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(d["S"], d["u"], d["d"], d.get("i", ""), _ts(d["t"]), d.get("z", ""))
-
     def to_wire(self) -> dict[str, Any]:
         """The canonical wire dict, ``T`` first."""
         return {
@@ -427,7 +591,7 @@ class LULD(_Timestamped):
 
 
 @attrs.frozen
-class TradeCorrection(_Timestamped):
+class TradeCorrection(_WireData, _Timestamped):
     """A correction of an earlier trade (``T`` = ``"c"``, channel ``corrections``)."""
 
     wire_type: ClassVar[str] = "c"
@@ -458,24 +622,6 @@ class TradeCorrection(_Timestamped):
     tape: str
     """SIP tape (``z``)."""
 
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(
-            d["S"],
-            d["x"],
-            d["oi"],
-            d["op"],
-            d["os"],
-            _strs(d.get("oc")),
-            d["ci"],
-            d["cp"],
-            d["cs"],
-            _strs(d.get("cc")),
-            _ts(d["t"]),
-            d.get("z", ""),
-        )
-
     def to_wire(self) -> dict[str, Any]:
         """The canonical wire dict, ``T`` first."""
         return {
@@ -496,7 +642,7 @@ class TradeCorrection(_Timestamped):
 
 
 @attrs.frozen
-class TradeCancel(_Timestamped):
+class TradeCancel(_WireData, _Timestamped):
     """A trade cancellation or error (``T`` = ``"x"``, channel ``cancelErrors``)."""
 
     wire_type: ClassVar[str] = "x"
@@ -519,11 +665,6 @@ class TradeCancel(_Timestamped):
     tape: str
     """SIP tape (``z``)."""
 
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(d["S"], d["i"], d["x"], d["p"], d["s"], d["a"], _ts(d["t"]), d.get("z", ""))
-
     def to_wire(self) -> dict[str, Any]:
         """The canonical wire dict, ``T`` first."""
         return {
@@ -540,7 +681,7 @@ class TradeCancel(_Timestamped):
 
 
 @attrs.frozen
-class Imbalance(_Timestamped):
+class Imbalance(_WireData, _Timestamped):
     """An order imbalance indication (``T`` = ``"i"``, channel ``imbalances``)."""
 
     wire_type: ClassVar[str] = "i"
@@ -554,11 +695,6 @@ class Imbalance(_Timestamped):
     """Event time, nanoseconds since the epoch (``t``)."""
     tape: str
     """SIP tape (``z``)."""
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(d["S"], d["p"], _ts(d["t"]), d.get("z", ""))
 
     def to_wire(self) -> dict[str, Any]:
         """The canonical wire dict, ``T`` first."""
@@ -575,7 +711,7 @@ class Imbalance(_Timestamped):
 
 
 @attrs.frozen
-class CryptoTrade(_Timestamped):
+class CryptoTrade(_WireData, _Timestamped):
     """A crypto trade (``T`` = ``"t"`` on crypto endpoints, channel ``trades``)."""
 
     wire_type: ClassVar[str] = "t"
@@ -593,15 +729,12 @@ class CryptoTrade(_Timestamped):
     """``"B"`` buy or ``"S"`` sell (``tks``)."""
     timestamp_ns: int
     """Trade time, nanoseconds since the epoch (``t``)."""
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(d["S"], d["i"], d["p"], d["s"], d.get("tks", ""), _ts(d["t"]))
+    exchange: str | None = None
+    """Exchange code (``x``), when the server sends one; ``None`` otherwise."""
 
     def to_wire(self) -> dict[str, Any]:
-        """The canonical wire dict, ``T`` first."""
-        return {
+        """The canonical wire dict, ``T`` first (``x`` only when set)."""
+        out: dict[str, Any] = {
             "T": self.wire_type,
             "S": self.symbol,
             "p": self.price,
@@ -610,10 +743,13 @@ class CryptoTrade(_Timestamped):
             "i": self.trade_id,
             "tks": self.taker_side,
         }
+        if self.exchange is not None:
+            out["x"] = self.exchange
+        return out
 
 
 @attrs.frozen
-class CryptoQuote(_Timestamped):
+class CryptoQuote(_WireData, _Timestamped):
     """A crypto best bid/offer (``T`` = ``"q"`` on crypto endpoints, channel ``quotes``)."""
 
     wire_type: ClassVar[str] = "q"
@@ -631,15 +767,12 @@ class CryptoQuote(_Timestamped):
     """Ask size (``as``)."""
     timestamp_ns: int
     """Quote time, nanoseconds since the epoch (``t``)."""
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(d["S"], d["bp"], d["bs"], d["ap"], d["as"], _ts(d["t"]))
+    exchange: str | None = None
+    """Exchange code (``x``), when the server sends one; ``None`` otherwise."""
 
     def to_wire(self) -> dict[str, Any]:
-        """The canonical wire dict, ``T`` first."""
-        return {
+        """The canonical wire dict, ``T`` first (``x`` only when set)."""
+        out: dict[str, Any] = {
             "T": self.wire_type,
             "S": self.symbol,
             "bp": self.bid_price,
@@ -648,6 +781,9 @@ class CryptoQuote(_Timestamped):
             "as": self.ask_size,
             "t": self.timestamp_ns,
         }
+        if self.exchange is not None:
+            out["x"] = self.exchange
+        return out
 
 
 @attrs.frozen
@@ -679,6 +815,15 @@ class CryptoBar(_BarWire):
     """Volume-weighted average price (``vw``)."""
     timestamp_ns: int
     """Bar start time, nanoseconds since the epoch (``t``)."""
+    exchange: str | None = None
+    """Exchange code (``x``), when the server sends one; ``None`` otherwise."""
+
+    def to_wire(self) -> dict[str, Any]:
+        """The canonical wire dict, ``T`` first (``x`` only when set)."""
+        out = super().to_wire()
+        if self.exchange is not None:
+            out["x"] = self.exchange
+        return out
 
 
 @attrs.frozen
@@ -698,7 +843,7 @@ class CryptoUpdatedBar(CryptoBar):
 
 
 @attrs.frozen
-class OrderbookLevel:
+class OrderbookLevel(_WireAccess):
     """One price level of an :class:`Orderbook` (``{"p": price, "s": size}``); size 0 deletes it."""
 
     price: float
@@ -706,26 +851,26 @@ class OrderbookLevel:
     size: float
     """Total size at the price (``s``); 0 in a delta means "remove this level"."""
 
+    _wire_keys: ClassVar[Mapping[str, str]] = MappingProxyType({"p": "price", "s": "size"})
+
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from ``{"p": ..., "s": ...}``."""
-        return cls(d["p"], d["s"])
+        """Build from ``{"p": ..., "s": ...}`` (integers become floats).
+
+        Raises:
+            MalformedMessageError: not a map with numbers at ``p`` and ``s``.
+        """
+        (level,) = _norm("levels", "b", [d], "o")
+        built: Self = level
+        return built
 
     def to_wire(self) -> dict[str, Any]:
         """``{"p": price, "s": size}``."""
         return {"p": self.price, "s": self.size}
 
 
-def _levels(value: Any) -> tuple[OrderbookLevel, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, (list, tuple)):
-        raise TypeError(f"expected a list of order book levels, got {value!r:.60}")
-    return tuple([OrderbookLevel(lv["p"], lv["s"]) for lv in value])
-
-
 @attrs.frozen
-class Orderbook(_Timestamped):
+class Orderbook(_WireData, _Timestamped):
     """Crypto order book snapshot or delta (``T`` = ``"o"``, channel ``orderbooks``).
 
     The first message after subscribing is the full book with ``reset=True``; later ones are
@@ -745,17 +890,12 @@ class Orderbook(_Timestamped):
     """Ask levels (``a``)."""
     reset: bool
     """``True`` for a full snapshot that replaces the local book (``r``)."""
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(
-            d["S"], _ts(d["t"]), _levels(d.get("b")), _levels(d.get("a")), bool(d.get("r", False))
-        )
+    exchange: str | None = None
+    """Exchange code (``x``), when the server sends one; ``None`` otherwise."""
 
     def to_wire(self) -> dict[str, Any]:
-        """The canonical wire dict, ``T`` first."""
-        return {
+        """The canonical wire dict, ``T`` first (``x`` only when set)."""
+        out: dict[str, Any] = {
             "T": self.wire_type,
             "S": self.symbol,
             "t": self.timestamp_ns,
@@ -763,10 +903,13 @@ class Orderbook(_Timestamped):
             "a": [{"p": lv.price, "s": lv.size} for lv in self.asks],
             "r": self.reset,
         }
+        if self.exchange is not None:
+            out["x"] = self.exchange
+        return out
 
 
 @attrs.frozen
-class CryptoPricing(_Timestamped):
+class CryptoPricing(_WireData, _Timestamped):
     """Crypto perpetual futures pricing (``T`` = ``"p"``, channel ``pricing``)."""
 
     wire_type: ClassVar[str] = "p"
@@ -794,13 +937,6 @@ class CryptoPricing(_Timestamped):
         """``next_funding_time_ns`` as an aware UTC datetime."""
         return ns_to_datetime(self.next_funding_time_ns)
 
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(
-            d["S"], d.get("x", ""), d["ip"], d["mp"], d["fr"], d["oi"], _ts(d["t"]), _ts(d["ft"])
-        )
-
     def to_wire(self) -> dict[str, Any]:
         """The canonical wire dict, ``T`` first."""
         return {
@@ -820,7 +956,7 @@ class CryptoPricing(_Timestamped):
 
 
 @attrs.frozen
-class OptionTrade(_Timestamped):
+class OptionTrade(_WireData, _Timestamped):
     """An option trade (``T`` = ``"t"`` on options endpoints, channel ``trades``)."""
 
     wire_type: ClassVar[str] = "t"
@@ -839,11 +975,6 @@ class OptionTrade(_Timestamped):
     timestamp_ns: int
     """Trade time, nanoseconds since the epoch (``t``)."""
 
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(d["S"], d["p"], d["s"], d["x"], d.get("c", ""), _ts(d["t"]))
-
     def to_wire(self) -> dict[str, Any]:
         """The canonical wire dict, ``T`` first."""
         return {
@@ -858,7 +989,7 @@ class OptionTrade(_Timestamped):
 
 
 @attrs.frozen
-class OptionQuote(_Timestamped):
+class OptionQuote(_WireData, _Timestamped):
     """An option quote (``T`` = ``"q"`` on options endpoints, channel ``quotes``)."""
 
     wire_type: ClassVar[str] = "q"
@@ -883,14 +1014,6 @@ class OptionQuote(_Timestamped):
     timestamp_ns: int
     """Quote time, nanoseconds since the epoch (``t``)."""
 
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(
-            d["S"], d["bx"], d["bp"], d["bs"], d["ax"], d["ap"], d["as"], d.get("c", ""),
-            _ts(d["t"]),
-        )  # fmt: skip
-
     def to_wire(self) -> dict[str, Any]:
         """The canonical wire dict, ``T`` first."""
         return {
@@ -911,7 +1034,30 @@ class OptionQuote(_Timestamped):
 
 
 @attrs.frozen
-class News:
+class NewsImage(_WireAccess):
+    """One image of a :class:`News` article (``{"size": "thumb", "url": "https://..."}``)."""
+
+    size: str
+    """``thumb``, ``small`` or ``large`` (``size``)."""
+    url: str
+    """Image URL (``url``)."""
+
+    _wire_keys: ClassVar[Mapping[str, str]] = MappingProxyType({"size": "size", "url": "url"})
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Build from ``{"size": ..., "url": ...}`` (missing keys become ``""``)."""
+        (image,) = _norm("images", "images", [d], "n")
+        built: Self = image
+        return built
+
+    def to_wire(self) -> dict[str, Any]:
+        """``{"size": size, "url": url}``."""
+        return {"size": self.size, "url": self.url}
+
+
+@attrs.frozen
+class News(_WireData):
     """A news article (``T`` = ``"n"``, channel ``news``). News has ``symbols``, no ``symbol``."""
 
     wire_type: ClassVar[str] = "n"
@@ -937,6 +1083,9 @@ class News:
     """Related tickers (``symbols``)."""
     source: str
     """Provider, e.g. ``benzinga`` (``source``)."""
+    images: tuple[NewsImage, ...] | None = None
+    """Images of the article (``images``: ``[{"size": ..., "url": ...}]``); ``None`` when not
+    sent."""
 
     @property
     def timestamp_ns(self) -> int:
@@ -958,25 +1107,9 @@ class News:
         """``updated_at_ns`` as an aware UTC datetime."""
         return ns_to_datetime(self.updated_at_ns)
 
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from a canonical wire dict (unknown keys ignored)."""
-        return cls(
-            d["id"],
-            d.get("headline", ""),
-            d.get("summary", ""),
-            d.get("author", ""),
-            _ts(d["created_at"]),
-            _ts(d["updated_at"]),
-            d.get("content", ""),
-            d.get("url", ""),
-            _strs(d.get("symbols")),
-            d.get("source", ""),
-        )
-
     def to_wire(self) -> dict[str, Any]:
-        """The canonical wire dict, ``T`` first."""
-        return {
+        """The canonical wire dict, ``T`` first (``images`` only when set)."""
+        out: dict[str, Any] = {
             "T": self.wire_type,
             "id": self.id,
             "headline": self.headline,
@@ -989,13 +1122,16 @@ class News:
             "symbols": list(self.symbols),
             "source": self.source,
         }
+        if self.images is not None:
+            out["images"] = [im.to_wire() for im in self.images]
+        return out
 
 
 # -------------------------------------------------------------------------------------- trading
 
 
 @attrs.frozen
-class TradeUpdate:
+class TradeUpdate(_WireAccess):
     """An order event from the trading stream (``stream`` = ``"trade_updates"``).
 
     The wire form is the ``data`` object of ``{"stream": "trade_updates", "data": {...}}``. Unlike
@@ -1006,6 +1142,19 @@ class TradeUpdate:
 
     wire_type: ClassVar[str] = "trade_updates"
     channel: ClassVar[str] = "trade_updates"
+    _wire_keys: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            "event": "event",
+            "order": "order",
+            "timestamp": "timestamp_ns",
+            "price": "price",
+            "qty": "qty",
+            "position_qty": "position_qty",
+            "execution_id": "execution_id",
+            "event_id": "event_id",
+            "at": "at_ns",
+        }
+    )
 
     event: str
     """The event (``new``, ``fill``, ``partial_fill``, ``canceled``, ...; wire key ``event``)."""
@@ -1080,11 +1229,12 @@ class TradeUpdate:
 
 
 @attrs.frozen
-class Listening:
+class Listening(_WireAccess):
     """The trading stream's acknowledgement of ``listen`` (``stream`` = ``"listening"``)."""
 
     wire_type: ClassVar[str] = "listening"
     channel: ClassVar[str] = "control"
+    _wire_keys: ClassVar[Mapping[str, str]] = MappingProxyType({"streams": "streams"})
 
     streams: tuple[str, ...]
     """The streams now listened to (the set replaces the previous one)."""
@@ -1103,11 +1253,15 @@ class Listening:
 
 
 @attrs.frozen
-class Connected:
+class Connected(_WireAccess):
     """The server's welcome, ``{"T": "success", "msg": "connected"}``."""
 
     wire_type: ClassVar[str] = "success"
     channel: ClassVar[str] = "control"
+    _wire_keys: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"T": "wire_type", "msg": "_wire_msg"}
+    )
+    _wire_msg: ClassVar[str] = "connected"
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
@@ -1120,7 +1274,7 @@ class Connected:
 
 
 @attrs.frozen
-class Authenticated:
+class Authenticated(_WireAccess):
     """Successful authentication, ``{"T": "success", "msg": "authenticated"}``.
 
     Also used for the trading stream's ``authorization`` reply with status ``authorized``.
@@ -1128,6 +1282,10 @@ class Authenticated:
 
     wire_type: ClassVar[str] = "success"
     channel: ClassVar[str] = "control"
+    _wire_keys: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"T": "wire_type", "msg": "_wire_msg"}
+    )
+    _wire_msg: ClassVar[str] = "authenticated"
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
@@ -1140,7 +1298,7 @@ class Authenticated:
 
 
 @attrs.frozen
-class SubscriptionChanged:
+class SubscriptionChanged(_WireAccess):
     """The server's confirmation of a (un)subscribe: always the whole current state.
 
     ``subscriptions`` maps wire channel names (``trades``, ``dailyBars``, ``cancelErrors``, ...) to
@@ -1152,6 +1310,21 @@ class SubscriptionChanged:
 
     subscriptions: dict[str, tuple[str, ...]]
     """Wire channel name -> subscribed symbols (full confirmed state)."""
+
+    def __getitem__(self, key: str) -> Any:
+        """``"T"`` or a channel name (its symbols)."""
+        return self.wire_type if key == "T" else self.subscriptions[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``"T"`` or a channel name (its symbols), or ``default``."""
+        return self.wire_type if key == "T" else self.subscriptions.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key == "T" or key in self.subscriptions
+
+    def keys(self) -> tuple[str, ...]:
+        """``"T"`` and the channel names."""
+        return ("T", *self.subscriptions)
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
@@ -1173,11 +1346,14 @@ class SubscriptionChanged:
 
 
 @attrs.frozen
-class ServerError:
+class ServerError(_WireAccess):
     """An error reported by the server, ``{"T": "error", "code": 402, "msg": "auth failed"}``."""
 
     wire_type: ClassVar[str] = "error"
     channel: ClassVar[str] = "control"
+    _wire_keys: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"T": "wire_type", "code": "code", "msg": "message"}
+    )
 
     code: int
     """Alpaca error code (400-413, 500)."""
@@ -1195,7 +1371,7 @@ class ServerError:
 
 
 @attrs.frozen
-class Reconnected:
+class Reconnected(_WireAccess):
     """Local event (never sent by the server): the stream reconnected after a gap.
 
     Yielded after every successful reconnect and before any new data. Data between
@@ -1205,6 +1381,14 @@ class Reconnected:
 
     wire_type: ClassVar[str] = "reconnected"
     channel: ClassVar[str] = "control"
+    _wire_keys: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            "T": "wire_type",
+            "gap_start": "gap_start_ns",
+            "gap_end": "gap_end_ns",
+            "attempts": "attempts",
+        }
+    )
 
     gap_start_ns: int
     """When the connection was lost, nanoseconds since the epoch (UTC wall clock)."""
@@ -1244,11 +1428,14 @@ class Reconnected:
 
 
 @attrs.frozen
-class Dropped:
+class Dropped(_WireAccess):
     """Local event (never sent by the server): ``count`` messages were dropped, and why."""
 
     wire_type: ClassVar[str] = "dropped"
     channel: ClassVar[str] = "control"
+    _wire_keys: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"T": "wire_type", "count": "count", "reason": "reason"}
+    )
 
     count: int
     """How many messages were lost."""
@@ -1266,7 +1453,7 @@ class Dropped:
 
 
 @attrs.frozen
-class UnknownMessage:
+class UnknownMessage(_WireAccess):
     """A well-formed message of a type trioalpaca does not know (kept for forward compatibility)."""
 
     wire_type: ClassVar[str] = ""
@@ -1274,6 +1461,21 @@ class UnknownMessage:
 
     raw: dict[str, Any]
     """The canonical wire dict as received."""
+
+    def __getitem__(self, key: str) -> Any:
+        """The raw dict's value at ``key``."""
+        return self.raw[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The raw dict's value at ``key``, or ``default``."""
+        return self.raw.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.raw
+
+    def keys(self) -> tuple[str, ...]:
+        """The raw dict's keys."""
+        return tuple(self.raw)
 
     @property
     def type(self) -> Any:
@@ -1292,6 +1494,46 @@ class UnknownMessage:
             out.update(self.raw)
             return out
         return dict(self.raw)
+
+
+@attrs.frozen
+class MalformedMessage(_WireAccess):
+    """Local event (never sent by the server): something the decoder could not decode.
+
+    Delivered *in the place* of one frame element the decoder could neither decode nor
+    normalise (``frame`` false; ``raw`` is that element as received, lists as lists), or of a
+    whole frame that did not decode at all (``frame`` true; ``raw`` is the frame's ``bytes`` or
+    ``str``). The rest of the frame is delivered and the connection stays up; the client counts
+    these in ``get_metrics()["malformed_messages"]`` and logs them at most once per ``T`` per
+    minute. See :ref:`malformed-data`.
+    """
+
+    wire_type: ClassVar[str] = "malformed"
+    channel: ClassVar[str] = "control"
+    _wire_keys: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"T": "wire_type", "raw": "raw", "error": "error", "frame": "frame"}
+    )
+
+    raw: Any
+    """The element (usually a dict) or, when ``frame`` is true, the whole frame as received."""
+    error: str
+    """Why it was refused, e.g. ``"'q' message: 'bp' must be a number, got 'abc'"``."""
+    frame: bool = False
+    """``True`` when the whole frame did not decode (bad msgpack/JSON, not an array)."""
+
+    @property
+    def element_type(self) -> Any:
+        """The element's ``T`` when it has one (``None`` for whole frames and non-maps)."""
+        return self.raw.get("T") if isinstance(self.raw, dict) else None
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Build from the dict :meth:`to_wire` produces."""
+        return cls(d.get("raw"), d.get("error", ""), bool(d.get("frame", False)))
+
+    def to_wire(self) -> dict[str, Any]:
+        """``{"T": "malformed", "raw": ..., "error": text, "frame": bool}`` (raw mode)."""
+        return {"T": "malformed", "raw": self.raw, "error": self.error, "frame": self.frame}
 
 
 Message: TypeAlias = (
@@ -1323,6 +1565,7 @@ Message: TypeAlias = (
     | ServerError
     | Reconnected
     | Dropped
+    | MalformedMessage
     | UnknownMessage
 )
 """Any value the streams can yield (market data, trading updates and control events)."""
@@ -1364,3 +1607,189 @@ MARKET_DATA_TYPES: Mapping[str, tuple[type[Any], ...]] = MappingProxyType(
 CHANNEL_BY_WIRE_TYPE: Mapping[str, str] = MappingProxyType(
     {cls.wire_type: cls.channel for cls in get_args(Message) if cls.wire_type}
 )
+
+
+# ----------------------------------------------------------------------------------- wire specs
+
+_R = _REQUIRED
+#: Field specs per market data class: (attribute, wire key, kind, default), in attrs field order.
+#: Kinds: ``str``, ``int``, ``float``, ``ts`` (timestamp), ``strs`` (list of strings), ``bool``,
+#: ``levels`` (order book levels), ``images`` (news images). A default of ``None`` marks an
+#: optional field Alpaca sends only sometimes. The stream decoder (``trioalpaca._codec``)
+#: generates its fast constructors from the same table.
+_SPECS: dict[type[Any], tuple[tuple[str, str, str, Any], ...]] = {
+    Trade: (
+        ("symbol", "S", "str", _R),
+        ("trade_id", "i", "int", _R),
+        ("exchange", "x", "str", _R),
+        ("price", "p", "float", _R),
+        ("size", "s", "int", _R),
+        ("conditions", "c", "strs", ()),
+        ("timestamp_ns", "t", "ts", _R),
+        ("tape", "z", "str", ""),
+        ("receive_time_ns", "r", "ts", None),
+    ),
+    Quote: (
+        ("symbol", "S", "str", _R),
+        ("bid_exchange", "bx", "str", _R),
+        ("bid_price", "bp", "float", _R),
+        ("bid_size", "bs", "int", _R),
+        ("ask_exchange", "ax", "str", _R),
+        ("ask_price", "ap", "float", _R),
+        ("ask_size", "as", "int", _R),
+        ("conditions", "c", "strs", ()),
+        ("timestamp_ns", "t", "ts", _R),
+        ("tape", "z", "str", ""),
+        ("receive_time_ns", "r", "ts", None),
+    ),
+    Bar: (
+        ("symbol", "S", "str", _R),
+        ("open", "o", "float", _R),
+        ("high", "h", "float", _R),
+        ("low", "l", "float", _R),
+        ("close", "c", "float", _R),
+        ("volume", "v", "int", _R),
+        ("trade_count", "n", "int", 0),
+        ("vwap", "vw", "float", 0.0),
+        ("timestamp_ns", "t", "ts", _R),
+    ),
+    TradingStatus: (
+        ("symbol", "S", "str", _R),
+        ("status_code", "sc", "str", ""),
+        ("status_message", "sm", "str", ""),
+        ("reason_code", "rc", "str", ""),
+        ("reason_message", "rm", "str", ""),
+        ("timestamp_ns", "t", "ts", _R),
+        ("tape", "z", "str", ""),
+    ),
+    LULD: (
+        ("symbol", "S", "str", _R),
+        ("limit_up", "u", "float", _R),
+        ("limit_down", "d", "float", _R),
+        ("indicator", "i", "str", ""),
+        ("timestamp_ns", "t", "ts", _R),
+        ("tape", "z", "str", ""),
+    ),
+    TradeCorrection: (
+        ("symbol", "S", "str", _R),
+        ("exchange", "x", "str", _R),
+        ("original_id", "oi", "int", _R),
+        ("original_price", "op", "float", _R),
+        ("original_size", "os", "int", _R),
+        ("original_conditions", "oc", "strs", ()),
+        ("corrected_id", "ci", "int", _R),
+        ("corrected_price", "cp", "float", _R),
+        ("corrected_size", "cs", "int", _R),
+        ("corrected_conditions", "cc", "strs", ()),
+        ("timestamp_ns", "t", "ts", _R),
+        ("tape", "z", "str", ""),
+    ),
+    TradeCancel: (
+        ("symbol", "S", "str", _R),
+        ("trade_id", "i", "int", _R),
+        ("exchange", "x", "str", _R),
+        ("price", "p", "float", _R),
+        ("size", "s", "int", _R),
+        ("action", "a", "str", _R),
+        ("timestamp_ns", "t", "ts", _R),
+        ("tape", "z", "str", ""),
+    ),
+    Imbalance: (
+        ("symbol", "S", "str", _R),
+        ("price", "p", "float", _R),
+        ("timestamp_ns", "t", "ts", _R),
+        ("tape", "z", "str", ""),
+    ),
+    CryptoTrade: (
+        ("symbol", "S", "str", _R),
+        ("trade_id", "i", "int", _R),
+        ("price", "p", "float", _R),
+        ("size", "s", "float", _R),
+        ("taker_side", "tks", "str", ""),
+        ("timestamp_ns", "t", "ts", _R),
+        ("exchange", "x", "str", None),
+    ),
+    CryptoQuote: (
+        ("symbol", "S", "str", _R),
+        ("bid_price", "bp", "float", _R),
+        ("bid_size", "bs", "float", _R),
+        ("ask_price", "ap", "float", _R),
+        ("ask_size", "as", "float", _R),
+        ("timestamp_ns", "t", "ts", _R),
+        ("exchange", "x", "str", None),
+    ),
+    CryptoBar: (
+        ("symbol", "S", "str", _R),
+        ("open", "o", "float", _R),
+        ("high", "h", "float", _R),
+        ("low", "l", "float", _R),
+        ("close", "c", "float", _R),
+        ("volume", "v", "float", _R),
+        ("trade_count", "n", "int", 0),
+        ("vwap", "vw", "float", 0.0),
+        ("timestamp_ns", "t", "ts", _R),
+        ("exchange", "x", "str", None),
+    ),
+    Orderbook: (
+        ("symbol", "S", "str", _R),
+        ("timestamp_ns", "t", "ts", _R),
+        ("bids", "b", "levels", ()),
+        ("asks", "a", "levels", ()),
+        ("reset", "r", "bool", False),
+        ("exchange", "x", "str", None),
+    ),
+    CryptoPricing: (
+        ("symbol", "S", "str", _R),
+        ("exchange", "x", "str", ""),
+        ("index_price", "ip", "float", _R),
+        ("mark_price", "mp", "float", _R),
+        ("funding_rate", "fr", "float", _R),
+        ("open_interest", "oi", "float", _R),
+        ("timestamp_ns", "t", "ts", _R),
+        ("next_funding_time_ns", "ft", "ts", _R),
+    ),
+    OptionTrade: (
+        ("symbol", "S", "str", _R),
+        ("price", "p", "float", _R),
+        ("size", "s", "int", _R),
+        ("exchange", "x", "str", _R),
+        ("condition", "c", "str", ""),
+        ("timestamp_ns", "t", "ts", _R),
+    ),
+    OptionQuote: (
+        ("symbol", "S", "str", _R),
+        ("bid_exchange", "bx", "str", _R),
+        ("bid_price", "bp", "float", _R),
+        ("bid_size", "bs", "int", _R),
+        ("ask_exchange", "ax", "str", _R),
+        ("ask_price", "ap", "float", _R),
+        ("ask_size", "as", "int", _R),
+        ("condition", "c", "str", ""),
+        ("timestamp_ns", "t", "ts", _R),
+    ),
+    News: (
+        ("id", "id", "int", _R),
+        ("headline", "headline", "str", ""),
+        ("summary", "summary", "str", ""),
+        ("author", "author", "str", ""),
+        ("created_at_ns", "created_at", "ts", _R),
+        ("updated_at_ns", "updated_at", "ts", _R),
+        ("content", "content", "str", ""),
+        ("url", "url", "str", ""),
+        ("symbols", "symbols", "strs", ()),
+        ("source", "source", "str", ""),
+        ("images", "images", "images", None),
+    ),
+}
+for _sub, _base in (
+    (DailyBar, Bar),
+    (UpdatedBar, Bar),
+    (CryptoDailyBar, CryptoBar),
+    (CryptoUpdatedBar, CryptoBar),
+):
+    _SPECS[_sub] = _SPECS[_base]
+for _cls, _spec in _SPECS.items():
+    if [a.name for a in attrs.fields(_cls)] != [f[0] for f in _spec]:  # pragma: no cover
+        raise RuntimeError(f"wire spec of {_cls.__name__} does not match its fields")
+    _cls._wire_keys = MappingProxyType({"T": "wire_type", **{f[1]: f[0] for f in _spec}})
+del _R, _sub, _base, _cls, _spec

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -37,6 +37,7 @@ from .._codec import Decoder, Encoding, Frame, encode_request
 from .._errors import (
     AlpacaServerError,
     LocalProtocolError,
+    MalformedStreamError,
     ProtocolError,
     RemoteProtocolError,
     TrioAlpacaError,
@@ -53,7 +54,17 @@ from .common import (
     normalize_channels,
 )
 
-__all__ = ["ClientState", "DataClientProtocol", "SubscriptionRequest", "endpoint_for"]
+__all__ = [
+    "MAX_UNDECODABLE_FRAMES",
+    "ClientState",
+    "DataClientProtocol",
+    "SubscriptionRequest",
+    "endpoint_for",
+]
+
+#: Frames in a row that may fail to decode before the stream counts as broken (see
+#: :class:`~trioalpaca._errors.MalformedStreamError`).
+MAX_UNDECODABLE_FRAMES = 10
 
 _CONTROL_TYPES = frozenset(
     {models.Connected, models.Authenticated, models.SubscriptionChanged, models.ServerError}
@@ -134,6 +145,10 @@ class DataClientProtocol:
         resubscribe: channels to subscribe right after authentication (the initial subscription,
             or :attr:`desired` of the previous connection after a reconnect). Either channel
             spelling; empty channels are ignored.
+        on_malformed: called with every :class:`~trioalpaca.models.MalformedMessage` (bad
+            elements, undecodable frames) as it is made, to count and log them.
+        max_undecodable_frames: after this many frames in a row that do not decode at all, the
+            stream counts as broken (:class:`~trioalpaca._errors.MalformedStreamError`).
 
     Raises:
         UsageError: unknown feed or channel, or a trading endpoint (use
@@ -148,6 +163,8 @@ class DataClientProtocol:
         secret: str,
         raw: bool = False,
         resubscribe: Mapping[str, ChannelSpec] | None = None,
+        on_malformed: Callable[[models.MalformedMessage], object] | None = None,
+        max_undecodable_frames: int = MAX_UNDECODABLE_FRAMES,
     ) -> None:
         endpoint = endpoint_for(kind)
         if endpoint.kind is StreamKind.TRADING:
@@ -159,8 +176,11 @@ class DataClientProtocol:
         self.raw = raw
         self._key = key
         self._secret = secret
-        decoder = Decoder(endpoint.kind, encoding)
+        decoder = Decoder(endpoint.kind, encoding, on_malformed=on_malformed)
         self._decode = decoder.decode_raw if raw else decoder.decode
+        self._on_malformed = on_malformed
+        self._max_undecodable = max(1, max_undecodable_frames)
+        self.undecodable_in_a_row = 0
         self._state = ClientState.CONNECTING
         self._ready = False
         self._authenticated = False
@@ -296,19 +316,44 @@ class DataClientProtocol:
         ``Authenticated``, ``SubscriptionChanged``, ``ServerError``, or the raw dict) is returned
         too and :attr:`last_control` is set.
 
+        An element the codec cannot decode comes back as a
+        :class:`~trioalpaca.models.MalformedMessage` in its place. Once authenticated, a frame
+        that does not decode at all comes back as one ``MalformedMessage`` (``frame=True``), up
+        to ``max_undecodable_frames`` in a row.
+
         Raises:
-            ProtocolError: malformed frame (from the codec) or a message that is invalid in the
+            ProtocolError: a frame that does not decode before authentication, the
+                ``max_undecodable_frames``-th undecodable frame in a row
+                (:class:`~trioalpaca.MalformedStreamError`), or a message that is invalid in the
                 current state (:class:`~trioalpaca.RemoteProtocolError`); the protocol is closed.
         """
         try:
             msgs = self._decode(frame)
         except ProtocolError as exc:
-            self._fail(exc)
-            raise
+            return self._undecodable(frame, exc)
+        self.undecodable_in_a_row = 0
         if self._ready and len(msgs) != 1:
             self.last_control = False
             return msgs
         return self._slow_path(msgs)
+
+    def _undecodable(self, frame: Frame, exc: ProtocolError) -> list[Any]:
+        if not self._authenticated or self._state is ClientState.CLOSED:
+            self._fail(exc)  # the handshake itself is garbled: nothing to skip to
+            raise exc
+        self.undecodable_in_a_row += 1
+        if self.undecodable_in_a_row >= self._max_undecodable:
+            err = MalformedStreamError(
+                f"{self.undecodable_in_a_row} frames in a row did not decode (last: {exc})"
+            )
+            err.__cause__ = exc
+            self._fail(err)
+            raise err
+        self.last_control = False
+        msg = models.MalformedMessage(frame, str(exc), frame=True)
+        if self._on_malformed is not None:
+            self._on_malformed(msg)
+        return [msg.to_wire() if self.raw else msg]
 
     def _slow_path(self, msgs: list[Any]) -> list[Any]:
         self.last_control = False

@@ -125,7 +125,9 @@ async def open_redis_client(url: str, *, cluster: bool = False) -> AsyncIterator
 # KEYS[1] = epoch key, KEYS[2] = registry set of stream keys, KEYS[3] = hash of per-stream entry
 # numbers, KEYS[4..] = stream keys.
 # ARGV[1] = epoch, ARGV[2] = trim mode ("", "MAXLEN", "MINID"), ARGV[3] = MAXLEN count or MINID
-# window in ms, then groups of five: key index (into KEYS), kind, data, rx ns, sequence.
+# window in ms, ARGV[4] = msgpack array of entries, each [key index (into KEYS), kind, data,
+# rx ns as text (Lua numbers are doubles), sequence]: one argument, far cheaper to send than
+# five per entry.
 # Fencing: the highest epoch wins. A writer whose epoch is below the stored one writes nothing
 # and gets {0, current}; a missing or lower stored epoch (Redis lost its data) is raised to the
 # writer's. Otherwise every entry is XADDed with its per-stream number n (HINCRBY) and {1, n}
@@ -145,16 +147,16 @@ if mode == 'MINID' then
   if ms < 0 then ms = 0 end
   thr = string.format('%.0f', ms)
 end
+local entries = cmsgpack.unpack(ARGV[4])
 local n = 0
-for i = 4, #ARGV, 5 do
-  local key = KEYS[tonumber(ARGV[i])]
+for _, e in ipairs(entries) do
+  local key = KEYS[e[1]]
   local num = redis.call('HINCRBY', KEYS[3], key, 1)
   if mode == '' then
-    redis.call('XADD', key, '*', 'k', ARGV[i+1], 'd', ARGV[i+2], 'rx', ARGV[i+3],
-               'e', epoch, 's', ARGV[i+4], 'n', num)
+    redis.call('XADD', key, '*', 'k', e[2], 'd', e[3], 'rx', e[4], 'e', epoch, 's', e[5], 'n', num)
   else
-    redis.call('XADD', key, mode, '~', thr, '*', 'k', ARGV[i+1], 'd', ARGV[i+2],
-               'rx', ARGV[i+3], 'e', epoch, 's', ARGV[i+4], 'n', num)
+    redis.call('XADD', key, mode, '~', thr, '*', 'k', e[2], 'd', e[3], 'rx', e[4], 'e', epoch,
+               's', e[5], 'n', num)
   end
   n = n + 1
 end

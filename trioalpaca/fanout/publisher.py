@@ -1,6 +1,6 @@
 """The Redis Streams publisher: :func:`open_redis_publisher` / :class:`RedisPublisher`.
 
-The publisher sits between a stream source (an :class:`~trioalpaca.AlpacaWebSocketClient`, a
+The publisher sits between a stream source (an :class:`~trioalpaca.client.AlpacaWebSocketClient`, a
 pooled connection, anything that yields messages) and Redis::
 
     async with open_stream(feed="iex", trades=["*"], raw_data=True) as stream, \\
@@ -57,6 +57,8 @@ __all__ = ["RedisPublisher", "open_redis_publisher"]
 logger = logging.getLogger("trioalpaca.fanout")
 
 _packb = msgpack.Packer(use_bin_type=True).pack
+# Redis' Lua cmsgpack knows no bin type: the write script's rows are packed with raw strings
+_pack_rows = msgpack.Packer(use_bin_type=False).pack
 _MARKER_TYPES = ("reconnected", "dropped")
 
 
@@ -131,6 +133,13 @@ class RedisPublisher:
         self._trading = layout.trading
         self._per_symbol = layout.per_symbol
         self._key_cache: dict[Any, str] = {}
+        # the per-channel layout routes by T code alone; per symbol (and trading) goes through
+        # _key_for
+        self._route: dict[str, str] = (
+            {}
+            if layout.per_symbol or layout.trading
+            else {t: layout.key(code) for t, code in STREAM_CODE_BY_T.items()}
+        )
         self.state = "running"
         """``running``, ``redis-down`` (retrying), ``fenced`` or ``closed``."""
         # metrics
@@ -179,19 +188,22 @@ class RedisPublisher:
             raise FencedError(self.epoch, None)
         rx = time.time_ns() if rx_ns is None else rx_ns
         groups: dict[str, list[Any]] = {}
-        key_for = self._key_for
+        route = self._route  # T code -> stream key (per-channel layout: the whole routing)
         for item in items:
             d = item if type(item) is dict else item.to_wire()
-            if d.get("T") in _MARKER_TYPES:
-                if groups:
-                    self._enqueue_groups(groups, rx)
-                    groups = {}
-                self._marker(d, rx)
-                continue
-            key = key_for(d)
+            t = d.get("T")
+            key = route.get(t) if type(t) is str else None
             if key is None:
-                self._unroutable += 1
-                continue
+                if t in _MARKER_TYPES:
+                    if groups:
+                        self._enqueue_groups(groups, rx)
+                        groups = {}
+                    self._marker(d, rx)
+                    continue
+                key = self._key_for(d)
+                if key is None:
+                    self._unroutable += 1
+                    continue
             group = groups.get(key)
             if group is None:
                 groups[key] = [d]
@@ -315,14 +327,14 @@ class RedisPublisher:
             chunk = batch[start : start + self._per_call]
             keys = [layout.epoch_key, layout.registry_key, layout.numbers_key]
             index: dict[str, int] = {}
-            args: list[Any] = list(head)
+            rows: list[Any] = []
             for e in chunk:
                 i = index.get(e.key)
                 if i is None:
                     keys.append(e.key)
                     i = index[e.key] = len(keys)
-                args += (i, e.kind, e.data, e.rx, e.seq)
-            calls.append((keys, args))
+                rows.append((i, e.kind, e.data, str(e.rx), e.seq))
+            calls.append((keys, [*head, _pack_rows(rows)]))
         t0 = time.perf_counter()
         if len(calls) == 1:
             results = [await self._script(keys=calls[0][0], args=calls[0][1])]
@@ -349,6 +361,11 @@ class RedisPublisher:
         return False
 
     # ------------------------------------------------------------------ status
+
+    @property
+    def published_messages(self) -> int:
+        """Messages Redis confirmed written so far (cheap; see :meth:`statistics`)."""
+        return self._published_messages
 
     def statistics(self) -> dict[str, Any]:
         """A snapshot: ``state``, ``epoch``, ``published_messages``, ``published_entries``,
@@ -461,7 +478,7 @@ async def open_redis_publisher(
 
     Args:
         redis_url: ``redis://host:port[/db]`` (or pass an open coredis client as ``redis``).
-        source: what to publish: an :class:`~trioalpaca.AlpacaWebSocketClient` (its feed and
+        source: what to publish: an :class:`~trioalpaca.client.AlpacaWebSocketClient` (its feed and
             subscriptions are read from it; ``raw_data=True`` is cheapest), a pooled
             connection, or any async iterable of messages. ``None``: call
             :meth:`RedisPublisher.publish` yourself.

@@ -376,15 +376,28 @@ class Recorder:
         return [(tap.sink, tap.take()) for tap in self._taps if tap.pending]
 
     async def _run_writer(self) -> None:
-        while True:
-            with trio.move_on_after(self.chunk_seconds):
-                await self._wake.wait()
-            batches = self._take()
-            with trio.CancelScope(shield=True):  # a batch taken is always written
-                await trio.to_thread.run_sync(self._write_batches, batches, limiter=self._limiter)
+        try:
+            while True:
+                with trio.move_on_after(self.chunk_seconds):
+                    await self._wake.wait()
+                batches = self._take()
+                with trio.CancelScope(shield=True):  # a batch taken is always written
+                    await trio.to_thread.run_sync(
+                        self._write_batches, batches, limiter=self._limiter
+                    )
+        except RecordingError as exc:
+            self._error = exc
+            raise
 
     def _finish(self) -> None:
-        """Final flush + footers (in a thread)."""
+        """Final flush + footers (in a thread). After a write error only closes the files."""
+        if self._error is not None:
+            for sink in self._sinks.values():
+                try:
+                    sink.close()
+                except RecordingError:
+                    pass
+            return
         for tap in self._taps:
             if tap.dropped:
                 tap.pending.append(

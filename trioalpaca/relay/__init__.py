@@ -10,6 +10,16 @@ from __future__ import annotations
 from ._auth import DEFAULT_ACCOUNT, Account, LocalKey, load_keys_file
 from ._server import DEFAULT_SEND_BUFFER_LIMIT, Relay, RelayClientStats, serve_relay
 
+
+def __getattr__(name: str) -> object:
+    # the Prometheus collector needs prometheus-client (the ``ops`` extra): import it on use
+    if name in ("RelayCollector", "relay_registry"):
+        from . import _prom
+
+        return getattr(_prom, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "DEFAULT_ACCOUNT",
     "DEFAULT_SEND_BUFFER_LIMIT",
@@ -17,6 +27,8 @@ __all__ = [
     "LocalKey",
     "Relay",
     "RelayClientStats",
+    "RelayCollector",
     "load_keys_file",
+    "relay_registry",
     "serve_relay",
 ]

@@ -10,7 +10,7 @@ Structure (one trio nursery, :func:`serve_relay`):
   :class:`~trioalpaca._protocol.server.TradingServerProtocol`) for its own welcome, local auth,
   subscription state and acknowledgements, plus a sender task draining its own queue, bounded
   in bytes;
-* each upstream is one :class:`~trioalpaca.AlpacaWebSocketClient` (raw mode) per (account,
+* each upstream is one :class:`~trioalpaca.client.AlpacaWebSocketClient` (raw mode) per (account,
   endpoint), opened when a downstream session first needs it and closed ``linger`` seconds after
   the last one left. Its reader task routes every batch to the sessions whose own set matches
   (:class:`~trioalpaca.relay._routing.Routes`, built on the shared subscription book) and only
@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import socket
 import ssl
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -68,6 +69,7 @@ logger = logging.getLogger("trioalpaca.relay")
 #: Bytes queued for one downstream session before the slow-client policy applies.
 DEFAULT_SEND_BUFFER_LIMIT = 4 * 1024 * 1024
 _MAX_FRAME_MESSAGES = 1000
+_MERGE_BYTES = 1024 * 1024
 _AUTH_TIMEOUT = 10.0
 #: How long a fatal upstream refusal (402, 409, ...) is remembered and answered locally, so that
 #: SDKs that reconnect without backoff (alpaca-py) do not hammer upstream.
@@ -77,6 +79,7 @@ MARKER_PARAM = "markers"
 MARKER_HEADER = b"x-trioalpaca-markers"
 _TRUE = {"1", "true", "yes", "on"}
 
+#: ``"disconnect"`` (407 and close) or ``"drop"`` (discard that client's data).
 SlowClientPolicy = Literal["disconnect", "drop"]
 
 
@@ -120,6 +123,32 @@ class RelayClientStats:
         d["subscriptions"] = {k: list(v) for k, v in self.subscriptions.items() if v}
         d["listening"] = list(self.listening)
         return d
+
+
+def _msgpack_array_body(frame: bytes) -> bytes:
+    b = frame[0]
+    if 0x90 <= b <= 0x9F:
+        return frame[1:]
+    if b == 0xDC:
+        return frame[3:]
+    if b == 0xDD:
+        return frame[5:]
+    raise ValueError("not a msgpack array")
+
+
+def merge_frames(frames: list[Frame], counts: list[int]) -> Frame:
+    """Join encoded data frames (arrays of ``counts[i]`` messages) into one frame, without
+    decoding: msgpack array headers are rewritten, JSON arrays spliced."""
+    if isinstance(frames[0], str):
+        return "[" + ",".join(f[1:-1] for f in frames if isinstance(f, str) and len(f) > 2) + "]"
+    n = sum(counts)
+    if n <= 15:
+        head = bytes([0x90 | n])
+    elif n <= 0xFFFF:
+        head = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + n.to_bytes(4, "big")
+    return head + b"".join(_msgpack_array_body(f) for f in frames if isinstance(f, bytes))
 
 
 @attrs.define(eq=False)
@@ -245,6 +274,7 @@ class _Downstream:
         ws = self.ws
         stats = self.stats
         latency = self.relay._latency
+        mergeable = self.encoder is not None  # data frames are arrays; trading frames are not
         while True:
             if not self.queue:
                 self.wake = trio.Event()
@@ -259,12 +289,37 @@ class _Downstream:
                     self.nursery.cancel_scope.cancel()
                 return
             self.queued_bytes -= len(item.frame)
-            await ws.send_message(item.frame)
+            frame = item.frame
+            messages = item.messages
+            stamps = [item.t_in] if item.t_in is not None else []
+            queue = self.queue
+            if stamps and queue and mergeable and queue[0].t_in is not None:
+                # several data frames waiting: send them as one frame (behind, catch up)
+                parts = [frame]
+                counts = [messages]
+                size = len(frame)
+                while queue and queue[0].t_in is not None and messages < _MAX_FRAME_MESSAGES:
+                    nxt = queue[0]
+                    assert nxt.frame is not None and nxt.t_in is not None
+                    if type(nxt.frame) is not type(frame) or size + len(nxt.frame) > _MERGE_BYTES:
+                        break
+                    queue.popleft()
+                    self.queued_bytes -= len(nxt.frame)
+                    parts.append(nxt.frame)
+                    counts.append(nxt.messages)
+                    messages += nxt.messages
+                    size += len(nxt.frame)
+                    stamps.append(nxt.t_in)
+                if len(parts) > 1:
+                    frame = merge_frames(parts, counts)
+            await ws.send_message(frame)
             stats.frames += 1
-            stats.bytes += len(item.frame)
-            if item.t_in is not None:
-                stats.messages += item.messages
-                latency.record(trio.current_time() - item.t_in)
+            stats.bytes += len(frame)
+            if stamps:
+                stats.messages += messages
+                now = trio.current_time()
+                for t_in in stamps:
+                    latency.record(now - t_in)
 
 
 class _Upstream:
@@ -550,6 +605,7 @@ class Relay:
         linger: float,
         send_buffer_limit: int,
         slow_client: SlowClientPolicy,
+        socket_send_buffer: int | None,
         tls: bool,
     ) -> None:
         self.host = host
@@ -562,6 +618,7 @@ class Relay:
         self.linger = linger
         self.send_buffer_limit = send_buffer_limit
         self.slow_client: SlowClientPolicy = slow_client
+        self.socket_send_buffer = socket_send_buffer
         self.tls = tls
         self.errors: list[BaseException] = []
         self._ids = itertools.count(1)
@@ -736,6 +793,10 @@ class Relay:
             or headers.get(MARKER_HEADER, b"").decode("latin-1").lower() in _TRUE
         )
         ws = await request.accept()
+        if self.socket_send_buffer is not None:
+            sock = getattr(getattr(ws, "_stream", None), "socket", None)
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_send_buffer)
         conn = _Downstream(self, next(self._ids), ws, ep, encoding, markers)
         conn.header_auth = header_credentials(headers)
         self._clients[conn.stats.id] = conn
@@ -904,6 +965,7 @@ async def serve_relay(
     linger: float = 5.0,
     send_buffer_limit: int = DEFAULT_SEND_BUFFER_LIMIT,
     slow_client: SlowClientPolicy = "disconnect",
+    socket_send_buffer: int | None = None,
     task_status: trio.TaskStatus[Relay] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve Alpaca's stream protocol to local clients over shared upstream connections, until
@@ -929,7 +991,7 @@ async def serve_relay(
         upstream_url: scheme + host of the upstream (default: Alpaca's production hosts), e.g.
             an emulator's ``emu.url``.
         upstream_options: extra keyword arguments for each upstream
-            :class:`~trioalpaca.AlpacaWebSocketClient` (``backoff``, ``heartbeat_interval``,
+            :class:`~trioalpaca.client.AlpacaWebSocketClient` (``backoff``, ``heartbeat_interval``,
             ``buffer_size``, ``paper``, ``sandbox``...). Upstream data is never blocked: its
             buffer overflows with ``drop_oldest`` (visible as a ``dropped`` marker) unless set.
         linger: seconds an upstream connection stays open after its last client left.
@@ -937,6 +999,10 @@ async def serve_relay(
         slow_client: ``"disconnect"`` (default: 407 ``slow client`` and close, like Alpaca) or
             ``"drop"`` (discard data for that session and count it; sessions that asked for
             markers get a ``dropped`` marker when data flows again).
+        socket_send_buffer: ``SO_SNDBUF`` of downstream sockets (``None``: the OS default). A
+            small kernel buffer keeps a lagging client's backlog in the relay's own queue, where
+            the byte limit and the policy see it, and keeps pongs from waiting behind megabytes
+            of data already handed to the kernel.
 
     Raises:
         UsageError: a non-loopback bind without TLS (unless ``allow_insecure_bind``),
@@ -979,6 +1045,7 @@ async def serve_relay(
         linger=linger,
         send_buffer_limit=send_buffer_limit,
         slow_client=slow_client,
+        socket_send_buffer=socket_send_buffer,
         tls=ssl_context is not None,
     )
     await relay._run(ssl_context, task_status)

@@ -247,6 +247,24 @@ class Market:
             if self.family == "perps" and self.config.rate > 0:
                 self._push(t + self._exp(self._mean_gap_s * 2, rng), "pricing", name)
 
+    def retain(self, wanted: Iterable[str]) -> int:
+        """Stop simulating the symbols outside the universe that are not in ``wanted``.
+
+        The emulator calls this when a connection closes, so symbols only a departed client
+        asked for stop costing work. A symbol added again later restarts its (deterministic)
+        price path. Returns how many symbols were dropped.
+        """
+        keep = set(wanted) | set(self.universe)
+        gone = [name for name in self._symbols if name not in keep]
+        if not gone:
+            return 0
+        for name in gone:
+            del self._symbols[name]
+        dropped = set(gone)
+        self._heap = [entry for entry in self._heap if entry[3] not in dropped]
+        heapq.heapify(self._heap)
+        return len(gone)
+
     def fast_forward(self, until_ns: int) -> None:
         """Skip market time to ``until_ns`` without generating messages (nobody is listening).
 

@@ -136,6 +136,8 @@ class _Conn:
         self.queued_bytes = 0
         self.wake = trio.Event()
         self.nursery: trio.Nursery | None = None
+        self.ended = False
+        """Set once the connection's handler is finishing: nothing new is queued or started."""
         trading = ep.kind is StreamKind.TRADING
         self.encoder: Encoder | None = None if trading else Encoder(ep.kind, enc)  # type: ignore[arg-type]
         self.proto: DataServerProtocol | None = None
@@ -151,6 +153,21 @@ class _Conn:
         self.burst_left: int | None = None
         self.burst_n = 0
         self.burst_cycle: Iterator[bytes | str] = iter(())
+
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
+        """Start a task in this connection's nursery; a no-op once the connection is ending.
+
+        Market deliveries, fault timers and the slow-client policy may reach a connection
+        while its nursery is already closing (the client just left); that must never raise
+        into the caller (the market loop is shared by every client).
+        """
+        nursery = self.nursery
+        if nursery is None or self.ended:
+            return
+        try:
+            nursery.start_soon(fn, *args)
+        except RuntimeError:  # "Nursery is closed to new arrivals": the connection is ending
+            self.ended = True
 
     # ------------------------------------------------------------------ queueing
     def _push(self, item: _Item) -> None:
@@ -221,9 +238,8 @@ class _Conn:
             self._push(_Item(self.proto.error_frame(407), 1))
             self.stats.errors_sent = list(self.proto.errors_sent)
         self.close_after_flush(1008)
-        if self.nursery is not None:
-            # the client may not read at all: the 407 then never leaves, so cut the socket
-            self.nursery.start_soon(self._abort_later, 1.0)
+        # the client may not read at all: the 407 then never leaves, so cut the socket
+        self.spawn(self._abort_later, 1.0)
 
     async def _abort_later(self, delay: float) -> None:
         await trio.sleep(delay)
@@ -266,8 +282,8 @@ class _Conn:
         if self.unmuted.is_set():
             self.unmuted = trio.Event()
         lock = getattr(self.ws, "_stream_lock", None)
-        if not pings and lock is not None and self.nursery is not None:
-            self.nursery.start_soon(self._hold_lock, lock, self.unmuted)
+        if not pings and lock is not None:
+            self.spawn(self._hold_lock, lock, self.unmuted)
 
     @staticmethod
     async def _hold_lock(lock: trio.StrictFIFOLock, until: trio.Event) -> None:
@@ -293,6 +309,10 @@ async def _guard(conn: _Conn, fn: Callable[[_Conn], Awaitable[None]]) -> None:
     except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:
+        # From here on the connection takes nothing new (market data, timers, the slow-client
+        # policy): its nursery is about to close.
+        conn.ended = True
+        conn.closing = True
         if conn.nursery is not None:
             conn.nursery.cancel_scope.cancel()
 
@@ -735,7 +755,12 @@ class Emulator:
             if out:
                 if c.endpoint.feed == "delayed_sip":
                     out = [{**m, "t": m["t"] - _DELAY_NS} if "t" in m else m for m in out]
-                c.send_data(out)
+                try:
+                    c.send_data(out)
+                except Exception as exc:  # one connection must never stop the shared market
+                    logger.exception("emulator connection %d: delivery failed", c.stats.id)
+                    self.errors.append(exc)
+                    c.close_after_flush(1011)
 
     # ------------------------------------------------------------------ auth / slots
     def _slot_free(self, key: str, feed: str) -> bool:
@@ -821,21 +846,23 @@ class Emulator:
                 conn.stats.close_reason = f"closed {ws.closed.code}"
             del self._conns[conn.stats.id]
             self._release_slot(conn)
+            if conn.stats.subscriptions:
+                self._retain_symbols(conn.family)
 
     def _arm_rules(self, conn: _Conn) -> None:
         rule = self.faults.take_drop(conn.endpoint.feed)
         if rule is not None:
             self._arm_drop(conn, rule, from_now=True)
         mute = self.faults.take_mute(conn.endpoint.feed)
-        if mute is not None and conn.nursery is not None:
-            conn.nursery.start_soon(self._mute_later, conn, mute)
+        if mute is not None:
+            conn.spawn(self._mute_later, conn, mute)
 
     def _arm_drop(self, conn: _Conn, rule: DropRule, *, from_now: bool) -> None:
         if rule.after_messages is not None:
             conn.drop_rule = rule
             conn.data_enqueued = 0 if from_now else conn.data_enqueued
-        if rule.after_seconds is not None and conn.nursery is not None:
-            conn.nursery.start_soon(self._drop_later, conn, rule)
+        if rule.after_seconds is not None:
+            conn.spawn(self._drop_later, conn, rule)
 
     @staticmethod
     async def _drop_later(conn: _Conn, rule: DropRule) -> None:
@@ -931,7 +958,7 @@ class Emulator:
             if proto.should_close:
                 conn.close_after_flush(1008)
                 await trio.sleep_forever()
-        conn.nursery.start_soon(self._auth_deadline, conn, proto)
+        conn.spawn(self._auth_deadline, conn, proto)
         market = self._ensure_market(conn.family)
         ws = conn.ws
         stats = conn.stats
@@ -951,6 +978,22 @@ class Emulator:
                 stats.subscriptions = state
                 self._on_subscribed(conn, market, before)
 
+    def _retain_symbols(self, family: str) -> None:
+        """Stop simulating symbols no open connection of ``family`` subscribes to any more (a
+        client that subscribed to 5,000 symbols and left must not keep the market busy)."""
+        market = self._markets.get(family)
+        if market is None:
+            return
+        wanted = {
+            s
+            for c in self._conns.values()
+            if c.family == family
+            for syms in c.stats.subscriptions.values()
+            for s in syms
+            if s != "*"
+        }
+        market.retain(wanted)
+
     def _on_subscribed(
         self, conn: _Conn, market: Market, before: dict[str, tuple[str, ...]]
     ) -> None:
@@ -958,9 +1001,12 @@ class Emulator:
         self._advance(family)
         subs = conn.stats.subscriptions
         explicit = {s for syms in subs.values() for s in syms if s != "*"}
-        new = [s for s in explicit if s not in market.symbols]
+        known = set(market.symbols)
+        new = [s for s in explicit if s not in known]
         if new:
             market.add_symbols(sorted(new))
+        if any(s not in explicit for syms in before.values() for s in syms if s != "*"):
+            self._retain_symbols(family)
         self._market_wake[family].set()
         if family == "crypto":
             books = set(subs.get("orderbooks", ()))

@@ -50,8 +50,10 @@ __all__ = [
     "imbalances",
     "listenings",
     "lulds",
+    "malformed_messages",
     "market_data",
     "news",
+    "news_images",
     "option_quotes",
     "option_symbols",
     "option_trades",
@@ -177,6 +179,10 @@ def _codes() -> st.SearchStrategy[str]:
     return st.one_of(st.sampled_from(list("ABCDHIJKLMNPQUVWXYZ")), texts(3))
 
 
+def _opt_exchange() -> st.SearchStrategy[str | None]:
+    return st.none() | _codes()
+
+
 def conditions() -> st.SearchStrategy[tuple[str, ...]]:
     """Trade/quote condition code tuples."""
     return st.lists(_codes(), max_size=4).map(tuple)
@@ -194,6 +200,7 @@ def trades() -> st.SearchStrategy[m.Trade]:
         conditions(),
         timestamps_ns(),
         st.sampled_from("ABC"),
+        st.none() | timestamps_ns(),
     )
 
 
@@ -211,6 +218,7 @@ def quotes() -> st.SearchStrategy[m.Quote]:
         conditions(),
         timestamps_ns(),
         st.sampled_from("ABC"),
+        st.none() | timestamps_ns(),
     )
 
 
@@ -311,6 +319,7 @@ def crypto_trades() -> st.SearchStrategy[m.CryptoTrade]:
         _float_sizes(),
         st.sampled_from("BS"),
         timestamps_ns(),
+        _opt_exchange(),
     )
 
 
@@ -324,25 +333,34 @@ def crypto_quotes() -> st.SearchStrategy[m.CryptoQuote]:
         prices(),
         _float_sizes(),
         timestamps_ns(),
+        _opt_exchange(),
     )
 
 
 def crypto_bars() -> st.SearchStrategy[m.CryptoBar]:
     """:class:`~trioalpaca.models.CryptoBar` values (fractional volume)."""
-    return st.builds(m.CryptoBar, *_bar_args(_float_sizes(), crypto_symbols()), timestamps_ns())
+    return st.builds(
+        m.CryptoBar, *_bar_args(_float_sizes(), crypto_symbols()), timestamps_ns(), _opt_exchange()
+    )
 
 
 def crypto_daily_bars() -> st.SearchStrategy[m.CryptoDailyBar]:
     """:class:`~trioalpaca.models.CryptoDailyBar` values."""
     return st.builds(
-        m.CryptoDailyBar, *_bar_args(_float_sizes(), crypto_symbols()), timestamps_ns()
+        m.CryptoDailyBar,
+        *_bar_args(_float_sizes(), crypto_symbols()),
+        timestamps_ns(),
+        _opt_exchange(),
     )
 
 
 def crypto_updated_bars() -> st.SearchStrategy[m.CryptoUpdatedBar]:
     """:class:`~trioalpaca.models.CryptoUpdatedBar` values."""
     return st.builds(
-        m.CryptoUpdatedBar, *_bar_args(_float_sizes(), crypto_symbols()), timestamps_ns()
+        m.CryptoUpdatedBar,
+        *_bar_args(_float_sizes(), crypto_symbols()),
+        timestamps_ns(),
+        _opt_exchange(),
     )
 
 
@@ -354,7 +372,15 @@ def orderbook_levels() -> st.SearchStrategy[m.OrderbookLevel]:
 def orderbooks() -> st.SearchStrategy[m.Orderbook]:
     """:class:`~trioalpaca.models.Orderbook` snapshots and deltas."""
     levels = st.lists(orderbook_levels(), max_size=5).map(tuple)
-    return st.builds(m.Orderbook, crypto_symbols(), timestamps_ns(), levels, levels, st.booleans())
+    return st.builds(
+        m.Orderbook,
+        crypto_symbols(),
+        timestamps_ns(),
+        levels,
+        levels,
+        st.booleans(),
+        _opt_exchange(),
+    )
 
 
 def crypto_pricings() -> st.SearchStrategy[m.CryptoPricing]:
@@ -409,7 +435,13 @@ def news() -> st.SearchStrategy[m.News]:
         texts(30),
         st.lists(stock_symbols(), max_size=4).map(tuple),
         st.sampled_from(["benzinga", "reuters", ""]),
+        st.none() | st.lists(news_images(), max_size=3).map(tuple),
     )
+
+
+def news_images() -> st.SearchStrategy[m.NewsImage]:
+    """:class:`~trioalpaca.models.NewsImage` values."""
+    return st.builds(m.NewsImage, st.sampled_from(["thumb", "small", "large"]), texts(30))
 
 
 def _decimals() -> st.SearchStrategy[Decimal]:
@@ -533,6 +565,15 @@ def _json_values() -> st.SearchStrategy[Any]:
     )
 
 
+def malformed_messages() -> st.SearchStrategy[m.MalformedMessage]:
+    """:class:`~trioalpaca.models.MalformedMessage` events (bad elements and whole frames)."""
+    element = st.builds(m.MalformedMessage, _json_values(), texts(40), st.just(False))
+    frame = st.builds(
+        m.MalformedMessage, st.binary(max_size=20) | texts(20), texts(40), st.just(True)
+    )
+    return element | frame
+
+
 def unknown_messages() -> st.SearchStrategy[m.UnknownMessage]:
     """:class:`~trioalpaca.models.UnknownMessage` values with a ``T`` no stream defines."""
     t_codes = texts(8).filter(lambda t: t not in _KNOWN_T)
@@ -583,6 +624,7 @@ _BY_CLASS: dict[type[Any], Any] = {
     m.OptionTrade: option_trades,
     m.OptionQuote: option_quotes,
     m.News: news,
+    m.NewsImage: news_images,
     m.TradeUpdate: trade_updates,
     m.Listening: listenings,
     m.Connected: connecteds,
@@ -591,6 +633,7 @@ _BY_CLASS: dict[type[Any], Any] = {
     m.ServerError: server_errors,
     m.Reconnected: reconnecteds,
     m.Dropped: droppeds,
+    m.MalformedMessage: malformed_messages,
     m.UnknownMessage: unknown_messages,
 }
 

@@ -1,0 +1,172 @@
+"""Benchmark cases for the Redis fan-out (trioalpaca.fanout): publish, consume, end to end.
+
+Each case starts its own ``redis-server`` (no persistence) on a free loopback port; without
+redis-server on PATH a case reports an error instead of a figure.
+
+* ``fan_pub``: the client (raw, batches) reads the burst feed and a publisher writes it into
+  Redis; msgs/s = messages confirmed written by Redis. Target: >= 50% of ``b_batch``.
+* ``fan_consume`` / ``fan_consume_typed``: a stream pre-filled with the burst feed is read back
+  by one consumer (raw dicts / typed models); msgs/s.
+* ``fan_e2e``: paced feed (``--rate``, 20k msgs/s by default) -> client -> publisher -> Redis ->
+  consumer, all in one process; latency = delivery time minus the publisher's receive time of
+  the entry (``RedisStream.statistics()["lag_s"]`` sampled per delivered batch, weighted by the
+  batch's messages).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import trio
+from registry import KEY, SECRET, Params, case, ratio
+
+
+@contextmanager
+def _redis() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not found on PATH")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+            yield f"redis://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(5)
+
+
+def _client(p: Params) -> Any:
+    from trioalpaca import open_stream
+
+    return open_stream(
+        KEY, SECRET, feed="iex", url=p.url, raw_data=True, trades=p.symbols, quotes=p.symbols
+    )
+
+
+async def _publish_all(url: str, p: Params) -> dict[str, Any]:
+    from trioalpaca.fanout import open_redis_publisher
+
+    async with _client(p) as client, open_redis_publisher(url, client, maxlen=None) as pub:
+        t0 = None
+        n0 = 0
+        while True:
+            done = pub.published_messages
+            if t0 is None and done:
+                t0 = time.perf_counter()
+                n0 = done
+            if done >= p.total:
+                break
+            await trio.sleep(0.01)
+        dt = time.perf_counter() - (t0 or time.perf_counter())
+        stats = pub.statistics()
+        return {
+            "msgs": stats["published_messages"] - n0,
+            "seconds": dt,
+            "entries": stats["published_entries"],
+            "dropped": stats["dropped"],
+            "write_p99_ms": stats["write_p99_ms"],
+        }
+
+
+@case("fan_pub", "fanout publisher into Redis (raw batches)", "throughput")
+def fan_pub(p: Params) -> dict[str, Any]:
+    with _redis() as url:
+        return trio.run(_publish_all, url, p)
+
+
+async def _consume_all(p: Params, raw: bool) -> dict[str, Any]:
+    from trioalpaca.fanout import open_redis_stream
+
+    with _redis() as url:
+        await _publish_all(url, p)
+        n = 0
+        async with open_redis_stream(
+            url, feed="iex", trades=["*"], quotes=["*"], start="oldest", raw_data=raw
+        ) as stream:
+            t0 = time.perf_counter()
+            while n < p.total:
+                n += len(await stream.receive_batch())
+            dt = time.perf_counter() - t0
+        return {"msgs": n, "seconds": dt}
+
+
+@case("fan_consume", "fanout consumer, raw dicts (receive_batch)", "throughput")
+def fan_consume(p: Params) -> dict[str, Any]:
+    return trio.run(_consume_all, p, True)
+
+
+@case("fan_consume_typed", "fanout consumer, typed (receive_batch)", "throughput")
+def fan_consume_typed(p: Params) -> dict[str, Any]:
+    return trio.run(_consume_all, p, False)
+
+
+async def _e2e(p: Params) -> dict[str, Any]:
+    from trioalpaca.fanout import open_redis_publisher, open_redis_stream
+
+    samples: list[tuple[float, int]] = []
+    with _redis() as url:
+        async with (
+            _client(p) as client,
+            open_redis_publisher(url, client) as pub,
+            open_redis_stream(url, feed="iex", trades=["*"], quotes=["*"]) as stream,
+        ):
+            warm = time.monotonic() + 1.0
+            end = warm + p.seconds
+            while time.monotonic() < end:
+                with trio.move_on_after(end - time.monotonic()):
+                    items = await stream.receive_batch()
+                    lag = stream.statistics()["lag_s"]
+                    if time.monotonic() >= warm and lag is not None:
+                        samples.append((lag, len(items)))
+            pub_stats = pub.statistics()
+    samples.sort()
+    total = sum(n for _, n in samples)
+    if not total:
+        return {"error": "no messages", "p50_ms": float("nan"), "p99_ms": float("nan"), "msgs": 0}
+
+    def pct(q: float) -> float:
+        want = q * total
+        seen = 0
+        for lag, n in samples:
+            seen += n
+            if seen >= want:
+                return lag * 1e3
+        return samples[-1][0] * 1e3
+
+    return {
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "msgs": total,
+        "rate": total / p.seconds,
+        "publisher_dropped": pub_stats["dropped"],
+    }
+
+
+@case("fan_e2e", "fanout end to end (client->Redis->consumer)", "latency")
+def fan_e2e(p: Params) -> dict[str, Any]:
+    return trio.run(_e2e, p)
+
+
+ratio("fan_pub / b_batch  publish vs raw client", "fan_pub", "b_batch", 0.5)
