@@ -341,3 +341,23 @@ async def test_slow_consumer_sees_gap_fast_one_does_not(redis_server: RedisServe
     assert gaps, "the slow consumer fell behind the retention and must see a gap marker"
     ids = [m.trade_id for m in data_of(got_slow)]
     assert ids == sorted(ids) and ids[-1] > 60  # it skipped ahead instead of blocking anyone
+
+
+async def test_guide_example(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_seed_examples import load
+
+    async with open_emulator(symbols=["AAPL", "MSFT"], rate=200.0) as emu:
+        for var in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("ALPACA_API_KEY", KEY)
+        monkeypatch.setenv("ALPACA_API_SECRET", SECRET)
+        monkeypatch.setenv("DATA_PROXY_WS", emu.url)
+        monkeypatch.setenv("REDIS_URL", redis_server.url)
+        example = load("fanout")
+        with trio.fail_after(20):
+            await example.main(5)
+    lines = capsys.readouterr().out.splitlines()
+    trades = [line for line in lines if line.startswith("AAPL ")]
+    assert len(trades) == 5

@@ -54,7 +54,10 @@ async def test_pool_connections_are_recorded_as_streams(
         b = await pool.get_connection(["MSFT"], channels=["trades"])
         assert (a.connections, b.connections) == ((0,), (1,))
         got_a = [await a.receive() for _ in range(10)]
-        emu.drop(feed="iex", connection=emu.open_connections("iex")[0].id)
+        (serving_a,) = [
+            c for c in emu.open_connections("iex") if "AAPL" in c.subscriptions.get("trades", ())
+        ]
+        emu.drop(feed="iex", connection=serving_a.id)  # the connection behind handle a
         got_a += [await a.receive() for _ in range(10)]
         got_b = [await b.receive() for _ in range(5)]
     streams = find_streams(tmp_path)

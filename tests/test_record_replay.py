@@ -201,3 +201,48 @@ async def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="max_bytes"):
         async with open_recorder(tmp_path / "y.tarec", max_bytes=10):
             pass
+
+
+@pytest.mark.parametrize("raw", [False, True])
+async def test_trading_stream_round_trip(
+    tmp_path: Path, autojump_clock: trio.abc.Clock, raw: bool
+) -> None:
+    live: list[Any] = []
+    async with open_emulator(seed=5) as emu:
+        client = open_stream(
+            KEY, SECRET, stream_type="trading", url=emu.url_for("trading"), raw_data=raw
+        )
+        async with open_recorder(tmp_path / "t.tarec", client), client:
+            emu.submit_order("AAPL", qty=3, plan="partial")
+            async for msg in client:
+                live.append(msg)
+                if len(live) >= 3:
+                    break
+    async with open_replay(tmp_path / "t.tarec", raw_data=raw) as stream:
+        assert stream.header["kind"] == "trading"
+        replayed = [m async for m in stream]
+    assert replayed[: len(live)] == live
+    assert len(live) == 3
+
+
+async def test_hourly_rotation(tmp_path: Path) -> None:
+    client = open_stream(KEY, SECRET, url="ws://127.0.0.1:9/v2/iex", trades=["AAPL"])
+    hour = 3_600_000_000_000
+    base = 1_764_604_800_000_000_000 + hour - 2_000_000_000  # 2 s before a UTC hour
+    async with open_recorder(tmp_path, client, stream="s") as rec:
+        (tap,) = client.observers  # the recorder's tap, fed by hand here: no connection needed
+        for i in range(8):
+            ns = base + i * 1_000_000_000  # 16:59:58 ... 17:00:05
+            trade = (
+                f'[{{"T":"t","S":"AAPL","i":{i},"x":"V","p":1.5,"s":1,"c":[],"z":"C","t":{ns}}}]'
+            )
+            tap.frame_in(trade, ns)
+        await trio.sleep(0)
+    names = sorted(os.listdir(tmp_path))
+    assert names == ["s-20251201T165958Z-0000.tarec", "s-20251201T170000Z-0001.tarec"]
+    assert rec.files == [str(tmp_path / n) for n in names]
+    with RecordingReader(tmp_path / names[1]) as r:
+        assert r.header is not None and r.header["continues"] == names[0]
+        assert [ns for _, ns, _ in r.records()] == [base + i * 1_000_000_000 for i in range(2, 8)]
+    async with open_replay(tmp_path) as stream:
+        assert [m.trade_id async for m in stream] == list(range(8))

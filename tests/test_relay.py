@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -535,3 +536,53 @@ async def test_random_traffic_socket_level(seed: int, autojump_clock: trio.abc.C
         for _, leave in live.values():
             leave.set()
         assert len(upstream_conns(emu)) == 1
+
+
+async def test_drop_policy_keeps_answering_pings_with_a_full_queue(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    syms = ["AAPL", "MSFT", "TSLA"]
+    async with (
+        setup(
+            {"rate": 400.0},
+            send_buffer_limit=16 * 1024,
+            slow_client="drop",
+            socket_send_buffer=32 * 1024,
+        ) as (_emu, relay),
+        ws_connect(relay.url_for("iex", markers=True)) as ws,
+    ):
+        # a slow remote: small kernel buffers on both ends, so the backlog sits in the relay
+        ws._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        await ws.get_message()
+        await ws.send_message(
+            json.dumps({"action": "auth", "key": "local0", "secret": "local-secret-0"})
+        )
+        await ws.get_message()
+        await ws.send_message(json.dumps({"action": "subscribe", "trades": syms, "quotes": syms}))
+        got: list[Any] = []
+
+        async def slow_reader() -> None:
+            while True:
+                got.extend(json.loads(await ws.get_message()))
+                await trio.sleep(0.05)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_reader)
+            with trio.fail_after(30):
+                while not relay.clients or relay.clients[0].dropped == 0:
+                    await trio.sleep(0.05)
+            # the relay's queue for this client is at its limit and dropping; pings still work
+            for _ in range(3):
+                with trio.fail_after(2):
+                    await ws.ping()
+                assert relay.clients[0].dropped > 0
+            stats = relay.get_metrics()["clients"][relay.clients[0].id]
+            assert stats["max_queue_bytes"] > 8 * 1024 and not stats["slow_client"]
+            nursery.cancel_scope.cancel()
+        # the session asked for markers: the drops were announced in-band
+        with trio.fail_after(10):
+            while not any(m.get("T") == "dropped" for m in got):
+                got.extend(json.loads(await ws.get_message()))
+        marker = next(m for m in got if m.get("T") == "dropped")
+        assert marker["count"] > 0 and "slow client" in marker["reason"]
+        assert relay.get_metrics()["slow_clients"] == 0

@@ -20,7 +20,7 @@ import pytest
 import trio
 import zstandard
 
-from trioalpaca import Dropped, Reconnected
+from trioalpaca import Dropped, MalformedMessage, Reconnected
 from trioalpaca._stream_cli import _Writer, amain, csv_columns, readable
 from trioalpaca._time import parse_rfc3339_ns
 from trioalpaca.cli import build_parser
@@ -185,6 +185,13 @@ def test_markers_as_json_lines_and_csv_rows() -> None:
     rec = dict(zip(header, row, strict=True))
     assert rec["type"] == "Dropped" and json.loads(rec["detail"]) == {"count": 7, "reason": "slow"}
     assert readable({"T": "t", "S": "X"}) == {"T": "t", "S": "X"}
+    out = io.StringIO()
+    writer = _Writer(out, "csv", cols, flush_each=True)
+    writer.write([MalformedMessage({"T": "t", "S": 5}, "S is not a string")])
+    header, row = list(csv.reader(io.StringIO(out.getvalue())))
+    rec = dict(zip(header, row, strict=True))
+    assert rec["type"] == "MalformedMessage" and rec["symbol"] == ""
+    assert json.loads(rec["detail"])["error"] == "S is not a string"
 
 
 async def test_duration_and_table() -> None:

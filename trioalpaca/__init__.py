@@ -176,6 +176,13 @@ from trioalpaca.relay import serve_relay as serve_relay
 
 # --- end relay ---
 
+# --- fanout ---
+# isort: split
+from trioalpaca.fanout import open_redis_publisher as open_redis_publisher
+from trioalpaca.fanout import open_redis_stream as open_redis_stream
+
+# --- end fanout ---
+
 # --- __module__ fix-up (as trio does): public names defined in private modules report the
 # public path, so reprs, pickles and the docs use it.
 # isort: split

@@ -396,7 +396,7 @@ class _Writer:
 
     def _row(self, msg: Any) -> list[Any]:
         rec = readable(msg)
-        if _is_marker(msg):
+        if getattr(type(msg), "channel", None) == "control":  # markers, MalformedMessage, ...
             detail = {k: v for k, v in rec.items() if k != "type"}
             rec = {"type": rec["type"], "detail": self._dumps(detail)}
         return [_cell(rec.get(c), self._dumps) for c in self._columns]

@@ -475,6 +475,8 @@ class AlpacaWebSocketClient:
         self._handlers = HandlerTable(handler_errors, on_failure=self._count_handler_failure)
         self._dispatcher_running = False
         self._iterating = False
+        self._owner: trio.lowlevel.TrioToken | None = None
+        self._consumer: trio.lowlevel.Task | None = None
         self._stop: trio.Event | None = None  # set by aclose() under run()
         self._closed = trio.Event()  # set when the async with block has closed everything
         self.observers: list[StreamObserver] = []
@@ -531,7 +533,9 @@ class AlpacaWebSocketClient:
 
     async def __aenter__(self) -> AlpacaWebSocketClient:
         if self._cm is not None:
+            self._check_owner()
             raise UsageError("this client is already open; create a new one per async with")
+        self._owner = trio.lowlevel.current_trio_token()
         self._closed = trio.Event()
         self._cm = self._lifecycle()
         return await self._cm.__aenter__()  # type: ignore[no-any-return]
@@ -558,6 +562,7 @@ class AlpacaWebSocketClient:
             if self._state != "failed":
                 self._state = "closed"
             self._conn = None
+            self._owner = None
             self._closed.set()
 
     # ------------------------------------------------------------------ explicit control
@@ -568,6 +573,7 @@ class AlpacaWebSocketClient:
         Only valid inside the ``async with`` block. Errors that stop the stream (fatal server
         errors, the reconnect limit) end the block with that error.
         """
+        self._check_owner()
         nursery = self._require_nursery()
         if self._run_scope is None:
             self._buffer.reopen()
@@ -584,6 +590,7 @@ class AlpacaWebSocketClient:
 
         Messages already buffered can still be read; after them iteration ends.
         """
+        self._check_owner()
         scope, done = self._run_scope, self._run_done
         if scope is None or done is None:
             return
@@ -617,6 +624,7 @@ class AlpacaWebSocketClient:
         ``async with`` block it closes the connection like :meth:`disconnect` (iteration ends
         after the buffered messages); leaving the block releases the rest.
         """
+        self._check_owner()
         stop = self._stop
         if stop is not None:
             stop.set()
@@ -860,10 +868,51 @@ class AlpacaWebSocketClient:
             raise UsageError(
                 "handlers are registered: they consume the stream; remove them to iterate"
             )
+        self._check_consumer(q)
+        task = trio.lowlevel.current_task()
+        self._consumer = task
         try:
             return await buffer.get()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
+        finally:
+            if self._consumer is task:
+                self._consumer = None
+
+    def _check_owner(self) -> None:
+        """Refuse calls from another ``trio.run`` or a thread (before touching any trio object,
+        so the owning run is unharmed)."""
+        owner = self._owner
+        if owner is None:
+            return
+        try:
+            current = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            current = None
+        if current is not owner:
+            raise UsageError(
+                "this client belongs to another trio.run (another thread or event loop); call it "
+                "from the task tree that opened it, e.g. through trio.from_thread.run()"
+            )
+
+    def _check_consumer(self, q: Any) -> None:
+        """The checks before a consumer waits: owner, open and connected, no second consumer."""
+        self._check_owner()
+        if not q and not self._buffer.closed:
+            if self._nursery is None:
+                raise UsageError(
+                    "iterate the stream inside its block: `async with open_stream(...) as "
+                    "stream: async for msg in stream: ...`"
+                )
+            if self._run_scope is None:
+                raise UsageError("not connected: call `await stream.connect()` first")
+        consumer = self._consumer
+        if consumer is not None and consumer is not trio.lowlevel.current_task():
+            raise UsageError(
+                f"task {consumer.name!r} is already waiting for messages on this stream; one "
+                "consumer task per client (fan out through a trio memory channel, or use "
+                "register_handler / open_pool handles)"
+            )
 
     async def receive(self) -> Any:
         """Return the next message (or marker), waiting for one.
@@ -887,10 +936,16 @@ class AlpacaWebSocketClient:
         """
         if self._dispatcher_running:
             raise UsageError("handlers are registered: they consume the stream")
+        self._check_consumer(self._buffer.q)
+        task = trio.lowlevel.current_task()
+        self._consumer = task
         try:
             return await self._buffer.get_batch(max_items)
         except trio.EndOfChannel:
             raise trio.EndOfChannel from None
+        finally:
+            if self._consumer is task:
+                self._consumer = None
 
     # ------------------------------------------------------------------ handlers
 
@@ -903,15 +958,19 @@ class AlpacaWebSocketClient:
             kind: a wire code (``"t"``, ``"q"``, ``"b"``, ``"n"``...), a channel name in either
                 spelling (``"trades"``, ``"daily_bars"``/``"dailyBars"``), ``"control"`` for the
                 ``Reconnected``/``Dropped`` markers, or ``"*"`` for everything.
-            handler: async callable taking the message.
+            handler: callable taking the message: ``async def`` (awaited) or a plain ``def``
+                (called directly in the dispatcher task, so keep it quick).
             symbols: only these symbols (``None`` or ``"*"``: all).
 
         Several handlers may listen to the same kind; each gets every matching message, in
         registration order. While at least one handler is registered a dispatcher task in the
         client's nursery consumes the stream, so ``async for`` is not available at the same time.
         Handlers run one message at a time, in stream order; a slow handler slows the consumer
-        side only (the overflow policy applies).
+        side only (the overflow policy applies). A handler that raises is reported to the error
+        handler, or logged with its traceback at most once a minute per handler (the next log
+        line counts the failures in between; ``get_metrics()["errors"]["handler"]`` counts all).
         """
+        self._check_owner()
         handle = self._handlers.add(kind, handler, symbols)
         if self._nursery is not None and self._run_scope is not None:
             self._start_dispatcher()
@@ -992,6 +1051,7 @@ class AlpacaWebSocketClient:
         :attr:`ClientStatistics.received_position`). It waits as long as the consumer takes:
         put a timeout around it.
         """
+        self._check_owner()
         await self._buffer.wait_delivered(position)
 
     async def _change(
@@ -1002,6 +1062,7 @@ class AlpacaWebSocketClient:
         wanted = self._normalise_channels(channels)
         if not wanted:
             return 0
+        self._check_owner()
         self._require_nursery()
         if self._run_scope is None:
             raise UsageError(f"cannot {action} while disconnected; call connect() first")

@@ -15,8 +15,8 @@ async def process_trades(trades):
         print(f"{trade.symbol}: {trade.price}")
 
 
-async def handle_processing_error(error):
-    print(f"processing failed: {error}")
+async def handle_processing_error(error):  # an ErrorReport: exception, batch, attempt, ...
+    print(f"processing failed: {error.exception!r} ({len(error.batch)} trades)")
 
 
 async def main(seconds=60.0):

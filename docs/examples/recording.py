@@ -34,7 +34,7 @@ async def replay(out_dir: str) -> list[object]:
     async with open_replay(out_dir) as stream:  # unpaced: as fast as possible
         replayed = [msg async for msg in stream]
     async with open_replay(out_dir, speed=10.0) as stream:  # 10x the recorded pace
-        async for msg in stream:
+        async for _msg in stream:
             break
     # [replay end]
     return replayed

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import socket
 import ssl
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -604,6 +605,7 @@ class Relay:
         linger: float,
         send_buffer_limit: int,
         slow_client: SlowClientPolicy,
+        socket_send_buffer: int | None,
         tls: bool,
     ) -> None:
         self.host = host
@@ -616,6 +618,7 @@ class Relay:
         self.linger = linger
         self.send_buffer_limit = send_buffer_limit
         self.slow_client: SlowClientPolicy = slow_client
+        self.socket_send_buffer = socket_send_buffer
         self.tls = tls
         self.errors: list[BaseException] = []
         self._ids = itertools.count(1)
@@ -790,6 +793,10 @@ class Relay:
             or headers.get(MARKER_HEADER, b"").decode("latin-1").lower() in _TRUE
         )
         ws = await request.accept()
+        if self.socket_send_buffer is not None:
+            sock = getattr(getattr(ws, "_stream", None), "socket", None)
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_send_buffer)
         conn = _Downstream(self, next(self._ids), ws, ep, encoding, markers)
         conn.header_auth = header_credentials(headers)
         self._clients[conn.stats.id] = conn
@@ -958,6 +965,7 @@ async def serve_relay(
     linger: float = 5.0,
     send_buffer_limit: int = DEFAULT_SEND_BUFFER_LIMIT,
     slow_client: SlowClientPolicy = "disconnect",
+    socket_send_buffer: int | None = None,
     task_status: trio.TaskStatus[Relay] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve Alpaca's stream protocol to local clients over shared upstream connections, until
@@ -991,6 +999,10 @@ async def serve_relay(
         slow_client: ``"disconnect"`` (default: 407 ``slow client`` and close, like Alpaca) or
             ``"drop"`` (discard data for that session and count it; sessions that asked for
             markers get a ``dropped`` marker when data flows again).
+        socket_send_buffer: ``SO_SNDBUF`` of downstream sockets (``None``: the OS default). A
+            small kernel buffer keeps a lagging client's backlog in the relay's own queue, where
+            the byte limit and the policy see it, and keeps pongs from waiting behind megabytes
+            of data already handed to the kernel.
 
     Raises:
         UsageError: a non-loopback bind without TLS (unless ``allow_insecure_bind``),
@@ -1033,6 +1045,7 @@ async def serve_relay(
         linger=linger,
         send_buffer_limit=send_buffer_limit,
         slow_client=slow_client,
+        socket_send_buffer=socket_send_buffer,
         tls=ssl_context is not None,
     )
     await relay._run(ssl_context, task_status)
