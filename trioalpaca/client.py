@@ -809,7 +809,13 @@ class AlpacaWebSocketClient:
         if self.kind is StreamKind.TRADING:
             from trioalpaca._protocol.trading import TradingClientProtocol
 
-            proto = TradingClientProtocol(key, secret, encoding=self.encoding, raw=self.raw_data)
+            proto = TradingClientProtocol(
+                key,
+                secret,
+                encoding=self.encoding,
+                raw=self.raw_data,
+                on_malformed=self._note_malformed,
+            )
             proto.listen(("trade_updates",))
             return proto
         return DataClientProtocol(

@@ -577,7 +577,7 @@ class _Upstream:
 
     def _route_trading(self, batch: list[dict[str, Any]], t_in: float) -> None:
         for data in batch:
-            if data.get("T") in MARKER_TYPES:
+            if data.get("T") in MARKER_TYPES or data.get("T") == "malformed":
                 continue  # the trading stream has no in-band marker form
             frames: dict[str, Frame] = {}
             for member in self.routes.members:
