@@ -49,7 +49,7 @@ from .._serve import (
     serve_stream_websocket,
 )
 from ..client import AlpacaWebSocketClient
-from ..endpoints import Endpoint, StreamKind, resolve_feed
+from ..endpoints import Endpoint, StreamKind, resolve_feed, stream_url
 from ..metrics import LatencyHistogram
 from ._auth import (
     DEFAULT_ACCOUNT,
@@ -74,6 +74,8 @@ _AUTH_TIMEOUT = 10.0
 #: How long a fatal upstream refusal (402, 409, ...) is remembered and answered locally, so that
 #: SDKs that reconnect without backoff (alpaca-py) do not hammer upstream.
 _FAILURE_MEMORY = 30.0
+#: How long an upstream with waiting clients may stay disconnected before /healthz says so.
+_DOWN_GRACE = 30.0
 #: Query parameter / header that asks for in-band gap markers.
 MARKER_PARAM = "markers"
 MARKER_HEADER = b"x-trioalpaca-markers"
@@ -123,6 +125,23 @@ class RelayClientStats:
         d["subscriptions"] = {k: list(v) for k, v in self.subscriptions.items() if v}
         d["listening"] = list(self.listening)
         return d
+
+
+def upstream_address(
+    ep: Endpoint, upstream_url: str | None, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The address keywords of an upstream client: ``base_url=upstream_url`` when given, else
+    the explicit URL of Alpaca's own host, so that ``DATA_PROXY_WS`` (which may point at this
+    very relay, for its clients' sake) is never followed upstream."""
+    if "url" in options or "base_url" in options:
+        return {}
+    if upstream_url is not None:
+        return {"base_url": upstream_url}
+    return {
+        "url": stream_url(
+            ep, sandbox=bool(options.get("sandbox", False)), paper=bool(options.get("paper", True))
+        )
+    }
 
 
 def _msgpack_array_body(frame: bytes) -> bytes:
@@ -346,10 +365,20 @@ class _Upstream:
         self.unsubscribe_requests = 0
         self.sessions = 0
         self.opened_at = trio.current_time()
+        #: last time the upstream was seen connected (or opened)
+        self.down_since = self.opened_at
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.account_name, self.endpoint.feed)
+
+    def connected(self) -> bool:
+        """Whether the upstream client is connected now (updates :attr:`down_since`)."""
+        stream = self.stream
+        ok = stream is not None and stream.state == "connected"
+        if ok:
+            self.down_since = trio.current_time()
+        return ok
 
     def acked(self) -> Mapping[str, tuple[str, ...]]:
         return self.stream.subscriptions if self.stream is not None else {}
@@ -413,8 +442,7 @@ class _Upstream:
             opts["stream_type"] = "trading"
         else:
             opts["feed"] = self.endpoint.feed
-        if relay.upstream_url is not None:
-            opts.setdefault("base_url", relay.upstream_url)
+        opts.update(upstream_address(self.endpoint, relay.upstream_url, opts))
         opts.setdefault("overflow", "drop_oldest")
         stream = AlpacaWebSocketClient(
             self._account.key_id, self._account.secret, raw_data=True, **opts
@@ -508,6 +536,7 @@ class _Upstream:
         while True:
             batch = await stream.receive_batch(_MAX_FRAME_MESSAGES)
             t_in = trio.current_time()
+            self.down_since = t_in  # data flows: connected
             self.batches_in += 1
             self.messages_in += len(batch)
             if trading:
@@ -548,7 +577,7 @@ class _Upstream:
 
     def _route_trading(self, batch: list[dict[str, Any]], t_in: float) -> None:
         for data in batch:
-            if data.get("T") in MARKER_TYPES:
+            if data.get("T") in MARKER_TYPES or data.get("T") == "malformed":
                 continue  # the trading stream has no in-band marker form
             frames: dict[str, Frame] = {}
             for member in self.routes.members:
@@ -663,13 +692,20 @@ class Relay:
         return list(self._upstreams)
 
     def healthy(self) -> tuple[bool, dict[str, Any]]:
-        """Health for ``/healthz``: unhealthy while an upstream has failed recently."""
+        """Health for ``/healthz``: unhealthy while an upstream refusal is remembered, or while an
+        upstream that clients wait on has not been connected for more than 30 s."""
         now = trio.current_time()
         failed = [f"{a}/{f}" for (a, f), (_, until) in self._failures.items() if until > now]
-        return not failed, {
+        down = [
+            f"{a}/{f}"
+            for (a, f), up in self._upstreams.items()
+            if len(up.routes) and not up.connected() and now - up.down_since > _DOWN_GRACE
+        ]
+        return not failed and not down, {
             "clients": len(self._clients),
             "upstreams": len(self._upstreams),
             "failed": failed,
+            "disconnected": down,
         }
 
     def get_metrics(self) -> dict[str, Any]:
