@@ -240,6 +240,21 @@ async def test_raw_sessions_per_client_codec_and_own_ack(autojump_clock: trio.ab
                     assert m["T"] != "error"
 
 
+async def test_option_star_quotes_is_413_for_the_requester(autojump_clock: trio.abc.Clock) -> None:
+    mp = [("Content-Type", "application/msgpack")]
+    async with setup() as (_emu, relay), ws_connect(relay.url_for("opra"), mp) as ws:
+        await ws.get_message()
+        await ws.send_message(
+            msgpack.packb({"action": "auth", "key": "local0", "secret": "local-secret-0"})
+        )
+        assert msgpack.unpackb(await ws.get_message())[0]["msg"] == "authenticated"
+        await ws.send_message(msgpack.packb({"action": "subscribe", "quotes": ["*"]}))
+        assert msgpack.unpackb(await ws.get_message()) == [
+            {"T": "error", "code": 413, "msg": "star subscription is not allowed for option quotes"}
+        ]
+        assert relay.get_metrics()["upstreams"]["default/opra"]["subscribe_requests"] == 0
+
+
 async def test_options_are_msgpack_only(autojump_clock: trio.abc.Clock) -> None:
     async with setup() as (_emu, relay), ws_connect(relay.url_for("opra")) as ws:
         assert json.loads(await ws.get_message())[0]["msg"] == "connected"

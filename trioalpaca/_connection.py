@@ -43,7 +43,7 @@ from trioalpaca._errors import (
     TrioAlpacaError,
     UsageError,
 )
-from trioalpaca._groups import exception_leaves
+from trioalpaca._groups import collapse_exception_group, exception_leaves
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -275,26 +275,6 @@ def _tls_error(exc: ssl.SSLError, url: str) -> TransportError:
     ):
         hint = "the server does not speak TLS; use ws:// instead of wss://?"
     return TLSError(reason, url, hint)
-
-
-def collapse_exception_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """Pick the one exception a nursery's group stands for.
-
-    ``KeyboardInterrupt``/``SystemExit`` win; then the first non-``Cancelled`` exception
-    (preferring a :class:`~trioalpaca.TrioAlpacaError`, then anything else); a group of nothing
-    but ``Cancelled`` collapses to its first ``Cancelled`` so cancellation keeps propagating.
-    """
-    leaves = exception_leaves(group)
-    for leaf in leaves:
-        if isinstance(leaf, (KeyboardInterrupt, SystemExit)):
-            return leaf
-    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
-    for leaf in real:
-        if isinstance(leaf, TrioAlpacaError):
-            return leaf
-    if real:
-        return real[0]
-    return leaves[0]
 
 
 @asynccontextmanager

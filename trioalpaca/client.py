@@ -27,7 +27,6 @@ import collections
 import logging
 import math
 import ssl
-import sys
 import time
 import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -51,7 +50,7 @@ from trioalpaca._errors import (
     UsageError,
 )
 from trioalpaca._groups import single_error
-from trioalpaca._handlers import ErrorHandler, Handle, Handler, HandlerTable
+from trioalpaca._handlers import _T_TO_CHANNEL, ErrorHandler, Handle, Handler, HandlerTable
 from trioalpaca._malformed import MalformedTally
 from trioalpaca._protocol.client import DataClientProtocol
 from trioalpaca._protocol.common import normalize_channels
@@ -61,6 +60,7 @@ from trioalpaca.endpoints import (
     CHANNELS,
     DEFAULT_FEED,
     FEEDS,
+    MIRRORED_CHANNELS,
     Endpoint,
     StreamKind,
     channel_to_wire,
@@ -72,7 +72,6 @@ from trioalpaca.endpoints import (
 )
 from trioalpaca.metrics import LatencyHistogram, LatencySnapshot, RateMeter
 from trioalpaca.models import (
-    CHANNEL_BY_WIRE_TYPE,
     Authenticated,
     Listening,
     MalformedMessage,
@@ -80,9 +79,6 @@ from trioalpaca.models import (
     Reconnected,
     SubscriptionChanged,
 )
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    pass  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = [
     "AlpacaWebSocketClient",
@@ -129,11 +125,8 @@ RATE_WINDOW = 10.0
 #: Default silence limit of ``staleness_timeout="auto"`` (seconds).
 AUTO_STALENESS_TIMEOUT = 120.0
 
-#: Channels the client fills in itself; they are never subscribed explicitly.
-_MIRRORED = frozenset({"corrections", "cancelErrors"})
-
-#: Wire ``T`` code -> channel (for raw dicts and handler keys); a plain dict, looked up per message.
-_T_TO_CHANNEL: dict[str, str] = dict(CHANNEL_BY_WIRE_TYPE)
+#: Channels the server fills in itself (they follow ``trades``); never subscribed explicitly.
+_MIRRORED = frozenset(MIRRORED_CHANNELS)
 
 _STATES = (
     "idle",
@@ -199,6 +192,43 @@ def _is_trading_control(msg: Any) -> bool:
     if type(msg) is dict:
         return "stream" in msg
     return isinstance(msg, (Authenticated, Listening))
+
+
+class _Receipts:
+    """What the sessions of one client received: counters, rates, latencies, last-seen times.
+
+    Owned by the client (it outlives sessions); each session is handed it and is the only
+    writer; :meth:`AlpacaWebSocketClient.statistics` reads it.
+    """
+
+    __slots__ = (
+        "bytes",
+        "channel_seen",
+        "data_flowed",
+        "first_rx",
+        "frames",
+        "last_rx",
+        "last_rx_wall_ns",
+        "latency",
+        "messages",
+        "rate",
+    )
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.frames = 0
+        self.bytes = 0
+        self.rate = RateMeter(RATE_WINDOW)
+        self.first_rx: float | None = None
+        self.latency = LatencyHistogram()
+        #: trio time of the last frame
+        self.last_rx: float | None = None
+        #: wall clock of the last data frame
+        self.last_rx_wall_ns: int | None = None
+        #: channel -> trio time it last delivered (staleness detection)
+        self.channel_seen: dict[str, float] = {}
+        #: whether data flowed on the current connection
+        self.data_flowed = False
 
 
 class _Pending:
@@ -499,20 +529,12 @@ class AlpacaWebSocketClient:
         by default, when the only cost is one truthiness test per frame."""
 
         # metrics
-        self._messages = 0
-        self._frames = 0
-        self._bytes = 0
+        #: what the sessions received (each session updates it; statistics() reads it)
+        self._rx = _Receipts()
         self._reconnects = 0
         self._errors: collections.Counter[str] = collections.Counter()
         self._malformed = MalformedTally(logger, self._label)
-        self._rate = RateMeter(RATE_WINDOW)
         self._rate_resolution = RATE_WINDOW / 20
-        self._first_rx: float | None = None
-        self._latency = LatencyHistogram()
-        self._last_rx: float | None = None
-        self._last_rx_wall_ns: int | None = None
-        self._channel_seen: dict[str, float] = {}
-        self._data_flowed = False
         self._session_was_ready = False
         self._ready_wall_ns = 0
 
@@ -673,7 +695,7 @@ class AlpacaWebSocketClient:
             with scope:
                 while True:
                     self._state = "connecting" if gap_start is None else "reconnecting"
-                    self._data_flowed = False
+                    self._rx.data_flowed = False
                     self._session_was_ready = False
                     try:
                         with trio.CancelScope(
@@ -715,9 +737,9 @@ class AlpacaWebSocketClient:
                         if self._session_was_ready:
                             # A new gap: anything after the last frame (or after this connection
                             # became ready, if nothing came) may be missing.
-                            last_rx = max(self._last_rx_wall_ns or 0, self._ready_wall_ns)
+                            last_rx = max(self._rx.last_rx_wall_ns or 0, self._ready_wall_ns)
                             gap_start = min(lost_at, last_rx)
-                        if self._data_flowed and not isinstance(exc, MalformedStreamError):
+                        if self._rx.data_flowed and not isinstance(exc, MalformedStreamError):
                             attempts = 0
                             schedule.reset()
                         attempts += 1
@@ -827,7 +849,7 @@ class AlpacaWebSocketClient:
         if not self._staleness:
             await trio.sleep_forever()
         start = trio.current_time()
-        seen = self._channel_seen
+        seen = self._rx.channel_seen
         seen.clear()
         step = min(self._staleness.values()) / 4
         while True:
@@ -858,7 +880,13 @@ class AlpacaWebSocketClient:
         if self.kind is StreamKind.TRADING:
             from trioalpaca._protocol.trading import TradingClientProtocol
 
-            proto = TradingClientProtocol(key, secret, encoding=self.encoding, raw=self.raw_data)
+            proto = TradingClientProtocol(
+                key,
+                secret,
+                encoding=self.encoding,
+                raw=self.raw_data,
+                on_malformed=self._note_malformed,
+            )
             proto.listen(("trade_updates",))
             return proto
         return DataClientProtocol(
@@ -886,6 +914,10 @@ class AlpacaWebSocketClient:
             pending.error = error
             pending.position = self._buffer.appended
             pending.done.set()
+
+    def _confirmed(self, acknowledged: dict[str, tuple[str, ...]]) -> None:
+        """Called by the reader with the subscriptions the server confirmed last."""
+        self._acknowledged = acknowledged
 
     def _session_ready(self, session: _Session) -> None:
         """Called by the reader (synchronously) when a session's subscriptions are confirmed."""
@@ -1191,11 +1223,11 @@ class AlpacaWebSocketClient:
         return ClientStatistics(
             state=self._state,
             feed=self.endpoint.feed,
-            messages_received=self._messages,
+            messages_received=self._rx.messages,
             messages_per_second=self._messages_per_second(now),
-            frames_received=self._frames,
-            bytes_received=self._bytes,
-            latency=self._latency.snapshot(),
+            frames_received=self._rx.frames,
+            bytes_received=self._rx.bytes,
+            latency=self._rx.latency.snapshot(),
             heartbeat_rtt=self.heartbeat_rtt,
             reconnects=self._reconnects,
             errors=dict(self._errors),
@@ -1203,7 +1235,7 @@ class AlpacaWebSocketClient:
             buffered=len(buffer.q),
             received_position=buffer.appended,
             delivered_position=buffer.delivered,
-            last_message_age=None if self._last_rx is None else now - self._last_rx,
+            last_message_age=None if self._rx.last_rx is None else now - self._rx.last_rx,
             subscriptions=self.subscriptions,
         )
 
@@ -1247,10 +1279,10 @@ class AlpacaWebSocketClient:
 
     def _messages_per_second(self, now: float) -> float:
         # Over the last 10 s, or since the first message when that is more recent (no ramp-up).
-        if self._first_rx is None:
+        if self._rx.first_rx is None:
             return 0.0
-        span = min(RATE_WINDOW, max(now - self._first_rx, self._rate_resolution))
-        return self._rate.count(now) / span
+        span = min(RATE_WINDOW, max(now - self._rx.first_rx, self._rate_resolution))
+        return self._rx.rate.count(now) / span
 
     def __repr__(self) -> str:
         return (
@@ -1288,6 +1320,9 @@ class _Session:
         self.is_ready = False
         self.conn: Connection | None = None
         self.proto = client._make_protocol()
+        #: the client's receipt counters and buffer, which this session feeds
+        self.rx = client._rx
+        self.buffer = client._buffer
         self._receive = self.proto.receive
         self._raw = client.raw_data
         self._track_channels = bool(client._staleness)
@@ -1344,7 +1379,7 @@ class _Session:
         for rid, err in proto.completed():
             client._request_done(self, rid, err)
         if control:
-            client._acknowledged = proto.acknowledged
+            client._confirmed(proto.acknowledged)
             msgs = []
         if not self.is_ready and (ready or msgs):
             self.is_ready = True
@@ -1363,36 +1398,37 @@ class _Session:
     def on_frame(self, frame: Frame) -> None:
         """The reader's callback (hot path): decode, account, hand to the buffer."""
         client = self.client
+        rx = self.rx
         observers = client.observers
         if observers:
             rx_ns = time.time_ns()
             for observer in observers:
                 observer.frame_in(frame, rx_ns)
         now = trio.current_time()
-        client._frames += 1
-        client._bytes += len(frame)
-        client._last_rx = now
+        rx.frames += 1
+        rx.bytes += len(frame)
+        rx.last_rx = now
         msgs = self._receive(frame)
         if len(msgs) < 2 or not self.is_ready:
             msgs = self._control(msgs)
             if not msgs:
                 return
         wall = time.time_ns()
-        client._last_rx_wall_ns = wall
+        rx.last_rx_wall_ns = wall
         n = len(msgs)
-        client._messages += n
-        client._rate.add(n, now)
-        if client._first_rx is None:
-            client._first_rx = now
-        client._data_flowed = True
-        record = client._latency.record
+        rx.messages += n
+        rx.rate.add(n, now)
+        if rx.first_rx is None:
+            rx.first_rx = now
+        rx.data_flowed = True
+        record = rx.latency.record
         if self._raw:
             for i in {0, n >> 1, n - 1}:
                 ts = msgs[i].get("t")
                 if type(ts) is int:
                     record(max(wall - ts, 0) / 1e9)
             if self._track_channels:
-                seen = client._channel_seen
+                seen = rx.channel_seen
                 for code in {m.get("T") for m in msgs}:
                     seen[_T_TO_CHANNEL.get(code, "")] = now
         else:
@@ -1401,10 +1437,10 @@ class _Session:
                 if ts is not None:
                     record(max(wall - ts, 0) / 1e9)
             if self._track_channels:
-                seen = client._channel_seen
+                seen = rx.channel_seen
                 for cls in {type(m) for m in msgs}:
                     seen[cls.channel] = now
-        if not client._buffer.put(msgs):
+        if not self.buffer.put(msgs):
             raise _OverflowDisconnect(
                 "the consumer fell behind and the buffer overflowed (overflow='disconnect'); "
                 "reconnecting"

@@ -57,9 +57,10 @@ from ._errors import (
     TransportError,
     TrioAlpacaError,
     UsageError,
+    error_key,
     server_error,
 )
-from ._groups import exception_leaves, single_error
+from ._groups import expected_error, single_error
 from ._handlers import ErrorAction, ErrorHandler, ErrorReport, call_maybe_async
 from ._handover import Handover, HandoverTable, Verdict
 from ._options import StreamOptions
@@ -83,7 +84,7 @@ from ._pool_policy import (
 )
 from .backoff import Backoff
 from .client import AlpacaWebSocketClient
-from .endpoints import channel_to_python, channel_to_wire
+from .endpoints import MIRRORED_CHANNELS, channel_to_python, channel_to_wire
 from .metrics import RateMeter
 from .models import Dropped, Message, Reconnected, ServerError
 
@@ -105,8 +106,6 @@ __all__ = [
     "open_pool",
 ]
 
-#: Channels that the server mirrors from ``trades`` on stock feeds.
-_TRADE_MIRRORS = frozenset({"corrections", "cancelErrors"})
 
 HandleOverflow = Literal["block", "drop_oldest"]
 """The subset of :data:`trioalpaca.OverflowPolicy` a :class:`PooledConnection` accepts
@@ -180,7 +179,9 @@ class PooledConnection(trio.abc.ReceiveChannel[Message]):
         return frozenset((ch, sym) for ch in self.channels for sym in self.symbols)
 
     def _wants(self, channel: str) -> bool:
-        return channel in self.channels or (channel in _TRADE_MIRRORS and "trades" in self.channels)
+        return channel in self.channels or (
+            channel in MIRRORED_CHANNELS and "trades" in self.channels
+        )
 
     async def _put(self, msg: Message) -> None:
         await self._buffer.send(msg)
@@ -665,7 +666,7 @@ class ConnectionPool:
     ) -> None:
         slot.last_error = exc
         slot.error_times.append(trio.current_time())
-        slot.error_counts[_error_key(exc)] += 1
+        slot.error_counts[error_key(exc)] += 1
         handler = self._error_handler
         if handler is not None and not self._closed:
             report = ErrorReport(
@@ -921,11 +922,9 @@ class _Supervisor:
                 raise _root_cause(exc) from exc
             conn.error = _root_cause(exc)
         except BaseExceptionGroup as group:
-            leaves = exception_leaves(group)
-            if not all(isinstance(e, TrioAlpacaError) for e in leaves):
+            first = expected_error(group, TrioAlpacaError)
+            if first is None:
                 raise
-            first = leaves[0]
-            assert isinstance(first, TrioAlpacaError)
             if not started:
                 raise _root_cause(first) from group
             conn.error = _root_cause(first)
@@ -1016,7 +1015,7 @@ class _Supervisor:
             extra = {
                 ch: set(syms) - want.get(ch, set())
                 for ch, syms in have.items()
-                if ch not in _TRADE_MIRRORS
+                if ch not in MIRRORED_CHANNELS
             }
             missing = {ch: syms - set(have.get(ch, ())) for ch, syms in want.items()}
             await self.pool._unsubscribe(slot, extra)
@@ -1353,11 +1352,6 @@ def _gap_start(slot: _Slot) -> int:
         return now_ns
     silent = max(0.0, trio.current_time() - slot.last_message_at)
     return now_ns - int(silent * 1e9)
-
-
-def _error_key(exc: BaseException) -> str:
-    code = getattr(exc, "code", None)
-    return str(code) if isinstance(code, int) and code else type(exc).__name__
 
 
 def _root_cause(exc: TrioAlpacaError) -> TrioAlpacaError:

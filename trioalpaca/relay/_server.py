@@ -49,7 +49,7 @@ from .._serve import (
     serve_stream_websocket,
 )
 from ..client import AlpacaWebSocketClient
-from ..endpoints import Endpoint, StreamKind, resolve_feed
+from ..endpoints import Endpoint, StreamKind, resolve_feed, stream_url
 from ..metrics import LatencyHistogram
 from ._auth import (
     DEFAULT_ACCOUNT,
@@ -123,6 +123,23 @@ class RelayClientStats:
         d["subscriptions"] = {k: list(v) for k, v in self.subscriptions.items() if v}
         d["listening"] = list(self.listening)
         return d
+
+
+def upstream_address(
+    ep: Endpoint, upstream_url: str | None, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The address keywords of an upstream client: ``base_url=upstream_url`` when given, else
+    the explicit URL of Alpaca's own host, so that ``DATA_PROXY_WS`` (which may point at this
+    very relay, for its clients' sake) is never followed upstream."""
+    if "url" in options or "base_url" in options:
+        return {}
+    if upstream_url is not None:
+        return {"base_url": upstream_url}
+    return {
+        "url": stream_url(
+            ep, sandbox=bool(options.get("sandbox", False)), paper=bool(options.get("paper", True))
+        )
+    }
 
 
 def _msgpack_array_body(frame: bytes) -> bytes:
@@ -413,8 +430,7 @@ class _Upstream:
             opts["stream_type"] = "trading"
         else:
             opts["feed"] = self.endpoint.feed
-        if relay.upstream_url is not None:
-            opts.setdefault("base_url", relay.upstream_url)
+        opts.update(upstream_address(self.endpoint, relay.upstream_url, opts))
         opts.setdefault("overflow", "drop_oldest")
         stream = AlpacaWebSocketClient(
             self._account.key_id, self._account.secret, raw_data=True, **opts
@@ -548,7 +564,7 @@ class _Upstream:
 
     def _route_trading(self, batch: list[dict[str, Any]], t_in: float) -> None:
         for data in batch:
-            if data.get("T") in MARKER_TYPES:
+            if data.get("T") in MARKER_TYPES or data.get("T") == "malformed":
                 continue  # the trading stream has no in-band marker form
             frames: dict[str, Frame] = {}
             for member in self.routes.members:
