@@ -74,6 +74,8 @@ _AUTH_TIMEOUT = 10.0
 #: How long a fatal upstream refusal (402, 409, ...) is remembered and answered locally, so that
 #: SDKs that reconnect without backoff (alpaca-py) do not hammer upstream.
 _FAILURE_MEMORY = 30.0
+#: How long an upstream with waiting clients may stay disconnected before /healthz says so.
+_DOWN_GRACE = 30.0
 #: Query parameter / header that asks for in-band gap markers.
 MARKER_PARAM = "markers"
 MARKER_HEADER = b"x-trioalpaca-markers"
@@ -363,10 +365,20 @@ class _Upstream:
         self.unsubscribe_requests = 0
         self.sessions = 0
         self.opened_at = trio.current_time()
+        #: last time the upstream was seen connected (or opened)
+        self.down_since = self.opened_at
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.account_name, self.endpoint.feed)
+
+    def connected(self) -> bool:
+        """Whether the upstream client is connected now (updates :attr:`down_since`)."""
+        stream = self.stream
+        ok = stream is not None and stream.state == "connected"
+        if ok:
+            self.down_since = trio.current_time()
+        return ok
 
     def acked(self) -> Mapping[str, tuple[str, ...]]:
         return self.stream.subscriptions if self.stream is not None else {}
@@ -524,6 +536,7 @@ class _Upstream:
         while True:
             batch = await stream.receive_batch(_MAX_FRAME_MESSAGES)
             t_in = trio.current_time()
+            self.down_since = t_in  # data flows: connected
             self.batches_in += 1
             self.messages_in += len(batch)
             if trading:
@@ -679,13 +692,20 @@ class Relay:
         return list(self._upstreams)
 
     def healthy(self) -> tuple[bool, dict[str, Any]]:
-        """Health for ``/healthz``: unhealthy while an upstream has failed recently."""
+        """Health for ``/healthz``: unhealthy while an upstream refusal is remembered, or while an
+        upstream that clients wait on has not been connected for more than 30 s."""
         now = trio.current_time()
         failed = [f"{a}/{f}" for (a, f), (_, until) in self._failures.items() if until > now]
-        return not failed, {
+        down = [
+            f"{a}/{f}"
+            for (a, f), up in self._upstreams.items()
+            if len(up.routes) and not up.connected() and now - up.down_since > _DOWN_GRACE
+        ]
+        return not failed and not down, {
             "clients": len(self._clients),
             "upstreams": len(self._upstreams),
             "failed": failed,
+            "disconnected": down,
         }
 
     def get_metrics(self) -> dict[str, Any]:
