@@ -396,3 +396,25 @@ async def test_trading_stream_fan_out(redis_server: RedisServer) -> None:
     updates = data_of(items)
     assert len(updates) == 4
     assert all(isinstance(u, TradeUpdate) and u.event for u in updates)
+
+
+async def test_a_retried_write_is_delivered_once(redis_server: RedisServer) -> None:
+    from trioalpaca.fanout import RedisPublisher
+    from trioalpaca.fanout.publisher import acquire_epoch
+
+    url = redis_server.url
+    msg = {"T": "t", "S": "AAPL", "i": 1, "x": "V", "p": 1.5, "s": 1, "t": 1, "c": [], "z": "C"}
+    async with open_redis_client(url) as r:
+        layout = StreamLayout.for_feed("iex")
+        pub = RedisPublisher(r, layout, await acquire_epoch(r, layout))
+        pub.publish([msg])
+        pub.publish([{**msg, "i": 2}])
+        first, second = list(pub._queue)
+        await pub._write([first])
+        await pub._write([first])  # the reply was lost: the same batch is written again
+        await pub._write([second])
+        assert await r.xlen("ta:{iex}:t") == 3
+    async with open_redis_stream(url, feed="iex", trades=["*"], start="oldest") as s:
+        items = await take(s, 2)
+        assert [m.trade_id for m in items] == [1, 2]  # no duplicate, no false gap
+        assert s.statistics()["stale_entries"] == 1
