@@ -43,7 +43,7 @@ from trioalpaca._errors import (
     TrioAlpacaError,
     UsageError,
 )
-from trioalpaca._groups import exception_leaves
+from trioalpaca._groups import collapse_exception_group, exception_leaves
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -231,7 +231,16 @@ def _map_error(exc: BaseException, url: str) -> BaseException:
 
 
 def _os_reason(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+    causes: list[BaseException] = [exc]
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):  # trio.open_tcp_stream: one error per address
+        causes = exception_leaves(cause)
+    elif cause is not None:
+        causes = [cause]
+    if all(
+        isinstance(c, ConnectionRefusedError) or getattr(c, "errno", None) == errno.ECONNREFUSED
+        for c in causes
+    ):
         return "connection refused (nothing listening on that port?)"
     text = str(exc)
     if not text and exc.__cause__ is not None:
@@ -266,26 +275,6 @@ def _tls_error(exc: ssl.SSLError, url: str) -> TransportError:
     ):
         hint = "the server does not speak TLS; use ws:// instead of wss://?"
     return TLSError(reason, url, hint)
-
-
-def collapse_exception_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """Pick the one exception a nursery's group stands for.
-
-    ``KeyboardInterrupt``/``SystemExit`` win; then the first non-``Cancelled`` exception
-    (preferring a :class:`~trioalpaca.TrioAlpacaError`, then anything else); a group of nothing
-    but ``Cancelled`` collapses to its first ``Cancelled`` so cancellation keeps propagating.
-    """
-    leaves = exception_leaves(group)
-    for leaf in leaves:
-        if isinstance(leaf, (KeyboardInterrupt, SystemExit)):
-            return leaf
-    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
-    for leaf in real:
-        if isinstance(leaf, TrioAlpacaError):
-            return leaf
-    if real:
-        return real[0]
-    return leaves[0]
 
 
 @asynccontextmanager

@@ -112,6 +112,7 @@ class Hub:
             "lease_age_s": lease_age,
             "upstream_state": None if upstream is None else upstream["state"],
             "upstream_messages": None if upstream is None else upstream["messages_received"],
+            "upstream_errors": None if upstream is None else upstream["errors"],
             "lag_s": None if upstream is None else upstream["last_message_age_s"],
             "queue_depth": None if pub is None else pub["queue_depth"],
             "publish_rate": None if pub is None else pub["messages_per_second"],
