@@ -25,7 +25,7 @@ import logging
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -51,6 +51,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 __all__ = [
     "Connection",
     "Gate",
+    "StreamFactory",
     "collapse_exception_group",
     "open_connection",
 ]
@@ -66,6 +67,10 @@ WRITE_QUEUE_SIZE = 64
 MESSAGE_QUEUE_SIZE = 16
 #: Bytes per socket read. Bigger than trio-websocket's 4 KiB default: fewer wake-ups per frame.
 RECEIVE_BUFFER_SIZE = 256 * 1024
+
+
+StreamFactory = Callable[[str, int, bool], Awaitable[trio.abc.Stream]]
+"""Opens the byte stream a websocket runs over: ``await factory(host, port, secure)``."""
 
 
 class Gate(Protocol):
@@ -291,6 +296,7 @@ async def open_connection(
     heartbeat_timeout: float = 5.0,
     max_message_size: int = 16 * 2**20,
     ssl_context: ssl.SSLContext | None = None,
+    stream_factory: StreamFactory | None = None,
 ) -> AsyncIterator[Connection]:
     """Open a websocket to ``url`` and run its reader, heartbeat and writer during the block.
 
@@ -310,6 +316,10 @@ async def open_connection(
         ssl_context: TLS settings for ``wss://`` URLs (default:
             ``ssl.create_default_context()``, the system's CAs). The TLS handshake completes
             inside the connect step.
+        stream_factory: opens the byte stream instead of TCP (+ TLS): called as
+            ``await stream_factory(host, port, secure)`` inside the connect step; the websocket
+            runs over what it returns (e.g. one half of ``trio.testing.memory_stream_pair()``
+            whose other half an emulator serves: see ``Emulator.connect_in_memory``).
 
     Raises:
         TransportError: the connection failed or was lost (see its subclasses).
@@ -321,7 +331,7 @@ async def open_connection(
     extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     host, port, resource, secure = _split_url(url)
     send_channel, receive_channel = trio.open_memory_channel[Frame](WRITE_QUEUE_SIZE)
-    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
+    stream: trio.abc.Stream | None = None
     try:
         async with trio.open_nursery() as ws_nursery:
             # trio-websocket's own reader runs in a shielded nursery so that it can still read the
@@ -331,7 +341,9 @@ async def open_connection(
             try:
                 try:
                     with trio.fail_after(connect_timeout):
-                        if secure:
+                        if stream_factory is not None:
+                            stream = await stream_factory(host, port, secure)
+                        elif secure:
                             stream = await trio.open_ssl_over_tcp_stream(
                                 host,
                                 port,
@@ -351,7 +363,7 @@ async def open_connection(
                         host_header = host if port in (80, 443) else f"{host}:{port}"
                         ws = await trio_websocket.wrap_client_stream(
                             host_nursery,
-                            stream,
+                            stream,  # type: ignore[arg-type]  # any trio Stream works
                             host_header,
                             resource,
                             extra_headers=extra,

@@ -38,7 +38,7 @@ import trio
 
 from trioalpaca import __version__
 from trioalpaca._buffer import MessageBuffer
-from trioalpaca._connection import Connection, Frame, open_connection
+from trioalpaca._connection import Connection, Frame, StreamFactory, open_connection
 from trioalpaca._credentials import resolve_credentials
 from trioalpaca._errors import (
     MalformedStreamError,
@@ -87,6 +87,7 @@ __all__ = [
     "Handle",
     "Handler",
     "OverflowPolicy",
+    "StreamFactory",
     "StreamItem",
     "StreamObserver",
     "open_stream",
@@ -346,6 +347,9 @@ class AlpacaWebSocketClient:
             private certificate (e.g. the TLS emulator). A certificate that does not verify, or
             a server that does not speak TLS, ends the block at once with
             :class:`~trioalpaca.TLSError` (never retried).
+        stream_factory: open the byte stream with ``await stream_factory(host, port, secure)``
+            instead of TCP (+ TLS), e.g. an in-memory stream the emulator serves
+            (``emulator.connect_in_memory``): tests then run on virtual time without sockets.
         staleness_timeout: per-channel silence limit; a subscribed channel that stays silent that
             long triggers a reconnect (:class:`~trioalpaca.StaleStreamError`). ``"auto"``
             (default): 120 s on the busy channels (``trades``, ``quotes``, ``orderbooks``,
@@ -393,6 +397,7 @@ class AlpacaWebSocketClient:
         first_connect_timeout: float | None = 30.0,
         close_timeout: float = 0.5,
         ssl_context: ssl.SSLContext | None = None,
+        stream_factory: StreamFactory | None = None,
         staleness_timeout: float | Mapping[str, float] | Literal["auto"] | None = "auto",
         handler_errors: Literal["continue", "raise"] = "continue",
         auto_connect: bool = True,
@@ -479,6 +484,7 @@ class AlpacaWebSocketClient:
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
             raise UsageError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
         self._ssl_context = ssl_context
+        self._stream_factory = stream_factory
         self._handler_errors = handler_errors
         self._auto_connect = auto_connect
         self._staleness = self._staleness_config(staleness_timeout)
@@ -823,6 +829,7 @@ class AlpacaWebSocketClient:
                 heartbeat_interval=self._heartbeat_interval,
                 heartbeat_timeout=self._heartbeat_timeout,
                 ssl_context=self._ssl_context,
+                stream_factory=self._stream_factory,
             ) as conn:
                 self._conn = conn
                 session.conn = conn
