@@ -388,3 +388,19 @@ async def test_leader_cut_off_from_redis_steps_down_and_is_fenced(
     kinds = [e.field_values[b"k"] for e in entries[first_new:]]
     assert kinds[0] == b"gap"  # the takeover starts with one gap marker
     assert kinds.count(b"gap") == 1
+
+
+def test_hub_command_usage_errors(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trioalpaca.cli import main
+
+    monkeypatch.setenv("APCA_API_KEY_ID", KEY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
+    assert main(["hub", "--redis", "redis://127.0.0.1:1"]) == 2
+    assert "give at least one channel" in capsys.readouterr().err
+    assert main(["hub", "--redis", "http://nope", "--trades", "AAPL"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trioalpaca hub: not a Redis URL") and "Traceback" not in err
+    assert main(["hub", "--redis", "redis://127.0.0.1:1", "--feed", "nope", "--trades", "A"]) == 2
+    assert "trioalpaca hub:" in capsys.readouterr().err

@@ -137,6 +137,7 @@ from trioalpaca._book import BookDelta as BookDelta
 from trioalpaca._book import Pair as Pair
 from trioalpaca._book import SubscriptionBook as SubscriptionBook
 from trioalpaca._buffer import OverflowPolicy as OverflowPolicy
+from trioalpaca._connection import StreamFactory as StreamFactory
 from trioalpaca._handlers import Component as Component
 from trioalpaca._handlers import ErrorAction as ErrorAction
 from trioalpaca._handlers import ErrorHandler as ErrorHandler

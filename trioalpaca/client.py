@@ -38,7 +38,7 @@ import trio
 
 from trioalpaca import __version__
 from trioalpaca._buffer import MessageBuffer
-from trioalpaca._connection import Connection, Frame, open_connection
+from trioalpaca._connection import Connection, Frame, StreamFactory, open_connection
 from trioalpaca._credentials import resolve_credentials
 from trioalpaca._errors import (
     MalformedStreamError,
@@ -87,6 +87,7 @@ __all__ = [
     "Handle",
     "Handler",
     "OverflowPolicy",
+    "StreamFactory",
     "StreamItem",
     "StreamObserver",
     "open_stream",
@@ -330,12 +331,25 @@ class AlpacaWebSocketClient:
         subscription_timeout: seconds :meth:`subscribe` / :meth:`unsubscribe` wait for the ack.
         connect_timeout: seconds one connection attempt may take up to the confirmed initial
             subscription.
+        first_connect_timeout: the first-connect policy. Until the stream has been up once (the
+            initial subscriptions confirmed), retries stop after this many seconds and the block
+            ends with the last attempt's error (default 30; ``None`` retries forever). A cause
+            that cannot heal ends it at the first attempt: an unknown host name
+            (:class:`~trioalpaca.HostNotFoundError`), a TLS failure
+            (:class:`~trioalpaca.TLSError`), HTTP 401/403/404 at the upgrade
+            (:class:`~trioalpaca.HandshakeRejectedError`), bad credentials. Once the stream has
+            been up, reconnects retry as ``max_reconnect_attempts`` says. Error 406 (a session
+            of this key is still counted, e.g. your own program's before a restart) extends the
+            deadline once so that one ``backoff.connection_limit_floor`` wait fits.
         close_timeout: seconds the closing handshake may take when leaving.
         ssl_context: TLS settings for ``wss://`` URLs (default: ``ssl.create_default_context()``,
             the system's CAs). Pass a context that trusts your CA to reach a server with a
             private certificate (e.g. the TLS emulator). A certificate that does not verify, or
             a server that does not speak TLS, ends the block at once with
             :class:`~trioalpaca.TLSError` (never retried).
+        stream_factory: open the byte stream with ``await stream_factory(host, port, secure)``
+            instead of TCP (+ TLS), e.g. an in-memory stream the emulator serves
+            (``emulator.connect_in_memory``): tests then run on virtual time without sockets.
         staleness_timeout: per-channel silence limit; a subscribed channel that stays silent that
             long triggers a reconnect (:class:`~trioalpaca.StaleStreamError`). ``"auto"``
             (default): 120 s on the busy channels (``trades``, ``quotes``, ``orderbooks``,
@@ -380,8 +394,10 @@ class AlpacaWebSocketClient:
         backoff: Backoff | None = None,
         subscription_timeout: float = 10.0,
         connect_timeout: float = 10.0,
+        first_connect_timeout: float | None = 30.0,
         close_timeout: float = 0.5,
         ssl_context: ssl.SSLContext | None = None,
+        stream_factory: StreamFactory | None = None,
         staleness_timeout: float | Mapping[str, float] | Literal["auto"] | None = "auto",
         handler_errors: Literal["continue", "raise"] = "continue",
         auto_connect: bool = True,
@@ -460,10 +476,15 @@ class AlpacaWebSocketClient:
         self._backoff = backoff if backoff is not None else Backoff()
         self._subscription_timeout = subscription_timeout
         self._connect_timeout = connect_timeout
+        if first_connect_timeout is not None and not first_connect_timeout > 0:
+            raise UsageError("first_connect_timeout must be a positive number of seconds or None")
+        self._first_connect_timeout = first_connect_timeout
+        self._first_scope: trio.CancelScope | None = None
         self._close_timeout = close_timeout
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
             raise UsageError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
         self._ssl_context = ssl_context
+        self._stream_factory = stream_factory
         self._handler_errors = handler_errors
         self._auto_connect = auto_connect
         self._staleness = self._staleness_config(staleness_timeout)
@@ -669,6 +690,13 @@ class AlpacaWebSocketClient:
         schedule = self._backoff.schedule()
         attempts = 0
         gap_start: int | None = None
+        # First-connect policy: until a session of this run has been ready, attempts run under
+        # a deadline and a permanent cause ends the run at once.
+        established = False
+        limit = self._first_connect_timeout
+        deadline = math.inf if limit is None else trio.current_time() + limit
+        last: TrioAlpacaError | None = None
+        waited_out_limit = False
         try:
             with scope:
                 while True:
@@ -676,7 +704,13 @@ class AlpacaWebSocketClient:
                     self._rx.data_flowed = False
                     self._session_was_ready = False
                     try:
-                        await self._session_run(gap_start, attempts)
+                        with trio.CancelScope(
+                            deadline=math.inf if established else deadline
+                        ) as first:
+                            self._first_scope = first
+                            await self._session_run(gap_start, attempts)
+                        if first.cancelled_caught:
+                            raise self._first_connect_failed(attempts, last, cut_off=True)
                         return  # pragma: no cover - sessions only end by raising
                     except TrioAlpacaError as exc:
                         self._count_error(exc)
@@ -695,14 +729,22 @@ class AlpacaWebSocketClient:
                                 "stream %s stopped: %s", self._label, exc
                             )
                             raise
+                        established = established or self._session_was_ready
+                        if not established and exc.permanent:
+                            self._state = "failed"
+                            logger.error(  # noqa: TRY400 - the error propagates to the user
+                                "stream %s: first connection failed for good: %s", self._label, exc
+                            )
+                            raise
+                        last = exc
                         if self._ready.is_set():
                             self._ready = trio.Event()
                         lost_at = time.time_ns()
                         if self._session_was_ready:
                             # A new gap: anything after the last frame (or after this connection
                             # became ready, if nothing came) may be missing.
-                            last = max(self._rx.last_rx_wall_ns or 0, self._ready_wall_ns)
-                            gap_start = min(lost_at, last)
+                            last_rx = max(self._rx.last_rx_wall_ns or 0, self._ready_wall_ns)
+                            gap_start = min(lost_at, last_rx)
                         if self._rx.data_flowed and not isinstance(exc, MalformedStreamError):
                             attempts = 0
                             schedule.reset()
@@ -711,19 +753,54 @@ class AlpacaWebSocketClient:
                             self._state = "failed"
                             raise ReconnectLimitError(attempts - 1, exc) from exc
                         delay = schedule.next_delay(connection_limit=exc.connection_limit)
+                        if exc.connection_limit and not established and not waited_out_limit:
+                            # 406: the server reaps a dropped session of this key in about
+                            # 90 s (a restarted program meets its own old session). Wait that
+                            # out once, then the usual deadline applies again.
+                            waited_out_limit = True
+                            now = trio.current_time()
+                            deadline = max(deadline, now + delay + 2 * self._connect_timeout)
+                        if not established and trio.current_time() + delay >= deadline:
+                            raise self._first_connect_failed(attempts, exc)  # noqa: B904 - exc itself
                         self._state = "reconnecting"
                         logger.warning(
-                            "stream %s lost (%s: %s); reconnect attempt %d in %.2f s",
+                            "stream %s %s (%s: %s); %s attempt %d in %.2f s",
                             self._label,
+                            "lost" if established else "could not connect",
                             type(exc).__name__,
                             exc,
-                            attempts,
+                            "reconnect" if established else "connection",
+                            attempts + (0 if established else 1),
                             delay,
                         )
                         await trio.sleep(delay)
         finally:
             self._conn = None
+            self._first_scope = None
             done.set()
+
+    def _first_connect_failed(
+        self, attempts: int, last: TrioAlpacaError | None, *, cut_off: bool = False
+    ) -> TrioAlpacaError:
+        """The error ending a run whose first connection did not succeed in time: the last
+        attempt's own error (with a note on the policy), or a TransportError when no attempt
+        finished at all."""
+        self._state = "failed"
+        limit = self._first_connect_timeout
+        policy = (
+            f"no connection to {self.url} within first_connect_timeout={limit:g} s "
+            f"({attempts + (1 if cut_off else 0)} attempt(s))"
+        )
+        if last is None:
+            err: TrioAlpacaError = TransportError(
+                f"{policy}; the attempt was still in progress (is the host reachable?)"
+            )
+        else:
+            err = last
+            if hasattr(err, "add_note"):  # Python 3.11+
+                err.add_note(policy)
+        logger.error("stream %s: %s; last error: %s", self._label, policy, last)
+        return err
 
     def _notify(self, name: str, **data: Any) -> None:
         for observer in self.observers:
@@ -752,6 +829,7 @@ class AlpacaWebSocketClient:
                 heartbeat_interval=self._heartbeat_interval,
                 heartbeat_timeout=self._heartbeat_timeout,
                 ssl_context=self._ssl_context,
+                stream_factory=self._stream_factory,
             ) as conn:
                 self._conn = conn
                 session.conn = conn
@@ -851,6 +929,10 @@ class AlpacaWebSocketClient:
     def _session_ready(self, session: _Session) -> None:
         """Called by the reader (synchronously) when a session's subscriptions are confirmed."""
         self._session_was_ready = True
+        first = self._first_scope
+        if first is not None:
+            first.deadline = math.inf  # the first-connect policy is over for this run
+            self._first_scope = None
         now_wall = self._ready_wall_ns = time.time_ns()
         if self.observers:
             self._notify("ready", session=session.id)
