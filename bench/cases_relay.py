@@ -5,9 +5,12 @@ with the upstream pointed at the benchmark's server; the downstream clients (tri
 dicts, ``receive_batch``) run in the case's process.
 
 * ``relay_lat_1`` / ``relay_lat_10`` (``paced``): the send-stamped feed (``bench/paced_server.py``)
-  goes through the relay to 1 or 10 clients; each message's delivery time minus its send stamp,
-  over every client. Subtract the direct client's figure (``pl_b``, same feed without the relay)
-  for the latency the relay adds.
+  goes through the relay to 1 or 10 downstream clients: one measuring trioalpaca client (delivery
+  time minus send stamp, per message) plus 9 sinks that read frames without decoding them, so that
+  the case's own process keeps up and the relay's fan-out (encode + send to 10 sockets) is what is
+  measured. Subtract the direct client's figure (``pl_b``, same feed without the relay) for the
+  latency the relay adds. ``relay_cpu_s_per_M_in`` is the relay process's CPU per million upstream
+  messages (after start-up).
 * ``relay_fanout_10`` (``throughput``): the emulator's burst through the relay to 10 clients;
   the figure is the total messages delivered to all 10 per second, set against the direct raw
   client's ``b_batch`` in the ratios.
@@ -29,6 +32,17 @@ from cases_latency import _Meter
 from registry import KEY, SECRET, Params, case, ratio
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: CPU seconds the last relay process used (read just before it is stopped).
+RELAY_CPU: list[float] = []
+
+
 @contextmanager
 def _relay(upstream_feed_url: str, send_buffer: int = 64 * 1024 * 1024) -> Iterator[str]:
     """Run the relay in its own process; yield its ``/v2/iex`` URL."""
@@ -44,8 +58,13 @@ def _relay(upstream_feed_url: str, send_buffer: int = 64 * 1024 * 1024) -> Itera
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError(f"relay did not start: {proc.stderr.read() if proc.stderr else ''}")
+        cpu0 = _cpu_seconds(proc.pid)  # start-up (imports) is not the relay's per-message cost
         yield json.loads(line)["url"] + "/v2/iex"
     finally:
+        try:
+            RELAY_CPU.append(_cpu_seconds(proc.pid) - cpu0)
+        except OSError:  # pragma: no cover - the process already exited
+            pass
         proc.terminate()
         try:
             proc.wait(timeout=10)
@@ -54,10 +73,30 @@ def _relay(upstream_feed_url: str, send_buffer: int = 64 * 1024 * 1024) -> Itera
             proc.wait()
 
 
+async def _sink(url: str, symbols: list[str]) -> None:
+    """A downstream client that reads frames without decoding them (bytes only)."""
+    import msgpack
+    from trio_websocket import open_websocket_url
+
+    headers = [("Content-Type", "application/msgpack")]
+    async with open_websocket_url(url, extra_headers=headers) as ws:
+        await ws.get_message()
+        await ws.send_message(msgpack.packb({"action": "auth", "key": "sink", "secret": "x"}))
+        await ws.get_message()
+        await ws.send_message(
+            msgpack.packb({"action": "subscribe", "trades": symbols, "quotes": symbols})
+        )
+        while True:  # until the measuring client saw the end and the case cancels the sinks
+            await ws.get_message()
+
+
 async def _latency(p: Params, url: str, clients: int) -> dict[str, Any]:
+    """One measuring trioalpaca client plus ``clients - 1`` sinks (the relay still encodes and
+    sends to every one of them; the sinks' process does not decode, so it keeps up)."""
     from trioalpaca import open_stream
 
-    meters = [_Meter() for _ in range(clients)]
+    meters = [_Meter()]
+    stop = trio.Event()
 
     async def one(i: int, ready: trio.Event) -> None:
         meter = meters[i]
@@ -74,6 +113,7 @@ async def _latency(p: Params, url: str, clients: int) -> dict[str, Any]:
                     if t is None:
                         if m.get("T") == "bench_end":
                             meter.summary = m
+                            stop.set()
                             return
                         continue
                     add(time_ns(), t)
@@ -82,10 +122,13 @@ async def _latency(p: Params, url: str, clients: int) -> dict[str, Any]:
     # say so (``finished`` < ``clients``) rather than time out
     with trio.move_on_after(p.seconds + 20):
         async with trio.open_nursery() as nursery:
-            for i in range(clients):
-                ready = trio.Event()
-                nursery.start_soon(one, i, ready)
-                await ready.wait()
+            for _ in range(clients - 1):
+                nursery.start_soon(_sink, url, p.symbols)
+            ready = trio.Event()
+            nursery.start_soon(one, 0, ready)
+            await ready.wait()
+            await stop.wait()
+            nursery.cancel_scope.cancel()
     results = [m.result() for m in meters]
     lat: list[int] = sorted(x for m in meters for x in m.lat)
     n = len(lat)
@@ -96,23 +139,32 @@ async def _latency(p: Params, url: str, clients: int) -> dict[str, Any]:
             out[f"{name}_ms"] = lat[min(n - 1, int(q * n))] / 1e6
         out["max_ms"] = lat[-1] / 1e6
         out["over_10ms"] = sum(1 for x in lat if x > 10_000_000)
-    out["cpu_s_per_M"] = results[0].get("cpu_s_per_M")
+    out["cpu_s_per_M"] = results[0].get("cpu_s_per_M")  # the measuring client's
     out["gc_max_ms"] = max(r["gc_max_ms"] for r in results)
     out["server_rate"] = results[0].get("server_rate")
     out["server_late_frames"] = results[0].get("server_late_frames")
     return out
 
 
+def _with_relay_cpu(result: dict[str, Any], upstream_msgs: float) -> dict[str, Any]:
+    # the relay's own CPU per million upstream messages (warm-up included: an upper bound)
+    if RELAY_CPU and upstream_msgs:
+        result["relay_cpu_s_per_M_in"] = RELAY_CPU[-1] / upstream_msgs * 1e6
+    return result
+
+
 @case("relay_lat_1", "relay, 1 downstream client (raw batches)", "paced")
 def relay_lat_1(p: Params) -> dict[str, Any]:
     with _relay(p.url) as url:
-        return trio.run(_latency, p, url, 1)
+        r = trio.run(_latency, p, url, 1)
+    return _with_relay_cpu(r, p.rate * p.seconds)
 
 
 @case("relay_lat_10", "relay, 10 downstream clients (raw batches)", "paced")
 def relay_lat_10(p: Params) -> dict[str, Any]:
     with _relay(p.url) as url:
-        return trio.run(_latency, p, url, 10)
+        r = trio.run(_latency, p, url, 10)
+    return _with_relay_cpu(r, p.rate * p.seconds)
 
 
 async def _fanout(p: Params, url: str, clients: int) -> dict[str, Any]:
@@ -153,7 +205,8 @@ async def _fanout(p: Params, url: str, clients: int) -> dict[str, Any]:
 @case("relay_fanout_10", "relay fan-out, total to 10 clients (raw)", "throughput")
 def relay_fanout_10(p: Params) -> dict[str, Any]:
     with _relay(p.url) as url:
-        return trio.run(_fanout, p, url, 10)
+        r = trio.run(_fanout, p, url, 10)
+    return _with_relay_cpu(r, p.total)
 
 
 ratio("relay_fanout_10 / b_batch  fan-out total vs direct raw", "relay_fanout_10", "b_batch", 1.0)

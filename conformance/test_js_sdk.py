@@ -112,6 +112,8 @@ def run_js(stream: str, url: str, key: str, env: dict[str, str] | None = None) -
     assert report["problems"] == [], report["problems"]
     assert report["missing"] == [], f"no message on {report['missing']} within {RUN_SECONDS}s"
     assert report["complete"]
+    states = [line for line in report["logs"] if line.startswith("state: ")]
+    assert states.count("state: connecting") == 1, f"the SDK reconnected: {states}"
     return report
 
 

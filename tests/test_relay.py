@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -237,6 +238,21 @@ async def test_raw_sessions_per_client_codec_and_own_ack(autojump_clock: trio.ab
             for _ in range(5):
                 for m in msgpack.unpackb(await ws_m.get_message()):
                     assert m["T"] != "error"
+
+
+async def test_option_star_quotes_is_413_for_the_requester(autojump_clock: trio.abc.Clock) -> None:
+    mp = [("Content-Type", "application/msgpack")]
+    async with setup() as (_emu, relay), ws_connect(relay.url_for("opra"), mp) as ws:
+        await ws.get_message()
+        await ws.send_message(
+            msgpack.packb({"action": "auth", "key": "local0", "secret": "local-secret-0"})
+        )
+        assert msgpack.unpackb(await ws.get_message())[0]["msg"] == "authenticated"
+        await ws.send_message(msgpack.packb({"action": "subscribe", "quotes": ["*"]}))
+        assert msgpack.unpackb(await ws.get_message()) == [
+            {"T": "error", "code": 413, "msg": "star subscription is not allowed for option quotes"}
+        ]
+        assert relay.get_metrics()["upstreams"]["default/opra"]["subscribe_requests"] == 0
 
 
 async def test_options_are_msgpack_only(autojump_clock: trio.abc.Clock) -> None:
@@ -535,3 +551,99 @@ async def test_random_traffic_socket_level(seed: int, autojump_clock: trio.abc.C
         for _, leave in live.values():
             leave.set()
         assert len(upstream_conns(emu)) == 1
+
+
+async def test_drop_policy_keeps_answering_pings_with_a_full_queue(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    syms = ["AAPL", "MSFT", "TSLA"]
+    async with (
+        setup(
+            {"rate": 400.0},
+            send_buffer_limit=16 * 1024,
+            slow_client="drop",
+            socket_send_buffer=32 * 1024,
+        ) as (_emu, relay),
+        ws_connect(relay.url_for("iex", markers=True)) as ws,
+    ):
+        # a slow remote: small kernel buffers on both ends, so the backlog sits in the relay
+        ws._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        await ws.get_message()
+        await ws.send_message(
+            json.dumps({"action": "auth", "key": "local0", "secret": "local-secret-0"})
+        )
+        await ws.get_message()
+        await ws.send_message(json.dumps({"action": "subscribe", "trades": syms, "quotes": syms}))
+        got: list[Any] = []
+
+        async def slow_reader() -> None:
+            while True:
+                got.extend(json.loads(await ws.get_message()))
+                await trio.sleep(0.05)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_reader)
+            with trio.fail_after(30):
+                while not relay.clients or relay.clients[0].dropped == 0:
+                    await trio.sleep(0.05)
+            # the relay's queue for this client is at its limit and dropping; pings still work
+            for _ in range(3):
+                with trio.fail_after(2):
+                    await ws.ping()
+                assert relay.clients[0].dropped > 0
+            stats = relay.get_metrics()["clients"][relay.clients[0].id]
+            assert stats["max_queue_bytes"] > 8 * 1024 and not stats["slow_client"]
+            nursery.cancel_scope.cancel()
+        # the session asked for markers: the drops were announced in-band
+        with trio.fail_after(10):
+            while not any(m.get("T") == "dropped" for m in got):
+                got.extend(json.loads(await ws.get_message()))
+        marker = next(m for m in got if m.get("T") == "dropped")
+        assert marker["count"] > 0 and "slow client" in marker["reason"]
+        assert relay.get_metrics()["slow_clients"] == 0
+
+
+async def test_healthz_reports_an_upstream_that_stays_down(autojump_clock: trio.abc.Clock) -> None:
+    async with setup() as (emu, relay):
+        emu.reject_upgrades(503, feed="iex", count=None)
+        async with ws_connect(relay.url_for("iex")) as ws:
+            await ws.get_message()
+            await ws.send_message(
+                json.dumps({"action": "auth", "key": "local0", "secret": "local-secret-0"})
+            )
+            assert json.loads(await ws.get_message())[0]["msg"] == "authenticated"
+            await ws.send_message(json.dumps({"action": "subscribe", "trades": ["AAPL"]}))
+            await trio.sleep(5)
+            assert relay.healthy()[0]  # within the grace period
+            await trio.sleep(30)
+            ok, details = relay.healthy()
+            assert not ok and details["disconnected"] == ["default/iex"]
+            emu.clear_faults()
+            emu.faults.upgrade_rejections.clear() if hasattr(
+                emu.faults, "upgrade_rejections"
+            ) else None
+            # the upstream client retries with backoff; once connected the held ack arrives
+            with trio.fail_after(120):
+                ack = json.loads(await ws.get_message())[0]
+            assert ack["T"] == "subscription" and ack["trades"] == ["AAPL"]
+            assert relay.healthy()[0]
+
+
+async def test_late_orderbook_subscriber_gets_a_snapshot(autojump_clock: trio.abc.Clock) -> None:
+    from trioalpaca import Orderbook
+
+    pairs = ["BTC/USD", "ETH/USD"]
+    async with (
+        setup({"symbols": pairs, "rate": 50.0}) as (emu, relay),
+        local(relay, 0, feed="crypto/us", orderbooks=pairs) as first,
+    ):
+        got = await take(first, 30)
+        assert all(isinstance(m, Orderbook) for m in got)
+        assert {m.symbol for m in got if m.reset} == set(pairs)  # upstream's own snapshots
+        async with local(relay, 1, feed="crypto/us", orderbooks=["BTC/USD"]) as late:
+            msgs = await take(late, 10)
+            assert msgs[0].reset and msgs[0].symbol == "BTC/USD"  # built by the relay
+            assert msgs[0].bids and msgs[0].asks
+            assert msgs[0].bids[0].price < msgs[0].asks[0].price
+            assert all(m.symbol == "BTC/USD" for m in msgs)
+        assert len([c for c in emu.connections if c.feed == "crypto/us"]) == 1

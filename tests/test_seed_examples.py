@@ -56,6 +56,32 @@ def printed(capsys: pytest.CaptureFixture[str]) -> list[str]:
     return capsys.readouterr().out.splitlines()
 
 
+async def test_quick_start(
+    autojump_clock: trio.abc.Clock, emu: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await run_main(load("quickstart"), 1.0)
+    out = printed(capsys)
+    assert len(out) > 10
+    for line in out:
+        assert re.fullmatch(r"Trade: (AAPL|MSFT|GOOGL) @ \$\d+(\.\d+)?", line), line
+
+
+async def test_quick_start_error_handler_takes_one_argument(
+    autojump_clock: trio.abc.Clock, emu: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load("quickstart")
+
+    async def broken(message: Any) -> None:
+        raise LookupError(message["S"])
+
+    example.handle_trade = broken  # main() registers whatever handle_trade is
+    await run_main(example, 0.5)
+    out = printed(capsys)
+    assert out
+    for line in out:
+        assert re.fullmatch(r"Error in .*broken: LookupError\('(AAPL|MSFT|GOOGL)'\)", line), line
+
+
 async def test_stream_manager(
     autojump_clock: trio.abc.Clock, emu: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:

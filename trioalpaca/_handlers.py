@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal
 
 import attrs
+import trio
 
 from trioalpaca._errors import UsageError
 from trioalpaca.endpoints import channel_to_wire, check_symbol
@@ -36,10 +37,12 @@ __all__ = [
 
 logger = logging.getLogger("trioalpaca.client")
 
-Handler = Callable[[Any], Awaitable[None]]
-"""An async callable taking one message (typed or raw dict)."""
+Handler = Callable[[Any], Awaitable[None] | None]
+"""A callable taking one message (typed or raw dict): ``async def`` (awaited) or plain ``def``
+(called directly, in the dispatcher task; keep it quick)."""
 
-#: Wire ``T`` code -> channel (for raw dicts and handler keys); a plain dict, looked up per message.
+#: Wire ``T`` code -> channel, as a plain dict looked up per message (client, handler table,
+#: pipeline): the one copy of ``models.CHANNEL_BY_WIRE_TYPE`` on the hot paths.
 _T_TO_CHANNEL: dict[str, str] = dict(CHANNEL_BY_WIRE_TYPE)
 
 ErrorAction = Literal["continue", "retry", "skip", "stop", "reconnect"]
@@ -107,13 +110,26 @@ async def call_maybe_async(fn: Callable[..., Any], *args: Any) -> None:
         await result
 
 
+#: A failing handler logs its traceback at most once per this many seconds; the next log line
+#: says how many failures were not logged in between.
+HANDLER_LOG_INTERVAL = 60.0
+
+
 class _Entry:
-    __slots__ = ("fn", "kind", "symbols")
+    __slots__ = ("fn", "is_async", "kind", "last_logged", "suppressed", "symbols")
 
     def __init__(self, kind: str, fn: Handler, symbols: frozenset[str] | None) -> None:
         self.kind = kind
         self.fn = fn
         self.symbols = symbols
+        # Known coroutine functions are awaited directly; anything else is called and its result
+        # awaited only when it is awaitable (plain ``def`` handlers, callables returning
+        # coroutines).
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - async __call__ of a callable object
+        )
+        self.last_logged: float | None = None
+        self.suppressed = 0
 
 
 class Handle:
@@ -244,7 +260,9 @@ class HandlerTable:
                 if entry.symbols.isdisjoint(symbols):
                     continue
             try:
-                await entry.fn(msg)
+                result: Any = entry.fn(msg)
+                if entry.is_async or inspect.isawaitable(result):
+                    await result
             except Exception as exc:
                 await self._failed(exc, msg, entry)
 
@@ -263,4 +281,23 @@ class HandlerTable:
             return
         if self.handler_errors == "raise":
             raise exc
-        logger.exception("message handler raised; the stream continues", exc_info=exc)
+        now = trio.current_time()
+        last = entry.last_logged
+        if last is not None and now - last < HANDLER_LOG_INTERVAL:
+            entry.suppressed += 1
+            return
+        entry.last_logged = now
+        suppressed, entry.suppressed = entry.suppressed, 0
+        tail = (
+            f"; {suppressed} more failure(s) of this handler were not logged in the last "
+            f"{HANDLER_LOG_INTERVAL:g} s"
+            if suppressed
+            else f"; further failures of this handler are logged at most once per "
+            f"{HANDLER_LOG_INTERVAL:g} s and counted in get_metrics()['errors']"
+        )
+        logger.error(
+            "message handler raised; the stream continues (handler %s%s)",
+            handler_name(entry.fn),
+            tail,
+            exc_info=exc,
+        )

@@ -27,7 +27,6 @@ import collections
 import logging
 import math
 import ssl
-import sys
 import time
 import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -39,7 +38,7 @@ import trio
 
 from trioalpaca import __version__
 from trioalpaca._buffer import MessageBuffer
-from trioalpaca._connection import Connection, Frame, open_connection
+from trioalpaca._connection import Connection, Frame, StreamFactory, open_connection
 from trioalpaca._credentials import resolve_credentials
 from trioalpaca._errors import (
     MalformedStreamError,
@@ -51,7 +50,7 @@ from trioalpaca._errors import (
     UsageError,
 )
 from trioalpaca._groups import single_error
-from trioalpaca._handlers import ErrorHandler, Handle, Handler, HandlerTable
+from trioalpaca._handlers import _T_TO_CHANNEL, ErrorHandler, Handle, Handler, HandlerTable
 from trioalpaca._malformed import MalformedTally
 from trioalpaca._protocol.client import DataClientProtocol
 from trioalpaca._protocol.common import normalize_channels
@@ -61,6 +60,7 @@ from trioalpaca.endpoints import (
     CHANNELS,
     DEFAULT_FEED,
     FEEDS,
+    MIRRORED_CHANNELS,
     Endpoint,
     StreamKind,
     channel_to_wire,
@@ -72,7 +72,6 @@ from trioalpaca.endpoints import (
 )
 from trioalpaca.metrics import LatencyHistogram, LatencySnapshot, RateMeter
 from trioalpaca.models import (
-    CHANNEL_BY_WIRE_TYPE,
     Authenticated,
     Listening,
     MalformedMessage,
@@ -81,9 +80,6 @@ from trioalpaca.models import (
     SubscriptionChanged,
 )
 
-if sys.version_info < (3, 11):  # pragma: no cover
-    pass  # type: ignore[import-not-found,unused-ignore]
-
 __all__ = [
     "AlpacaWebSocketClient",
     "ClientStatistics",
@@ -91,6 +87,7 @@ __all__ = [
     "Handle",
     "Handler",
     "OverflowPolicy",
+    "StreamFactory",
     "StreamItem",
     "StreamObserver",
     "open_stream",
@@ -129,11 +126,8 @@ RATE_WINDOW = 10.0
 #: Default silence limit of ``staleness_timeout="auto"`` (seconds).
 AUTO_STALENESS_TIMEOUT = 120.0
 
-#: Channels the client fills in itself; they are never subscribed explicitly.
-_MIRRORED = frozenset({"corrections", "cancelErrors"})
-
-#: Wire ``T`` code -> channel (for raw dicts and handler keys); a plain dict, looked up per message.
-_T_TO_CHANNEL: dict[str, str] = dict(CHANNEL_BY_WIRE_TYPE)
+#: Channels the server fills in itself (they follow ``trades``); never subscribed explicitly.
+_MIRRORED = frozenset(MIRRORED_CHANNELS)
 
 _STATES = (
     "idle",
@@ -199,6 +193,43 @@ def _is_trading_control(msg: Any) -> bool:
     if type(msg) is dict:
         return "stream" in msg
     return isinstance(msg, (Authenticated, Listening))
+
+
+class _Receipts:
+    """What the sessions of one client received: counters, rates, latencies, last-seen times.
+
+    Owned by the client (it outlives sessions); each session is handed it and is the only
+    writer; :meth:`AlpacaWebSocketClient.statistics` reads it.
+    """
+
+    __slots__ = (
+        "bytes",
+        "channel_seen",
+        "data_flowed",
+        "first_rx",
+        "frames",
+        "last_rx",
+        "last_rx_wall_ns",
+        "latency",
+        "messages",
+        "rate",
+    )
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.frames = 0
+        self.bytes = 0
+        self.rate = RateMeter(RATE_WINDOW)
+        self.first_rx: float | None = None
+        self.latency = LatencyHistogram()
+        #: trio time of the last frame
+        self.last_rx: float | None = None
+        #: wall clock of the last data frame
+        self.last_rx_wall_ns: int | None = None
+        #: channel -> trio time it last delivered (staleness detection)
+        self.channel_seen: dict[str, float] = {}
+        #: whether data flowed on the current connection
+        self.data_flowed = False
 
 
 class _Pending:
@@ -300,12 +331,25 @@ class AlpacaWebSocketClient:
         subscription_timeout: seconds :meth:`subscribe` / :meth:`unsubscribe` wait for the ack.
         connect_timeout: seconds one connection attempt may take up to the confirmed initial
             subscription.
+        first_connect_timeout: the first-connect policy. Until the stream has been up once (the
+            initial subscriptions confirmed), retries stop after this many seconds and the block
+            ends with the last attempt's error (default 30; ``None`` retries forever). A cause
+            that cannot heal ends it at the first attempt: an unknown host name
+            (:class:`~trioalpaca.HostNotFoundError`), a TLS failure
+            (:class:`~trioalpaca.TLSError`), HTTP 401/403/404 at the upgrade
+            (:class:`~trioalpaca.HandshakeRejectedError`), bad credentials. Once the stream has
+            been up, reconnects retry as ``max_reconnect_attempts`` says. Error 406 (a session
+            of this key is still counted, e.g. your own program's before a restart) extends the
+            deadline once so that one ``backoff.connection_limit_floor`` wait fits.
         close_timeout: seconds the closing handshake may take when leaving.
         ssl_context: TLS settings for ``wss://`` URLs (default: ``ssl.create_default_context()``,
             the system's CAs). Pass a context that trusts your CA to reach a server with a
             private certificate (e.g. the TLS emulator). A certificate that does not verify, or
             a server that does not speak TLS, ends the block at once with
             :class:`~trioalpaca.TLSError` (never retried).
+        stream_factory: open the byte stream with ``await stream_factory(host, port, secure)``
+            instead of TCP (+ TLS), e.g. an in-memory stream the emulator serves
+            (``emulator.connect_in_memory``): tests then run on virtual time without sockets.
         staleness_timeout: per-channel silence limit; a subscribed channel that stays silent that
             long triggers a reconnect (:class:`~trioalpaca.StaleStreamError`). ``"auto"``
             (default): 120 s on the busy channels (``trades``, ``quotes``, ``orderbooks``,
@@ -350,8 +394,10 @@ class AlpacaWebSocketClient:
         backoff: Backoff | None = None,
         subscription_timeout: float = 10.0,
         connect_timeout: float = 10.0,
+        first_connect_timeout: float | None = 30.0,
         close_timeout: float = 0.5,
         ssl_context: ssl.SSLContext | None = None,
+        stream_factory: StreamFactory | None = None,
         staleness_timeout: float | Mapping[str, float] | Literal["auto"] | None = "auto",
         handler_errors: Literal["continue", "raise"] = "continue",
         auto_connect: bool = True,
@@ -430,10 +476,15 @@ class AlpacaWebSocketClient:
         self._backoff = backoff if backoff is not None else Backoff()
         self._subscription_timeout = subscription_timeout
         self._connect_timeout = connect_timeout
+        if first_connect_timeout is not None and not first_connect_timeout > 0:
+            raise UsageError("first_connect_timeout must be a positive number of seconds or None")
+        self._first_connect_timeout = first_connect_timeout
+        self._first_scope: trio.CancelScope | None = None
         self._close_timeout = close_timeout
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
             raise UsageError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
         self._ssl_context = ssl_context
+        self._stream_factory = stream_factory
         self._handler_errors = handler_errors
         self._auto_connect = auto_connect
         self._staleness = self._staleness_config(staleness_timeout)
@@ -475,6 +526,8 @@ class AlpacaWebSocketClient:
         self._handlers = HandlerTable(handler_errors, on_failure=self._count_handler_failure)
         self._dispatcher_running = False
         self._iterating = False
+        self._owner: trio.lowlevel.TrioToken | None = None
+        self._consumer: trio.lowlevel.Task | None = None
         self._stop: trio.Event | None = None  # set by aclose() under run()
         self._closed = trio.Event()  # set when the async with block has closed everything
         self.observers: list[StreamObserver] = []
@@ -482,20 +535,12 @@ class AlpacaWebSocketClient:
         by default, when the only cost is one truthiness test per frame."""
 
         # metrics
-        self._messages = 0
-        self._frames = 0
-        self._bytes = 0
+        #: what the sessions received (each session updates it; statistics() reads it)
+        self._rx = _Receipts()
         self._reconnects = 0
         self._errors: collections.Counter[str] = collections.Counter()
         self._malformed = MalformedTally(logger, self._label)
-        self._rate = RateMeter(RATE_WINDOW)
         self._rate_resolution = RATE_WINDOW / 20
-        self._first_rx: float | None = None
-        self._latency = LatencyHistogram()
-        self._last_rx: float | None = None
-        self._last_rx_wall_ns: int | None = None
-        self._channel_seen: dict[str, float] = {}
-        self._data_flowed = False
         self._session_was_ready = False
         self._ready_wall_ns = 0
 
@@ -531,7 +576,9 @@ class AlpacaWebSocketClient:
 
     async def __aenter__(self) -> AlpacaWebSocketClient:
         if self._cm is not None:
+            self._check_owner()
             raise UsageError("this client is already open; create a new one per async with")
+        self._owner = trio.lowlevel.current_trio_token()
         self._closed = trio.Event()
         self._cm = self._lifecycle()
         return await self._cm.__aenter__()  # type: ignore[no-any-return]
@@ -558,6 +605,7 @@ class AlpacaWebSocketClient:
             if self._state != "failed":
                 self._state = "closed"
             self._conn = None
+            self._owner = None
             self._closed.set()
 
     # ------------------------------------------------------------------ explicit control
@@ -568,6 +616,7 @@ class AlpacaWebSocketClient:
         Only valid inside the ``async with`` block. Errors that stop the stream (fatal server
         errors, the reconnect limit) end the block with that error.
         """
+        self._check_owner()
         nursery = self._require_nursery()
         if self._run_scope is None:
             self._buffer.reopen()
@@ -584,6 +633,7 @@ class AlpacaWebSocketClient:
 
         Messages already buffered can still be read; after them iteration ends.
         """
+        self._check_owner()
         scope, done = self._run_scope, self._run_done
         if scope is None or done is None:
             return
@@ -617,6 +667,7 @@ class AlpacaWebSocketClient:
         ``async with`` block it closes the connection like :meth:`disconnect` (iteration ends
         after the buffered messages); leaving the block releases the rest.
         """
+        self._check_owner()
         stop = self._stop
         if stop is not None:
             stop.set()
@@ -639,14 +690,27 @@ class AlpacaWebSocketClient:
         schedule = self._backoff.schedule()
         attempts = 0
         gap_start: int | None = None
+        # First-connect policy: until a session of this run has been ready, attempts run under
+        # a deadline and a permanent cause ends the run at once.
+        established = False
+        limit = self._first_connect_timeout
+        deadline = math.inf if limit is None else trio.current_time() + limit
+        last: TrioAlpacaError | None = None
+        waited_out_limit = False
         try:
             with scope:
                 while True:
                     self._state = "connecting" if gap_start is None else "reconnecting"
-                    self._data_flowed = False
+                    self._rx.data_flowed = False
                     self._session_was_ready = False
                     try:
-                        await self._session_run(gap_start, attempts)
+                        with trio.CancelScope(
+                            deadline=math.inf if established else deadline
+                        ) as first:
+                            self._first_scope = first
+                            await self._session_run(gap_start, attempts)
+                        if first.cancelled_caught:
+                            raise self._first_connect_failed(attempts, last, cut_off=True)
                         return  # pragma: no cover - sessions only end by raising
                     except TrioAlpacaError as exc:
                         self._count_error(exc)
@@ -665,15 +729,23 @@ class AlpacaWebSocketClient:
                                 "stream %s stopped: %s", self._label, exc
                             )
                             raise
+                        established = established or self._session_was_ready
+                        if not established and exc.permanent:
+                            self._state = "failed"
+                            logger.error(  # noqa: TRY400 - the error propagates to the user
+                                "stream %s: first connection failed for good: %s", self._label, exc
+                            )
+                            raise
+                        last = exc
                         if self._ready.is_set():
                             self._ready = trio.Event()
                         lost_at = time.time_ns()
                         if self._session_was_ready:
                             # A new gap: anything after the last frame (or after this connection
                             # became ready, if nothing came) may be missing.
-                            last = max(self._last_rx_wall_ns or 0, self._ready_wall_ns)
-                            gap_start = min(lost_at, last)
-                        if self._data_flowed and not isinstance(exc, MalformedStreamError):
+                            last_rx = max(self._rx.last_rx_wall_ns or 0, self._ready_wall_ns)
+                            gap_start = min(lost_at, last_rx)
+                        if self._rx.data_flowed and not isinstance(exc, MalformedStreamError):
                             attempts = 0
                             schedule.reset()
                         attempts += 1
@@ -681,19 +753,54 @@ class AlpacaWebSocketClient:
                             self._state = "failed"
                             raise ReconnectLimitError(attempts - 1, exc) from exc
                         delay = schedule.next_delay(connection_limit=exc.connection_limit)
+                        if exc.connection_limit and not established and not waited_out_limit:
+                            # 406: the server reaps a dropped session of this key in about
+                            # 90 s (a restarted program meets its own old session). Wait that
+                            # out once, then the usual deadline applies again.
+                            waited_out_limit = True
+                            now = trio.current_time()
+                            deadline = max(deadline, now + delay + 2 * self._connect_timeout)
+                        if not established and trio.current_time() + delay >= deadline:
+                            raise self._first_connect_failed(attempts, exc)  # noqa: B904 - exc itself
                         self._state = "reconnecting"
                         logger.warning(
-                            "stream %s lost (%s: %s); reconnect attempt %d in %.2f s",
+                            "stream %s %s (%s: %s); %s attempt %d in %.2f s",
                             self._label,
+                            "lost" if established else "could not connect",
                             type(exc).__name__,
                             exc,
-                            attempts,
+                            "reconnect" if established else "connection",
+                            attempts + (0 if established else 1),
                             delay,
                         )
                         await trio.sleep(delay)
         finally:
             self._conn = None
+            self._first_scope = None
             done.set()
+
+    def _first_connect_failed(
+        self, attempts: int, last: TrioAlpacaError | None, *, cut_off: bool = False
+    ) -> TrioAlpacaError:
+        """The error ending a run whose first connection did not succeed in time: the last
+        attempt's own error (with a note on the policy), or a TransportError when no attempt
+        finished at all."""
+        self._state = "failed"
+        limit = self._first_connect_timeout
+        policy = (
+            f"no connection to {self.url} within first_connect_timeout={limit:g} s "
+            f"({attempts + (1 if cut_off else 0)} attempt(s))"
+        )
+        if last is None:
+            err: TrioAlpacaError = TransportError(
+                f"{policy}; the attempt was still in progress (is the host reachable?)"
+            )
+        else:
+            err = last
+            if hasattr(err, "add_note"):  # Python 3.11+
+                err.add_note(policy)
+        logger.error("stream %s: %s; last error: %s", self._label, policy, last)
+        return err
 
     def _notify(self, name: str, **data: Any) -> None:
         for observer in self.observers:
@@ -722,6 +829,7 @@ class AlpacaWebSocketClient:
                 heartbeat_interval=self._heartbeat_interval,
                 heartbeat_timeout=self._heartbeat_timeout,
                 ssl_context=self._ssl_context,
+                stream_factory=self._stream_factory,
             ) as conn:
                 self._conn = conn
                 session.conn = conn
@@ -748,7 +856,7 @@ class AlpacaWebSocketClient:
         if not self._staleness:
             await trio.sleep_forever()
         start = trio.current_time()
-        seen = self._channel_seen
+        seen = self._rx.channel_seen
         seen.clear()
         step = min(self._staleness.values()) / 4
         while True:
@@ -779,7 +887,13 @@ class AlpacaWebSocketClient:
         if self.kind is StreamKind.TRADING:
             from trioalpaca._protocol.trading import TradingClientProtocol
 
-            proto = TradingClientProtocol(key, secret, encoding=self.encoding, raw=self.raw_data)
+            proto = TradingClientProtocol(
+                key,
+                secret,
+                encoding=self.encoding,
+                raw=self.raw_data,
+                on_malformed=self._note_malformed,
+            )
             proto.listen(("trade_updates",))
             return proto
         return DataClientProtocol(
@@ -808,9 +922,17 @@ class AlpacaWebSocketClient:
             pending.position = self._buffer.appended
             pending.done.set()
 
+    def _confirmed(self, acknowledged: dict[str, tuple[str, ...]]) -> None:
+        """Called by the reader with the subscriptions the server confirmed last."""
+        self._acknowledged = acknowledged
+
     def _session_ready(self, session: _Session) -> None:
         """Called by the reader (synchronously) when a session's subscriptions are confirmed."""
         self._session_was_ready = True
+        first = self._first_scope
+        if first is not None:
+            first.deadline = math.inf  # the first-connect policy is over for this run
+            self._first_scope = None
         now_wall = self._ready_wall_ns = time.time_ns()
         if self.observers:
             self._notify("ready", session=session.id)
@@ -860,10 +982,51 @@ class AlpacaWebSocketClient:
             raise UsageError(
                 "handlers are registered: they consume the stream; remove them to iterate"
             )
+        self._check_consumer(q)
+        task = trio.lowlevel.current_task()
+        self._consumer = task
         try:
             return await buffer.get()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
+        finally:
+            if self._consumer is task:
+                self._consumer = None
+
+    def _check_owner(self) -> None:
+        """Refuse calls from another ``trio.run`` or a thread (before touching any trio object,
+        so the owning run is unharmed)."""
+        owner = self._owner
+        if owner is None:
+            return
+        try:
+            current = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            current = None
+        if current is not owner:
+            raise UsageError(
+                "this client belongs to another trio.run (another thread or event loop); call it "
+                "from the task tree that opened it, e.g. through trio.from_thread.run()"
+            )
+
+    def _check_consumer(self, q: Any) -> None:
+        """The checks before a consumer waits: owner, open and connected, no second consumer."""
+        self._check_owner()
+        if not q and not self._buffer.closed:
+            if self._nursery is None:
+                raise UsageError(
+                    "iterate the stream inside its block: `async with open_stream(...) as "
+                    "stream: async for msg in stream: ...`"
+                )
+            if self._run_scope is None:
+                raise UsageError("not connected: call `await stream.connect()` first")
+        consumer = self._consumer
+        if consumer is not None and consumer is not trio.lowlevel.current_task():
+            raise UsageError(
+                f"task {consumer.name!r} is already waiting for messages on this stream; one "
+                "consumer task per client (fan out through a trio memory channel, or use "
+                "register_handler / open_pool handles)"
+            )
 
     async def receive(self) -> Any:
         """Return the next message (or marker), waiting for one.
@@ -887,10 +1050,16 @@ class AlpacaWebSocketClient:
         """
         if self._dispatcher_running:
             raise UsageError("handlers are registered: they consume the stream")
+        self._check_consumer(self._buffer.q)
+        task = trio.lowlevel.current_task()
+        self._consumer = task
         try:
             return await self._buffer.get_batch(max_items)
         except trio.EndOfChannel:
             raise trio.EndOfChannel from None
+        finally:
+            if self._consumer is task:
+                self._consumer = None
 
     # ------------------------------------------------------------------ handlers
 
@@ -903,15 +1072,19 @@ class AlpacaWebSocketClient:
             kind: a wire code (``"t"``, ``"q"``, ``"b"``, ``"n"``...), a channel name in either
                 spelling (``"trades"``, ``"daily_bars"``/``"dailyBars"``), ``"control"`` for the
                 ``Reconnected``/``Dropped`` markers, or ``"*"`` for everything.
-            handler: async callable taking the message.
+            handler: callable taking the message: ``async def`` (awaited) or a plain ``def``
+                (called directly in the dispatcher task, so keep it quick).
             symbols: only these symbols (``None`` or ``"*"``: all).
 
         Several handlers may listen to the same kind; each gets every matching message, in
         registration order. While at least one handler is registered a dispatcher task in the
         client's nursery consumes the stream, so ``async for`` is not available at the same time.
         Handlers run one message at a time, in stream order; a slow handler slows the consumer
-        side only (the overflow policy applies).
+        side only (the overflow policy applies). A handler that raises is reported to the error
+        handler, or logged with its traceback at most once a minute per handler (the next log
+        line counts the failures in between; ``get_metrics()["errors"]["handler"]`` counts all).
         """
+        self._check_owner()
         handle = self._handlers.add(kind, handler, symbols)
         if self._nursery is not None and self._run_scope is not None:
             self._start_dispatcher()
@@ -992,6 +1165,7 @@ class AlpacaWebSocketClient:
         :attr:`ClientStatistics.received_position`). It waits as long as the consumer takes:
         put a timeout around it.
         """
+        self._check_owner()
         await self._buffer.wait_delivered(position)
 
     async def _change(
@@ -1002,6 +1176,7 @@ class AlpacaWebSocketClient:
         wanted = self._normalise_channels(channels)
         if not wanted:
             return 0
+        self._check_owner()
         self._require_nursery()
         if self._run_scope is None:
             raise UsageError(f"cannot {action} while disconnected; call connect() first")
@@ -1055,11 +1230,11 @@ class AlpacaWebSocketClient:
         return ClientStatistics(
             state=self._state,
             feed=self.endpoint.feed,
-            messages_received=self._messages,
+            messages_received=self._rx.messages,
             messages_per_second=self._messages_per_second(now),
-            frames_received=self._frames,
-            bytes_received=self._bytes,
-            latency=self._latency.snapshot(),
+            frames_received=self._rx.frames,
+            bytes_received=self._rx.bytes,
+            latency=self._rx.latency.snapshot(),
             heartbeat_rtt=self.heartbeat_rtt,
             reconnects=self._reconnects,
             errors=dict(self._errors),
@@ -1067,7 +1242,7 @@ class AlpacaWebSocketClient:
             buffered=len(buffer.q),
             received_position=buffer.appended,
             delivered_position=buffer.delivered,
-            last_message_age=None if self._last_rx is None else now - self._last_rx,
+            last_message_age=None if self._rx.last_rx is None else now - self._rx.last_rx,
             subscriptions=self.subscriptions,
         )
 
@@ -1111,10 +1286,10 @@ class AlpacaWebSocketClient:
 
     def _messages_per_second(self, now: float) -> float:
         # Over the last 10 s, or since the first message when that is more recent (no ramp-up).
-        if self._first_rx is None:
+        if self._rx.first_rx is None:
             return 0.0
-        span = min(RATE_WINDOW, max(now - self._first_rx, self._rate_resolution))
-        return self._rate.count(now) / span
+        span = min(RATE_WINDOW, max(now - self._rx.first_rx, self._rate_resolution))
+        return self._rx.rate.count(now) / span
 
     def __repr__(self) -> str:
         return (
@@ -1152,6 +1327,9 @@ class _Session:
         self.is_ready = False
         self.conn: Connection | None = None
         self.proto = client._make_protocol()
+        #: the client's receipt counters and buffer, which this session feeds
+        self.rx = client._rx
+        self.buffer = client._buffer
         self._receive = self.proto.receive
         self._raw = client.raw_data
         self._track_channels = bool(client._staleness)
@@ -1208,7 +1386,7 @@ class _Session:
         for rid, err in proto.completed():
             client._request_done(self, rid, err)
         if control:
-            client._acknowledged = proto.acknowledged
+            client._confirmed(proto.acknowledged)
             msgs = []
         if not self.is_ready and (ready or msgs):
             self.is_ready = True
@@ -1227,36 +1405,37 @@ class _Session:
     def on_frame(self, frame: Frame) -> None:
         """The reader's callback (hot path): decode, account, hand to the buffer."""
         client = self.client
+        rx = self.rx
         observers = client.observers
         if observers:
             rx_ns = time.time_ns()
             for observer in observers:
                 observer.frame_in(frame, rx_ns)
         now = trio.current_time()
-        client._frames += 1
-        client._bytes += len(frame)
-        client._last_rx = now
+        rx.frames += 1
+        rx.bytes += len(frame)
+        rx.last_rx = now
         msgs = self._receive(frame)
         if len(msgs) < 2 or not self.is_ready:
             msgs = self._control(msgs)
             if not msgs:
                 return
         wall = time.time_ns()
-        client._last_rx_wall_ns = wall
+        rx.last_rx_wall_ns = wall
         n = len(msgs)
-        client._messages += n
-        client._rate.add(n, now)
-        if client._first_rx is None:
-            client._first_rx = now
-        client._data_flowed = True
-        record = client._latency.record
+        rx.messages += n
+        rx.rate.add(n, now)
+        if rx.first_rx is None:
+            rx.first_rx = now
+        rx.data_flowed = True
+        record = rx.latency.record
         if self._raw:
             for i in {0, n >> 1, n - 1}:
                 ts = msgs[i].get("t")
                 if type(ts) is int:
                     record(max(wall - ts, 0) / 1e9)
             if self._track_channels:
-                seen = client._channel_seen
+                seen = rx.channel_seen
                 for code in {m.get("T") for m in msgs}:
                     seen[_T_TO_CHANNEL.get(code, "")] = now
         else:
@@ -1265,10 +1444,10 @@ class _Session:
                 if ts is not None:
                     record(max(wall - ts, 0) / 1e9)
             if self._track_channels:
-                seen = client._channel_seen
+                seen = rx.channel_seen
                 for cls in {type(m) for m in msgs}:
                     seen[cls.channel] = now
-        if not client._buffer.put(msgs):
+        if not self.buffer.put(msgs):
             raise _OverflowDisconnect(
                 "the consumer fell behind and the buffer overflowed (overflow='disconnect'); "
                 "reconnecting"

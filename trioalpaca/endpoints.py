@@ -202,7 +202,8 @@ FEEDS: Mapping[str, Endpoint] = MappingProxyType(_build_feeds())
 #: Retired endpoint paths that official SDKs still hard-code, mapped to the feed serving the same
 #: data today. The legacy Python SDK (``alpaca-trade-api`` 3.x) connects its crypto stream to
 #: ``/v1beta2/crypto`` (optionally with ``?exchanges=...``); its parser reads the v1beta3 messages
-#: unchanged, so the emulator serves this path exactly like ``crypto/us``.
+#: unchanged, so the emulator serves this path exactly like ``crypto/us`` (one venue: the
+#: ``exchanges`` query is accepted and ignored).
 LEGACY_PATHS: Mapping[str, str] = MappingProxyType({"/v1beta2/crypto": "crypto/us"})
 
 

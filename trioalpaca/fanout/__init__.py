@@ -3,8 +3,9 @@
 * :func:`open_redis_publisher` writes a stream (a client, a pooled connection) into Redis
   Streams, one entry per received batch and channel, with retention, markers and fencing.
 * :func:`open_redis_stream` reads them back with the same iteration surface as
-  :func:`~trioalpaca.open_stream` (broadcast ``XREAD`` or consumer groups).
-* :func:`serve_hub` runs one Alpaca connection per feed with hot standby (``trioalpaca hub``).
+  :func:`~trioalpaca.client.open_stream` (broadcast ``XREAD`` or consumer groups).
+* :func:`~trioalpaca.fanout.serve_hub` runs one Alpaca connection per feed with hot standby
+  (``trioalpaca hub``).
 
 The stream layout is described in :mod:`trioalpaca.fanout._layout` and the docs' layout page.
 Needs the ``redis`` extra (coredis).

@@ -108,9 +108,9 @@ def run(args: argparse.Namespace) -> int:
         from trioalpaca.fanout.hub import serve_hub
 
         with single_error():
-            await _main(nursery_args=None, serve_hub=serve_hub)
+            await _supervise(serve_hub)
 
-    async def _main(nursery_args: None, serve_hub: Any) -> None:
+    async def _supervise(serve_hub: Any) -> None:
         async with trio.open_nursery() as nursery:
             hub = await nursery.start(
                 _serve,

@@ -155,7 +155,7 @@ class StreamLayout:
 
     @property
     def numbers_key(self) -> str:
-        """A hash: stream key -> number of entries ever written (the entries' ``n``)."""
+        """The hash of stream key -> number of entries ever written (the entries' ``n``)."""
         return f"{self._base()}:n"
 
     @property

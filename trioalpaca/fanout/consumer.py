@@ -1,7 +1,8 @@
 """The Redis Streams consumer: :func:`open_redis_stream` / :class:`RedisStream`.
 
-It yields what :func:`~trioalpaca.open_stream` yields -- typed models (or raw dicts with
-``raw_data=True``), :class:`~trioalpaca.Reconnected` and :class:`~trioalpaca.Dropped` markers --
+It yields what :func:`~trioalpaca.client.open_stream` yields -- typed models (or raw dicts with
+``raw_data=True``), :class:`~trioalpaca.models.Reconnected` and
+:class:`~trioalpaca.models.Dropped` markers --
 so code written for a live stream runs unchanged on a hub's output::
 
     async with open_redis_stream("redis://127.0.0.1:6379", feed="iex", trades=["AAPL"]) as stream:
@@ -110,7 +111,7 @@ class _Stream:
 
 class RedisStream:
     """Consumer of a hub's (or publisher's) Redis streams; create it with
-    :func:`open_redis_stream`. Iterate it like an :class:`~trioalpaca.AlpacaWebSocketClient`.
+    :func:`open_redis_stream`. Iterate it like an :class:`~trioalpaca.client.AlpacaWebSocketClient`.
 
     Attributes:
         layout: the streams' layout.
@@ -574,13 +575,13 @@ async def open_redis_stream(
     pricing: Iterable[str] = (),
 ) -> AsyncIterator[RedisStream]:
     """Consume a hub's streams for the duration of the block (same iteration surface as
-    :func:`~trioalpaca.open_stream`).
+    :func:`~trioalpaca.client.open_stream`).
 
     Args:
         redis_url: ``redis://host:port[/db]`` (or pass an open coredis client as ``redis``).
         feed: the feed whose streams to read (``"iex"``, ``"crypto/us"``, ...).
         account: read the trading stream of this API key id instead
-            (``ta:{acct:<key id>}:trade_updates``; yields :class:`~trioalpaca.TradeUpdate`).
+            (``ta:{acct:<key id>}:trade_updates``; yields :class:`~trioalpaca.models.TradeUpdate`).
         per_symbol: the publisher used the per-symbol layout (then name symbols, no ``"*"``).
         prefix, cluster: as for :func:`~trioalpaca.fanout.open_redis_publisher`.
         raw_data: yield canonical wire dicts instead of typed models.
@@ -595,7 +596,7 @@ async def open_redis_stream(
         block: seconds one blocking read waits before it is issued again.
         backoff: retry delays after a Redis failure.
         trades ... pricing: the channels and symbols (``["*"]`` for all), as for
-            :func:`~trioalpaca.open_stream`; symbols are filtered locally.
+            :func:`~trioalpaca.client.open_stream`; symbols are filtered locally.
 
     Raises:
         UsageError: bad options (no channel, a channel the feed lacks, ``"*"`` per symbol).

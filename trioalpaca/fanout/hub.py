@@ -1,4 +1,6 @@
-"""The hub: one Alpaca connection published into Redis, with hot standby (:func:`serve_hub`).
+"""The hub: one Alpaca connection published into Redis, with hot standby.
+
+Start it with :func:`~trioalpaca.fanout.serve_hub` (or ``trioalpaca hub``).
 
 Run two or more hubs for the same feed. They compete for a lease in Redis
 (``SET ta:{iex}:lease <token> NX PX <ttl>``); the holder is the *leader*: it makes a new epoch,
@@ -59,7 +61,8 @@ class LeaseLostError(TrioAlpacaError):
 
 
 class Hub:
-    """Handle of a running hub (reported by :func:`serve_hub` through ``task_status``).
+    """Handle of a running hub (reported by :func:`~trioalpaca.fanout.serve_hub` through
+    ``task_status``).
 
     Attributes:
         layout: the streams it publishes.
@@ -109,6 +112,7 @@ class Hub:
             "lease_age_s": lease_age,
             "upstream_state": None if upstream is None else upstream["state"],
             "upstream_messages": None if upstream is None else upstream["messages_received"],
+            "upstream_errors": None if upstream is None else upstream["errors"],
             "lag_s": None if upstream is None else upstream["last_message_age_s"],
             "queue_depth": None if pub is None else pub["queue_depth"],
             "publish_rate": None if pub is None else pub["messages_per_second"],
@@ -128,7 +132,7 @@ class Hub:
         if self.role == "leader":
             ok = status["upstream_state"] == "connected" and status["publisher_state"] == "running"
         else:
-            ok = status["lease_age_s"] is None or self.last_error is None
+            ok = self.last_error is None  # its last attempt to take the lease reached Redis
         return ok, status
 
 
@@ -204,7 +208,8 @@ async def serve_hub(
         reap_floor: minimum delay after a 406 (connection limit) on the upstream, seconds.
         per_symbol, prefix, cluster, maxlen, retention, queue_size: as for
             :func:`~trioalpaca.fanout.open_redis_publisher`.
-        client_options: more keyword arguments for :class:`~trioalpaca.AlpacaWebSocketClient`.
+        client_options: more keyword arguments for
+            :class:`~trioalpaca.client.AlpacaWebSocketClient`.
 
     Raises:
         UsageError: bad options.

@@ -1,6 +1,6 @@
 """The Redis Streams publisher: :func:`open_redis_publisher` / :class:`RedisPublisher`.
 
-The publisher sits between a stream source (an :class:`~trioalpaca.AlpacaWebSocketClient`, a
+The publisher sits between a stream source (an :class:`~trioalpaca.client.AlpacaWebSocketClient`, a
 pooled connection, anything that yields messages) and Redis::
 
     async with open_stream(feed="iex", trades=["*"], raw_data=True) as stream, \\
@@ -478,7 +478,7 @@ async def open_redis_publisher(
 
     Args:
         redis_url: ``redis://host:port[/db]`` (or pass an open coredis client as ``redis``).
-        source: what to publish: an :class:`~trioalpaca.AlpacaWebSocketClient` (its feed and
+        source: what to publish: an :class:`~trioalpaca.client.AlpacaWebSocketClient` (its feed and
             subscriptions are read from it; ``raw_data=True`` is cheapest), a pooled
             connection, or any async iterable of messages. ``None``: call
             :meth:`RedisPublisher.publish` yourself.

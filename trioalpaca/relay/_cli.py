@@ -84,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="disconnect",
         help="over the limit: 407 and disconnect (default) or drop that client's data",
     )
+    parser.add_argument(
+        "--socket-send-buffer",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="SO_SNDBUF of client sockets (default: the OS's); small keeps backlogs visible",
+    )
     parser.add_argument("--tls-cert", metavar="PEM", help="serve wss:// with this certificate")
     parser.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     parser.add_argument(
@@ -193,6 +200,7 @@ async def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
                     linger=args.linger,
                     send_buffer_limit=args.send_buffer,
                     slow_client=args.slow_client,
+                    socket_send_buffer=args.socket_send_buffer,
                     task_status=task_status,
                 )
             )
