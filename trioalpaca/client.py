@@ -1031,8 +1031,15 @@ class AlpacaWebSocketClient:
     async def receive(self) -> Any:
         """Return the next message (or marker), waiting for one.
 
+        One consumer task at a time: ``async for``, :meth:`receive` and :meth:`receive_batch`
+        all take from the same buffer, so a second task that waits while another one already
+        does is refused, as are calls from another ``trio.run`` or thread.
+
         Raises:
             trio.EndOfChannel: the client was disconnected and the buffer is empty.
+            UsageError: called outside the ``async with`` block, before :meth:`connect` (with
+                ``auto_connect=False``), while another task waits for messages, or from another
+                trio run / thread.
         """
         try:
             return await self.__anext__()
