@@ -448,6 +448,9 @@ class _Upstream:
             opts["feed"] = self.endpoint.feed
         opts.update(upstream_address(self.endpoint, relay.upstream_url, opts))
         opts.setdefault("overflow", "drop_oldest")
+        # A server keeps trying its upstream (health says when it is down); the client's
+        # first-connect bound is for programs that should give up.
+        opts.setdefault("first_connect_timeout", None)
         stream = AlpacaWebSocketClient(
             self._account.key_id, self._account.secret, raw_data=True, **opts
         )
