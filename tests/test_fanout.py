@@ -418,3 +418,21 @@ async def test_a_retried_write_is_delivered_once(redis_server: RedisServer) -> N
         items = await take(s, 2)
         assert [m.trade_id for m in items] == [1, 2]  # no duplicate, no false gap
         assert s.statistics()["stale_entries"] == 1
+
+
+async def test_publish_a_pooled_connection(redis_server: RedisServer) -> None:
+    from trioalpaca import open_pool
+
+    url = redis_server.url
+    async with (
+        open_emulator(symbols=SYMBOLS, rate=200.0) as emu,
+        open_pool(KEY, SECRET, feed="iex", url=emu.url_for("iex"), channels=["trades"]) as pool,
+    ):
+        handle = await pool.get_connection(["AAPL", "MSFT"])
+        async with (
+            open_redis_publisher(url, handle, feed="iex", channels={"trades": ["AAPL", "MSFT"]}),
+            open_redis_stream(url, feed="iex", trades=["AAPL", "MSFT"]) as s,
+        ):
+            items = await take(s, 30)
+    trades = [m for m in data_of(items) if isinstance(m, Trade)]
+    assert trades and {m.symbol for m in trades} <= {"AAPL", "MSFT"}

@@ -361,16 +361,27 @@ async def open_connection(
                         else:
                             stream = await trio.open_tcp_stream(host, port)
                         host_header = host if port in (80, 443) else f"{host}:{port}"
-                        ws = await trio_websocket.wrap_client_stream(
-                            host_nursery,
-                            stream,  # type: ignore[arg-type]  # any trio Stream works
-                            host_header,
-                            resource,
-                            extra_headers=extra,
-                            message_queue_size=MESSAGE_QUEUE_SIZE,
-                            max_message_size=max_message_size,
-                            receive_buffer_size=RECEIVE_BUFFER_SIZE,
-                        )
+                        # trio-websocket waits forever when the server hangs up during the
+                        # upgrade (a TLS server answering a ws:// client does): watch for it.
+                        with trio.CancelScope() as upgrade:
+                            watched = _UpgradeWatch(stream, upgrade.cancel)
+                            ws = await trio_websocket.wrap_client_stream(
+                                host_nursery,
+                                watched,  # type: ignore[arg-type]  # any trio Stream works
+                                host_header,
+                                resource,
+                                extra_headers=extra,
+                                message_queue_size=MESSAGE_QUEUE_SIZE,
+                                max_message_size=max_message_size,
+                                receive_buffer_size=RECEIVE_BUFFER_SIZE,
+                            )
+                        watched.on_eof = None
+                        if upgrade.cancelled_caught:
+                            hint = "" if secure else " (does it only speak TLS? try wss://)"
+                            raise TransportError(
+                                f"the server closed the connection during the websocket upgrade "
+                                f"of {url}{hint}"
+                            )
                 except trio.TooSlowError:
                     raise TransportError(
                         f"connecting to {url} took longer than {connect_timeout:g} s"
@@ -410,6 +421,37 @@ async def open_connection(
             # trio-websocket leaves the TCP stream open when the peer vanished first.
             with trio.CancelScope(shield=True):
                 await stream.aclose()
+
+
+class _UpgradeWatch(trio.abc.Stream):
+    """A stream passing everything through that reports the peer hanging up (EOF or a broken
+    stream) to ``on_eof`` while it is set (during the websocket upgrade)."""
+
+    __slots__ = ("_stream", "on_eof")
+
+    def __init__(self, stream: trio.abc.Stream, on_eof: Callable[[], object]) -> None:
+        self._stream = stream
+        self.on_eof: Callable[[], object] | None = on_eof
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if self.on_eof is not None:
+                self.on_eof()
+            raise
+        if not data and self.on_eof is not None:
+            self.on_eof()
+        return data
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 async def _shielded_host(

@@ -1452,7 +1452,7 @@ async def open_pool(
     pool_size: int | None = None,
     max_subscriptions_per_connection: int = 200,
     max_connections_per_key: int = 1,
-    feed: str = "sip",
+    feed: str = "iex",
     url: str | Sequence[str] | None = None,
     channels: Iterable[str] = ("trades", "quotes"),
     health: HealthThresholds | None = None,
@@ -1488,8 +1488,8 @@ async def open_pool(
         max_subscriptions_per_connection: most symbols on one connection (each symbol counts
             once, whatever its channels).
         max_connections_per_key: sessions your plan allows per key and endpoint (default 1).
-        feed: the market data feed of every connection (``"sip"``, ``"iex"``, ``"crypto/us"``,
-            ...).
+        feed: the market data feed of every connection (``"iex"``, the default as for the
+            client, ``"sip"``, ``"crypto/us"``, ...).
         url: one full stream URL, or several (each is a separate endpoint for the connection
             limit); default: the feed's URL.
         channels: default channels of handles (python or wire names); default trades and
