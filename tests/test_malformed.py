@@ -282,3 +282,16 @@ def test_trading_stream_garbage_before_authorization_still_fails() -> None:
     proto = TradingClientProtocol(KEY, SECRET)
     with pytest.raises(RemoteProtocolError):
         proto.receive("{not json")
+
+
+def test_relay_does_not_forward_malformed_markers() -> None:
+    from trioalpaca.endpoints import FEEDS
+    from trioalpaca.relay._routing import Routes
+
+    routes: Routes[str] = Routes(FEEDS["iex"])
+    routes.attach("member")
+    routes.set_state("member", {"trades": ("AAPL",)})
+    frame_marker = MalformedMessage(b"\xc1", "malformed msgpack frame", frame=True).to_wire()
+    element_marker = MalformedMessage({"T": "t"}, "'t' (Trade) message without ...").to_wire()
+    routed = routes.route([trade(1), frame_marker, element_marker, trade(2)])
+    assert routed == {"member": [trade(1), trade(2)]}

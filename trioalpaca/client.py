@@ -971,11 +971,9 @@ class AlpacaWebSocketClient:
         # and nobody waits for a delivery position.
         if q and not buffer.attention and not self._dispatcher_running:
             buffer._since_checkpoint += 1
-            if (
-                buffer._since_checkpoint < 512
-                and buffer._space is None
-                and buffer._progress is None
-            ):
+            # ``_space is _progress``: both None (nobody waits for room or for a position),
+            # in one comparison: they are distinct events whenever either is set.
+            if buffer._since_checkpoint < 512 and buffer._space is buffer._progress:
                 buffer.in_hand = 1
                 return q.popleft()
         if self._dispatcher_running:

@@ -448,8 +448,8 @@ class _Upstream:
             opts["feed"] = self.endpoint.feed
         opts.update(upstream_address(self.endpoint, relay.upstream_url, opts))
         opts.setdefault("overflow", "drop_oldest")
-        # A server keeps trying its upstream (health says when it is down); the client's
-        # first-connect bound is for programs that should give up.
+        # clients wait on this upstream (and /healthz reports it): keep trying to connect rather
+        # than fail everybody after 30 s (causes that cannot heal still end it at once)
         opts.setdefault("first_connect_timeout", None)
         stream = AlpacaWebSocketClient(
             self._account.key_id, self._account.secret, raw_data=True, **opts
@@ -1084,7 +1084,9 @@ async def serve_relay(
         upstream_options: extra keyword arguments for each upstream
             :class:`~trioalpaca.client.AlpacaWebSocketClient` (``backoff``, ``heartbeat_interval``,
             ``buffer_size``, ``paper``, ``sandbox``...). Upstream data is never blocked: its
-            buffer overflows with ``drop_oldest`` (visible as a ``dropped`` marker) unless set.
+            buffer overflows with ``drop_oldest`` (visible as a ``dropped`` marker) unless set,
+            and the first connection is retried without a deadline (``first_connect_timeout``
+            ``None``) while clients wait, unless set.
         linger: seconds an upstream connection stays open after its last client left.
         send_buffer_limit: bytes queued per downstream session before the slow-client policy.
         slow_client: ``"disconnect"`` (default: 407 ``slow client`` and close, like Alpaca) or
