@@ -971,11 +971,9 @@ class AlpacaWebSocketClient:
         # and nobody waits for a delivery position.
         if q and not buffer.attention and not self._dispatcher_running:
             buffer._since_checkpoint += 1
-            if (
-                buffer._since_checkpoint < 512
-                and buffer._space is None
-                and buffer._progress is None
-            ):
+            # ``_space is _progress``: both None (nobody waits for room or for a position),
+            # in one comparison: they are distinct events whenever either is set.
+            if buffer._since_checkpoint < 512 and buffer._space is buffer._progress:
                 buffer.in_hand = 1
                 return q.popleft()
         if self._dispatcher_running:
@@ -1031,8 +1029,15 @@ class AlpacaWebSocketClient:
     async def receive(self) -> Any:
         """Return the next message (or marker), waiting for one.
 
+        One consumer task at a time: ``async for``, :meth:`receive` and :meth:`receive_batch`
+        all take from the same buffer, so a second task that waits while another one already
+        does is refused, as are calls from another ``trio.run`` or thread.
+
         Raises:
             trio.EndOfChannel: the client was disconnected and the buffer is empty.
+            UsageError: called outside the ``async with`` block, before :meth:`connect` (with
+                ``auto_connect=False``), while another task waits for messages, or from another
+                trio run / thread.
         """
         try:
             return await self.__anext__()

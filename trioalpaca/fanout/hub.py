@@ -315,7 +315,10 @@ async def _lead(
     with single_error():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_keep_lease, redis, hub, hub.lease_ttl)
-            client = AlpacaWebSocketClient(api_key, api_secret, **client_kwargs)
+            # The leader keeps trying its upstream (first_connect_timeout is for programs that
+            # should give up); permanent causes still fail at once.
+            kwargs = {"first_connect_timeout": None, **client_kwargs}
+            client = AlpacaWebSocketClient(api_key, api_secret, **kwargs)
             hub.client = client
             started = time.monotonic()
             async with client:
