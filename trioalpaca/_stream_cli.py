@@ -46,24 +46,24 @@ from typing import IO, Any
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
+from trioalpaca._cli_common import (
+    CHANNEL_FLAGS as CHANNEL_FLAGS,  # re-exported: the flag table used to live here
+)
+from trioalpaca._cli_common import (
+    CliUsage,
+    add_channel_arguments,
+    add_emulator_arguments,
+    channels_from_args,
+    check_url_or_emulator,
+    embedded_emulator,
+    error_exit,
+    say,
+    status_loop,
+)
+
 __all__ = ["add_arguments", "amain", "run"]
 
 STREAMS = ("stocks", "crypto", "options", "news", "trading")
-
-#: CLI flag -> channel keyword of the client.
-CHANNEL_FLAGS: dict[str, str] = {
-    "trades": "trades",
-    "quotes": "quotes",
-    "bars": "bars",
-    "daily-bars": "daily_bars",
-    "updated-bars": "updated_bars",
-    "statuses": "statuses",
-    "lulds": "lulds",
-    "imbalances": "imbalances",
-    "orderbooks": "orderbooks",
-    "news": "news",
-    "pricing": "pricing",
-}
 
 #: Default feed per stream, and short names accepted by ``--feed`` per stream.
 _DEFAULT_FEED = {"stocks": "iex", "crypto": "crypto/us", "options": "indicative", "news": "news"}
@@ -76,17 +76,7 @@ _SHORT_FEEDS = {
     },
 }
 
-_AUTH_ERRORS = (
-    "CredentialsError",
-    "AuthFailedError",
-    "InsufficientSubscriptionError",
-    "InsufficientScopeError",
-    "V2NotEnabledError",
-)
-
-
-class _Usage(Exception):
-    """A usage error found by the command itself (exit 2)."""
+_Usage = CliUsage  # a usage error found by the command itself (exit 2)
 
 
 class _OutputClosed(Exception):
@@ -118,14 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stocks: iex (default), sip, delayed_sip, boats, overnight, test; crypto: us "
         "(default), us-1, eu-1, perps; options: indicative (default), opra",
     )
-    for flag, keyword in CHANNEL_FLAGS.items():
-        where.add_argument(
-            f"--{flag}",
-            dest=f"ch_{keyword}",
-            metavar="SYMBOLS",
-            default=None,
-            help=f"comma-separated symbols for {keyword} ('*' = all)",
-        )
+    add_channel_arguments(where)
     out = parser.add_argument_group("output")
     fmt = out.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
@@ -145,23 +128,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     out.add_argument("-q", "--quiet", action="store_true", help="no status or reconnect lines")
     conn = parser.add_argument_group("connection")
-    conn.add_argument("--url", help="websocket URL (emulator, relay, replay); overrides the feed's")
-    conn.add_argument(
-        "--emulator", action="store_true", help="start an embedded emulator and stream from it"
-    )
-    conn.add_argument(
-        "--emulator-rate",
-        type=float,
-        default=20.0,
-        metavar="R",
-        help="embedded emulator: trades + quotes per symbol per second (20)",
-    )
-    conn.add_argument(
-        "--emulator-speed",
-        type=float,
-        default=1.0,
-        metavar="X",
-        help="embedded emulator: market time runs X times faster (60: a bar a second)",
+    add_emulator_arguments(
+        conn,
+        url_help="websocket URL (emulator, relay, replay); overrides the feed's",
+        emulator_help="start an embedded emulator and stream from it",
     )
     conn.add_argument(
         "--overflow",
@@ -194,15 +164,7 @@ class _Plan:
         stream = stream or "stocks"
         self.stream: str = stream
         self.trading = stream == "trading"
-        channels: dict[str, list[str]] = {}
-        for keyword in CHANNEL_FLAGS.values():
-            value = getattr(args, f"ch_{keyword}")
-            if value is None:
-                continue
-            syms = [s.strip() for s in value.split(",")]
-            if not all(syms):
-                raise _Usage(f"--{_flag(keyword)}: empty symbol in {value!r}")
-            channels[keyword] = syms
+        channels = channels_from_args(args)
         if self.trading:
             if args.feed not in (None, "trading"):
                 raise _Usage("the trading stream has no feed; drop --feed")
@@ -233,8 +195,7 @@ class _Plan:
             raise _Usage("--duration must be positive")
         if not args.status_interval > 0:
             raise _Usage("--status-interval must be positive")
-        if args.url and args.emulator:
-            raise _Usage("--url and --emulator exclude each other")
+        check_url_or_emulator(args)
         self.output: str | None = args.output if args.output not in (None, "-") else None
         self.compressed = False
         self.format = "csv" if args.csv else "table" if args.table else "jsonl"
@@ -244,10 +205,6 @@ class _Plan:
             raise _Usage(f"--table shows trades and quotes; the {self.stream} stream has neither")
         if self.format == "csv" and self.raw:
             raise _Usage("--raw writes wire dicts as JSON lines; CSV columns are the model fields")
-
-
-def _flag(keyword: str) -> str:
-    return next(f for f, k in CHANNEL_FLAGS.items() if k == keyword)
 
 
 def _file_format(path: str, requested: str) -> tuple[str, bool]:
@@ -456,11 +413,7 @@ async def _until_signal(args: argparse.Namespace) -> int:
 
 
 def _say(err: IO[str], text: str) -> None:
-    try:
-        err.write(f"trioalpaca stream: {text}\n")
-        err.flush()
-    except (OSError, ValueError):
-        pass
+    say(err, "stream", text)
 
 
 async def amain(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -474,35 +427,23 @@ async def amain(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         return 2
     try:
         return await _stream(plan, args, out, err)
-    except _Usage as exc:
-        _say(err, f"error: {exc}")
-        return 2
     except _OutputClosed:
         if out is sys.stdout:
             args._stdout_closed = True
         return 0
-    except TrioAlpacaError as exc:
-        _say(err, f"error: {exc}")
-        return 2 if _is_usage_or_auth(exc) else 1
-    except OSError as exc:
-        _say(err, f"error: {exc.strerror or exc}")
-        return 1
     except BaseExceptionGroup as group:  # several errors at once: report the first
         from trioalpaca._groups import exception_leaves
 
-        leaves = [e for e in exception_leaves(group) if isinstance(e, Exception)]
-        if not leaves or any(isinstance(e, _OutputClosed) for e in leaves):
+        if any(isinstance(e, _OutputClosed) for e in exception_leaves(group)):
             return 0
-        _say(err, f"error: {leaves[0]}")
-        return 1
-
-
-def _is_usage_or_auth(exc: BaseException) -> bool:
-    from trioalpaca._errors import UsageError
-
-    if isinstance(exc, UsageError) or type(exc).__name__ in _AUTH_ERRORS:
-        return True
-    return getattr(exc, "status_code", None) in (401, 403)  # upgrade refused
+        code = error_exit("stream", group, err)
+        assert code is not None
+        return code
+    except Exception as exc:
+        code = error_exit("stream", exc, err)
+        if code is None:
+            raise
+        return code
 
 
 def _open_output(plan: _Plan, out: IO[str]) -> tuple[IO[str], Callable[[], None]]:
@@ -538,14 +479,11 @@ async def _stream(plan: _Plan, args: argparse.Namespace, out: IO[str], err: IO[s
             url = args.url
             key = secret = None
             if args.emulator:
-                from trioalpaca.testing import open_emulator
-
                 symbols = sorted({s for syms in plan.channels.values() for s in syms} - {"*"})
                 emu = await stack.enter_async_context(
-                    open_emulator(
+                    embedded_emulator(
+                        args,
                         symbols=[s.upper() for s in symbols],
-                        rate=args.emulator_rate,
-                        speed=args.emulator_speed,
                         news_interval=5.0,
                         scripted_orders=1.0 if plan.trading else None,
                     )
@@ -577,7 +515,13 @@ async def _stream(plan: _Plan, args: argparse.Namespace, out: IO[str], err: IO[s
             with single_error():
                 async with trio.open_nursery() as nursery:
                     if status:
-                        nursery.start_soon(_status_loop, stream, counts, err, args.status_interval)
+                        nursery.start_soon(
+                            status_loop,
+                            args.status_interval,
+                            _status_line(stream, counts),
+                            err,
+                            "stream",
+                        )
                     with trio.move_on_after(plan.duration if plan.duration else float("inf")):
                         await _pump(stream, writer, counts, plan.limit)
                     nursery.cancel_scope.cancel()
@@ -623,17 +567,15 @@ async def _pump(stream: Any, writer: _Writer, counts: _Counts, limit: int | None
             return
 
 
-async def _status_loop(stream: Any, counts: _Counts, err: IO[str], interval: float) -> None:
-    import trio
-
-    while True:
-        await trio.sleep(interval)
+def _status_line(stream: Any, counts: _Counts) -> Callable[[], str]:
+    def line() -> str:
         m = stream.get_metrics()
-        _say(
-            err,
+        return (
             f"{counts.messages} messages, {m['messages_per_second']:.1f}/s, "
-            f"{counts.gaps} gap(s), {counts.drops} dropped, {m['state']}",
+            f"{counts.gaps} gap(s), {counts.drops} dropped, {m['state']}"
         )
+
+    return line
 
 
 def _have_env_credentials() -> bool:
