@@ -16,6 +16,14 @@ import math
 import sys
 from typing import IO, Any
 
+from trioalpaca._cli_common import (
+    add_channel_arguments,
+    add_emulator_arguments,
+    channels_from_args,
+    check_url_or_emulator,
+    embedded_emulator,
+    status_loop,
+)
 from trioalpaca.record._cli import CommandUsage, run_command, say
 
 __all__ = ["add_arguments", "run"]
@@ -23,21 +31,12 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``record`` options to ``parser``."""
-    from trioalpaca._stream_cli import CHANNEL_FLAGS
-
     parser.add_argument(
         "--feed",
         default="iex",
         help="feed to record: iex (default), sip, crypto/us, opra, news, trading, ...",
     )
-    for flag, keyword in CHANNEL_FLAGS.items():
-        parser.add_argument(
-            f"--{flag}",
-            dest=f"ch_{keyword}",
-            metavar="SYMBOLS",
-            default=None,
-            help=f"comma-separated symbols for {keyword} ('*' = all)",
-        )
+    add_channel_arguments(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="directory for the files")
     parser.add_argument(
         "--rotate",
@@ -56,32 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds between status lines on stderr (5)",
     )
-    parser.add_argument("--url", help="websocket URL override (emulator, relay, replay server)")
-    parser.add_argument(
-        "--emulator", action="store_true", help="record from an embedded emulator (no account)"
+    add_emulator_arguments(
+        parser,
+        url_help="websocket URL override (emulator, relay, replay server)",
+        emulator_help="record from an embedded emulator (no account)",
+        speed=False,
     )
-    parser.add_argument(
-        "--emulator-rate",
-        type=float,
-        default=20.0,
-        metavar="R",
-        help="embedded emulator: trades + quotes per symbol per second (20)",
-    )
-
-
-def _channels(args: argparse.Namespace) -> dict[str, list[str]]:
-    from trioalpaca._stream_cli import CHANNEL_FLAGS
-
-    out: dict[str, list[str]] = {}
-    for keyword in CHANNEL_FLAGS.values():
-        value = getattr(args, f"ch_{keyword}")
-        if value is None:
-            continue
-        syms = [s.strip() for s in value.split(",")]
-        if not all(syms):
-            raise CommandUsage(f"empty symbol in {value!r}")
-        out[keyword] = syms
-    return out
 
 
 def status_line(metrics: dict[str, Any], rate: float) -> str:
@@ -95,6 +74,7 @@ def status_line(metrics: dict[str, Any], rate: float) -> str:
 async def amain(args: argparse.Namespace, err: IO[str]) -> int:
     """The command inside ``trio.run``."""
     import signal
+    from contextlib import AsyncExitStack
 
     import trio
 
@@ -105,7 +85,7 @@ async def amain(args: argparse.Namespace, err: IO[str]) -> int:
 
     endpoint = resolve_feed(args.feed)
     trading = endpoint.kind is StreamKind.TRADING
-    channels = _channels(args)
+    channels = channels_from_args(args, name_flag=False)
     if not trading and not channels:
         if endpoint.kind is StreamKind.NEWS:
             channels = {"news": ["*"]}
@@ -113,8 +93,7 @@ async def amain(args: argparse.Namespace, err: IO[str]) -> int:
             raise CommandUsage("nothing to record: name a channel, e.g. --trades AAPL")
     if trading and channels:
         raise CommandUsage("the trading stream has no market data channels")
-    if args.url and args.emulator:
-        raise CommandUsage("--url and --emulator exclude each other")
+    check_url_or_emulator(args)
     if not args.status_interval > 0 or (args.duration is not None and not args.duration > 0):
         raise CommandUsage("--status-interval and --duration must be positive")
     if args.max_mb is not None and not args.max_mb > 0:
@@ -130,14 +109,10 @@ async def amain(args: argparse.Namespace, err: IO[str]) -> int:
                 return
             count += len(batch)
 
-    async with trio.open_nursery() as nursery:
+    async with AsyncExitStack() as stack:
         url = args.url
         if args.emulator:
-            from trioalpaca.testing import serve_emulator
-
-            emu = await nursery.start(
-                lambda task_status: serve_emulator(rate=args.emulator_rate, task_status=task_status)
-            )
+            emu = await stack.enter_async_context(embedded_emulator(args))
             url = emu.url_for(endpoint)
             key, secret = "emulator", "emulator"
         else:
@@ -168,14 +143,16 @@ async def amain(args: argparse.Namespace, err: IO[str]) -> int:
                         inner.start_soon(consume, client)
                         inner.start_soon(stop_on_signal, inner.cancel_scope)
                         last, last_n = trio.current_time(), 0
-                        while True:
-                            await trio.sleep(args.status_interval)
+
+                        def line() -> str:
+                            nonlocal last, last_n
                             now = trio.current_time()
                             rate = (count - last_n) / max(now - last, 1e-9)
                             last, last_n = now, count
-                            say(err, "record", status_line(rec.get_metrics(), rate))
+                            return status_line(rec.get_metrics(), rate)
+
+                        await status_loop(args.status_interval, line, err, "record")
             say(err, "record", "stopped; " + status_line(rec.get_metrics(), 0.0))
-        nursery.cancel_scope.cancel()
     return 0
 
 
