@@ -13,19 +13,7 @@ import functools
 import sys
 from typing import Any
 
-_CHANNEL_OPTIONS = (
-    ("trades", "trades"),
-    ("quotes", "quotes"),
-    ("bars", "bars"),
-    ("daily-bars", "daily_bars"),
-    ("updated-bars", "updated_bars"),
-    ("statuses", "statuses"),
-    ("lulds", "lulds"),
-    ("imbalances", "imbalances"),
-    ("orderbooks", "orderbooks"),
-    ("news", "news"),
-    ("pricing", "pricing"),
-)
+from trioalpaca._cli_common import CHANNEL_FLAGS, add_channel_arguments, usage_or_runtime_exit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,10 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="publish the trading stream (trade_updates) of the API key instead of market data",
     )
-    for option, _ in _CHANNEL_OPTIONS:
-        parser.add_argument(
-            f"--{option}", default="", metavar="SYMBOLS", help="comma-separated symbols or '*'"
-        )
+    add_channel_arguments(parser, dest_prefix="", default="", help="comma-separated symbols or '*'")
     parser.add_argument("--url", default=None, help="upstream websocket URL (e.g. an emulator)")
     parser.add_argument("--per-symbol", action="store_true", help="one stream per symbol")
     parser.add_argument("--prefix", default="ta", help="key prefix (default: ta)")
@@ -83,11 +68,11 @@ def run(args: argparse.Namespace) -> int:
     import trio
 
     from trioalpaca._credentials import env_credentials
-    from trioalpaca._errors import CredentialsError, TrioAlpacaError, UsageError
+    from trioalpaca._errors import TrioAlpacaError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    channels = {name: _symbols(getattr(args, attr)) for name, attr in _CHANNEL_OPTIONS}
-    channels = {k.replace("-", "_"): v for k, v in channels.items() if v}
+    channels = {kw: _symbols(getattr(args, kw)) for kw in CHANNEL_FLAGS.values()}
+    channels = {k: v for k, v in channels.items() if v}
     found = env_credentials()
     key = found[0] if found else None
     account = None
@@ -147,12 +132,8 @@ def run(args: argparse.Namespace) -> int:
         trio.run(main)
     except KeyboardInterrupt:
         return 0
-    except (UsageError, CredentialsError) as exc:
-        print(f"trioalpaca hub: {exc}", file=sys.stderr)
-        return 2
     except TrioAlpacaError as exc:
-        print(f"trioalpaca hub: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return usage_or_runtime_exit("hub", exc, sys.stderr, runtime_type=True)
     return 0
 
 

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 import trio
 
+from .._cli_common import status_loop, usage_or_runtime_exit
 from .._errors import CredentialsError, TrioAlpacaError, UsageError
 from ._auth import DEFAULT_ACCOUNT, Account, LocalKey, load_keys_file
 
@@ -216,17 +217,11 @@ async def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
             event["accounts"] = sorted(accounts)
             _emit(out, event)
             if args.status_interval:
-                nursery.start_soon(_status_loop, relay, args.status_interval, err)
+                nursery.start_soon(status_loop, args.status_interval, relay.status_line, err)
             async for signum in signals:
                 _emit(out, {"event": "stopping", "signal": signal.Signals(signum).name})
                 nursery.cancel_scope.cancel()
                 break
-
-
-async def _status_loop(relay: Any, interval: float, err: TextIO) -> None:
-    while True:
-        await trio.sleep(interval)
-        print(relay.status_line(), file=err, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -236,13 +231,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         with single_error():
             trio.run(_main, args, sys.stdout, sys.stderr)
-    except (UsageError, CredentialsError) as exc:
-        print(f"trioalpaca relay: {exc}", file=sys.stderr)
-        return 2
-    except TrioAlpacaError as exc:
-        print(f"trioalpaca relay: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"trioalpaca relay: {exc}", file=sys.stderr)
-        return 1
+    except (TrioAlpacaError, OSError) as exc:
+        return usage_or_runtime_exit("relay", exc, sys.stderr)
     return 0
