@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import trio
-from registry import KEY, SECRET, Params, case
+from registry import KEY, SECRET, Params, bare_session, case
 
 # ---------------------------------------------------------------- helpers
 
@@ -156,24 +156,10 @@ def d_alpaca_raw(p: Params) -> dict[str, Any]:
 
 async def _bare(p: Params) -> dict[str, Any]:
     import msgpack
-    import trio_websocket
-
-    from trioalpaca._connection import MESSAGE_QUEUE_SIZE, RECEIVE_BUFFER_SIZE
 
     n = 0
     t0 = 0.0
-    async with trio_websocket.open_websocket_url(
-        p.url,
-        extra_headers=[(b"Content-Type", b"application/msgpack")],
-        message_queue_size=MESSAGE_QUEUE_SIZE,
-        receive_buffer_size=RECEIVE_BUFFER_SIZE,
-    ) as ws:
-        await ws.get_message()
-        await ws.send_message(msgpack.packb({"action": "auth", "key": KEY, "secret": SECRET}))
-        await ws.get_message()
-        sub = {"action": "subscribe", "trades": p.symbols, "quotes": p.symbols}
-        await ws.send_message(msgpack.packb(sub))
-        await ws.get_message()
+    async with bare_session(p.url, p.symbols) as ws:
         unpackb = msgpack.unpackb
         get = ws.get_message
         while n < p.total:

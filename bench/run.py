@@ -45,25 +45,32 @@ def _load_cases() -> None:
 
 
 @contextlib.contextmanager
-def emulator(*args: str) -> Iterator[tuple[str, list[str]]]:
+def _server_process(script: str, *args: str) -> Iterator[dict[str, Any]]:
+    """Run ``bench/<script>``; yield the JSON line it prints once listening; stop it after."""
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "emulator_proc.py"), *args],
+        [sys.executable, str(HERE / script), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        info = json.loads(proc.stdout.readline())
-        yield f"ws://127.0.0.1:{info['port']}/v2/iex", info["symbols"]
+        info: dict[str, Any] = json.loads(proc.stdout.readline())
+        yield info
     finally:
         assert proc.stdin is not None
-        proc.stdin.close()
+        proc.stdin.close()  # both servers exit when stdin closes
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def emulator(*args: str) -> Iterator[tuple[str, list[str]]]:
+    with _server_process("emulator_proc.py", *args) as info:
+        yield f"ws://127.0.0.1:{info['port']}/v2/iex", info["symbols"]
 
 
 def run_case(name: str, params: Params, timeout: float) -> dict[str, Any]:
@@ -90,31 +97,8 @@ def run_case(name: str, params: Params, timeout: float) -> dict[str, Any]:
 @contextlib.contextmanager
 def paced_server(rate: float, seconds: float) -> Iterator[str]:
     """Run ``bench/paced_server.py`` for one connection's worth of paced, send-stamped frames."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "paced_server.py"),
-            "--rate",
-            str(rate),
-            "--seconds",
-            str(seconds),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        info = json.loads(proc.stdout.readline())
+    with _server_process("paced_server.py", "--rate", str(rate), "--seconds", str(seconds)) as info:
         yield f"ws://127.0.0.1:{info['port']}/v2/iex"
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _brief(r: dict[str, Any]) -> str:

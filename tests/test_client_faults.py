@@ -179,7 +179,10 @@ async def test_connection_limit_at_first_connect(autojump_clock: trio.abc.Clock)
         emu.fail_auth(406, count=2)
         t0 = trio.current_time()
         async with client(
-            emu, trades=["AAPL"], backoff=Backoff(initial=0.1, connection_limit_floor=30.0, seed=1)
+            emu,
+            trades=["AAPL"],
+            backoff=Backoff(initial=0.1, connection_limit_floor=30.0, seed=1),
+            first_connect_timeout=None,  # retry for as long as it takes
         ) as stream:
             assert trio.current_time() - t0 >= 60.0
             assert stream.get_metrics()["errors"] == {"406": 2}

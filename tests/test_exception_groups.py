@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from trioalpaca import (
+    AlpacaServerError,
     AuthFailedError,
     ConnectionLimitError,
     open_message_handler,
@@ -15,8 +16,7 @@ from trioalpaca import (
     open_stream,
     open_stream_manager,
 )
-from trioalpaca._connection import collapse_exception_group
-from trioalpaca._groups import unwrap_exception_group
+from trioalpaca._groups import collapse_exception_group, expected_error, unwrap_exception_group
 from trioalpaca.testing import open_emulator
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -45,6 +45,20 @@ def test_several_real_errors_are_not_hidden() -> None:
     assert unwrap_exception_group(group) is None
     # Inside a session the connection layer still picks one, preferring our own errors.
     assert isinstance(collapse_exception_group(group), ConnectionLimitError)
+
+
+async def test_expected_error_only_when_every_leaf_is_expected() -> None:
+    limit = ConnectionLimitError(406, "limit")
+    auth = AuthFailedError(402, "auth failed")
+    assert expected_error(ExceptionGroup("x", [limit, auth]), ConnectionLimitError) is None
+    nested = BaseExceptionGroup("x", [ExceptionGroup("y", [limit]), auth])
+    assert expected_error(nested, AlpacaServerError) is limit  # the first leaf, depth first
+    # A bug or a cancellation beside an expected error is never swallowed.
+    assert (
+        expected_error(ExceptionGroup("x", [limit, KeyError("bug")]), ConnectionLimitError) is None
+    )
+    group = BaseExceptionGroup("x", [limit, await _cancelled()])
+    assert expected_error(group, ConnectionLimitError) is None
 
 
 async def test_only_cancellations_keep_propagating_as_cancelled() -> None:

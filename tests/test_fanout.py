@@ -22,6 +22,7 @@ from trioalpaca import (
     Trade,
     TradeCancel,
     TradeCorrection,
+    TradeUpdate,
     UsageError,
     open_stream,
 )
@@ -361,3 +362,77 @@ async def test_guide_example(
     lines = capsys.readouterr().out.splitlines()
     trades = [line for line in lines if line.startswith("AAPL ")]
     assert len(trades) == 5
+
+
+async def test_per_symbol_layout(redis_server: RedisServer) -> None:
+    url = redis_server.url
+    async with (
+        upstream() as (_emu, client),
+        open_redis_publisher(url, client, per_symbol=True),
+        open_redis_stream(url, feed="iex", per_symbol=True, trades=["MSFT", "TSLA"]) as s,
+    ):
+        items = await take(s, 60)
+    symbols = {m.symbol for m in data_of(items)}
+    assert symbols <= {"MSFT", "TSLA"} and symbols
+    async with open_redis_client(url) as r:
+        assert await r.xlen("ta:{iex}:t:AAPL") > 0
+        assert not await r.exists(["ta:{iex}:t"])
+    with pytest.raises(UsageError):
+        async with open_redis_stream(url, feed="iex", per_symbol=True, trades=["*"]):
+            pass
+
+
+async def test_trading_stream_fan_out(redis_server: RedisServer) -> None:
+    url = redis_server.url
+    async with (
+        open_emulator(symbols=["AAPL"], rate=0.0, scripted_orders=0.05) as emu,
+        open_stream(
+            KEY, SECRET, stream_type="trading", url=emu.url_for("trading"), raw_data=True
+        ) as client,
+        open_redis_publisher(url, client, account=KEY),
+        open_redis_stream(url, account=KEY, start="oldest") as s,
+    ):
+        items = await take(s, 4)
+    updates = data_of(items)
+    assert len(updates) == 4
+    assert all(isinstance(u, TradeUpdate) and u.event for u in updates)
+
+
+async def test_a_retried_write_is_delivered_once(redis_server: RedisServer) -> None:
+    from trioalpaca.fanout import RedisPublisher
+    from trioalpaca.fanout.publisher import acquire_epoch
+
+    url = redis_server.url
+    msg = {"T": "t", "S": "AAPL", "i": 1, "x": "V", "p": 1.5, "s": 1, "t": 1, "c": [], "z": "C"}
+    async with open_redis_client(url) as r:
+        layout = StreamLayout.for_feed("iex")
+        pub = RedisPublisher(r, layout, await acquire_epoch(r, layout))
+        pub.publish([msg])
+        pub.publish([{**msg, "i": 2}])
+        first, second = list(pub._queue)
+        await pub._write([first])
+        await pub._write([first])  # the reply was lost: the same batch is written again
+        await pub._write([second])
+        assert await r.xlen("ta:{iex}:t") == 3
+    async with open_redis_stream(url, feed="iex", trades=["*"], start="oldest") as s:
+        items = await take(s, 2)
+        assert [m.trade_id for m in items] == [1, 2]  # no duplicate, no false gap
+        assert s.statistics()["stale_entries"] == 1
+
+
+async def test_publish_a_pooled_connection(redis_server: RedisServer) -> None:
+    from trioalpaca import open_pool
+
+    url = redis_server.url
+    async with (
+        open_emulator(symbols=SYMBOLS, rate=200.0) as emu,
+        open_pool(KEY, SECRET, feed="iex", url=emu.url_for("iex"), channels=["trades"]) as pool,
+    ):
+        handle = await pool.get_connection(["AAPL", "MSFT"])
+        async with (
+            open_redis_publisher(url, handle, feed="iex", channels={"trades": ["AAPL", "MSFT"]}),
+            open_redis_stream(url, feed="iex", trades=["AAPL", "MSFT"]) as s,
+        ):
+            items = await take(s, 30)
+    trades = [m for m in data_of(items) if isinstance(m, Trade)]
+    assert trades and {m.symbol for m in trades} <= {"AAPL", "MSFT"}

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.fanout_consumer_proc import collect
 from tests.redis_fixtures import RedisServer, free_port, require_redis
 from trioalpaca import Dropped, Reconnected, open_stream
 from trioalpaca.fanout import open_redis_publisher, open_redis_stream, serve_hub
@@ -67,7 +68,9 @@ def _data(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def test_kill_leader_standby_takes_over_one_gap(redis_server: RedisServer) -> None:
     url = redis_server.url
-    async with open_emulator(symbols=["AAPL", "MSFT"], rate=150.0, connection_limit=2) as emu:
+    async with open_emulator(symbols=["AAPL", "MSFT"], rate=150.0) as emu:
+        # like Alpaca, the emulator holds a dropped connection's slot for a while (406 meanwhile)
+        emu.set_reap_period(2.0)
         ports = [free_port(), free_port()]
         hubs = [
             subprocess.Popen(
@@ -100,6 +103,7 @@ async def test_kill_leader_standby_takes_over_one_gap(redis_server: RedisServer)
             assert standby_health["status"] == "ok"
             status, metrics = await _http_get(ports[leader], "/metrics")
             assert status == 200 and b"trioalpaca_hub_leader" in metrics
+            # one consumer process and two consumers in this process, all from the oldest entry
             consumers = [
                 subprocess.Popen(
                     [sys.executable, "-m", "tests.fanout_consumer_proc", url, "150"],
@@ -108,32 +112,48 @@ async def test_kill_leader_standby_takes_over_one_gap(redis_server: RedisServer)
                     stderr=subprocess.DEVNULL,
                     cwd=ROOT,
                 )
-                for _ in range(3)
             ]
-            await trio.sleep(1.0)
-            os.kill(hubs[leader].pid, signal.SIGKILL)
-            hubs[leader].wait(5)
-            with trio.fail_after(20):
-                while True:
-                    health = await _health(ports[1 - leader])
-                    if health and health["role"] == "leader" and health["published_messages"]:
-                        break
-                    await trio.sleep(0.1)
+            outputs: list[list[dict[str, Any]]] = []
+
+            async def local() -> None:
+                items = await collect(url, 150)
+                # the same normalisation as the process's JSON lines
+                outputs.append([json.loads(json.dumps(d, sort_keys=True)) for d in items])
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(local)
+                nursery.start_soon(local)
+                with trio.fail_after(20):
+                    while True:  # let the first leader publish a while
+                        health = await _health(ports[leader])
+                        if health and health["published_messages"] >= 100:
+                            break
+                        await trio.sleep(0.1)
+                os.kill(hubs[leader].pid, signal.SIGKILL)
+                hubs[leader].wait(5)
+                with trio.fail_after(20):
+                    while True:
+                        health = await _health(ports[1 - leader])
+                        if health and health["role"] == "leader" and health["published_messages"]:
+                            break
+                        await trio.sleep(0.1)
             assert health["epoch"] > 0
-            outputs = []
-            for proc in consumers:
-                out, _ = await trio.to_thread.run_sync(proc.communicate, None, 30)
-                outputs.append([json.loads(line) for line in out.decode().splitlines()])
+            # the new leader met the dead leader's slot (406) and waited the reap floor
+            assert "406" in health["upstream_errors"]
+            out, _ = await trio.to_thread.run_sync(consumers[0].communicate, None, 30)
+            outputs.append([json.loads(line) for line in out.decode().splitlines()])
         finally:
             for proc in hubs + consumers:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait(5)
+                if proc.stdout is not None:
+                    proc.stdout.close()
     assert outputs[0] == outputs[1] == outputs[2]
     gaps = [d for d in outputs[0] if d.get("T") == "reconnected"]
     assert len(gaps) == 1, gaps
     at = outputs[0].index(gaps[0])
-    assert len(_data(outputs[0][:at])) > 50  # the first leader's data
+    assert len(_data(outputs[0][:at])) >= 50  # the first leader's data
     assert len(_data(outputs[0][at:])) >= 150  # then the new leader's
     assert gaps[0]["gap_end"] >= gaps[0]["gap_start"]
 
@@ -276,3 +296,111 @@ def test_require_redis_skips_locally_and_fails_on_ci() -> None:
         require_redis({}, missing)
     with pytest.raises(pytest.fail.Exception):
         require_redis({"CI": "true"}, missing)
+
+
+class _CuttableProxy:
+    """A TCP proxy to Redis that can cut its client off (and heal again)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.cut = False
+        self._scopes: set[trio.CancelScope] = set()
+
+    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        async with client:
+            if self.cut:
+                return
+            with trio.CancelScope() as scope:
+                self._scopes.add(scope)
+                try:
+                    upstream = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+                    async with upstream, trio.open_nursery() as nursery:
+                        nursery.start_soon(self._pipe, client, upstream)
+                        nursery.start_soon(self._pipe, upstream, client)
+                finally:
+                    self._scopes.discard(scope)
+
+    @staticmethod
+    async def _pipe(src: trio.SocketStream, dst: trio.SocketStream) -> None:
+        try:
+            while data := await src.receive_some(65536):
+                await dst.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def cut_off(self) -> None:
+        self.cut = True
+        for scope in list(self._scopes):
+            scope.cancel()
+
+
+async def test_leader_cut_off_from_redis_steps_down_and_is_fenced(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    proxy = _CuttableProxy(redis_server.port)
+    async with open_emulator(symbols=["AAPL"], rate=200.0) as emu, trio.open_nursery() as n:
+        await n.start(proxy.serve)
+        opts: dict[str, Any] = {
+            "feed": "iex",
+            "channels": {"trades": ["AAPL"]},
+            "api_key": KEY,
+            "api_secret": SECRET,
+            "url": emu.url_for("iex"),
+            "lease_ttl": 0.6,
+            "reap_floor": 0.3,
+        }
+        a = await n.start(
+            lambda task_status: serve_hub(
+                f"redis://127.0.0.1:{proxy.port}", task_status=task_status, **opts
+            )
+        )
+        with trio.fail_after(10):
+            await a.wait_leader()
+            while not (a.publisher and a.publisher.published_messages):
+                await trio.sleep(0.05)
+        b = await n.start(lambda task_status: serve_hub(url, task_status=task_status, **opts))
+        await trio.sleep(0.3)
+        assert b.role == "standby" and b.client is None
+        old_epoch = a.epoch
+        proxy.cut_off()  # the leader loses Redis, but not Alpaca
+        with trio.fail_after(10):
+            while not (b.role == "leader" and b.publisher and b.publisher.published_messages):
+                await trio.sleep(0.05)
+            while a.role == "leader":
+                await trio.sleep(0.05)
+        assert a.client is None  # it closed its Alpaca connection by itself
+        assert b.epoch is not None and old_epoch is not None and b.epoch > old_epoch
+        n.cancel_scope.cancel()
+    async with open_redis_client(url) as r:
+        entries = await r.xrange("ta:{iex}:t")
+    epochs = [int(e.field_values[b"e"]) for e in entries]
+    # every entry of the old epoch precedes the new one's: the deposed leader wrote nothing after
+    first_new = epochs.index(b.epoch)
+    assert set(epochs[first_new:]) == {b.epoch}
+    kinds = [e.field_values[b"k"] for e in entries[first_new:]]
+    assert kinds[0] == b"gap"  # the takeover starts with one gap marker
+    assert kinds.count(b"gap") == 1
+
+
+def test_hub_command_usage_errors(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trioalpaca.cli import main
+
+    monkeypatch.setenv("APCA_API_KEY_ID", KEY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
+    assert main(["hub", "--redis", "redis://127.0.0.1:1"]) == 2
+    assert "give at least one channel" in capsys.readouterr().err
+    assert main(["hub", "--redis", "http://nope", "--trades", "AAPL"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trioalpaca hub: not a Redis URL") and "Traceback" not in err
+    assert main(["hub", "--redis", "redis://127.0.0.1:1", "--feed", "nope", "--trades", "A"]) == 2
+    assert "trioalpaca hub:" in capsys.readouterr().err

@@ -25,6 +25,7 @@ from trioalpaca import (
     MalformedStreamError,
     Quote,
     Reconnected,
+    RemoteProtocolError,
     Trade,
     TradingStatus,
     open_stream,
@@ -236,3 +237,61 @@ def test_tally_rate_limits_per_type(caplog: pytest.LogCaptureFixture) -> None:
         "stream iex: malformed 'q' message skipped (2 more since the last report): bad q",
         "stream iex: malformed element without a T message skipped: not a map",
     ]
+
+
+# ------------------------------------------------------------------------- trading stream
+
+AUTHORIZED = '{"stream":"authorization","data":{"status":"authorized","action":"authenticate"}}'
+UPDATE = {"event": "new", "order": {"symbol": "AAPL"}, "timestamp": "2024-01-02T15:04:05.5Z"}
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_trading_stream_skips_bad_updates_once_authorized(raw: bool) -> None:
+    import json
+
+    from trioalpaca._protocol.trading import TradingClientProtocol
+
+    seen: list[m.MalformedMessage] = []
+    proto = TradingClientProtocol(KEY, SECRET, raw=raw, on_malformed=seen.append)
+    proto.receive(AUTHORIZED)
+    good = json.dumps({"stream": "trade_updates", "data": UPDATE})
+    bad = json.dumps({"stream": "trade_updates", "data": {**UPDATE, "timestamp": "soon"}})
+    no_data = json.dumps({"stream": "trade_updates", "data": 5})
+    [ok] = proto.receive(good)
+    assert ok == (UPDATE if raw else m.TradeUpdate.from_wire(UPDATE))
+    if not raw:  # raw mode passes trade update fields on as received
+        [marker] = proto.receive(bad)
+        assert isinstance(marker, MalformedMessage) and "invalid trade update" in marker.error
+    [marker] = proto.receive(no_data)
+    assert (marker["T"] if raw else marker.wire_type) == "malformed"
+    for _ in range(MAX_UNDECODABLE_FRAMES - 1):
+        [frame_marker] = proto.receive("{not json")
+        assert (frame_marker["frame"] if raw else frame_marker.frame) is True
+    assert proto.receive(good)  # decodes: the count starts over
+    for _ in range(MAX_UNDECODABLE_FRAMES - 1):
+        proto.receive("{not json")
+    with pytest.raises(MalformedStreamError):
+        proto.receive("{not json")
+    assert proto.error is not None and proto.state.value == "closed"
+    assert len(seen) == (1 if raw else 2) + 2 * (MAX_UNDECODABLE_FRAMES - 1)
+
+
+def test_trading_stream_garbage_before_authorization_still_fails() -> None:
+    from trioalpaca._protocol.trading import TradingClientProtocol
+
+    proto = TradingClientProtocol(KEY, SECRET)
+    with pytest.raises(RemoteProtocolError):
+        proto.receive("{not json")
+
+
+def test_relay_does_not_forward_malformed_markers() -> None:
+    from trioalpaca.endpoints import FEEDS
+    from trioalpaca.relay._routing import Routes
+
+    routes: Routes[str] = Routes(FEEDS["iex"])
+    routes.attach("member")
+    routes.set_state("member", {"trades": ("AAPL",)})
+    frame_marker = MalformedMessage(b"\xc1", "malformed msgpack frame", frame=True).to_wire()
+    element_marker = MalformedMessage({"T": "t"}, "'t' (Trade) message without ...").to_wire()
+    routed = routes.route([trade(1), frame_marker, element_marker, trade(2)])
+    assert routed == {"member": [trade(1), trade(2)]}

@@ -131,10 +131,12 @@ async def test_large_lists_split_and_rate_limited() -> None:
         assert len(watch.times) == len(chunks)  # one frame per chunk, nothing else
         assert set(conn(emu).subscriptions["trades"]) == set(symbols)
         gaps = [b - a for a, b in zip(watch.times, watch.times[1:], strict=False)]
-        # The first two (the burst) may go back to back; after that 1 / 4 s apart (real time,
-        # polled every ms: allow scheduling jitter on a busy machine).
-        assert all(g >= 0.25 - 0.1 for g in gaps[1:]), gaps
-        assert watch.times[-1] - watch.times[0] >= 0.25 * (len(chunks) - 2) - 0.1
+        # The first two (the burst) may go back to back; after that 1 / 4 s apart. This runs on
+        # real time and the watcher polls, so one late observation can shorten the next gap on a
+        # busy machine: no two frames after the burst arrive together, and the whole run takes
+        # at least the limiter's spacing (a late observation can only lengthen that span).
+        assert all(g >= 0.05 for g in gaps[1:]), gaps
+        assert watch.times[-1] - watch.times[1] >= 0.25 * (len(chunks) - 2) - 0.1
 
 
 async def test_routing_with_live_data_and_reconnect() -> None:
@@ -174,7 +176,9 @@ async def test_manager_feeding_a_message_handler() -> None:
     async def work(batch: list[Trade]) -> None:
         await trio.sleep(0.001)
         for t in batch:
-            seen.setdefault(t.symbol, []).append(t.timestamp_ns)
+            # per-symbol order is checked by trade id: the emulator sends late prints on purpose,
+            # so timestamps are not monotonic
+            seen.setdefault(t.symbol, []).append(t.trade_id)
 
     async with open_message_handler(worker_count=4, batch_size=20) as handler:
         handler.register_processor("trades", work)
@@ -189,8 +193,8 @@ async def test_manager_feeding_a_message_handler() -> None:
                 await until(lambda: len(seen) == 3 and min(map(len, seen.values())) >= 20)
                 nursery.cancel_scope.cancel()
     assert set(seen) == {"AAPL", "MSFT", "TSLA"}
-    for ts in seen.values():
-        assert ts == sorted(ts)
+    for ids in seen.values():
+        assert ids == sorted(ids)
     assert handler.get_metrics()["by_type"]["trades"]["processed"] == sum(map(len, seen.values()))
 
 

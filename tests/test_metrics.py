@@ -10,25 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trioalpaca.metrics import (
-    Counter,
     LatencyHistogram,
     LatencySnapshot,
     RateMeter,
     RateSnapshot,
 )
-
-# ---------------------------------------------------------------- Counter
-
-
-def test_counter_counts() -> None:
-    c = Counter()
-    assert c.value == 0
-    c.inc()
-    c.inc(41)
-    assert c.value == 42
-    assert int(c) == 42
-    assert repr(c) == "Counter(42)"
-
 
 # ---------------------------------------------------------------- RateMeter
 

@@ -179,3 +179,18 @@ def test_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["record", "--emulator", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 3
+
+
+async def test_parquet_without_pyarrow_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from trioalpaca import UsageError
+
+    rec = tmp_path / "r.tarec"
+    _bars_recording(rec)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # import fails as if missing
+    with pytest.raises(UsageError, match=r"pip install 'trioalpaca\[parquet\]'"):
+        await export_parquet(rec, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing written

@@ -240,6 +240,21 @@ async def test_raw_sessions_per_client_codec_and_own_ack(autojump_clock: trio.ab
                     assert m["T"] != "error"
 
 
+async def test_option_star_quotes_is_413_for_the_requester(autojump_clock: trio.abc.Clock) -> None:
+    mp = [("Content-Type", "application/msgpack")]
+    async with setup() as (_emu, relay), ws_connect(relay.url_for("opra"), mp) as ws:
+        await ws.get_message()
+        await ws.send_message(
+            msgpack.packb({"action": "auth", "key": "local0", "secret": "local-secret-0"})
+        )
+        assert msgpack.unpackb(await ws.get_message())[0]["msg"] == "authenticated"
+        await ws.send_message(msgpack.packb({"action": "subscribe", "quotes": ["*"]}))
+        assert msgpack.unpackb(await ws.get_message()) == [
+            {"T": "error", "code": 413, "msg": "star subscription is not allowed for option quotes"}
+        ]
+        assert relay.get_metrics()["upstreams"]["default/opra"]["subscribe_requests"] == 0
+
+
 async def test_options_are_msgpack_only(autojump_clock: trio.abc.Clock) -> None:
     async with setup() as (_emu, relay), ws_connect(relay.url_for("opra")) as ws:
         assert json.loads(await ws.get_message())[0]["msg"] == "connected"
@@ -586,3 +601,49 @@ async def test_drop_policy_keeps_answering_pings_with_a_full_queue(
         marker = next(m for m in got if m.get("T") == "dropped")
         assert marker["count"] > 0 and "slow client" in marker["reason"]
         assert relay.get_metrics()["slow_clients"] == 0
+
+
+async def test_healthz_reports_an_upstream_that_stays_down(autojump_clock: trio.abc.Clock) -> None:
+    async with setup() as (emu, relay):
+        emu.reject_upgrades(503, feed="iex", count=None)
+        async with ws_connect(relay.url_for("iex")) as ws:
+            await ws.get_message()
+            await ws.send_message(
+                json.dumps({"action": "auth", "key": "local0", "secret": "local-secret-0"})
+            )
+            assert json.loads(await ws.get_message())[0]["msg"] == "authenticated"
+            await ws.send_message(json.dumps({"action": "subscribe", "trades": ["AAPL"]}))
+            await trio.sleep(5)
+            assert relay.healthy()[0]  # within the grace period
+            await trio.sleep(30)
+            ok, details = relay.healthy()
+            assert not ok and details["disconnected"] == ["default/iex"]
+            emu.clear_faults()
+            emu.faults.upgrade_rejections.clear() if hasattr(
+                emu.faults, "upgrade_rejections"
+            ) else None
+            # the upstream client retries with backoff; once connected the held ack arrives
+            with trio.fail_after(120):
+                ack = json.loads(await ws.get_message())[0]
+            assert ack["T"] == "subscription" and ack["trades"] == ["AAPL"]
+            assert relay.healthy()[0]
+
+
+async def test_late_orderbook_subscriber_gets_a_snapshot(autojump_clock: trio.abc.Clock) -> None:
+    from trioalpaca import Orderbook
+
+    pairs = ["BTC/USD", "ETH/USD"]
+    async with (
+        setup({"symbols": pairs, "rate": 50.0}) as (emu, relay),
+        local(relay, 0, feed="crypto/us", orderbooks=pairs) as first,
+    ):
+        got = await take(first, 30)
+        assert all(isinstance(m, Orderbook) for m in got)
+        assert {m.symbol for m in got if m.reset} == set(pairs)  # upstream's own snapshots
+        async with local(relay, 1, feed="crypto/us", orderbooks=["BTC/USD"]) as late:
+            msgs = await take(late, 10)
+            assert msgs[0].reset and msgs[0].symbol == "BTC/USD"  # built by the relay
+            assert msgs[0].bids and msgs[0].asks
+            assert msgs[0].bids[0].price < msgs[0].asks[0].price
+            assert all(m.symbol == "BTC/USD" for m in msgs)
+        assert len([c for c in emu.connections if c.feed == "crypto/us"]) == 1

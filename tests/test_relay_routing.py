@@ -200,3 +200,16 @@ def test_routing_news_and_wildcards() -> None:
     assert [m.get("id") for m in routed["x"]] == [1, None]
     assert [m.get("id") for m in routed["y"]] == [1, 2, None]
     assert routed["z"] == [msgs[2]]
+
+
+def test_upstream_never_follows_data_proxy_ws() -> None:
+    from trioalpaca.relay._server import upstream_address
+
+    ep = FEEDS["iex"]
+    assert upstream_address(ep, "ws://127.0.0.1:9", {}) == {"base_url": "ws://127.0.0.1:9"}
+    assert upstream_address(ep, None, {}) == {"url": "wss://stream.data.alpaca.markets/v2/iex"}
+    sandbox = upstream_address(ep, None, {"sandbox": True})["url"]
+    assert sandbox == "wss://stream.data.sandbox.alpaca.markets/v2/iex"
+    trading = upstream_address(FEEDS["trading"], None, {"paper": False})["url"]
+    assert trading == "wss://api.alpaca.markets/stream"
+    assert upstream_address(ep, None, {"url": "ws://x:1/v2/iex"}) == {}

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import pytest
 import trio
 import zstandard
 
+from tests.helpers import loopback_autojump_clock  # noqa: F401 (the autojump_clock fixture)
 from trioalpaca import Dropped, MalformedMessage, Reconnected
 from trioalpaca._stream_cli import _Writer, amain, csv_columns, readable
 from trioalpaca._time import parse_rfc3339_ns
@@ -83,6 +85,15 @@ async def test_json_lines_readable_keys_and_both_timestamps() -> None:
         if r["type"] == "Quote":
             assert r["symbol"] == "AAPL"
             assert {"bid_price", "ask_price", "bid_size", "ask_size"} <= r.keys()
+
+
+async def test_data_proxy_ws_without_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with emulator() as emu:
+        monkeypatch.setenv("DATA_PROXY_WS", emu.url)
+        code, out, _ = await stream_cli("--feed", "sip", "--quotes", "MSFT", "--limit", "3", "-q")
+        assert [c.feed for c in emu.connections] == ["sip"]
+    assert code == 0
+    assert [r["symbol"] for r in lines(out)] == ["MSFT"] * 3
 
 
 async def test_raw_wire_dicts() -> None:
@@ -194,7 +205,7 @@ def test_markers_as_json_lines_and_csv_rows() -> None:
     assert json.loads(rec["detail"])["error"] == "S is not a string"
 
 
-async def test_duration_and_table() -> None:
+async def test_duration_and_table(autojump_clock: trio.abc.Clock) -> None:
     async with emulator() as emu:
         start = trio.current_time()
         code, out, _ = await stream_cli(
@@ -332,14 +343,27 @@ def test_reader_closing_the_pipe_ends_quietly(
     assert "Traceback" not in err and "Exception ignored" not in err and "Broken" not in err, err
 
 
-def test_limit_in_the_real_command() -> None:
-    proc = subprocess.run(
-        [*CMD, "--emulator", "--trades", "AAPL,MSFT", "--limit", "4", "--csv"],
+def test_sigterm_closes_a_compressed_file_cleanly(
+    tmp_path: Path, popen_stream: list[subprocess.Popen[bytes]]
+) -> None:
+    path = tmp_path / "live.jsonl.zst"
+    proc = subprocess.Popen(
+        [*CMD, "--emulator", "--trades", "AAPL", "-o", str(path), "--status-interval", "0.2"],
         env=_env_for_subprocess(),
-        capture_output=True,
-        timeout=30,
-        check=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
-    assert proc.returncode == 0, proc.stderr
-    rows = list(csv.DictReader(io.StringIO(proc.stdout.decode())))
-    assert len(rows) == 4 and {r["symbol"] for r in rows} <= {"AAPL", "MSFT"}
+    popen_stream.append(proc)
+    assert proc.stderr is not None
+    while True:  # wait until data is flowing into the file
+        status = proc.stderr.readline().decode()
+        assert status.startswith("trioalpaca stream: "), status
+        if not status.startswith("trioalpaca stream: 0 messages"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    text = decompressor.decompress(path.read_bytes()).decode()
+    assert decompressor.eof  # the frame was ended: nothing lost in a buffer
+    recs = lines(text)
+    assert recs and all(r["symbol"] == "AAPL" for r in recs)

@@ -150,3 +150,17 @@ async def test_pool_passes_ssl_context(
 def test_ssl_context_must_be_a_context() -> None:
     with pytest.raises(UsageError, match=r"ssl\.SSLContext"):
         AlpacaWebSocketClient(ssl_context="yes", **KW)  # type: ignore[arg-type]
+
+
+async def test_plain_ws_client_to_a_tls_server_is_told_at_once(
+    server_context: ssl.SSLContext,
+) -> None:
+    async with open_emulator(ssl_context=server_context) as emu:
+        url = emu.url_for("iex").replace("wss://", "ws://")
+        start = trio.current_time()
+        with pytest.raises(TransportError, match="during the websocket upgrade") as info:
+            async with open_stream(url=url, first_connect_timeout=0.5, **KW):
+                pass  # pragma: no cover
+        assert trio.current_time() - start <= 0.6  # each attempt ends at once; the bound ends it
+        assert "try wss://" in str(info.value)
+        assert emu.errors == []

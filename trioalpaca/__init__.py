@@ -107,7 +107,6 @@ from trioalpaca.client import open_stream as open_stream
 
 # --- metrics ---
 # isort: split
-from trioalpaca.metrics import Counter as Counter
 from trioalpaca.metrics import LatencyHistogram as LatencyHistogram
 from trioalpaca.metrics import LatencySnapshot as LatencySnapshot
 from trioalpaca.metrics import RateMeter as RateMeter
@@ -138,6 +137,7 @@ from trioalpaca._book import BookDelta as BookDelta
 from trioalpaca._book import Pair as Pair
 from trioalpaca._book import SubscriptionBook as SubscriptionBook
 from trioalpaca._buffer import OverflowPolicy as OverflowPolicy
+from trioalpaca._connection import StreamFactory as StreamFactory
 from trioalpaca._handlers import Component as Component
 from trioalpaca._handlers import ErrorAction as ErrorAction
 from trioalpaca._handlers import ErrorHandler as ErrorHandler
@@ -183,9 +183,24 @@ from trioalpaca.fanout import open_redis_stream as open_redis_stream
 
 # --- end fanout ---
 
-# --- __module__ fix-up (as trio does): public names defined in private modules report the
-# public path, so reprs, pickles and the docs use it.
+# --- __module__ fix-up (as trio does): public names defined in private modules (_errors, _book,
+# _handlers, _options, record._format, ...) report the nearest public package, so reprs, pickles,
+# tracebacks and the docs use ``trioalpaca.Name``. tests/test_exports.py checks it.
 # isort: split
-for _obj in (BookDelta, SubscriptionBook, ErrorReport, StreamOptions):
-    _obj.__module__ = "trioalpaca"
-del _obj
+
+
+def _fixup_module_metadata() -> None:
+    for name, obj in globals().items():
+        if name.startswith("_") or not (isinstance(obj, type) or callable(obj)):
+            continue
+        module = getattr(obj, "__module__", "")
+        if not isinstance(module, str) or not module.startswith("trioalpaca."):
+            continue
+        parts = module.split(".")
+        private = [i for i, part in enumerate(parts) if part.startswith("_")]
+        if private:  # the nearest public package: trioalpaca._errors -> trioalpaca
+            obj.__module__ = ".".join(parts[: private[0]])
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

@@ -256,7 +256,7 @@ def _ctor_source(
         if default is None:
             # optional key, usually absent: one dict lookup; anything present but unusual
             # (and every list of news images) goes to the slow path
-            lines.append(f"    {var} = d.get({key!r})")
+            lines.append(f"    {var} = d[{key!r}] if {key!r} in d else None")
             if kind == "ts" and encoding == "json":
                 lines.append(f"    if {var} is not None:")
                 lines.append(f"        {var} = parse_ts({var})")
@@ -499,9 +499,17 @@ def _make_raw_check(kind: str) -> Callable[[list[Any]], bool]:
     """Generate the raw (msgpack) fast check: every element a map with a string ``T`` and an
     ``int`` (or nothing) at every timestamp key this stream kind uses; anything else (or an
     exception) sends the frame to the careful path."""
-    keys = sorted({key for cls in _DATA_TYPES[kind].values() for key in _TS_KEYS[cls]})
+    per_type = [set(_TS_KEYS[cls]) for cls in _DATA_TYPES[kind].values()]
+    everywhere = set.intersection(*per_type) if per_type else set()
+    sometimes = set().union(*per_type) - everywhere
+    # keys every data message has are read directly (a control message without them raises
+    # KeyError and takes the careful path); the others only when present
     cond = " or ".join(
-        ["type(d['T']) is not str", *(f"type(d.get({k!r}, 0)) is not int" for k in keys)]
+        [
+            "type(d['T']) is not str",
+            *(f"type(d[{k!r}]) is not int" for k in sorted(everywhere)),
+            *(f"({k!r} in d and type(d[{k!r}]) is not int)" for k in sorted(sometimes)),
+        ]
     )
     source = (
         "def raw_check(items):\n"

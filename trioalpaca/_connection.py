@@ -25,7 +25,7 @@ import logging
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -43,7 +43,7 @@ from trioalpaca._errors import (
     TrioAlpacaError,
     UsageError,
 )
-from trioalpaca._groups import exception_leaves
+from trioalpaca._groups import collapse_exception_group, exception_leaves
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -51,6 +51,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 __all__ = [
     "Connection",
     "Gate",
+    "StreamFactory",
     "collapse_exception_group",
     "open_connection",
 ]
@@ -66,6 +67,10 @@ WRITE_QUEUE_SIZE = 64
 MESSAGE_QUEUE_SIZE = 16
 #: Bytes per socket read. Bigger than trio-websocket's 4 KiB default: fewer wake-ups per frame.
 RECEIVE_BUFFER_SIZE = 256 * 1024
+
+
+StreamFactory = Callable[[str, int, bool], Awaitable[trio.abc.Stream]]
+"""Opens the byte stream a websocket runs over: ``await factory(host, port, secure)``."""
 
 
 class Gate(Protocol):
@@ -231,7 +236,16 @@ def _map_error(exc: BaseException, url: str) -> BaseException:
 
 
 def _os_reason(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+    causes: list[BaseException] = [exc]
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):  # trio.open_tcp_stream: one error per address
+        causes = exception_leaves(cause)
+    elif cause is not None:
+        causes = [cause]
+    if all(
+        isinstance(c, ConnectionRefusedError) or getattr(c, "errno", None) == errno.ECONNREFUSED
+        for c in causes
+    ):
         return "connection refused (nothing listening on that port?)"
     text = str(exc)
     if not text and exc.__cause__ is not None:
@@ -268,26 +282,6 @@ def _tls_error(exc: ssl.SSLError, url: str) -> TransportError:
     return TLSError(reason, url, hint)
 
 
-def collapse_exception_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """Pick the one exception a nursery's group stands for.
-
-    ``KeyboardInterrupt``/``SystemExit`` win; then the first non-``Cancelled`` exception
-    (preferring a :class:`~trioalpaca.TrioAlpacaError`, then anything else); a group of nothing
-    but ``Cancelled`` collapses to its first ``Cancelled`` so cancellation keeps propagating.
-    """
-    leaves = exception_leaves(group)
-    for leaf in leaves:
-        if isinstance(leaf, (KeyboardInterrupt, SystemExit)):
-            return leaf
-    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
-    for leaf in real:
-        if isinstance(leaf, TrioAlpacaError):
-            return leaf
-    if real:
-        return real[0]
-    return leaves[0]
-
-
 @asynccontextmanager
 async def open_connection(
     url: str,
@@ -302,6 +296,7 @@ async def open_connection(
     heartbeat_timeout: float = 5.0,
     max_message_size: int = 16 * 2**20,
     ssl_context: ssl.SSLContext | None = None,
+    stream_factory: StreamFactory | None = None,
 ) -> AsyncIterator[Connection]:
     """Open a websocket to ``url`` and run its reader, heartbeat and writer during the block.
 
@@ -321,6 +316,10 @@ async def open_connection(
         ssl_context: TLS settings for ``wss://`` URLs (default:
             ``ssl.create_default_context()``, the system's CAs). The TLS handshake completes
             inside the connect step.
+        stream_factory: opens the byte stream instead of TCP (+ TLS): called as
+            ``await stream_factory(host, port, secure)`` inside the connect step; the websocket
+            runs over what it returns (e.g. one half of ``trio.testing.memory_stream_pair()``
+            whose other half an emulator serves: see ``Emulator.connect_in_memory``).
 
     Raises:
         TransportError: the connection failed or was lost (see its subclasses).
@@ -332,7 +331,7 @@ async def open_connection(
     extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     host, port, resource, secure = _split_url(url)
     send_channel, receive_channel = trio.open_memory_channel[Frame](WRITE_QUEUE_SIZE)
-    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
+    stream: trio.abc.Stream | None = None
     try:
         async with trio.open_nursery() as ws_nursery:
             # trio-websocket's own reader runs in a shielded nursery so that it can still read the
@@ -342,7 +341,9 @@ async def open_connection(
             try:
                 try:
                     with trio.fail_after(connect_timeout):
-                        if secure:
+                        if stream_factory is not None:
+                            stream = await stream_factory(host, port, secure)
+                        elif secure:
                             stream = await trio.open_ssl_over_tcp_stream(
                                 host,
                                 port,
@@ -360,16 +361,27 @@ async def open_connection(
                         else:
                             stream = await trio.open_tcp_stream(host, port)
                         host_header = host if port in (80, 443) else f"{host}:{port}"
-                        ws = await trio_websocket.wrap_client_stream(
-                            host_nursery,
-                            stream,
-                            host_header,
-                            resource,
-                            extra_headers=extra,
-                            message_queue_size=MESSAGE_QUEUE_SIZE,
-                            max_message_size=max_message_size,
-                            receive_buffer_size=RECEIVE_BUFFER_SIZE,
-                        )
+                        # trio-websocket waits forever when the server hangs up during the
+                        # upgrade (a TLS server answering a ws:// client does): watch for it.
+                        with trio.CancelScope() as upgrade:
+                            watched = _UpgradeWatch(stream, upgrade.cancel)
+                            ws = await trio_websocket.wrap_client_stream(
+                                host_nursery,
+                                watched,  # type: ignore[arg-type]  # any trio Stream works
+                                host_header,
+                                resource,
+                                extra_headers=extra,
+                                message_queue_size=MESSAGE_QUEUE_SIZE,
+                                max_message_size=max_message_size,
+                                receive_buffer_size=RECEIVE_BUFFER_SIZE,
+                            )
+                        watched.on_eof = None
+                        if upgrade.cancelled_caught:
+                            hint = "" if secure else " (does it only speak TLS? try wss://)"
+                            raise TransportError(
+                                f"the server closed the connection during the websocket upgrade "
+                                f"of {url}{hint}"
+                            )
                 except trio.TooSlowError:
                     raise TransportError(
                         f"connecting to {url} took longer than {connect_timeout:g} s"
@@ -409,6 +421,37 @@ async def open_connection(
             # trio-websocket leaves the TCP stream open when the peer vanished first.
             with trio.CancelScope(shield=True):
                 await stream.aclose()
+
+
+class _UpgradeWatch(trio.abc.Stream):
+    """A stream passing everything through that reports the peer hanging up (EOF or a broken
+    stream) to ``on_eof`` while it is set (during the websocket upgrade)."""
+
+    __slots__ = ("_stream", "on_eof")
+
+    def __init__(self, stream: trio.abc.Stream, on_eof: Callable[[], object]) -> None:
+        self._stream = stream
+        self.on_eof: Callable[[], object] | None = on_eof
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if self.on_eof is not None:
+                self.on_eof()
+            raise
+        if not data and self.on_eof is not None:
+            self.on_eof()
+        return data
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 async def _shielded_host(

@@ -65,6 +65,7 @@ __all__ = [
     "TrioAlpacaError",
     "UsageError",
     "V2NotEnabledError",
+    "error_key",
     "is_fatal",
     "is_request_level",
     "is_retryable",
@@ -126,6 +127,13 @@ def is_retryable(code: int) -> bool:
     is treated like a server hiccup: back off and try again, bounded by the reconnect limit).
     """
     return code not in _FATAL_CODES and code not in _REQUEST_CODES
+
+
+def error_key(exc: BaseException) -> str:
+    """The key an error is counted under in metrics: the server's code (``"406"``) for server
+    errors, otherwise the exception's class name."""
+    code = getattr(exc, "code", None)
+    return str(code) if isinstance(code, int) and code else type(exc).__name__
 
 
 class AlpacaServerError(TrioAlpacaError):
@@ -347,7 +355,8 @@ _BY_CODE: dict[int, type[AlpacaServerError]] = {
 def server_error(
     code: int, msg: str | None = None, *, during_connect: bool = False
 ) -> AlpacaServerError:
-    """Build the :class:`AlpacaServerError` subclass for ``code`` (the base class if unknown).
+    """Build the :class:`~trioalpaca.AlpacaServerError` subclass for ``code`` (the base class
+    if unknown).
 
     Args:
         code: the server's numeric code.

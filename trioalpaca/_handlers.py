@@ -41,7 +41,8 @@ Handler = Callable[[Any], Awaitable[None] | None]
 """A callable taking one message (typed or raw dict): ``async def`` (awaited) or plain ``def``
 (called directly, in the dispatcher task; keep it quick)."""
 
-#: Wire ``T`` code -> channel (for raw dicts and handler keys); a plain dict, looked up per message.
+#: Wire ``T`` code -> channel, as a plain dict looked up per message (client, handler table,
+#: pipeline): the one copy of ``models.CHANNEL_BY_WIRE_TYPE`` on the hot paths.
 _T_TO_CHANNEL: dict[str, str] = dict(CHANNEL_BY_WIRE_TYPE)
 
 ErrorAction = Literal["continue", "retry", "skip", "stop", "reconnect"]

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import attrs
 
+from trioalpaca._connection import StreamFactory
 from trioalpaca._errors import UsageError
 
 __all__ = ["StreamOptions"]
@@ -59,6 +60,8 @@ class StreamOptions:
     """Host (and scheme) to use instead of Alpaca's, when no full URL is given."""
     sandbox: bool = False
     """Use Alpaca's sandbox market data host, when no full URL is given."""
+    stream_factory: StreamFactory | None = None
+    """Opens each connection's byte stream instead of TCP (see the client's argument)."""
 
     def __attrs_post_init__(self) -> None:
         if self.buffer_size < 1:

@@ -30,8 +30,8 @@ Output (see the ``trioalpaca stream`` section of the quick start):
 
 When the output is not a terminal, a status line goes to stderr every ``--status-interval``
 seconds (rate, gaps, drops). Errors are one line on stderr. Exit codes: 0 done (``--limit``,
-``--duration``, Ctrl-C, or the reader of stdout went away), 1 runtime error, 2 usage or
-authentication error.
+``--duration``, Ctrl-C or SIGTERM, with the output flushed and closed, or the reader of stdout went
+away), 1 runtime error, 2 usage or authentication error.
 """
 
 from __future__ import annotations
@@ -419,7 +419,7 @@ def run(args: argparse.Namespace) -> int:
     import trio
 
     try:
-        return trio.run(amain, args, sys.stdout, sys.stderr)
+        return trio.run(_until_signal, args)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -431,6 +431,28 @@ def run(args: argparse.Namespace) -> int:
                 os.dup2(devnull, sys.stdout.fileno())
             except (OSError, ValueError):
                 pass
+
+
+async def _until_signal(args: argparse.Namespace) -> int:
+    """:func:`amain`, ended cleanly (output flushed and closed, exit 0) by SIGINT or SIGTERM."""
+    import signal
+
+    import trio
+
+    result = 0
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def main() -> None:
+                nonlocal result
+                result = await amain(args, sys.stdout, sys.stderr)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(main)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+    return result
 
 
 def _say(err: IO[str], text: str) -> None:

@@ -27,7 +27,6 @@ import collections
 import logging
 import math
 import ssl
-import sys
 import time
 import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -39,7 +38,7 @@ import trio
 
 from trioalpaca import __version__
 from trioalpaca._buffer import MessageBuffer
-from trioalpaca._connection import Connection, Frame, open_connection
+from trioalpaca._connection import Connection, Frame, StreamFactory, open_connection
 from trioalpaca._credentials import resolve_credentials
 from trioalpaca._errors import (
     MalformedStreamError,
@@ -51,7 +50,7 @@ from trioalpaca._errors import (
     UsageError,
 )
 from trioalpaca._groups import single_error
-from trioalpaca._handlers import ErrorHandler, Handle, Handler, HandlerTable
+from trioalpaca._handlers import _T_TO_CHANNEL, ErrorHandler, Handle, Handler, HandlerTable
 from trioalpaca._malformed import MalformedTally
 from trioalpaca._protocol.client import DataClientProtocol
 from trioalpaca._protocol.common import normalize_channels
@@ -61,6 +60,7 @@ from trioalpaca.endpoints import (
     CHANNELS,
     DEFAULT_FEED,
     FEEDS,
+    MIRRORED_CHANNELS,
     Endpoint,
     StreamKind,
     channel_to_wire,
@@ -72,7 +72,6 @@ from trioalpaca.endpoints import (
 )
 from trioalpaca.metrics import LatencyHistogram, LatencySnapshot, RateMeter
 from trioalpaca.models import (
-    CHANNEL_BY_WIRE_TYPE,
     Authenticated,
     Listening,
     MalformedMessage,
@@ -81,9 +80,6 @@ from trioalpaca.models import (
     SubscriptionChanged,
 )
 
-if sys.version_info < (3, 11):  # pragma: no cover
-    pass  # type: ignore[import-not-found,unused-ignore]
-
 __all__ = [
     "AlpacaWebSocketClient",
     "ClientStatistics",
@@ -91,6 +87,7 @@ __all__ = [
     "Handle",
     "Handler",
     "OverflowPolicy",
+    "StreamFactory",
     "StreamItem",
     "StreamObserver",
     "open_stream",
@@ -129,11 +126,8 @@ RATE_WINDOW = 10.0
 #: Default silence limit of ``staleness_timeout="auto"`` (seconds).
 AUTO_STALENESS_TIMEOUT = 120.0
 
-#: Channels the client fills in itself; they are never subscribed explicitly.
-_MIRRORED = frozenset({"corrections", "cancelErrors"})
-
-#: Wire ``T`` code -> channel (for raw dicts and handler keys); a plain dict, looked up per message.
-_T_TO_CHANNEL: dict[str, str] = dict(CHANNEL_BY_WIRE_TYPE)
+#: Channels the server fills in itself (they follow ``trades``); never subscribed explicitly.
+_MIRRORED = frozenset(MIRRORED_CHANNELS)
 
 _STATES = (
     "idle",
@@ -199,6 +193,43 @@ def _is_trading_control(msg: Any) -> bool:
     if type(msg) is dict:
         return "stream" in msg
     return isinstance(msg, (Authenticated, Listening))
+
+
+class _Receipts:
+    """What the sessions of one client received: counters, rates, latencies, last-seen times.
+
+    Owned by the client (it outlives sessions); each session is handed it and is the only
+    writer; :meth:`AlpacaWebSocketClient.statistics` reads it.
+    """
+
+    __slots__ = (
+        "bytes",
+        "channel_seen",
+        "data_flowed",
+        "first_rx",
+        "frames",
+        "last_rx",
+        "last_rx_wall_ns",
+        "latency",
+        "messages",
+        "rate",
+    )
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.frames = 0
+        self.bytes = 0
+        self.rate = RateMeter(RATE_WINDOW)
+        self.first_rx: float | None = None
+        self.latency = LatencyHistogram()
+        #: trio time of the last frame
+        self.last_rx: float | None = None
+        #: wall clock of the last data frame
+        self.last_rx_wall_ns: int | None = None
+        #: channel -> trio time it last delivered (staleness detection)
+        self.channel_seen: dict[str, float] = {}
+        #: whether data flowed on the current connection
+        self.data_flowed = False
 
 
 class _Pending:
@@ -300,12 +331,25 @@ class AlpacaWebSocketClient:
         subscription_timeout: seconds :meth:`subscribe` / :meth:`unsubscribe` wait for the ack.
         connect_timeout: seconds one connection attempt may take up to the confirmed initial
             subscription.
+        first_connect_timeout: the first-connect policy. Until the stream has been up once (the
+            initial subscriptions confirmed), retries stop after this many seconds and the block
+            ends with the last attempt's error (default 30; ``None`` retries forever). A cause
+            that cannot heal ends it at the first attempt: an unknown host name
+            (:class:`~trioalpaca.HostNotFoundError`), a TLS failure
+            (:class:`~trioalpaca.TLSError`), HTTP 401/403/404 at the upgrade
+            (:class:`~trioalpaca.HandshakeRejectedError`), bad credentials. Once the stream has
+            been up, reconnects retry as ``max_reconnect_attempts`` says. Error 406 (a session
+            of this key is still counted, e.g. your own program's before a restart) extends the
+            deadline once so that one ``backoff.connection_limit_floor`` wait fits.
         close_timeout: seconds the closing handshake may take when leaving.
         ssl_context: TLS settings for ``wss://`` URLs (default: ``ssl.create_default_context()``,
             the system's CAs). Pass a context that trusts your CA to reach a server with a
             private certificate (e.g. the TLS emulator). A certificate that does not verify, or
             a server that does not speak TLS, ends the block at once with
             :class:`~trioalpaca.TLSError` (never retried).
+        stream_factory: open the byte stream with ``await stream_factory(host, port, secure)``
+            instead of TCP (+ TLS), e.g. an in-memory stream the emulator serves
+            (``emulator.connect_in_memory``): tests then run on virtual time without sockets.
         staleness_timeout: per-channel silence limit; a subscribed channel that stays silent that
             long triggers a reconnect (:class:`~trioalpaca.StaleStreamError`). ``"auto"``
             (default): 120 s on the busy channels (``trades``, ``quotes``, ``orderbooks``,
@@ -350,8 +394,10 @@ class AlpacaWebSocketClient:
         backoff: Backoff | None = None,
         subscription_timeout: float = 10.0,
         connect_timeout: float = 10.0,
+        first_connect_timeout: float | None = 30.0,
         close_timeout: float = 0.5,
         ssl_context: ssl.SSLContext | None = None,
+        stream_factory: StreamFactory | None = None,
         staleness_timeout: float | Mapping[str, float] | Literal["auto"] | None = "auto",
         handler_errors: Literal["continue", "raise"] = "continue",
         auto_connect: bool = True,
@@ -430,10 +476,15 @@ class AlpacaWebSocketClient:
         self._backoff = backoff if backoff is not None else Backoff()
         self._subscription_timeout = subscription_timeout
         self._connect_timeout = connect_timeout
+        if first_connect_timeout is not None and not first_connect_timeout > 0:
+            raise UsageError("first_connect_timeout must be a positive number of seconds or None")
+        self._first_connect_timeout = first_connect_timeout
+        self._first_scope: trio.CancelScope | None = None
         self._close_timeout = close_timeout
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
             raise UsageError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
         self._ssl_context = ssl_context
+        self._stream_factory = stream_factory
         self._handler_errors = handler_errors
         self._auto_connect = auto_connect
         self._staleness = self._staleness_config(staleness_timeout)
@@ -484,20 +535,12 @@ class AlpacaWebSocketClient:
         by default, when the only cost is one truthiness test per frame."""
 
         # metrics
-        self._messages = 0
-        self._frames = 0
-        self._bytes = 0
+        #: what the sessions received (each session updates it; statistics() reads it)
+        self._rx = _Receipts()
         self._reconnects = 0
         self._errors: collections.Counter[str] = collections.Counter()
         self._malformed = MalformedTally(logger, self._label)
-        self._rate = RateMeter(RATE_WINDOW)
         self._rate_resolution = RATE_WINDOW / 20
-        self._first_rx: float | None = None
-        self._latency = LatencyHistogram()
-        self._last_rx: float | None = None
-        self._last_rx_wall_ns: int | None = None
-        self._channel_seen: dict[str, float] = {}
-        self._data_flowed = False
         self._session_was_ready = False
         self._ready_wall_ns = 0
 
@@ -647,14 +690,27 @@ class AlpacaWebSocketClient:
         schedule = self._backoff.schedule()
         attempts = 0
         gap_start: int | None = None
+        # First-connect policy: until a session of this run has been ready, attempts run under
+        # a deadline and a permanent cause ends the run at once.
+        established = False
+        limit = self._first_connect_timeout
+        deadline = math.inf if limit is None else trio.current_time() + limit
+        last: TrioAlpacaError | None = None
+        waited_out_limit = False
         try:
             with scope:
                 while True:
                     self._state = "connecting" if gap_start is None else "reconnecting"
-                    self._data_flowed = False
+                    self._rx.data_flowed = False
                     self._session_was_ready = False
                     try:
-                        await self._session_run(gap_start, attempts)
+                        with trio.CancelScope(
+                            deadline=math.inf if established else deadline
+                        ) as first:
+                            self._first_scope = first
+                            await self._session_run(gap_start, attempts)
+                        if first.cancelled_caught:
+                            raise self._first_connect_failed(attempts, last, cut_off=True)
                         return  # pragma: no cover - sessions only end by raising
                     except TrioAlpacaError as exc:
                         self._count_error(exc)
@@ -673,15 +729,23 @@ class AlpacaWebSocketClient:
                                 "stream %s stopped: %s", self._label, exc
                             )
                             raise
+                        established = established or self._session_was_ready
+                        if not established and exc.permanent:
+                            self._state = "failed"
+                            logger.error(  # noqa: TRY400 - the error propagates to the user
+                                "stream %s: first connection failed for good: %s", self._label, exc
+                            )
+                            raise
+                        last = exc
                         if self._ready.is_set():
                             self._ready = trio.Event()
                         lost_at = time.time_ns()
                         if self._session_was_ready:
                             # A new gap: anything after the last frame (or after this connection
                             # became ready, if nothing came) may be missing.
-                            last = max(self._last_rx_wall_ns or 0, self._ready_wall_ns)
-                            gap_start = min(lost_at, last)
-                        if self._data_flowed and not isinstance(exc, MalformedStreamError):
+                            last_rx = max(self._rx.last_rx_wall_ns or 0, self._ready_wall_ns)
+                            gap_start = min(lost_at, last_rx)
+                        if self._rx.data_flowed and not isinstance(exc, MalformedStreamError):
                             attempts = 0
                             schedule.reset()
                         attempts += 1
@@ -689,19 +753,54 @@ class AlpacaWebSocketClient:
                             self._state = "failed"
                             raise ReconnectLimitError(attempts - 1, exc) from exc
                         delay = schedule.next_delay(connection_limit=exc.connection_limit)
+                        if exc.connection_limit and not established and not waited_out_limit:
+                            # 406: the server reaps a dropped session of this key in about
+                            # 90 s (a restarted program meets its own old session). Wait that
+                            # out once, then the usual deadline applies again.
+                            waited_out_limit = True
+                            now = trio.current_time()
+                            deadline = max(deadline, now + delay + 2 * self._connect_timeout)
+                        if not established and trio.current_time() + delay >= deadline:
+                            raise self._first_connect_failed(attempts, exc)  # noqa: B904 - exc itself
                         self._state = "reconnecting"
                         logger.warning(
-                            "stream %s lost (%s: %s); reconnect attempt %d in %.2f s",
+                            "stream %s %s (%s: %s); %s attempt %d in %.2f s",
                             self._label,
+                            "lost" if established else "could not connect",
                             type(exc).__name__,
                             exc,
-                            attempts,
+                            "reconnect" if established else "connection",
+                            attempts + (0 if established else 1),
                             delay,
                         )
                         await trio.sleep(delay)
         finally:
             self._conn = None
+            self._first_scope = None
             done.set()
+
+    def _first_connect_failed(
+        self, attempts: int, last: TrioAlpacaError | None, *, cut_off: bool = False
+    ) -> TrioAlpacaError:
+        """The error ending a run whose first connection did not succeed in time: the last
+        attempt's own error (with a note on the policy), or a TransportError when no attempt
+        finished at all."""
+        self._state = "failed"
+        limit = self._first_connect_timeout
+        policy = (
+            f"no connection to {self.url} within first_connect_timeout={limit:g} s "
+            f"({attempts + (1 if cut_off else 0)} attempt(s))"
+        )
+        if last is None:
+            err: TrioAlpacaError = TransportError(
+                f"{policy}; the attempt was still in progress (is the host reachable?)"
+            )
+        else:
+            err = last
+            if hasattr(err, "add_note"):  # Python 3.11+
+                err.add_note(policy)
+        logger.error("stream %s: %s; last error: %s", self._label, policy, last)
+        return err
 
     def _notify(self, name: str, **data: Any) -> None:
         for observer in self.observers:
@@ -730,6 +829,7 @@ class AlpacaWebSocketClient:
                 heartbeat_interval=self._heartbeat_interval,
                 heartbeat_timeout=self._heartbeat_timeout,
                 ssl_context=self._ssl_context,
+                stream_factory=self._stream_factory,
             ) as conn:
                 self._conn = conn
                 session.conn = conn
@@ -756,7 +856,7 @@ class AlpacaWebSocketClient:
         if not self._staleness:
             await trio.sleep_forever()
         start = trio.current_time()
-        seen = self._channel_seen
+        seen = self._rx.channel_seen
         seen.clear()
         step = min(self._staleness.values()) / 4
         while True:
@@ -787,7 +887,13 @@ class AlpacaWebSocketClient:
         if self.kind is StreamKind.TRADING:
             from trioalpaca._protocol.trading import TradingClientProtocol
 
-            proto = TradingClientProtocol(key, secret, encoding=self.encoding, raw=self.raw_data)
+            proto = TradingClientProtocol(
+                key,
+                secret,
+                encoding=self.encoding,
+                raw=self.raw_data,
+                on_malformed=self._note_malformed,
+            )
             proto.listen(("trade_updates",))
             return proto
         return DataClientProtocol(
@@ -816,9 +922,17 @@ class AlpacaWebSocketClient:
             pending.position = self._buffer.appended
             pending.done.set()
 
+    def _confirmed(self, acknowledged: dict[str, tuple[str, ...]]) -> None:
+        """Called by the reader with the subscriptions the server confirmed last."""
+        self._acknowledged = acknowledged
+
     def _session_ready(self, session: _Session) -> None:
         """Called by the reader (synchronously) when a session's subscriptions are confirmed."""
         self._session_was_ready = True
+        first = self._first_scope
+        if first is not None:
+            first.deadline = math.inf  # the first-connect policy is over for this run
+            self._first_scope = None
         now_wall = self._ready_wall_ns = time.time_ns()
         if self.observers:
             self._notify("ready", session=session.id)
@@ -857,11 +971,9 @@ class AlpacaWebSocketClient:
         # and nobody waits for a delivery position.
         if q and not buffer.attention and not self._dispatcher_running:
             buffer._since_checkpoint += 1
-            if (
-                buffer._since_checkpoint < 512
-                and buffer._space is None
-                and buffer._progress is None
-            ):
+            # ``_space is _progress``: both None (nobody waits for room or for a position),
+            # in one comparison: they are distinct events whenever either is set.
+            if buffer._since_checkpoint < 512 and buffer._space is buffer._progress:
                 buffer.in_hand = 1
                 return q.popleft()
         if self._dispatcher_running:
@@ -917,8 +1029,15 @@ class AlpacaWebSocketClient:
     async def receive(self) -> Any:
         """Return the next message (or marker), waiting for one.
 
+        One consumer task at a time: ``async for``, :meth:`receive` and :meth:`receive_batch`
+        all take from the same buffer, so a second task that waits while another one already
+        does is refused, as are calls from another ``trio.run`` or thread.
+
         Raises:
             trio.EndOfChannel: the client was disconnected and the buffer is empty.
+            UsageError: called outside the ``async with`` block, before :meth:`connect` (with
+                ``auto_connect=False``), while another task waits for messages, or from another
+                trio run / thread.
         """
         try:
             return await self.__anext__()
@@ -1116,11 +1235,11 @@ class AlpacaWebSocketClient:
         return ClientStatistics(
             state=self._state,
             feed=self.endpoint.feed,
-            messages_received=self._messages,
+            messages_received=self._rx.messages,
             messages_per_second=self._messages_per_second(now),
-            frames_received=self._frames,
-            bytes_received=self._bytes,
-            latency=self._latency.snapshot(),
+            frames_received=self._rx.frames,
+            bytes_received=self._rx.bytes,
+            latency=self._rx.latency.snapshot(),
             heartbeat_rtt=self.heartbeat_rtt,
             reconnects=self._reconnects,
             errors=dict(self._errors),
@@ -1128,7 +1247,7 @@ class AlpacaWebSocketClient:
             buffered=len(buffer.q),
             received_position=buffer.appended,
             delivered_position=buffer.delivered,
-            last_message_age=None if self._last_rx is None else now - self._last_rx,
+            last_message_age=None if self._rx.last_rx is None else now - self._rx.last_rx,
             subscriptions=self.subscriptions,
         )
 
@@ -1172,10 +1291,10 @@ class AlpacaWebSocketClient:
 
     def _messages_per_second(self, now: float) -> float:
         # Over the last 10 s, or since the first message when that is more recent (no ramp-up).
-        if self._first_rx is None:
+        if self._rx.first_rx is None:
             return 0.0
-        span = min(RATE_WINDOW, max(now - self._first_rx, self._rate_resolution))
-        return self._rate.count(now) / span
+        span = min(RATE_WINDOW, max(now - self._rx.first_rx, self._rate_resolution))
+        return self._rx.rate.count(now) / span
 
     def __repr__(self) -> str:
         return (
@@ -1213,6 +1332,9 @@ class _Session:
         self.is_ready = False
         self.conn: Connection | None = None
         self.proto = client._make_protocol()
+        #: the client's receipt counters and buffer, which this session feeds
+        self.rx = client._rx
+        self.buffer = client._buffer
         self._receive = self.proto.receive
         self._raw = client.raw_data
         self._track_channels = bool(client._staleness)
@@ -1269,7 +1391,7 @@ class _Session:
         for rid, err in proto.completed():
             client._request_done(self, rid, err)
         if control:
-            client._acknowledged = proto.acknowledged
+            client._confirmed(proto.acknowledged)
             msgs = []
         if not self.is_ready and (ready or msgs):
             self.is_ready = True
@@ -1288,36 +1410,37 @@ class _Session:
     def on_frame(self, frame: Frame) -> None:
         """The reader's callback (hot path): decode, account, hand to the buffer."""
         client = self.client
+        rx = self.rx
         observers = client.observers
         if observers:
             rx_ns = time.time_ns()
             for observer in observers:
                 observer.frame_in(frame, rx_ns)
         now = trio.current_time()
-        client._frames += 1
-        client._bytes += len(frame)
-        client._last_rx = now
+        rx.frames += 1
+        rx.bytes += len(frame)
+        rx.last_rx = now
         msgs = self._receive(frame)
         if len(msgs) < 2 or not self.is_ready:
             msgs = self._control(msgs)
             if not msgs:
                 return
         wall = time.time_ns()
-        client._last_rx_wall_ns = wall
+        rx.last_rx_wall_ns = wall
         n = len(msgs)
-        client._messages += n
-        client._rate.add(n, now)
-        if client._first_rx is None:
-            client._first_rx = now
-        client._data_flowed = True
-        record = client._latency.record
+        rx.messages += n
+        rx.rate.add(n, now)
+        if rx.first_rx is None:
+            rx.first_rx = now
+        rx.data_flowed = True
+        record = rx.latency.record
         if self._raw:
             for i in {0, n >> 1, n - 1}:
                 ts = msgs[i].get("t")
                 if type(ts) is int:
                     record(max(wall - ts, 0) / 1e9)
             if self._track_channels:
-                seen = client._channel_seen
+                seen = rx.channel_seen
                 for code in {m.get("T") for m in msgs}:
                     seen[_T_TO_CHANNEL.get(code, "")] = now
         else:
@@ -1326,10 +1449,10 @@ class _Session:
                 if ts is not None:
                     record(max(wall - ts, 0) / 1e9)
             if self._track_channels:
-                seen = client._channel_seen
+                seen = rx.channel_seen
                 for cls in {type(m) for m in msgs}:
                     seen[cls.channel] = now
-        if not client._buffer.put(msgs):
+        if not self.buffer.put(msgs):
             raise _OverflowDisconnect(
                 "the consumer fell behind and the buffer overflowed (overflow='disconnect'); "
                 "reconnecting"

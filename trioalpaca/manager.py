@@ -66,7 +66,7 @@ from trioalpaca._book import SubscriptionBook, group_pairs, pairs_of_channels
 from trioalpaca._errors import UsageError
 from trioalpaca._groups import single_error
 from trioalpaca._handlers import ErrorHandler, ErrorReport, call_maybe_async, handler_name
-from trioalpaca.endpoints import channel_to_wire, check_symbol
+from trioalpaca.endpoints import MIRRORED_CHANNELS, channel_to_wire, check_symbol
 from trioalpaca.pipeline import _channel_of
 
 __all__ = [
@@ -85,8 +85,8 @@ logger = logging.getLogger("trioalpaca.manager")
 SubscriptionHandler = Callable[[Any], Any]
 """Signature of a subscription handler, called with one message; ``async`` (awaited) or plain."""
 
-#: Channels delivered to the subscribers of another channel.
-_ROUTE_AS: Mapping[str, str] = {"corrections": "trades", "cancelErrors": "trades"}
+#: Channels delivered to the subscribers of another channel (the server's trade mirrors).
+_ROUTE_AS: Mapping[str, str] = dict.fromkeys(MIRRORED_CHANNELS, "trades")
 _ROUTE_CACHE_MAX = 100_000
 _EPSILON = 1e-9
 #: Most seconds ``async with subscription`` waits for its unsubscribe when leaving.

@@ -1,8 +1,7 @@
-"""Cheap, clock-free metrics primitives: counters, sliding-window rates, latency histograms.
+"""Cheap, clock-free metrics primitives: sliding-window rates and latency histograms.
 
 Everything here is synchronous and allocation-free on the hot path:
 
-* :class:`Counter` is a slotted integer you increment.
 * :class:`RateMeter` counts events in a sliding time window made of fixed-width buckets. The
   caller passes ``now`` (use :func:`trio.current_time`, never wall-clock time); this module
   never reads a clock itself, which keeps it deterministic under ``autojump_clock`` and in
@@ -27,41 +26,11 @@ from typing import Any
 import attrs
 
 __all__ = [
-    "Counter",
     "LatencyHistogram",
     "LatencySnapshot",
     "RateMeter",
     "RateSnapshot",
 ]
-
-
-class Counter:
-    """A monotonically increasing event counter.
-
-    >>> c = Counter()
-    >>> c.inc()
-    >>> c.inc(4)
-    >>> c.value
-    5
-    """
-
-    __slots__ = ("value",)
-
-    value: int
-    """Current count."""
-
-    def __init__(self, value: int = 0) -> None:
-        self.value = value
-
-    def inc(self, n: int = 1) -> None:
-        """Add ``n`` (default 1) to the counter."""
-        self.value += n
-
-    def __int__(self) -> int:
-        return self.value
-
-    def __repr__(self) -> str:
-        return f"Counter({self.value})"
 
 
 @attrs.frozen

@@ -61,7 +61,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import sys
 import zlib
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
@@ -72,21 +71,18 @@ import trio
 
 from trioalpaca._errors import TrioAlpacaError, UsageError
 from trioalpaca._groups import single_error
+from trioalpaca._handlers import _T_TO_CHANNEL as _ALL_T_TO_CHANNEL
 from trioalpaca._handlers import ErrorHandler, ErrorReport, handler_name
 from trioalpaca.backoff import Backoff
 from trioalpaca.endpoints import channel_to_wire
 from trioalpaca.metrics import LatencyHistogram, RateMeter
 from trioalpaca.models import (
-    CHANNEL_BY_WIRE_TYPE,
     Dropped,
     Listening,
     Reconnected,
     ServerError,
     TradeUpdate,
 )
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    pass  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = [
     "ErrorHandler",
@@ -135,7 +131,7 @@ _SPECIAL_KINDS = frozenset({"*", "control"})
 #: carry ``stream`` instead of ``T``, so their wire types are left out.
 _T_TO_CHANNEL: dict[str, str] = {
     t: ch
-    for t, ch in CHANNEL_BY_WIRE_TYPE.items()
+    for t, ch in _ALL_T_TO_CHANNEL.items()
     if t not in (TradeUpdate.wire_type, Listening.wire_type)
 }
 _SYMBOL_CACHE_MAX = 200_000
@@ -564,21 +560,15 @@ class MessageHandler:
                 except trio.EndOfChannel:
                     return
                 await self._route_all(msgs)
-        put = self._put_nowait
-        first_lane = self._lanes[0]
         async for msg in stream:
-            if first_lane.closed:
-                raise trio.ClosedResourceError("the MessageHandler is closed")
-            lane = put(msg)
-            if lane is not None:
-                await self._put_blocking(lane, msg)
-            else:
-                self._notify_all()
+            await self._route_all((msg,))
 
     async def _route_all(self, msgs: Iterable[Any]) -> None:
         if self._lanes[0].closed:
             raise trio.ClosedResourceError("the MessageHandler is closed")
-        # The hot path of _put_nowait, inlined: this loop runs once per message.
+        # The hot path: this loop runs once per message. Typed market data (by class) and raw
+        # market data dicts (by T code) with a processor and a non-conflating policy take the
+        # fast branch; everything else goes through _put_slow (which fills the fast tables).
         fast = self._fast
         fast_raw = self._fast_raw
         lane_of = self._lane_of
@@ -586,29 +576,24 @@ class MessageHandler:
             f = fast.get(type(msg))
             if f is not None:
                 key = msg.symbol
-                lane = lane_of.get(key) or self._lane_for(key)
-                st = f[0]
-                st.received += 1
-                q = lane.q
-                if len(q) < lane.capacity:
-                    q.append(msg)
-                    continue
-                blocked = self._overflow(msg, f[1], lane, st, f[2], key)
             elif type(msg) is dict and (f := fast_raw.get(msg.get("T", ""))) is not None:
-                # Raw market data dict (raw_data=True): the same path keyed by its T code.
                 key = msg.get("S")
                 if type(key) is not str:
                     key = ""
-                lane = lane_of.get(key) or self._lane_for(key)
-                st = f[0]
-                st.received += 1
-                q = lane.q
-                if len(q) < lane.capacity:
-                    q.append(msg)
-                    continue
-                blocked = self._overflow(msg, f[1], lane, st, f[2], key)
             else:
                 blocked = self._put_slow(msg)
+                if blocked is not None:
+                    self._notify_all()
+                    await self._put_blocking(blocked, msg)
+                continue
+            lane = lane_of.get(key) or self._lane_for(key)
+            st = f[0]
+            st.received += 1
+            q = lane.q
+            if len(q) < lane.capacity:
+                q.append(msg)
+                continue
+            blocked = self._overflow(msg, f[1], lane, st, f[2], key)
             if blocked is not None:
                 self._notify_all()
                 await self._put_blocking(blocked, msg)
@@ -659,26 +644,6 @@ class MessageHandler:
     def worker_for(self, symbol: str) -> int:
         """Return the index of the worker that owns ``symbol`` (stable across runs)."""
         return zlib.crc32(symbol.encode()) % self.worker_count
-
-    def _put_nowait(self, msg: Any) -> _Lane | None:
-        """Route one message without waiting. Returns the lane when the caller must block.
-
-        The caller wakes the workers afterwards (``_notify_all``) so that a whole frame is queued
-        before any worker runs.
-        """
-        fast = self._fast.get(type(msg))
-        if fast is not None:
-            # Typed market data with a processor and a non-conflating policy: the hot path.
-            st = fast[0]
-            key = msg.symbol
-            lane = self._lane_of.get(key) or self._lane_for(key)
-            st.received += 1
-            q = lane.q
-            if len(q) < lane.capacity:
-                q.append(msg)
-                return None
-            return self._overflow(msg, fast[1], lane, st, fast[2], key)
-        return self._put_slow(msg)
 
     def _put_slow(self, msg: Any) -> _Lane | None:
         channel = _channel_of(msg)

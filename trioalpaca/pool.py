@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -53,11 +54,13 @@ from ._errors import (
     ConnectionClosedError,
     CredentialsError,
     ReconnectLimitError,
+    TransportError,
     TrioAlpacaError,
     UsageError,
+    error_key,
     server_error,
 )
-from ._groups import exception_leaves, single_error
+from ._groups import expected_error, single_error
 from ._handlers import ErrorAction, ErrorHandler, ErrorReport, call_maybe_async
 from ._handover import Handover, HandoverTable, Verdict
 from ._options import StreamOptions
@@ -81,7 +84,7 @@ from ._pool_policy import (
 )
 from .backoff import Backoff
 from .client import AlpacaWebSocketClient
-from .endpoints import channel_to_python, channel_to_wire
+from .endpoints import MIRRORED_CHANNELS, channel_to_python, channel_to_wire
 from .metrics import RateMeter
 from .models import Dropped, Message, Reconnected, ServerError
 
@@ -103,8 +106,6 @@ __all__ = [
     "open_pool",
 ]
 
-#: Channels that the server mirrors from ``trades`` on stock feeds.
-_TRADE_MIRRORS = frozenset({"corrections", "cancelErrors"})
 
 HandleOverflow = Literal["block", "drop_oldest"]
 """The subset of :data:`trioalpaca.OverflowPolicy` a :class:`PooledConnection` accepts
@@ -178,7 +179,9 @@ class PooledConnection(trio.abc.ReceiveChannel[Message]):
         return frozenset((ch, sym) for ch in self.channels for sym in self.symbols)
 
     def _wants(self, channel: str) -> bool:
-        return channel in self.channels or (channel in _TRADE_MIRRORS and "trades" in self.channels)
+        return channel in self.channels or (
+            channel in MIRRORED_CHANNELS and "trades" in self.channels
+        )
 
     async def _put(self, msg: Message) -> None:
         await self._buffer.send(msg)
@@ -278,6 +281,7 @@ class _Slot:
         self.error_counts: collections.Counter[str] = collections.Counter()
         self.gens = 0
         self.attempted = False
+        self.was_ready = False
 
     @property
     def ready(self) -> bool:
@@ -662,7 +666,7 @@ class ConnectionPool:
     ) -> None:
         slot.last_error = exc
         slot.error_times.append(trio.current_time())
-        slot.error_counts[_error_key(exc)] += 1
+        slot.error_counts[error_key(exc)] += 1
         handler = self._error_handler
         if handler is not None and not self._closed:
             report = ErrorReport(
@@ -918,11 +922,9 @@ class _Supervisor:
                 raise _root_cause(exc) from exc
             conn.error = _root_cause(exc)
         except BaseExceptionGroup as group:
-            leaves = exception_leaves(group)
-            if not all(isinstance(e, TrioAlpacaError) for e in leaves):
+            first = expected_error(group, TrioAlpacaError)
+            if first is None:
                 raise
-            first = leaves[0]
-            assert isinstance(first, TrioAlpacaError)
             if not started:
                 raise _root_cause(first) from group
             conn.error = _root_cause(first)
@@ -940,16 +942,30 @@ class _Supervisor:
             except TrioAlpacaError as exc:
                 self.pool._record_error(slot, exc, "stop" if exc.fatal else "reconnect")
                 slot.attempted = True
-                if exc.fatal:
+                # The client's first-connect rule, per slot: a cause that cannot heal (unknown
+                # host, TLS, HTTP 401/403/404) fails a slot that has never been up.
+                if exc.fatal or (exc.permanent and not slot.was_ready):
+                    logger.error(  # noqa: TRY400 - the error is kept and reported
+                        "pool connection %d stopped: %s", slot.spec.index, exc
+                    )
                     await self.slot_failed(slot, exc)
                     return
                 slot.state = "backoff"
                 self.pool._notify()
                 slot.reconnects += 1
                 delay = slot.schedule.next_delay(connection_limit=exc.connection_limit)
+                logger.warning(
+                    "pool connection %d %s (%s: %s); next attempt in %.2f s",
+                    slot.spec.index,
+                    "lost" if slot.was_ready else "could not connect",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
                 await trio.sleep(delay)
                 continue
             slot.attempted = True
+            slot.was_ready = True
             await self.on_ready(slot, conn)
             # Wait for the slot's current session to end (rotation may swap sessions).
             while True:
@@ -999,7 +1015,7 @@ class _Supervisor:
             extra = {
                 ch: set(syms) - want.get(ch, set())
                 for ch, syms in have.items()
-                if ch not in _TRADE_MIRRORS
+                if ch not in MIRRORED_CHANNELS
             }
             missing = {ch: syms - set(have.get(ch, ())) for ch, syms in want.items()}
             await self.pool._unsubscribe(slot, extra)
@@ -1338,11 +1354,6 @@ def _gap_start(slot: _Slot) -> int:
     return now_ns - int(silent * 1e9)
 
 
-def _error_key(exc: BaseException) -> str:
-    code = getattr(exc, "code", None)
-    return str(code) if isinstance(code, int) and code else type(exc).__name__
-
-
 def _root_cause(exc: TrioAlpacaError) -> TrioAlpacaError:
     """Unwrap a client's "gave up reconnecting" error to the error that ended the session."""
     if isinstance(exc, ReconnectLimitError) and isinstance(exc.last_error, TrioAlpacaError):
@@ -1412,6 +1423,26 @@ def _resolve_credentials(
     return creds
 
 
+async def _first_ready(pool: ConnectionPool, limit: float | None) -> None:
+    """The first-connect policy of :func:`open_pool`: wait for the first ready connection at
+    most ``limit`` seconds, then raise the last connection error (``None``: wait forever)."""
+    with trio.move_on_after(math.inf if limit is None else limit) as scope:
+        await pool._wait_first_ready()
+    if not scope.cancelled_caught:
+        return
+    errors = [s.last_error for s in pool._slots if isinstance(s.last_error, TrioAlpacaError)]
+    policy = f"no pool connection became ready within first_connect_timeout={limit:g} s"
+    if any(s.ready for s in pool._slots):
+        return  # ready, but another slot is still on its first attempt: go with what works
+    if not errors:
+        raise TransportError(f"{policy}; the first attempts were still in progress")
+    err = errors[-1]
+    if hasattr(err, "add_note"):  # Python 3.11+
+        err.add_note(policy)
+    logger.error("%s; last error: %s", policy, err)
+    raise err
+
+
 @asynccontextmanager
 async def open_pool(
     api_key: str | None = None,
@@ -1421,7 +1452,7 @@ async def open_pool(
     pool_size: int | None = None,
     max_subscriptions_per_connection: int = 200,
     max_connections_per_key: int = 1,
-    feed: str = "sip",
+    feed: str = "iex",
     url: str | Sequence[str] | None = None,
     channels: Iterable[str] = ("trades", "quotes"),
     health: HealthThresholds | None = None,
@@ -1431,6 +1462,7 @@ async def open_pool(
     backoff: Backoff | None = None,
     handle_buffer_size: int = 10_000,
     handle_overflow: HandleOverflow = "block",
+    first_connect_timeout: float | None = 30.0,
     options: StreamOptions | None = None,
     **client_options: Any,
 ) -> AsyncIterator[ConnectionPool]:
@@ -1456,8 +1488,8 @@ async def open_pool(
         max_subscriptions_per_connection: most symbols on one connection (each symbol counts
             once, whatever its channels).
         max_connections_per_key: sessions your plan allows per key and endpoint (default 1).
-        feed: the market data feed of every connection (``"sip"``, ``"iex"``, ``"crypto/us"``,
-            ...).
+        feed: the market data feed of every connection (``"iex"``, the default as for the
+            client, ``"sip"``, ``"crypto/us"``, ...).
         url: one full stream URL, or several (each is a separate endpoint for the connection
             limit); default: the feed's URL.
         channels: default channels of handles (python or wire names); default trades and
@@ -1472,6 +1504,11 @@ async def open_pool(
             :class:`~trioalpaca.backoff.Backoff`.
         handle_buffer_size: default per-handle buffer bound (messages).
         handle_overflow: default per-handle overflow policy, ``"block"`` or ``"drop_oldest"``.
+        first_connect_timeout: the client's first-connect policy, for the pool: entering waits
+            at most this many seconds for the first ready connection, then raises the last
+            connection error (``None``: wait forever). A slot whose cause cannot heal (unknown
+            host, TLS failure, HTTP 401/403/404) fails at its first attempt; every failed attempt
+            is logged (``trioalpaca.pool``). Slots that have been up reconnect as before.
         options: the settings of every :class:`~trioalpaca.client.AlpacaWebSocketClient` the
             pool opens, as one frozen :class:`~trioalpaca.StreamOptions`.
         client_options: the same settings as keywords, when ``options`` is not given
@@ -1516,6 +1553,8 @@ async def open_pool(
         raise PoolConfigError("max_subscriptions_per_connection must be at least 1")
     if max_connections_per_key < 1:
         raise PoolConfigError("max_connections_per_key must be at least 1")
+    if first_connect_timeout is not None and not first_connect_timeout > 0:
+        raise PoolConfigError("first_connect_timeout must be positive or None")
     if health_check_interval <= 0:
         raise PoolConfigError("health_check_interval must be positive")
     size = pool_size if pool_size is not None else len(creds) * len(urls) * max_connections_per_key
@@ -1554,7 +1593,7 @@ async def open_pool(
             try:
                 for slot in pool._slots:
                     nursery.start_soon(pool._sessions.supervise, slot)
-                await pool._wait_first_ready()
+                await _first_ready(pool, first_connect_timeout)
                 nursery.start_soon(pool._upkeep.monitor)
                 yield pool
             finally:

@@ -17,12 +17,18 @@ msgpack on request):
 
 In raw mode a trade update is returned as its ``data`` dict (what ``TradeUpdate.from_wire``
 accepts) and every other message as the whole decoded object.
+
+Once authorized, a trade update that cannot be decoded becomes a
+:class:`~trioalpaca.models.MalformedMessage` (raw mode: its ``to_wire()`` dict) and a frame that
+does not decode at all one with ``frame=True``; the connection stays up until
+``max_undecodable_frames`` frames in a row did not decode
+(:class:`~trioalpaca.MalformedStreamError`), as on the data streams.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from .. import models
@@ -30,6 +36,7 @@ from .._codec import Encoding, Frame, decode_trading, encode_trading
 from .._errors import (
     AlpacaServerError,
     LocalProtocolError,
+    MalformedStreamError,
     ProtocolError,
     RemoteProtocolError,
     TrioAlpacaError,
@@ -64,6 +71,8 @@ class TradingClientProtocol:
         encoding: Encoding = "json",
         auth_form: Literal["authenticate", "auth"] = "authenticate",
         raw: bool = False,
+        on_malformed: Callable[[models.MalformedMessage], object] | None = None,
+        max_undecodable_frames: int = 10,
     ) -> None:
         if auth_form not in ("authenticate", "auth"):
             raise UsageError(f"auth_form must be 'authenticate' or 'auth', got {auth_form!r}")
@@ -79,6 +88,9 @@ class TradingClientProtocol:
         self._inflight: deque[tuple[int, tuple[str, ...]]] = deque()
         self._completed: list[tuple[int, AlpacaServerError | None]] = []
         self._listening: tuple[str, ...] = ()
+        self._on_malformed = on_malformed
+        self._max_undecodable = max(1, max_undecodable_frames)
+        self.undecodable_in_a_row = 0
         self.error: TrioAlpacaError | None = None
         self.fatal_error: TrioAlpacaError | None = None
         #: always False: the trading stream's control messages are filtered by the caller
@@ -178,19 +190,36 @@ class TradingClientProtocol:
         try:
             obj = decode_trading(frame, self.encoding)
         except ProtocolError as exc:
-            self._fail(exc)
-            raise
+            if self._state is not ClientState.READY:
+                self._fail(exc)
+                raise
+            self.undecodable_in_a_row += 1
+            if self.undecodable_in_a_row >= self._max_undecodable:
+                err = MalformedStreamError(
+                    f"{self.undecodable_in_a_row} frames in a row did not decode (last: {exc})"
+                )
+                err.__cause__ = exc
+                self._fail(err)
+                raise err from exc
+            return [self._malformed(frame, str(exc), frame=True)]
+        self.undecodable_in_a_row = 0
         stream = obj.get("stream")
         data: Any = obj.get("data")
         if stream == "trade_updates":
+            if not isinstance(data, dict):
+                what = f"trade update without a data object: {obj!r:.200}"
+                if self._state is ClientState.READY:
+                    return [self._malformed(obj, what)]
+                self._violation(what)
             if self.raw:
-                if not isinstance(data, dict):
-                    self._violation(f"trade update without a data object: {obj!r:.200}")
                 return [data]
             try:
                 return [models.TradeUpdate.from_wire(data)]
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                self._violation(f"invalid trade update ({exc!r:.100}): {obj!r:.200}")
+                what = f"invalid trade update ({exc!r:.100}): {obj!r:.200}"
+                if self._state is ClientState.READY:
+                    return [self._malformed(obj, what)]
+                self._violation(what)
         if obj.get("action") == "error":
             text = data.get("error_message") if isinstance(data, dict) else None
             self._fail(RemoteProtocolError(f"trading stream error from the server: {text!r:.200}"))
@@ -222,6 +251,12 @@ class TradingClientProtocol:
         else:
             self._fail(server_error(402, "unauthorized", during_connect=True))
         return [obj] if self.raw else []
+
+    def _malformed(self, raw: Any, error: str, frame: bool = False) -> Any:
+        msg = models.MalformedMessage(raw, error, frame)
+        if self._on_malformed is not None:
+            self._on_malformed(msg)
+        return msg.to_wire() if self.raw else msg
 
     def _violation(self, what: str) -> Any:
         exc = RemoteProtocolError(f"protocol violation on the trading stream: {what}")

@@ -112,6 +112,7 @@ class Hub:
             "lease_age_s": lease_age,
             "upstream_state": None if upstream is None else upstream["state"],
             "upstream_messages": None if upstream is None else upstream["messages_received"],
+            "upstream_errors": None if upstream is None else upstream["errors"],
             "lag_s": None if upstream is None else upstream["last_message_age_s"],
             "queue_depth": None if pub is None else pub["queue_depth"],
             "publish_rate": None if pub is None else pub["messages_per_second"],
@@ -131,7 +132,7 @@ class Hub:
         if self.role == "leader":
             ok = status["upstream_state"] == "connected" and status["publisher_state"] == "running"
         else:
-            ok = status["lease_age_s"] is None or self.last_error is None
+            ok = self.last_error is None  # its last attempt to take the lease reached Redis
         return ok, status
 
 
@@ -314,7 +315,10 @@ async def _lead(
     with single_error():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_keep_lease, redis, hub, hub.lease_ttl)
-            client = AlpacaWebSocketClient(api_key, api_secret, **client_kwargs)
+            # The leader keeps trying its upstream (first_connect_timeout is for programs that
+            # should give up); permanent causes still fail at once.
+            kwargs = {"first_connect_timeout": None, **client_kwargs}
+            client = AlpacaWebSocketClient(api_key, api_secret, **kwargs)
             hub.client = client
             started = time.monotonic()
             async with client:

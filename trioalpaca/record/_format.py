@@ -159,7 +159,7 @@ class RecordingWriter:
         *,
         chunk_bytes: int = 1 << 20,
         chunk_ns: int = 1_000_000_000,
-        level: int = 3,
+        level: int = 1,
         fsync: bool = False,
     ) -> None:
         import zstandard

@@ -43,6 +43,9 @@ _STREAM_RE = re.compile(r"^[A-Za-z0-9_]+$")
 
 _IN = 0  # frame-in whose kind (binary / text) the writer thread decides
 
+#: How long the writer gathers frames before handing them to its worker thread (seconds).
+BATCH_SECONDS = 0.05
+
 
 def recording_name(stream: str, start_ns: int, seq: int) -> str:
     """File name of a rotated recording file: ``STREAM-YYYYmmddTHHMMSSZ-SEQ.tarec``."""
@@ -213,6 +216,8 @@ class _Tap:
         if rec._idle:
             rec._idle = False
             rec._wake.set()
+        if rec._pending_bytes > rec._urgent_bytes and not rec._urgent.is_set():
+            rec._urgent.set()
         return True
 
     def frame_in(self, frame: Frame, rx_ns: int) -> None:
@@ -275,6 +280,8 @@ class Recorder:
         self._taps: list[_Tap] = []
         self._sinks: dict[str, _Sink] = {}
         self._wake = trio.Event()
+        self._urgent = trio.Event()
+        self._urgent_bytes = max_pending_bytes // 4
         self._idle = True
         self._closing = False
         self._pending_bytes = 0
@@ -371,6 +378,7 @@ class Recorder:
 
     def _take(self) -> list[tuple[_Sink, list[tuple[int, int, Any]]]]:
         self._wake = trio.Event()
+        self._urgent = trio.Event()
         self._idle = True
         self._pending_bytes = 0
         return [(tap.sink, tap.take()) for tap in self._taps if tap.pending]
@@ -380,6 +388,10 @@ class Recorder:
             while True:
                 with trio.move_on_after(self.chunk_seconds):
                     await self._wake.wait()
+                # gather frames for a while (one worker-thread hop per batch, not per frame),
+                # unless a quarter of the pending bound is reached first
+                with trio.move_on_after(min(BATCH_SECONDS, self.chunk_seconds)):
+                    await self._urgent.wait()
                 batches = self._take()
                 with trio.CancelScope(shield=True):  # a batch taken is always written
                     await trio.to_thread.run_sync(
@@ -444,7 +456,7 @@ async def open_recorder(
     chunk_bytes: int = 1 << 20,
     chunk_seconds: float = 1.0,
     max_pending_bytes: int = 64 << 20,
-    level: int = 3,
+    level: int = 1,
     fsync: bool = False,
 ) -> AsyncIterator[Recorder]:
     """Record a client's (or a pool's) frames to ``path`` while the block runs.
@@ -472,7 +484,8 @@ async def open_recorder(
             open, i.e. the most a crash can lose.
         max_pending_bytes: bound on frames received but not yet handed to the writer; beyond it
             frames are dropped (counted, and marked by a ``dropped`` event).
-        level: zstd level.
+        level: zstd level (1, the default, compresses market data about as well as 3 at
+            two thirds of the CPU).
         fsync: fsync every chunk (power-loss safety; slower).
 
     Raises:

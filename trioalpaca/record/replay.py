@@ -18,7 +18,7 @@ import heapq
 import json
 import math
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -54,7 +54,9 @@ _CONTROL_TYPES = (Connected, Authenticated, SubscriptionChanged, ServerError)
 _CONTROL_T = frozenset({"success", "error", "subscription"})
 _CHECKPOINT_EVERY = 512
 #: Records decoded per refill of the output queue (single-stream replay).
-_FRAMES_PER_FILL = 4
+_FRAMES_PER_FILL = 2
+#: receive_batch decodes until this many items are ready (or the recording ends).
+_BATCH = 512
 
 
 def to_ns(value: TimeBound) -> int | None:
@@ -311,28 +313,37 @@ class ReplayStream:
             self._emit(held, self._held_ns[i])
             self._held[i] = []
 
-    def _process(self, i: int, records: Iterable[tuple[int, int, Any]]) -> None:
-        """Decode records of stream ``i``; the last frame's messages are held back one record
-        (a ``reconnected`` event right after it goes first, as in the live client)."""
+    def _process(self, i: int, recs: Sequence[tuple[int, int, Any]], start: int, stop: int) -> None:
+        """Decode ``recs[start:stop]`` of stream ``i``.
+
+        A frame's messages are held back while events follow it (a ``reconnected`` event right
+        after the frame that completed the reconnect goes first, as in the live client), and at
+        the end of a chunk (the next chunk may begin with such an event).
+        """
         decoder = self._decoders[i]
         frame = decoder.frame
-        n = 0
-        for kind, ns, data in records:
-            n += 1
+        last = len(recs) - 1
+        event_kind = RecordKind.EVENT
+        for k in range(start, stop):
+            kind, ns, data = recs[k]
             if kind == RecordKind.FRAME_IN_BINARY or kind == RecordKind.FRAME_IN_TEXT:
                 if self._held[i]:
                     self._flush_held(i)
                 msgs = frame(data if kind == RecordKind.FRAME_IN_BINARY else data.decode())
                 if msgs:
-                    self._held[i] = msgs
-                    self._held_ns[i] = ns
+                    if k < last and recs[k + 1][0] != event_kind:
+                        self._messages += len(msgs)
+                        self._emit(msgs, ns)
+                    else:
+                        self._held[i] = msgs
+                        self._held_ns[i] = ns
             elif kind == RecordKind.EVENT:
                 self._event(i, ns, data)
             elif kind == -1:
                 self._flush_held(i)
                 cut: Truncated = data
                 self._marker(Dropped(cut.lost_records or 0, cut.describe()), ns)
-        self._records += n
+        self._records += stop - start
 
     def _event(self, i: int, ns: int, data: bytes) -> None:
         try:
@@ -357,7 +368,8 @@ class ReplayStream:
             self._decoders[i].new_session()
 
     async def _fill(self) -> bool:
-        """Decode the next chunk (or merge window); ``False`` at the end of the recording."""
+        """Decode the next few records into the queue; ``False`` once the recording is
+        exhausted (the queue may still hold its last items)."""
         if len(self._cursors) == 1:
             # Decode a few frames at a time, not a whole chunk: few live objects at once keeps
             # the garbage collector's passes short.
@@ -367,19 +379,19 @@ class ReplayStream:
             while True:
                 if pos < len(recs):
                     stop = min(pos + _FRAMES_PER_FILL, len(recs))
-                    self._process(0, recs[pos:stop])
+                    self._process(0, recs, pos, stop)
                     self._pos[0] = pos = stop
                     if q:
                         return True
                     continue
                 if self._exhausted[0]:
-                    return bool(q)
+                    return False
                 records = await trio.to_thread.run_sync(self._cursors[0].load)
                 if records is None:
                     self._exhausted[0] = True
                     self._flush_held(0)
                     self._loaded[0] = []
-                    return bool(q)
+                    return False
                 self._loaded[0], self._pos[0] = recs, pos = records, 0
         return await self._fill_merged()
 
@@ -399,7 +411,7 @@ class ReplayStream:
             if not self._exhausted[i]
         ]
         if not heap:
-            return bool(self._q)
+            return False
         heapq.heapify(heap)
         # merge until something is queued, or one stream's loaded records run out (then it
         # must be reloaded first)
@@ -407,7 +419,7 @@ class ReplayStream:
             _, i = heap[0]
             recs = loaded[i]
             assert recs is not None
-            self._process(i, (recs[pos[i]],))
+            self._process(i, recs, pos[i], pos[i] + 1)
             pos[i] += 1
             if pos[i] >= len(recs):
                 break
@@ -433,13 +445,19 @@ class ReplayStream:
             await trio.lowlevel.checkpoint()
             return q.popleft()
         while not q:
-            if self._done or not await self._fill():
-                self._done = True
+            if self._done:
                 raise StopAsyncIteration
+            if not await self._fill():
+                self._done = True
         if self._paced:
             await self._pace(self._times.popleft())
         else:
-            await trio.lowlevel.checkpoint()
+            # a checkpoint every _CHECKPOINT_EVERY items, as on the fast path (loading a chunk
+            # from disk checkpoints too)
+            self._n += 1
+            if self._n >= _CHECKPOINT_EVERY:
+                self._n = 0
+                await trio.lowlevel.checkpoint()
         return q.popleft()
 
     async def _pace(self, ns: int) -> None:
@@ -477,16 +495,18 @@ class ReplayStream:
             )
         q, times = self._q, self._times
         while not q:
-            if self._done or not await self._fill():
-                self._done = True
+            if self._done:
                 raise trio.EndOfChannel
+            if not await self._fill():
+                self._done = True
         n = len(q) if max_items is None else min(max_items, len(q))
         items = [(times.popleft(), q.popleft()) for _ in range(n)]
         await trio.lowlevel.checkpoint()
         return items
 
     async def receive_batch(self, max_items: int | None = None) -> list[Any]:
-        """Every decoded item ready now (at least one; unpaced only, else one at a time).
+        """The next items, in order: at least one, up to ``max_items`` (unpaced: a few hundred
+        at a time; paced: those due now).
 
         Raises:
             trio.EndOfChannel: the recording is exhausted.
@@ -501,16 +521,21 @@ class ReplayStream:
                 items.append(q.popleft())
             return items
         q = self._q
-        while not q:
-            if self._done or not await self._fill():
+        want = _BATCH if max_items is None else min(max_items, _BATCH)
+        while len(q) < want and not self._done:
+            if not await self._fill():
                 self._done = True
-                raise trio.EndOfChannel
+        if not q:
+            raise trio.EndOfChannel
         if max_items is None or len(q) <= max_items:
             items = list(q)
             q.clear()
         else:
             items = [q.popleft() for _ in range(max_items)]
-        await trio.lowlevel.checkpoint()
+        self._n += len(items)
+        if self._n >= _CHECKPOINT_EVERY:
+            self._n = 0
+            await trio.lowlevel.checkpoint()
         return items
 
 

@@ -184,8 +184,8 @@ class Routes(Generic[O]):
             t = m.get("T")
             ch = _ROUTE_CHANNEL.get(t) if type(t) is str else None
             if ch is None:
-                if t in MARKER_TYPES:
-                    continue
+                if t in MARKER_TYPES or t == "malformed":
+                    continue  # malformed markers stay here (counted in the upstream's metrics)
                 targets: Iterable[O] = self._members
             else:
                 star = wild.get(ch)

@@ -49,7 +49,7 @@ from .._serve import (
     serve_stream_websocket,
 )
 from ..client import AlpacaWebSocketClient
-from ..endpoints import Endpoint, StreamKind, resolve_feed
+from ..endpoints import Endpoint, StreamKind, resolve_feed, stream_url
 from ..metrics import LatencyHistogram
 from ._auth import (
     DEFAULT_ACCOUNT,
@@ -74,6 +74,8 @@ _AUTH_TIMEOUT = 10.0
 #: How long a fatal upstream refusal (402, 409, ...) is remembered and answered locally, so that
 #: SDKs that reconnect without backoff (alpaca-py) do not hammer upstream.
 _FAILURE_MEMORY = 30.0
+#: How long an upstream with waiting clients may stay disconnected before /healthz says so.
+_DOWN_GRACE = 30.0
 #: Query parameter / header that asks for in-band gap markers.
 MARKER_PARAM = "markers"
 MARKER_HEADER = b"x-trioalpaca-markers"
@@ -123,6 +125,23 @@ class RelayClientStats:
         d["subscriptions"] = {k: list(v) for k, v in self.subscriptions.items() if v}
         d["listening"] = list(self.listening)
         return d
+
+
+def upstream_address(
+    ep: Endpoint, upstream_url: str | None, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The address keywords of an upstream client: ``base_url=upstream_url`` when given, else
+    the explicit URL of Alpaca's own host, so that ``DATA_PROXY_WS`` (which may point at this
+    very relay, for its clients' sake) is never followed upstream."""
+    if "url" in options or "base_url" in options:
+        return {}
+    if upstream_url is not None:
+        return {"base_url": upstream_url}
+    return {
+        "url": stream_url(
+            ep, sandbox=bool(options.get("sandbox", False)), paper=bool(options.get("paper", True))
+        )
+    }
 
 
 def _msgpack_array_body(frame: bytes) -> bytes:
@@ -346,10 +365,24 @@ class _Upstream:
         self.unsubscribe_requests = 0
         self.sessions = 0
         self.opened_at = trio.current_time()
+        #: last time the upstream was seen connected (or opened)
+        self.down_since = self.opened_at
+        #: crypto order books as upstream sent them: symbol -> (bids, asks, last t)
+        self.books: dict[str, tuple[dict[Any, Any], dict[Any, Any], Any]] | None = (
+            {} if "orderbooks" in ep.channels else None
+        )
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.account_name, self.endpoint.feed)
+
+    def connected(self) -> bool:
+        """Whether the upstream client is connected now (updates :attr:`down_since`)."""
+        stream = self.stream
+        ok = stream is not None and stream.state == "connected"
+        if ok:
+            self.down_since = trio.current_time()
+        return ok
 
     def acked(self) -> Mapping[str, tuple[str, ...]]:
         return self.stream.subscriptions if self.stream is not None else {}
@@ -413,9 +446,11 @@ class _Upstream:
             opts["stream_type"] = "trading"
         else:
             opts["feed"] = self.endpoint.feed
-        if relay.upstream_url is not None:
-            opts.setdefault("base_url", relay.upstream_url)
+        opts.update(upstream_address(self.endpoint, relay.upstream_url, opts))
         opts.setdefault("overflow", "drop_oldest")
+        # clients wait on this upstream (and /healthz reports it): keep trying to connect rather
+        # than fail everybody after 30 s (causes that cannot heal still end it at once)
+        opts.setdefault("first_connect_timeout", None)
         stream = AlpacaWebSocketClient(
             self._account.key_id, self._account.secret, raw_data=True, **opts
         )
@@ -508,6 +543,7 @@ class _Upstream:
         while True:
             batch = await stream.receive_batch(_MAX_FRAME_MESSAGES)
             t_in = trio.current_time()
+            self.down_since = t_in  # data flows: connected
             self.batches_in += 1
             self.messages_in += len(batch)
             if trading:
@@ -525,7 +561,51 @@ class _Upstream:
             elif start < len(batch):
                 self._route(batch[start:], t_in)
 
+    def _track_books(self, msgs: list[dict[str, Any]]) -> None:
+        books = self.books
+        assert books is not None
+        for m in msgs:
+            if m.get("T") != "o":
+                continue
+            sym = m.get("S")
+            if type(sym) is not str:
+                continue
+            book = books.get(sym)
+            if m.get("r") or book is None:
+                book = books[sym] = ({}, {}, None)
+            bids, asks, _ = book
+            for side, levels in ((bids, m.get("b")), (asks, m.get("a"))):
+                for level in levels if isinstance(levels, list) else ():
+                    if isinstance(level, dict) and "p" in level:
+                        if level.get("s"):
+                            side[level["p"]] = level["s"]
+                        else:
+                            side.pop(level["p"], None)
+            books[sym] = (bids, asks, m.get("t"))
+
+    def send_book_snapshots(self, member: _Downstream, symbols: Iterable[str]) -> None:
+        """Queue an ``r: true`` snapshot of each known book in ``symbols`` (``"*"``: all)."""
+        books = self.books
+        enc = member.encoder
+        if books is None or enc is None:
+            return
+        wanted = list(books) if "*" in symbols else [s for s in symbols if s in books]
+        snaps = []
+        for sym in wanted:
+            bids, asks, t = books[sym]
+            snap: dict[str, Any] = {"T": "o", "S": sym}
+            if t is not None:
+                snap["t"] = t
+            snap["b"] = [{"p": p, "s": q} for p, q in sorted(bids.items(), reverse=True)]
+            snap["a"] = [{"p": p, "s": q} for p, q in sorted(asks.items())]
+            snap["r"] = True
+            snaps.append(snap)
+        if snaps:
+            member.send_frame(enc.encode_raw(snaps), len(snaps), trio.current_time())
+
     def _route(self, msgs: list[dict[str, Any]], t_in: float) -> None:
+        if self.books is not None:
+            self._track_books(msgs)
         n = len(msgs)
         whole: dict[str, Frame] = {}
         for member, mine in self.routes.route(msgs).items():
@@ -548,7 +628,7 @@ class _Upstream:
 
     def _route_trading(self, batch: list[dict[str, Any]], t_in: float) -> None:
         for data in batch:
-            if data.get("T") in MARKER_TYPES:
+            if data.get("T") in MARKER_TYPES or data.get("T") == "malformed":
                 continue  # the trading stream has no in-band marker form
             frames: dict[str, Frame] = {}
             for member in self.routes.members:
@@ -663,13 +743,20 @@ class Relay:
         return list(self._upstreams)
 
     def healthy(self) -> tuple[bool, dict[str, Any]]:
-        """Health for ``/healthz``: unhealthy while an upstream has failed recently."""
+        """Health for ``/healthz``: unhealthy while an upstream refusal is remembered, or while an
+        upstream that clients wait on has not been connected for more than 30 s."""
         now = trio.current_time()
         failed = [f"{a}/{f}" for (a, f), (_, until) in self._failures.items() if until > now]
-        return not failed, {
+        down = [
+            f"{a}/{f}"
+            for (a, f), up in self._upstreams.items()
+            if len(up.routes) and not up.connected() and now - up.down_since > _DOWN_GRACE
+        ]
+        return not failed and not down, {
             "clients": len(self._clients),
             "upstreams": len(self._upstreams),
             "failed": failed,
+            "disconnected": down,
         }
 
     def get_metrics(self) -> dict[str, Any]:
@@ -890,9 +977,8 @@ class Relay:
         stats.subscriptions = after
         delta = up.routes.set_state(conn, after)
         acked = pairs_of_state(up.acked())
-        need = [
-            p for p in pairs_of_state(after) - pairs_of_state(before) if not covered([p], acked)
-        ]
+        added = pairs_of_state(after) - pairs_of_state(before)
+        need = [p for p in added if not covered([p], acked)]
         if need or up.routes.has_pending(conn):
             up.routes.hold_ack(conn, replies[0], need)
             up.wake()
@@ -900,6 +986,11 @@ class Relay:
             conn.send_control(replies[0])
             if delta:
                 up.wake()
+            # order books upstream already carries: upstream sends no new snapshot, so this
+            # session gets one built from the relay's copy of the book
+            books = {sym for ch, sym in added if ch == "orderbooks"}
+            if books and up.books is not None:
+                up.send_book_snapshots(conn, books)
 
     async def _serve_trading(self, conn: _Downstream) -> None:
         proto = TradingServerProtocol(conn.encoding, functools.partial(self._check_auth, conn))
@@ -993,7 +1084,9 @@ async def serve_relay(
         upstream_options: extra keyword arguments for each upstream
             :class:`~trioalpaca.client.AlpacaWebSocketClient` (``backoff``, ``heartbeat_interval``,
             ``buffer_size``, ``paper``, ``sandbox``...). Upstream data is never blocked: its
-            buffer overflows with ``drop_oldest`` (visible as a ``dropped`` marker) unless set.
+            buffer overflows with ``drop_oldest`` (visible as a ``dropped`` marker) unless set,
+            and the first connection is retried without a deadline (``first_connect_timeout``
+            ``None``) while clients wait, unless set.
         linger: seconds an upstream connection stays open after its last client left.
         send_buffer_limit: bytes queued per downstream session before the slow-client policy.
         slow_client: ``"disconnect"`` (default: 407 ``slow client`` and close, like Alpaca) or

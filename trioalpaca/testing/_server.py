@@ -34,6 +34,7 @@ from typing import Any
 import attrs
 import trio
 import trio.testing
+import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from .._codec import Encoder, encode_request
@@ -801,6 +802,26 @@ class Emulator:
                 )
 
     # ------------------------------------------------------------------ connections
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one websocket connection over ``stream`` (any trio byte stream: the server
+        half of ``trio.testing.memory_stream_pair()``, a socket accepted elsewhere, ...), exactly
+        as a connection to the listener is served. Returns when that connection ends."""
+        assert self._nursery is not None, "emulator is not running"
+        try:
+            request = await trio_websocket.wrap_server_stream(self._nursery, stream)
+        except (trio_websocket.HandshakeError, trio.BrokenResourceError):
+            return  # the client went away during the upgrade
+        await self._handle(request)
+
+    async def connect_in_memory(self, host: str, port: int, secure: bool) -> trio.abc.Stream:
+        """A client stream factory (``stream_factory=emulator.connect_in_memory``): returns one
+        half of an in-memory stream pair whose other half the emulator serves, so clients, pools
+        and managers run against the emulator without sockets, on virtual time."""
+        assert self._nursery is not None, "emulator is not running"
+        client_half, server_half = trio.testing.memory_stream_pair()
+        self._nursery.start_soon(self.serve_stream, server_half)
+        return client_half
+
     async def _handle(self, request: WebSocketRequest) -> None:
         try:
             await self._handle_inner(request)
