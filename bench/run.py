@@ -169,6 +169,14 @@ def _rate(r: dict[str, Any]) -> float:
     return float(r["msgs"]) / float(r["seconds"])
 
 
+def _cpu_us(r: dict[str, Any]) -> float:
+    """CPU microseconds per message of a throughput case (steadier than wall time on a shared
+    machine: the process's own CPU, not the time it waited for a core)."""
+    if "error" in r or not r.get("cpu_s") or not r.get("msgs"):
+        return math.nan
+    return float(r["cpu_s"]) / float(r["msgs"]) * 1e6
+
+
 def _fmt(x: float, spec: str = ",.0f") -> str:
     return "n/a" if x != x else format(x, spec)
 
@@ -267,7 +275,9 @@ def main() -> int:
     print(f"== throughput (burst, msgs/s; best of {args.repeat}) ==")
     for name, rate in rates.items():
         extra = f"  ERROR {results[name]['error']}" if "error" in results[name] else ""
-        print(f"  ({name}) {CASES[name].label:<44} {_fmt(rate):>12}{extra}")
+        cpu = _cpu_us(results[name])
+        cpu_text = f"  {_fmt(cpu, '.2f')} CPU us/msg" if cpu == cpu else ""
+        print(f"  ({name}) {CASES[name].label:<44} {_fmt(rate):>12}{cpu_text}{extra}")
     print()
     print("== ratios ==")
     checks = [
@@ -284,7 +294,11 @@ def main() -> int:
         if num in rates and den in rates:
             ratio = rates[num] / rates[den]
             verdict = "ok" if ratio >= target else "BELOW TARGET"
-            print(f"  {label:<48} {_fmt(ratio, '.2f'):>7}x  (target >= {target:g}x) {verdict}")
+            cpu_ratio = _cpu_us(results[den]) / _cpu_us(results[num])
+            print(
+                f"  {label:<48} {_fmt(ratio, '.2f'):>7}x  (target >= {target:g}x) {verdict}"
+                f"  [by CPU per message: {_fmt(cpu_ratio, '.2f')}x]"
+            )
     lat = {n: r for n, r in results.items() if CASES[n].kind == "latency"}
     if lat:
         print()
