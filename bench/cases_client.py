@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import trio
-from registry import KEY, SECRET, Params, case
+from registry import KEY, SECRET, Params, bare_session, case
 
 # ---------------------------------------------------------------- helpers
 
@@ -49,24 +49,27 @@ def _trioalpaca_stream(p: Params, **kwargs: Any) -> Any:
 
 async def _trioalpaca_throughput(p: Params, raw: bool, batch: bool) -> dict[str, Any]:
     n = 0
-    t0 = 0.0
+    t0 = c0 = 0.0
     async with _trioalpaca_stream(p, raw_data=raw) as stream:
         if batch:
             while n < p.total:
                 items = await stream.receive_batch()
                 if n == 0:
                     t0 = time.perf_counter()
+                    c0 = time.process_time()
                 for _msg in items:
                     n += 1
         else:
             async for _msg in stream:
                 if n == 0:
                     t0 = time.perf_counter()
+                    c0 = time.process_time()
                 n += 1
                 if n >= p.total:
                     break
         dt = time.perf_counter() - t0
-    return {"msgs": n, "seconds": dt}
+        cpu = time.process_time() - c0
+    return {"msgs": n, "seconds": dt, "cpu_s": cpu}
 
 
 @case("a", "trioalpaca typed (async for)", "throughput")
@@ -105,9 +108,11 @@ def _alpaca_py(p: Params, raw: bool, mode: str) -> dict[str, Any]:
         async def throughput(msg: Any) -> None:
             if state["n"] == 0:
                 state["t0"] = time.perf_counter()
+                state["c0"] = time.process_time()
             state["n"] += 1
             if state["n"] >= p.total:
                 state["t1"] = time.perf_counter()
+                state["c1"] = time.process_time()
                 done.set()
 
         async def latency(msg: Any) -> None:
@@ -140,7 +145,11 @@ def _alpaca_py(p: Params, raw: bool, mode: str) -> dict[str, Any]:
 
     asyncio.run(main())
     if mode == "throughput":
-        return {"msgs": state["n"], "seconds": state["t1"] - state["t0"]}
+        return {
+            "msgs": state["n"],
+            "seconds": state["t1"] - state["t0"],
+            "cpu_s": state.get("c1", 0.0) - state.get("c0", 0.0),
+        }
     return {"msgs": state["n"], **_percentiles(state["lat"])}
 
 
@@ -156,34 +165,22 @@ def d_alpaca_raw(p: Params) -> dict[str, Any]:
 
 async def _bare(p: Params) -> dict[str, Any]:
     import msgpack
-    import trio_websocket
-
-    from trioalpaca._connection import MESSAGE_QUEUE_SIZE, RECEIVE_BUFFER_SIZE
 
     n = 0
     t0 = 0.0
-    async with trio_websocket.open_websocket_url(
-        p.url,
-        extra_headers=[(b"Content-Type", b"application/msgpack")],
-        message_queue_size=MESSAGE_QUEUE_SIZE,
-        receive_buffer_size=RECEIVE_BUFFER_SIZE,
-    ) as ws:
-        await ws.get_message()
-        await ws.send_message(msgpack.packb({"action": "auth", "key": KEY, "secret": SECRET}))
-        await ws.get_message()
-        sub = {"action": "subscribe", "trades": p.symbols, "quotes": p.symbols}
-        await ws.send_message(msgpack.packb(sub))
-        await ws.get_message()
+    async with bare_session(p.url, p.symbols) as ws:
         unpackb = msgpack.unpackb
         get = ws.get_message
         while n < p.total:
             msgs = unpackb(await get())
             if n == 0:
                 t0 = time.perf_counter()
+                c0 = time.process_time()
             for _msg in msgs:
                 n += 1
         dt = time.perf_counter() - t0
-    return {"msgs": n, "seconds": dt}
+        cpu = time.process_time() - c0
+    return {"msgs": n, "seconds": dt, "cpu_s": cpu}
 
 
 @case("e", "bare trio-websocket + msgpack.unpackb", "throughput")

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 import trio
-from registry import KEY, SECRET, Params, case
+from registry import KEY, SECRET, Params, bare_session, case
 
 WARMUP_NS = 1_000_000_000
 
@@ -151,26 +151,11 @@ def pl_a_batch(p: Params) -> dict[str, Any]:
 
 async def _floor(p: Params) -> dict[str, Any]:
     import msgpack
-    import trio_websocket
-
-    from trioalpaca._connection import MESSAGE_QUEUE_SIZE, RECEIVE_BUFFER_SIZE
 
     meter = _Meter()
     time_ns = time.time_ns
     add = meter.add
-    async with trio_websocket.open_websocket_url(
-        p.url,
-        extra_headers=[(b"Content-Type", b"application/msgpack")],
-        message_queue_size=MESSAGE_QUEUE_SIZE,
-        receive_buffer_size=RECEIVE_BUFFER_SIZE,
-        max_message_size=64 * 1024 * 1024,
-    ) as ws:
-        await ws.get_message()
-        await ws.send_message(msgpack.packb({"action": "auth", "key": KEY, "secret": SECRET}))
-        await ws.get_message()
-        sub = {"action": "subscribe", "trades": p.symbols, "quotes": p.symbols}
-        await ws.send_message(msgpack.packb(sub))
-        await ws.get_message()
+    async with bare_session(p.url, p.symbols) as ws:
         unpackb = msgpack.unpackb
         get = ws.get_message
         done = False

@@ -16,7 +16,8 @@ Kinds:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,3 +67,28 @@ def case(name: str, label: str, kind: str) -> Callable[[Callable[[Params], dict[
         return fn
 
     return register
+
+
+@asynccontextmanager
+async def bare_session(url: str, symbols: list[str]) -> AsyncIterator[Any]:
+    """The bare floor's connection: trio-websocket with trioalpaca's socket settings, the
+    handshake (connected, auth, subscribe to trades and quotes) done by hand; yields the socket."""
+    import msgpack
+    import trio_websocket
+
+    from trioalpaca._connection import MESSAGE_QUEUE_SIZE, RECEIVE_BUFFER_SIZE
+
+    async with trio_websocket.open_websocket_url(
+        url,
+        extra_headers=[(b"Content-Type", b"application/msgpack")],
+        message_queue_size=MESSAGE_QUEUE_SIZE,
+        receive_buffer_size=RECEIVE_BUFFER_SIZE,
+        max_message_size=64 * 1024 * 1024,
+    ) as ws:
+        await ws.get_message()
+        await ws.send_message(msgpack.packb({"action": "auth", "key": KEY, "secret": SECRET}))
+        await ws.get_message()
+        sub = {"action": "subscribe", "trades": symbols, "quotes": symbols}
+        await ws.send_message(msgpack.packb(sub))
+        await ws.get_message()
+        yield ws

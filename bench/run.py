@@ -45,25 +45,32 @@ def _load_cases() -> None:
 
 
 @contextlib.contextmanager
-def emulator(*args: str) -> Iterator[tuple[str, list[str]]]:
+def _server_process(script: str, *args: str) -> Iterator[dict[str, Any]]:
+    """Run ``bench/<script>``; yield the JSON line it prints once listening; stop it after."""
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "emulator_proc.py"), *args],
+        [sys.executable, str(HERE / script), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        info = json.loads(proc.stdout.readline())
-        yield f"ws://127.0.0.1:{info['port']}/v2/iex", info["symbols"]
+        info: dict[str, Any] = json.loads(proc.stdout.readline())
+        yield info
     finally:
         assert proc.stdin is not None
-        proc.stdin.close()
+        proc.stdin.close()  # both servers exit when stdin closes
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def emulator(*args: str) -> Iterator[tuple[str, list[str]]]:
+    with _server_process("emulator_proc.py", *args) as info:
+        yield f"ws://127.0.0.1:{info['port']}/v2/iex", info["symbols"]
 
 
 def run_case(name: str, params: Params, timeout: float) -> dict[str, Any]:
@@ -90,31 +97,8 @@ def run_case(name: str, params: Params, timeout: float) -> dict[str, Any]:
 @contextlib.contextmanager
 def paced_server(rate: float, seconds: float) -> Iterator[str]:
     """Run ``bench/paced_server.py`` for one connection's worth of paced, send-stamped frames."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "paced_server.py"),
-            "--rate",
-            str(rate),
-            "--seconds",
-            str(seconds),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        info = json.loads(proc.stdout.readline())
+    with _server_process("paced_server.py", "--rate", str(rate), "--seconds", str(seconds)) as info:
         yield f"ws://127.0.0.1:{info['port']}/v2/iex"
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _brief(r: dict[str, Any]) -> str:
@@ -183,6 +167,14 @@ def _rate(r: dict[str, Any]) -> float:
     if "error" in r or not r.get("seconds"):
         return math.nan
     return float(r["msgs"]) / float(r["seconds"])
+
+
+def _cpu_us(r: dict[str, Any]) -> float:
+    """CPU microseconds per message of a throughput case (steadier than wall time on a shared
+    machine: the process's own CPU, not the time it waited for a core)."""
+    if "error" in r or not r.get("cpu_s") or not r.get("msgs"):
+        return math.nan
+    return float(r["cpu_s"]) / float(r["msgs"]) * 1e6
 
 
 def _fmt(x: float, spec: str = ",.0f") -> str:
@@ -283,7 +275,9 @@ def main() -> int:
     print(f"== throughput (burst, msgs/s; best of {args.repeat}) ==")
     for name, rate in rates.items():
         extra = f"  ERROR {results[name]['error']}" if "error" in results[name] else ""
-        print(f"  ({name}) {CASES[name].label:<44} {_fmt(rate):>12}{extra}")
+        cpu = _cpu_us(results[name])
+        cpu_text = f"  {_fmt(cpu, '.2f')} CPU us/msg" if cpu == cpu else ""
+        print(f"  ({name}) {CASES[name].label:<44} {_fmt(rate):>12}{cpu_text}{extra}")
     print()
     print("== ratios ==")
     checks = [
@@ -300,7 +294,11 @@ def main() -> int:
         if num in rates and den in rates:
             ratio = rates[num] / rates[den]
             verdict = "ok" if ratio >= target else "BELOW TARGET"
-            print(f"  {label:<48} {_fmt(ratio, '.2f'):>7}x  (target >= {target:g}x) {verdict}")
+            cpu_ratio = _cpu_us(results[den]) / _cpu_us(results[num])
+            print(
+                f"  {label:<48} {_fmt(ratio, '.2f'):>7}x  (target >= {target:g}x) {verdict}"
+                f"  [by CPU per message: {_fmt(cpu_ratio, '.2f')}x]"
+            )
     lat = {n: r for n, r in results.items() if CASES[n].kind == "latency"}
     if lat:
         print()

@@ -175,6 +175,39 @@ def _fast_levels_json(v: Any, level: type[m.OrderbookLevel] = m.OrderbookLevel) 
     return tuple(out)
 
 
+def _filler(cls: type[Any]) -> type[Any] | None:
+    """A subclass of the frozen model ``cls`` whose instances take plain attribute stores.
+
+    It adds no slot (same memory layout) and restores ``object``'s ``__setattr__`` /
+    ``__delattr__``, so the interpreter stores straight into the slots (``STORE_ATTR_SLOT``): a
+    generated constructor fills a fresh filler object, then sets its ``__class__`` to ``cls``,
+    which is allowed because the layouts are identical. The result is an ordinary ``cls``
+    instance (``type(o) is cls``), built about three times faster than with one slot descriptor
+    call per field. ``None`` if this interpreter refuses the switch (the caller falls back to
+    the descriptor calls).
+    """
+    ns = {
+        "__slots__": (),
+        "__setattr__": object.__setattr__,
+        "__delattr__": object.__delattr__,
+        "__module__": __name__,
+        "__qualname__": f"_{cls.__name__}Filler",
+    }
+    try:
+        filler = type(f"_{cls.__name__}Filler", (cls,), ns)
+        probe: Any = object.__new__(filler)
+        probe.__class__ = cls
+    except TypeError:  # pragma: no cover - CPython >= 3.10 accepts it
+        return None
+    if type(probe) is not cls:  # pragma: no cover
+        return None
+    return filler
+
+
+#: model class -> its filler (see :func:`_filler`), built on first use
+_FILLERS: dict[type[Any], type[Any] | None] = {}
+
+
 def _base_env(encoding: str) -> dict[str, Any]:
     return {
         "new": object.__new__,
@@ -208,6 +241,10 @@ def _ctor_source(
     if attr_names != [s[0] for s in spec]:  # pragma: no cover - guarded by tests
         raise RuntimeError(f"codec spec for {cls.__name__} does not match its fields")
     env[f"cls{tag}"] = cls
+    if cls not in _FILLERS:
+        _FILLERS[cls] = _filler(cls)
+    filler = _FILLERS[cls]
+    env[f"fill{tag}"] = filler
     lines = ["try:"]
     checks = []
     pytypes = {"str": "str", "int": "int", "float": "float", "ts": "int", "bool": "bool"}
@@ -255,8 +292,14 @@ def _ctor_source(
     for i, (_attr, _key, kind, _default) in enumerate(spec):
         if kind == "strs" and encoding == "json":
             lines.append(f"v{i} = tuple(v{i})")
-    lines.append(f"o = new(cls{tag})")
-    lines.extend(f"set{tag}_{i}(o, v{i})" for i in range(len(spec)))
+    if filler is not None:
+        # plain slot stores on a filler object, then it becomes a ``cls`` (see _filler)
+        lines.append(f"o = new(fill{tag})")
+        lines.extend(f"o.{attr} = v{i}" for i, (attr, _k, _t, _d) in enumerate(spec))
+        lines.append(f"o.__class__ = cls{tag}")
+    else:  # pragma: no cover - interpreters refusing the __class__ switch
+        lines.append(f"o = new(cls{tag})")
+        lines.extend(f"set{tag}_{i}(o, v{i})" for i in range(len(spec)))
     lines.extend(done.split("\n"))
     return lines
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import operator
 import ssl
 import time
 import warnings
@@ -138,6 +139,9 @@ _STATES = (
     "closed",
     "failed",
 )
+
+
+_get_t = operator.methodcaller("get", "T")
 
 
 class StreamObserver(Protocol):
@@ -1441,7 +1445,8 @@ class _Session:
                     record(max(wall - ts, 0) / 1e9)
             if self._track_channels:
                 seen = rx.channel_seen
-                for code in {m.get("T") for m in msgs}:
+                # one C-level pass (a Python set comprehension cost ~2 % of a raw message)
+                for code in set(map(_get_t, msgs)):
                     seen[_T_TO_CHANNEL.get(code, "")] = now
         else:
             for i in {0, n >> 1, n - 1}:
@@ -1450,7 +1455,8 @@ class _Session:
                     record(max(wall - ts, 0) / 1e9)
             if self._track_channels:
                 seen = rx.channel_seen
-                for cls in {type(m) for m in msgs}:
+                cls: Any
+                for cls in set(map(type, msgs)):
                     seen[cls.channel] = now
         if not self.buffer.put(msgs):
             raise _OverflowDisconnect(
