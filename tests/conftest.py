@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis' per-example deadline (200 ms) measures wall time: on a shared, loaded 2-core machine
+# a slow example fails a correct property. Examples are bounded by max_examples and pytest-timeout.
+settings.register_profile("trioalpaca", deadline=None)
+settings.load_profile("trioalpaca")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
