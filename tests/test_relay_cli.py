@@ -131,3 +131,23 @@ def test_merge_frames_large_counts() -> None:
     big = [{"i": i} for i in range(70_000)]
     merged = merge_frames([msgpack.packb(big[:20]), msgpack.packb(big[20:])], [20, 69_980])
     assert msgpack.unpackb(merged) == big
+
+
+def test_busy_port_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from trioalpaca.cli import main
+
+    monkeypatch.setenv("APCA_API_KEY_ID", "PKCLI")
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "cli-secret")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["relay", "--listen", f"127.0.0.1:{port}", "--accept-any-key"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"port {port} is already in use" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -203,12 +203,12 @@ def usage_or_runtime_exit(
     command: str, exc: BaseException, err: IO[str], *, runtime_type: bool = False
 ) -> int:
     """The long-running servers' (``hub``, ``relay``) error line and exit code: 2 for a
-    :class:`~trioalpaca.UsageError` or :class:`~trioalpaca.CredentialsError` (bad arguments or
-    environment), 1 for the rest, whose line starts with the error's type when
-    ``runtime_type``."""
-    from trioalpaca._errors import CredentialsError, UsageError
+    :class:`~trioalpaca.UsageError`, a :class:`~trioalpaca.CredentialsError` or a
+    :class:`~trioalpaca.BindError` (bad arguments or environment, as the emulator command), 1 for
+    the rest, whose line starts with the error's type when ``runtime_type``."""
+    from trioalpaca._errors import BindError, CredentialsError, UsageError
 
-    if isinstance(exc, (UsageError, CredentialsError)):
+    if isinstance(exc, (UsageError, CredentialsError, BindError)):
         say(err, command, str(exc))
         return 2
     say(err, command, f"{type(exc).__name__}: {exc}" if runtime_type else str(exc))
