@@ -41,10 +41,10 @@ EMULATOR_ARGS = (
 
 
 @contextmanager
-def running_emulator(extra: Sequence[str] = ()) -> Iterator[str]:
-    """Run ``trioalpaca emulator`` in a subprocess; yield its base URL (``ws://127.0.0.1:PORT``,
-    or ``wss://`` with ``--certfile``). It must exit with code 0 on SIGTERM."""
-    cmd = [sys.executable, "-m", "trioalpaca", "emulator", *EMULATOR_ARGS, *extra]
+def running_command(args: Sequence[str], what: str) -> Iterator[str]:
+    """Run ``python -m trioalpaca ARGS`` in a subprocess; yield the first ``ws://``/``wss://``
+    base URL it prints (``ws://127.0.0.1:PORT``). It must exit with code 0 on SIGTERM."""
+    cmd = [sys.executable, "-m", "trioalpaca", *args]
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -58,7 +58,7 @@ def running_emulator(extra: Sequence[str] = ()) -> Iterator[str]:
     if not match:
         proc.kill()
         _out, err = proc.communicate()
-        pytest.fail(f"emulator did not start: {line!r} {err}")
+        pytest.fail(f"{what} did not start: {line!r} {err}")
     try:
         yield match.group(0)
     finally:
@@ -69,6 +69,14 @@ def running_emulator(extra: Sequence[str] = ()) -> Iterator[str]:
             proc.kill()
             _out, err = proc.communicate()
         assert proc.returncode == 0, err
+
+
+@contextmanager
+def running_emulator(extra: Sequence[str] = ()) -> Iterator[str]:
+    """Run ``trioalpaca emulator`` in a subprocess; yield its base URL (``ws://127.0.0.1:PORT``,
+    or ``wss://`` with ``--certfile``). It must exit with code 0 on SIGTERM."""
+    with running_command(["emulator", *EMULATOR_ARGS, *extra], "emulator") as url:
+        yield url
 
 
 class Recorder:

@@ -9,11 +9,6 @@ subset. It must get exactly the recorded messages of its subscription, in order,
 from __future__ import annotations
 
 import logging
-import os
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +21,7 @@ import pytest
 
 alpaca = pytest.importorskip("alpaca")
 
-from _support import problems  # noqa: E402
+from _support import problems, running_command  # noqa: E402
 from alpaca.data.enums import DataFeed  # noqa: E402
 from alpaca.data.live import StockDataStream  # noqa: E402
 from alpaca.data.models import Quote, Trade  # noqa: E402
@@ -84,32 +79,9 @@ def write_recording(path: Path) -> list[dict[str, Any]]:
 
 @contextmanager
 def serving(path: Path) -> Iterator[str]:
-    cmd = [sys.executable, "-m", "trioalpaca", "replay", str(path), "--serve", "--port", "0"]
-    cmd += ["--speed", "20", "--wait-clients", "1"]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"ws://[\d.]+:\d+", line)
-    if not match:
-        proc.kill()
-        _out, err = proc.communicate()
-        pytest.fail(f"replay server did not start: {line!r} {err}")
-    try:
-        yield match.group(0)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _out, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - only if shutdown hangs
-            proc.kill()
-            _out, err = proc.communicate()
-        assert proc.returncode == 0, err
+    args = ["replay", str(path), "--serve", "--port", "0", "--speed", "20", "--wait-clients", "1"]
+    with running_command(args, "replay server") as url:
+        yield url
 
 
 def test_alpaca_py_consumes_a_served_recording(
