@@ -7,7 +7,6 @@ A trio-websocket server runs on the other half of a ``trio.testing.memory_stream
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any

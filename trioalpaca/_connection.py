@@ -7,9 +7,10 @@ runs three tasks next to the caller's block and maps every trio-websocket / sock
 * the **reader** takes each complete frame off the socket and hands it to a *synchronous*
   ``on_frame`` callback. With the trio-websocket versions we know, the callback runs inside
   trio-websocket's own reader task (:class:`_DirectSink`), which saves a task switch per frame;
-  otherwise a task of ours calls ``get_message()``. Because the callback is synchronous it cannot wait on a consumer; the only
-  place the reader ever pauses is an explicit :class:`Gate` (the ``block`` overflow policy), and
-  while it is paused the heartbeat does not count missing pongs against the server.
+  otherwise a task of ours calls ``get_message()``. Because the callback is synchronous it
+  cannot wait on a consumer; the only place the reader ever pauses is an explicit
+  :class:`Gate` (the ``block`` overflow policy), and while it is paused the heartbeat does not
+  count missing pongs against the server.
 * the **heartbeat** sends a websocket ping every ``heartbeat_interval`` seconds and expects the
   pong within ``heartbeat_timeout`` (``trio.move_on_after``); otherwise
   :class:`~trioalpaca.HeartbeatTimeoutError`.
