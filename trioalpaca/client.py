@@ -351,7 +351,7 @@ class AlpacaWebSocketClient:
         self._dispatcher_running = False
         self._owner: trio.lowlevel.TrioToken | None = None
         self._consumer: trio.lowlevel.Task | None = None
-        self._stop: trio.Event | None = None  # set by aclose() under run()
+        self._stop: trio.Event | None = None  # set by aclose() under serve()
         self._closed = trio.Event()  # set when the async with block has closed everything
         self.observers: list[StreamObserver] = []
         """Taps called with every frame and session event (see :class:`StreamObserver`); empty
@@ -446,12 +446,12 @@ class AlpacaWebSocketClient:
         self._buffer.close()
         self._sup.state = "disconnected"
 
-    async def run(
+    async def serve(
         self, *, task_status: trio.TaskStatus[AlpacaWebSocketClient] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Run the client until :meth:`aclose` or cancellation: the ``nursery.start`` form.
 
-        ``stream = await nursery.start(client.run)`` connects (like entering ``async with``),
+        ``stream = await nursery.start(client.serve)`` connects (like entering ``async with``),
         reports the client once the initial subscriptions are confirmed, and keeps it open in the
         nursery's task; ``await stream.aclose()`` ends it. Errors that stop the stream are raised
         here, so they reach the nursery.
@@ -461,10 +461,17 @@ class AlpacaWebSocketClient:
             task_status.started(self)
             await stop.wait()
 
+    async def run(
+        self, *, task_status: trio.TaskStatus[AlpacaWebSocketClient] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The original name of :meth:`serve` (``await nursery.start(client.run)``); kept as
+        an alias, same behaviour."""
+        await self.serve(task_status=task_status)
+
     async def aclose(self) -> None:
         """Close the client; idempotent.
 
-        Under :meth:`run` this ends the run (and waits until it has closed). Inside your own
+        Under :meth:`serve` this ends it (and waits until it has closed). Inside your own
         ``async with`` block it closes the connection like :meth:`disconnect` (iteration ends
         after the buffered messages); leaving the block releases the rest.
         """
