@@ -320,13 +320,13 @@ def test_credentials_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALPACA_API_KEY", "k2")
     monkeypatch.setenv("ALPACA_API_SECRET", "s2")
     c = AlpacaWebSocketClient()
-    assert c._key.reveal() == "k2"
+    assert c._settings.key.reveal() == "k2"
     monkeypatch.setenv("APCA_API_KEY_ID", "k1")
     monkeypatch.setenv("APCA_API_SECRET_KEY", "s1")
     c = AlpacaWebSocketClient()
-    assert (c._key.reveal(), c._secret.reveal()) == ("k1", "s1")
+    assert (c._settings.key.reveal(), c._settings.secret.reveal()) == ("k1", "s1")
     c = AlpacaWebSocketClient("k0", "s0")
-    assert (c._key.reveal(), c._secret.reveal()) == ("k0", "s0")
+    assert (c._settings.key.reveal(), c._settings.secret.reveal()) == ("k0", "s0")
     with pytest.raises(CredentialsError, match="both"):
         AlpacaWebSocketClient("k0")
     with pytest.raises(CredentialsError):

@@ -104,7 +104,7 @@ def test_symbols_are_upper_cased() -> None:
     assert check_symbol("btc/usd") == "BTC/USD"
     assert check_symbol("*") == "*"
     client = AlpacaWebSocketClient(KEY, SECRET, trades=["aapl", "AAPL"], quotes="msft")
-    assert client._desired == {"trades": ("AAPL",), "quotes": ("MSFT",)}
+    assert client._subs.desired == {"trades": ("AAPL",), "quotes": ("MSFT",)}
 
 
 def test_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -886,7 +886,7 @@ async def test_stream_options_reach_every_client_and_typos_are_refused(
             assert pool._client_timeout() == 3.0
             for _, c in pool.clients():
                 assert c.statistics().state == "connected"
-                assert c._heartbeat_interval == 2.0
+                assert c._settings.heartbeat_interval == 2.0
     with pytest.raises(trioalpaca.UsageError, match="buffer_size"):
         trioalpaca.StreamOptions(buffer_size=0)
     assert (

@@ -325,7 +325,7 @@ class MessageHandler:
     """A processing pipeline: intake → router → bounded per-worker lanes → batching workers.
 
     Use :func:`open_message_handler` (``async with``), or construct it and start it in your own
-    nursery with ``await nursery.start(handler.run)``. See the module documentation for the
+    nursery with ``await nursery.start(handler.serve)``. See the module documentation for the
     ordering guarantee, overflow and error policies.
 
     Args:
@@ -492,12 +492,12 @@ class MessageHandler:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def run(
+    async def serve(
         self, *, task_status: trio.TaskStatus[MessageHandler] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Run the router and worker tasks until :meth:`close` has drained them, or cancelled.
 
-        For ``await nursery.start(handler.run)``; reports the handler itself as started value.
+        For ``await nursery.start(handler.serve)``; reports the handler itself as started value.
         Raises :class:`ProcessorError` under ``error_policy="stop"``.
         """
         if self._started:
@@ -511,8 +511,15 @@ class MessageHandler:
                 nursery.start_soon(self._router)
                 task_status.started(self)
 
+    async def run(
+        self, *, task_status: trio.TaskStatus[MessageHandler] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The original name of :meth:`serve` (``await nursery.start(handler.run)``); kept as
+        an alias, same behaviour."""
+        await self.serve(task_status=task_status)
+
     def close(self) -> None:
-        """Stop accepting messages; workers finish everything already queued, then :meth:`run`
+        """Stop accepting messages; workers finish everything already queued, then :meth:`serve`
         returns. Idempotent. Clones from :meth:`intake_channel` must be closed too."""
         if self._closed:
             return
@@ -992,7 +999,7 @@ async def open_message_handler(
     )
     with single_error():
         async with trio.open_nursery() as nursery:
-            await nursery.start(handler.run)
+            await nursery.start(handler.serve)
             try:
                 yield handler
             except BaseException:
