@@ -27,9 +27,10 @@ import itertools
 import logging
 import socket
 import ssl
+import time
 from collections import deque
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, Protocol
 
 import attrs
 import trio
@@ -56,7 +57,15 @@ from ._auth import (
 )
 from ._routing import MARKER_TYPES, Routes, covered, pairs_of_state
 
-__all__ = ["DEFAULT_SEND_BUFFER_LIMIT", "Relay", "RelayClientStats", "serve_relay"]
+__all__ = [
+    "DEFAULT_SEND_BUFFER_LIMIT",
+    "Relay",
+    "RelayClientStats",
+    "RelayUpstream",
+    "UpstreamHook",
+    "UpstreamTap",
+    "serve_relay",
+]
 
 logger = logging.getLogger("trioalpaca.relay")
 
@@ -119,6 +128,46 @@ class RelayClientStats:
         d["subscriptions"] = {k: list(v) for k, v in self.subscriptions.items() if v}
         d["listening"] = list(self.listening)
         return d
+
+
+@attrs.frozen
+class RelayUpstream:
+    """An upstream client the relay opened: what an upstream hook is called with
+    (:meth:`Relay.add_upstream_hook`)."""
+
+    account: str
+    """The relay's name of the account (``"default"`` for a single one)."""
+    key_id: str
+    """The account's API key id (its trading stream is this key's)."""
+    endpoint: Endpoint
+    """The endpoint (feed) the client streams."""
+    client: AlpacaWebSocketClient
+    """The raw-mode client (``raw_data=True``); hooks may add
+    :attr:`~trioalpaca.client.AlpacaWebSocketClient.observers`, they must not read from it."""
+
+
+class UpstreamTap(Protocol):
+    """What an upstream hook returns to see an upstream client's data.
+
+    Both methods are called synchronously in the relay's tasks (``batch`` in the upstream's
+    reader, before the batch is routed), so they must be cheap and must neither block nor
+    raise: queue and return.
+    """
+
+    def batch(self, messages: list[dict[str, Any]], rx_ns: int) -> None:
+        """One batch the upstream client delivered (canonical wire dicts, in order, markers
+        such as ``{"T": "reconnected", ...}`` included), received at ``rx_ns``
+        (``time.time_ns()``). The list must not be modified."""
+        ...
+
+    def closed(self) -> None:
+        """The upstream client is gone (the relay closed it after ``linger``, or it failed)."""
+        ...
+
+
+#: An upstream hook: called with every upstream client the relay opens (before it connects);
+#: returns an :class:`UpstreamTap` to receive its batches, or ``None``.
+UpstreamHook = Callable[[RelayUpstream], "UpstreamTap | None"]
 
 
 def upstream_address(
@@ -283,6 +332,10 @@ class _Upstream:
         self.trading = ep.kind is StreamKind.TRADING
         self.routes: Routes[_Downstream] = Routes(ep)
         self.stream: AlpacaWebSocketClient | None = None
+        #: the current client from its creation on (``stream`` is set once it is connected)
+        self.client: AlpacaWebSocketClient | None = None
+        #: (hook, tap) of the upstream hooks that asked for this client's batches
+        self.taps: list[tuple[UpstreamHook, UpstreamTap]] = []
         self.scope = trio.CancelScope()
         self.closed = False
         self.error: BaseException | None = None
@@ -385,9 +438,32 @@ class _Upstream:
         stream = AlpacaWebSocketClient(
             self._account.key_id, self._account.secret, raw_data=True, **opts
         )
-        with single_error():
-            async with stream, trio.open_nursery() as nursery:
-                await self._serve_session(stream, nursery)
+        self.client = stream
+        for hook in list(relay.upstream_hooks):
+            self.add_tap(hook)
+        try:
+            with single_error():
+                async with stream, trio.open_nursery() as nursery:
+                    await self._serve_session(stream, nursery)
+        finally:
+            self.client = None
+            taps, self.taps = self.taps, []
+            for _, tap in taps:
+                tap.closed()
+
+    def add_tap(self, hook: UpstreamHook) -> None:
+        """Call ``hook`` with the current client; keep the tap it returns."""
+        client = self.client
+        if client is None:
+            return
+        info = RelayUpstream(self.account_name, self._account.key_id, self.endpoint, client)
+        try:
+            tap = hook(info)
+        except Exception:
+            logger.exception("relay: upstream hook %r failed", hook)
+            return
+        if tap is not None:
+            self.taps.append((hook, tap))
 
     async def _serve_session(self, stream: AlpacaWebSocketClient, nursery: trio.Nursery) -> None:
         self.stream = stream
@@ -474,6 +550,10 @@ class _Upstream:
         while True:
             batch = await stream.receive_batch(_MAX_FRAME_MESSAGES)
             t_in = trio.current_time()
+            if self.taps:
+                rx_ns = time.time_ns()
+                for _, tap in self.taps:
+                    tap.batch(batch, rx_ns)
             self.down_since = t_in  # data flows: connected
             self.batches_in += 1
             self.messages_in += len(batch)
@@ -632,6 +712,10 @@ class Relay:
         self.socket_send_buffer = socket_send_buffer
         self.tls = tls
         self.errors: list[BaseException] = []
+        self.upstream_hooks: list[UpstreamHook] = []
+        """Called with a :class:`RelayUpstream` for every upstream client the relay creates,
+        before it connects (the Redis publisher uses it: ``open_redis_publisher(url, relay)``);
+        use :meth:`add_upstream_hook` to include the clients already open."""
         self._ids = itertools.count(1)
         self._clients: dict[int, _Downstream] = {}
         self._closed: deque[RelayClientStats] = deque(maxlen=1000)
@@ -668,6 +752,24 @@ class Relay:
     def closed_clients(self) -> list[RelayClientStats]:
         """Stats of the last 1000 closed sessions, oldest first."""
         return list(self._closed)
+
+    def add_upstream_hook(self, hook: UpstreamHook) -> None:
+        """Add ``hook`` to ``upstream_hooks`` and call it for every upstream client open now.
+
+        A hook returns an :class:`UpstreamTap` (its ``batch`` gets every batch that client
+        delivers, its ``closed`` is called when the client is gone) or ``None``.
+        """
+        self.upstream_hooks.append(hook)
+        for up in list(self._upstreams.values()):
+            if not up.closed:
+                up.add_tap(hook)
+
+    def remove_upstream_hook(self, hook: UpstreamHook) -> None:
+        """Remove ``hook``; its taps get nothing more (and no ``closed`` call)."""
+        if hook in self.upstream_hooks:
+            self.upstream_hooks.remove(hook)
+        for up in self._upstreams.values():
+            up.taps = [(h, t) for h, t in up.taps if h is not hook]
 
     def upstream_feeds(self) -> list[tuple[str, str]]:
         """``(account, feed)`` of every open upstream."""
