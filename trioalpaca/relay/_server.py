@@ -34,21 +34,15 @@ from typing import Any, Literal, Protocol
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from .._book import Pair, group_pairs
-from .._codec import Encoder, Encoding, Frame, encode_request
+from .._codec import Frame, encode_request
 from .._errors import AlpacaServerError, SubscriptionTimeoutError, TrioAlpacaError, UsageError
 from .._groups import single_error
 from .._protocol.server import DataServerProtocol, TradingServerProtocol
-from .._serve import (
-    endpoint_for_path,
-    header_credentials,
-    lower_headers,
-    negotiated_encoding,
-    query_params,
-    serve_stream_websocket,
-)
+from .._serve import query_params
+from .._server_conn import Outgoing, ServerConnection, resolve_request, start_listener
 from ..client import AlpacaWebSocketClient
 from ..endpoints import Endpoint, StreamKind, resolve_feed, stream_url
 from ..metrics import LatencyHistogram
@@ -219,16 +213,11 @@ def merge_frames(frames: list[Frame], counts: list[int]) -> Frame:
     return head + b"".join(_msgpack_array_body(f) for f in frames if isinstance(f, bytes))
 
 
-@attrs.define(eq=False)
-class _Item:
-    frame: Frame | None
-    messages: int = 0
-    t_in: float | None = None
-    close_code: int | None = None
-
-
-class _Downstream:
+class _Downstream(ServerConnection[RelayClientStats]):
     """One downstream websocket session."""
+
+    log = logger
+    label = "relay client"
 
     def __init__(
         self,
@@ -236,52 +225,27 @@ class _Downstream:
         cid: int,
         ws: WebSocketConnection,
         ep: Endpoint,
-        encoding: Encoding,
+        headers: Mapping[bytes, bytes],
         markers: bool,
     ) -> None:
+        super().__init__(ws, ep, headers)
         self.relay = relay
-        self.ws = ws
-        self.endpoint = ep
-        self.encoding: Encoding = encoding
         self.markers = markers
-        self.stats = RelayClientStats(cid, ep.feed, ep.path, encoding, markers)
-        self.queue: deque[_Item] = deque()
-        self.queued_bytes = 0
-        self.wake = trio.Event()
-        self.nursery: trio.Nursery | None = None
-        self.encoder: Encoder | None = (
-            None if ep.kind is StreamKind.TRADING else Encoder(ep.kind, encoding)
-        )
-        self.proto: DataServerProtocol | None = None
-        self.tproto: TradingServerProtocol | None = None
-        self.header_auth: tuple[str, str] | None = None
+        self.stats = RelayClientStats(cid, ep.feed, ep.path, self.encoding, markers)
         self.upstream: _Upstream | None = None
-        self.closing = False
         self._dropped_pending = 0
 
     def __repr__(self) -> str:
         return f"<relay client {self.stats.id} {self.endpoint.feed}>"
 
     # ------------------------------------------------------------------ queueing
-    def _push(self, item: _Item) -> None:
-        self.queue.append(item)
-        if item.frame is not None:
-            self.queued_bytes += len(item.frame)
-            if self.queued_bytes > self.stats.max_queue_bytes:
-                self.stats.max_queue_bytes = self.queued_bytes
-        self.wake.set()
+    def _push(self, item: Outgoing) -> None:
+        super()._push(item)
+        if self.queued_bytes > self.stats.max_queue_bytes:
+            self.stats.max_queue_bytes = self.queued_bytes
 
-    def send_control(self, frame: Frame) -> None:
-        """Queue a control frame (welcome, ack, error, marker): never subject to the limit."""
-        if not self.closing:
-            self._push(_Item(frame))
-
-    def close_after_flush(self, code: int = 1000) -> None:
-        """Send what is queued, then close."""
-        if not self.closing:
-            self._push(_Item(None, close_code=code))
-            self.closing = True
-            self.relay._detach(self)
+    def _closed_for_sending(self) -> None:
+        self.relay._detach(self)
 
     def send_frame(self, frame: Frame, messages: int, t_in: float | None) -> None:
         """Queue a data frame; over the byte limit the slow-client policy applies."""
@@ -297,7 +261,7 @@ class _Downstream:
         if self._dropped_pending:
             n, self._dropped_pending = self._dropped_pending, 0
             self.send_marker({"T": "dropped", "count": n, "reason": "relay: slow client"})
-        self._push(_Item(frame, messages, t_in))
+        self._push(Outgoing(frame, messages, True, t_in))
 
     def send_marker(self, marker: Mapping[str, Any]) -> None:
         """Queue an in-band marker if this session asked for markers."""
@@ -306,88 +270,55 @@ class _Downstream:
         self.stats.markers_sent += 1
         self.send_control(self.encoder.encode_raw([marker]))
 
-    def cut_slow(self) -> None:
-        """Slow-client policy: discard the queue, send 407 ``slow client``, close."""
-        logger.info("relay client %d: slow client, closing", self.stats.id)
-        self.queue.clear()
-        self.queued_bytes = 0
+    def _on_slow(self) -> None:
         self.stats.slow_client = True
         self.relay._slow_clients += 1
-        self.send_error(407)
-        self.close_after_flush(1008)
-        if self.nursery is not None:
-            # a client that reads nothing never receives the 407: cut the socket after a while
-            self.nursery.start_soon(self._abort_later, 1.0)
 
     def send_error(self, code: int) -> None:
         """Queue Alpaca error ``code`` in this session's own protocol."""
-        if self.proto is not None:
-            self.send_control(self.proto.error_frame(code))
-            self.stats.errors_sent = list(self.proto.errors_sent)
-        elif self.tproto is not None:
+        if self.tproto is not None:
             self.send_control(self.tproto.error_frame(f"upstream error {code}"))
             self.stats.errors_sent.append(code)
+        else:
+            super().send_error(code)
 
-    async def _abort_later(self, delay: float) -> None:
-        await trio.sleep(delay)
-        self.stats.close_reason = self.stats.close_reason or "aborted (slow client)"
-        stream = getattr(self.ws, "_stream", None)
-        if stream is not None:
-            with trio.move_on_after(1):
-                await stream.aclose()
-        if self.nursery is not None:
-            self.nursery.cancel_scope.cancel()
-
-    async def sender(self) -> None:
+    async def _send(self, item: Outgoing) -> None:
         ws = self.ws
         stats = self.stats
-        latency = self.relay._latency
-        mergeable = self.encoder is not None  # data frames are arrays; trading frames are not
-        while True:
-            if not self.queue:
-                self.wake = trio.Event()
-                await self.wake.wait()
-                continue
-            item = self.queue.popleft()
-            if item.frame is None:
-                stats.close_reason = stats.close_reason or f"close {item.close_code}"
-                with trio.move_on_after(2):
-                    await ws.aclose(item.close_code or 1000)
-                if self.nursery is not None:
-                    self.nursery.cancel_scope.cancel()
-                return
-            self.queued_bytes -= len(item.frame)
-            frame = item.frame
-            messages = item.messages
-            stamps = [item.t_in] if item.t_in is not None else []
-            queue = self.queue
-            if stamps and queue and mergeable and queue[0].t_in is not None:
-                # several data frames waiting: send them as one frame (behind, catch up)
-                parts = [frame]
-                counts = [messages]
-                size = len(frame)
-                while queue and queue[0].t_in is not None and messages < _MAX_FRAME_MESSAGES:
-                    nxt = queue[0]
-                    assert nxt.frame is not None and nxt.t_in is not None
-                    if type(nxt.frame) is not type(frame) or size + len(nxt.frame) > _MERGE_BYTES:
-                        break
-                    queue.popleft()
-                    self.queued_bytes -= len(nxt.frame)
-                    parts.append(nxt.frame)
-                    counts.append(nxt.messages)
-                    messages += nxt.messages
-                    size += len(nxt.frame)
-                    stamps.append(nxt.t_in)
-                if len(parts) > 1:
-                    frame = merge_frames(parts, counts)
-            await ws.send_message(frame)
-            stats.frames += 1
-            stats.bytes += len(frame)
-            if stamps:
-                stats.messages += messages
-                now = trio.current_time()
-                for t_in in stamps:
-                    latency.record(now - t_in)
+        assert item.frame is not None
+        frame = item.frame
+        messages = item.messages
+        stamps = [item.t_in] if item.t_in is not None else []
+        queue = self.queue
+        # data frames are arrays (mergeable); trading frames are not
+        if stamps and queue and self.encoder is not None and queue[0].t_in is not None:
+            # several data frames waiting: send them as one frame (behind, catch up)
+            parts = [frame]
+            counts = [messages]
+            size = len(frame)
+            while queue and queue[0].t_in is not None and messages < _MAX_FRAME_MESSAGES:
+                nxt = queue[0]
+                assert nxt.frame is not None and nxt.t_in is not None
+                if type(nxt.frame) is not type(frame) or size + len(nxt.frame) > _MERGE_BYTES:
+                    break
+                queue.popleft()
+                self.queued_bytes -= len(nxt.frame)
+                parts.append(nxt.frame)
+                counts.append(nxt.messages)
+                messages += nxt.messages
+                size += len(nxt.frame)
+                stamps.append(nxt.t_in)
+            if len(parts) > 1:
+                frame = merge_frames(parts, counts)
+        await ws.send_message(frame)
+        stats.frames += 1
+        stats.bytes += len(frame)
+        if stamps:
+            stats.messages += messages
+            now = trio.current_time()
+            latency = self.relay._latency
+            for t_in in stamps:
+                latency.record(now - t_in)
 
 
 class _Upstream:
@@ -960,22 +891,11 @@ class Relay:
             del self._upstreams[up.key]
 
     # ------------------------------------------------------------------ sessions
-    async def _handle(self, request: WebSocketRequest) -> None:
-        try:
-            await self._handle_inner(request)
-        except (ConnectionClosed, trio.BrokenResourceError):
-            pass
-        except Exception as exc:
-            logger.exception("relay: session handler failed")
-            self.errors.append(exc)
-
     async def _handle_inner(self, request: WebSocketRequest) -> None:
-        ep = endpoint_for_path(request.path)
-        if ep is None:
-            await request.reject(404, body=b"Not Found")
+        resolved = await resolve_request(request)
+        if resolved is None:
             return
-        headers = lower_headers(request)
-        encoding = negotiated_encoding(headers)
+        ep, headers = resolved
         params = query_params(request.path)
         markers = (
             params.get(MARKER_PARAM, "").lower() in _TRUE
@@ -986,25 +906,16 @@ class Relay:
             sock = getattr(getattr(ws, "_stream", None), "socket", None)
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_send_buffer)
-        conn = _Downstream(self, next(self._ids), ws, ep, encoding, markers)
-        conn.header_auth = header_credentials(headers)
+        conn = _Downstream(self, next(self._ids), ws, ep, headers, markers)
         self._clients[conn.stats.id] = conn
         self._sessions_total += 1
         try:
-            async with trio.open_nursery() as nursery:
-                conn.nursery = nursery
-                nursery.start_soon(_guard, conn, _Downstream.sender)
-                if ep.kind is StreamKind.TRADING:
-                    await _guard(conn, self._serve_trading)
-                else:
-                    await _guard(conn, self._serve_data)
+            serve = self._serve_trading if ep.kind is StreamKind.TRADING else self._serve_data
+            await conn.serve(functools.partial(serve, conn))
         finally:
-            conn.closing = True
-            conn.stats.open = False
+            conn.finished()
             conn.stats.queue_bytes = conn.queued_bytes
             conn.stats.queue_frames = len(conn.queue)
-            if conn.stats.close_reason is None and ws.closed is not None:
-                conn.stats.close_reason = f"closed {ws.closed.code}"
             self._detach(conn)
             del self._clients[conn.stats.id]
             self._closed.append(conn.stats)
@@ -1014,35 +925,13 @@ class Relay:
                 if stream is not None:
                     await stream.aclose()
 
-    async def _auth_deadline(self, conn: _Downstream, proto: DataServerProtocol) -> None:
-        await trio.sleep(_AUTH_TIMEOUT)
-        frames = proto.auth_timeout()
-        if frames and not conn.closing:
-            for frame in frames:
-                conn.send_control(frame)
-            conn.stats.errors_sent = list(proto.errors_sent)
-            conn.close_after_flush(1008)
-
     async def _serve_data(self, conn: _Downstream) -> None:
-        assert conn.nursery is not None
         proto = DataServerProtocol(
             conn.endpoint,
             conn.encoding,
             functools.partial(self._check_auth, conn),
         )
-        conn.proto = proto
-        for frame in proto.opening_frames():
-            conn.send_control(frame)
-        conn.stats.errors_sent = list(proto.errors_sent)
-        if proto.encoding_rejected:  # 412: options without msgpack, as on Alpaca
-            conn.close_after_flush(1008)
-            await trio.sleep_forever()
-        if conn.header_auth is not None:
-            key, secret = conn.header_auth
-            self._on_data_frame(
-                conn, encode_request({"action": "auth", "key": key, "secret": secret}, "json")
-            )
-        conn.nursery.start_soon(self._auth_deadline, conn, proto)
+        await conn.open_data(proto, _AUTH_TIMEOUT, functools.partial(self._on_data_frame, conn))
         ws = conn.ws
         while not conn.closing:
             self._on_data_frame(conn, await ws.get_message())
@@ -1119,29 +1008,9 @@ class Relay:
     ) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self.port = await nursery.start(
-                functools.partial(
-                    serve_stream_websocket,
-                    self._handle,
-                    self.host,
-                    self.port,
-                    ssl_context,
-                    handler_nursery=nursery,
-                )
-            )
+            self.port = await start_listener(nursery, self, ssl_context, log=logger, what="relay")
             logger.info("relay listening on %s", self.url)
             task_status.started(self)
-
-
-async def _guard(conn: _Downstream, fn: Any) -> None:
-    """Run one session task; the end of the socket ends every task of the session."""
-    try:
-        await fn(conn)
-    except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    finally:
-        if conn.nursery is not None:
-            conn.nursery.cancel_scope.cancel()
 
 
 async def serve_relay(
