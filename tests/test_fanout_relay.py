@@ -215,3 +215,62 @@ async def test_relay_publisher_attached_late_and_upstream_closing(
     with pytest.raises(UsageError, match="feed= cannot be given with a relay"):
         async with open_redis_publisher(url, relay, feed="iex"):
             pass  # pragma: no cover
+
+
+async def test_relay_command_publishes_into_redis(redis_server: RedisServer) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "APCA_API_KEY_ID": UP_KEY, "APCA_API_SECRET_KEY": UP_SECRET}
+    async with open_emulator(symbols=SYMBOLS, rate=200.0, credentials={UP_KEY: UP_SECRET}) as emu:
+        cmd = [
+            sys.executable, "-m", "trioalpaca", "relay", "--listen", "127.0.0.1:0",
+            "--accept-any-key", "--upstream-url", emu.url, "--status-interval", "0",
+            "--redis", redis_server.url,
+        ]  # fmt: skip
+        proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, env=env)
+        try:
+            assert proc.stdout is not None
+            line = b""
+            with trio.fail_after(30):
+                while not line.endswith(b"\n"):
+                    line += await proc.stdout.receive_some(1)
+            event = json.loads(line)
+            assert event["redis"] == redis_server.url
+            async with (
+                open_redis_stream(
+                    redis_server.url, feed="iex", trades=["AAPL"], status_events=True
+                ) as consumer,
+                open_stream("any", "thing", url=event["url"] + "/v2/iex", trades=["AAPL"]) as s,
+            ):
+                await s.receive()
+                items: list[Any] = []
+                with trio.fail_after(10):
+                    while len([x for x in items if not isinstance(x, PublisherStatus)]) < 10:
+                        items.append(await consumer.receive())
+                proc.send_signal(signal.SIGTERM)
+                with trio.fail_after(10):
+                    while not any(getattr(x, "event", "") == "stopped" for x in items):
+                        items.append(await consumer.receive())
+            with trio.fail_after(20):
+                await proc.wait()
+            assert proc.returncode == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+def test_relay_command_bad_redis_url_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trioalpaca.cli import main
+
+    monkeypatch.setenv("APCA_API_KEY_ID", UP_KEY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", UP_SECRET)
+    assert main(["relay", "--accept-any-key", "--redis", "http://nope"]) == 2
+    err = capsys.readouterr().err
+    assert "not a Redis URL" in err and len(err.strip().splitlines()) == 1
