@@ -15,18 +15,25 @@ from __future__ import annotations
 
 from trioalpaca.fanout._layout import StreamLayout
 from trioalpaca.fanout._redis import FencedError, RedisUnavailableError
-from trioalpaca.fanout.consumer import MalformedEntry, RedisStream, open_redis_stream
+from trioalpaca.fanout.consumer import (
+    MalformedEntry,
+    PublisherStatus,
+    RedisStream,
+    open_redis_stream,
+)
 from trioalpaca.fanout.hub import Hub, LeaseLostError, serve_hub
-from trioalpaca.fanout.publisher import RedisPublisher, open_redis_publisher
+from trioalpaca.fanout.publisher import RedisPublisher, RelayPublisher, open_redis_publisher
 
 __all__ = [
     "FencedError",
     "Hub",
     "LeaseLostError",
     "MalformedEntry",
+    "PublisherStatus",
     "RedisPublisher",
     "RedisStream",
     "RedisUnavailableError",
+    "RelayPublisher",
     "StreamLayout",
     "open_redis_publisher",
     "open_redis_stream",
