@@ -78,6 +78,8 @@ SPARSE_CHANNELS = _SPARSE_CHANNELS
 
 
 _get_t = operator.methodcaller("get", "T")
+#: the same for dicts known to have a "T" (no bound method per call: about 3x cheaper)
+_item_t = operator.itemgetter("T")
 
 
 class StreamObserver(Protocol):
@@ -920,7 +922,11 @@ class _Session:
             if self._track_channels:
                 seen = rx.channel_seen
                 # one C-level pass (a Python set comprehension cost ~2 % of a raw message)
-                for code in set(map(_get_t, msgs)):
+                try:
+                    codes = set(map(_item_t, msgs))
+                except (KeyError, TypeError):  # not a data frame (trading, unusual shapes)
+                    codes = set(map(_get_t, msgs))
+                for code in codes:
                     seen[_T_TO_CHANNEL.get(code, "")] = now
         else:
             for i in {0, n >> 1, n - 1}:
