@@ -648,18 +648,8 @@ class AlpacaWebSocketClient:
         self._nursery.start_soon(self._dispatch_loop, name="trioalpaca-dispatcher")
 
     async def _dispatch_loop(self) -> None:
-        buffer = self._buffer
         try:
-            handlers = self._handlers
-            while handlers.count:
-                try:
-                    msg = await buffer.get()
-                except trio.EndOfChannel:
-                    return
-                if not handlers.count:
-                    buffer.push_front(msg)
-                    return
-                await handlers.dispatch(msg)
+            await self._handlers.drain(self._buffer)
         finally:
             self._dispatcher_running = False
 
