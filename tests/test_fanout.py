@@ -513,3 +513,14 @@ async def test_bad_status_entry_is_a_malformed_entry(redis_server: RedisServer) 
     assert items[0].stream == "ta:{iex}:status" and "bad status" in items[0].error
     assert items[2] == PublisherStatus("started", 1, 5, {"hub": "h"})
     assert PublisherStatus.from_wire(items[2].to_wire()) == items[2]
+    # a status entry in a data stream: skipped (and counted) unless asked for
+    good = {"T": "t", "S": "AAPL", "i": 7, "x": "V", "p": 1.5, "s": 1, "t": 1, "c": [], "z": "C"}
+    status = [{"T": "status", "event": "started", "epoch": 1, "at": 5}]
+    async with open_redis_client(url) as r:
+        for i, (k, d) in enumerate((("status", status), ("data", [good])), start=1):
+            fields = {"k": k, "d": msgpack.packb(d), "rx": 1, "e": 1, "s": i, "n": i}
+            await r.xadd("ta:{iex}:t", fields)
+    async with open_redis_stream(url, feed="iex", trades=["*"], start="oldest") as s:
+        with trio.fail_after(10):
+            first = await s.receive()
+        assert isinstance(first, Trade) and s.statistics()["status_skipped"] == 1

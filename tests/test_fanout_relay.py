@@ -196,6 +196,7 @@ async def test_relay_publisher_attached_late_and_upstream_closing(
                 lambda items: any(getattr(x, "event", "") == "upstream_closed" for x in items),
             )
             assert relay.upstream_feeds() == []
+            assert publisher._taps == []  # the closed upstream's tap is gone
             # a new client: a new upstream, published under the same epoch, without a gap marker
             async with local(1) as b:
                 await b.receive()
@@ -215,3 +216,104 @@ async def test_relay_publisher_attached_late_and_upstream_closing(
     with pytest.raises(UsageError, match="feed= cannot be given with a relay"):
         async with open_redis_publisher(url, relay, feed="iex"):
             pass  # pragma: no cover
+
+
+async def test_relay_command_publishes_into_redis(redis_server: RedisServer) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "APCA_API_KEY_ID": UP_KEY, "APCA_API_SECRET_KEY": UP_SECRET}
+    async with open_emulator(symbols=SYMBOLS, rate=200.0, credentials={UP_KEY: UP_SECRET}) as emu:
+        cmd = [
+            sys.executable, "-m", "trioalpaca", "relay", "--listen", "127.0.0.1:0",
+            "--accept-any-key", "--upstream-url", emu.url, "--status-interval", "0",
+            "--redis", redis_server.url,
+        ]  # fmt: skip
+        proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, env=env)
+        try:
+            assert proc.stdout is not None
+            line = b""
+            with trio.fail_after(30):
+                while not line.endswith(b"\n"):
+                    line += await proc.stdout.receive_some(1)
+            event = json.loads(line)
+            assert event["redis"] == redis_server.url
+            async with (
+                open_redis_stream(
+                    redis_server.url, feed="iex", trades=["AAPL"], status_events=True
+                ) as consumer,
+                open_stream("any", "thing", url=event["url"] + "/v2/iex", trades=["AAPL"]) as s,
+            ):
+                await s.receive()
+                items: list[Any] = []
+                with trio.fail_after(10):
+                    while len([x for x in items if not isinstance(x, PublisherStatus)]) < 10:
+                        items.append(await consumer.receive())
+                proc.send_signal(signal.SIGTERM)
+                with trio.fail_after(10):
+                    while not any(getattr(x, "event", "") == "stopped" for x in items):
+                        items.append(await consumer.receive())
+            with trio.fail_after(20):
+                await proc.wait()
+            assert proc.returncode == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+def test_relay_command_bad_redis_url_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trioalpaca.cli import main
+
+    monkeypatch.setenv("APCA_API_KEY_ID", UP_KEY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", UP_SECRET)
+    assert main(["relay", "--accept-any-key", "--redis", "http://nope"]) == 2
+    err = capsys.readouterr().err
+    assert "not a Redis URL" in err and len(err.strip().splitlines()) == 1
+
+
+async def test_relay_trading_upstreams_are_published_per_account(
+    redis_server: RedisServer,
+) -> None:
+    from trioalpaca import TradeUpdate
+    from trioalpaca.relay import LocalKey
+
+    url = redis_server.url
+    accounts = {"a": ("PKA000", "secret-a"), "b": ("PKB000", "secret-b")}
+    creds = {"PKA000": "secret-a", "PKB000": "secret-b"}
+    keys = {"ka": LocalKey("sa", "a"), "kb": LocalKey("sb", "b")}
+    async with open_emulator(credentials=creds, rate=0) as emu, trio.open_nursery() as nursery:
+        relay: Relay = await nursery.start(
+            lambda task_status: serve_relay(
+                accounts, local_keys=keys, port=0, upstream_url=emu.url, task_status=task_status
+            )
+        )
+        trading = relay.url_for("trading")
+        async with (
+            open_redis_publisher(url, relay) as publisher,
+            open_redis_stream(url, account="PKA000", start="oldest") as ca,
+            open_redis_stream(url, account="PKB000", start="oldest") as cb,
+            open_stream("ka", "sa", stream_type="trading", url=trading, raw_data=True) as ta,
+            open_stream("kb", "sb", stream_type="trading", url=trading, raw_data=True) as tb,
+        ):
+            await emu.wait_for_connections(2, feed="trading", authenticated=True)
+            emu.submit_order("AAPL", qty=1, key="PKA000", step_delay=0.01)
+            emu.submit_order("MSFT", qty=2, key="PKB000", step_delay=0.01)
+            with trio.fail_after(10):
+                for stream in (ta, tb):  # the relay's own clients still get theirs
+                    assert [(await stream.receive())["event"] for _ in range(2)] == ["new", "fill"]
+                got = {
+                    name: [await c.receive(), await c.receive()]
+                    for name, c in (("a", ca), ("b", cb))
+                }
+            assert set(publisher.publishers) == {"acct:PKA000", "acct:PKB000"}
+        nursery.cancel_scope.cancel()
+    for name, symbol in (("a", "AAPL"), ("b", "MSFT")):
+        assert all(isinstance(u, TradeUpdate) for u in got[name])
+        assert [u.event for u in got[name]] == ["new", "fill"]
+        assert {u.order["symbol"] for u in got[name]} == {symbol}

@@ -78,6 +78,8 @@ SPARSE_CHANNELS = _SPARSE_CHANNELS
 
 
 _get_t = operator.methodcaller("get", "T")
+#: the same for dicts known to have a "T" (no bound method per call: about 3x cheaper)
+_item_t = operator.itemgetter("T")
 
 
 class StreamObserver(Protocol):
@@ -646,18 +648,8 @@ class AlpacaWebSocketClient:
         self._nursery.start_soon(self._dispatch_loop, name="trioalpaca-dispatcher")
 
     async def _dispatch_loop(self) -> None:
-        buffer = self._buffer
         try:
-            handlers = self._handlers
-            while handlers.count:
-                try:
-                    msg = await buffer.get()
-                except trio.EndOfChannel:
-                    return
-                if not handlers.count:
-                    buffer.push_front(msg)
-                    return
-                await handlers.dispatch(msg)
+            await self._handlers.drain(self._buffer)
         finally:
             self._dispatcher_running = False
 
@@ -930,7 +922,11 @@ class _Session:
             if self._track_channels:
                 seen = rx.channel_seen
                 # one C-level pass (a Python set comprehension cost ~2 % of a raw message)
-                for code in set(map(_get_t, msgs)):
+                try:
+                    codes = set(map(_item_t, msgs))
+                except (KeyError, TypeError):  # not a data frame (trading, unusual shapes)
+                    codes = set(map(_get_t, msgs))
+                for code in codes:
                     seen[_T_TO_CHANNEL.get(code, "")] = now
         else:
             for i in {0, n >> 1, n - 1}:

@@ -85,7 +85,8 @@ class MalformedEntry(MalformedMessage):
     It *is* a :class:`~trioalpaca.models.MalformedMessage` (a subclass, with the same wire type
     ``"malformed"``), so code written for a live stream's malformed data handles it unchanged;
     it adds where the entry is (:attr:`stream`, :attr:`entry_id`). ``raw`` holds the entry's
-    fields (``{name: bytes}``), ``error`` what is wrong with it, and ``frame`` is true (the
+    fields (``{name: bytes}``; only ``{"d": ...}`` when the fields are fine but ``d`` does
+    not decode), ``error`` what is wrong with it, and ``frame`` is true (the
     whole entry was refused).
     """
 

@@ -781,10 +781,11 @@ class _RelayTap:
     """One upstream client of the relay: an :class:`~trioalpaca.relay.UpstreamTap` for its
     batches and a client observer for its session events."""
 
-    def __init__(self, feed: _LayoutFeed, upstream: Any) -> None:
+    def __init__(self, feed: _LayoutFeed, upstream: Any, taps: list[_RelayTap]) -> None:
         self.feed = feed
         self.upstream = upstream
         self.status = _StatusTap(feed, {"account": upstream.account})
+        self._taps = taps  # the publisher's list of live taps (this one leaves it when closed)
 
     def batch(self, messages: list[dict[str, Any]], rx_ns: int) -> None:
         self.feed.publish(messages, rx_ns)
@@ -793,6 +794,8 @@ class _RelayTap:
         observers = self.upstream.client.observers
         if self.status in observers:
             observers.remove(self.status)
+        if self in self._taps:
+            self._taps.remove(self)
         self.feed.status("upstream_closed", account=self.upstream.account)
 
 
@@ -876,7 +879,7 @@ class RelayPublisher:
                 layout, int(self._options.get("queue_size", 100_000))
             )
             self._nursery.start_soon(self._start, feed, name=f"trioalpaca-relay-pub-{layout.tag}")
-        tap = _RelayTap(feed, upstream)
+        tap = _RelayTap(feed, upstream, self._taps)
         self._taps.append(tap)
         upstream.client.observers.append(tap.status)
         if upstream.client.state in ("connected", "reconnecting"):
