@@ -241,12 +241,14 @@ class MessageBuffer:
             if len(q) < self.maxsize:
                 q.append(msg)
                 self.appended += 1
-                self.notify()
+                if self._waiter is not None:
+                    self.notify()
                 return True
         elif len(q) < self.maxsize:
             q.append(msg)
             self.appended += 1
-            self.notify()
+            if self._waiter is not None:
+                self.notify()
             return True
         # full
         if policy == "drop_newest":
@@ -264,7 +266,8 @@ class MessageBuffer:
                 break
             q.append(msg)
             self.appended += 1
-            self.notify()
+            if self._waiter is not None:
+                self.notify()
             if victim is None:
                 return True
         elif policy == "block":
