@@ -914,9 +914,13 @@ class _Session:
             rx.first_rx = now
         rx.data_flowed = True
         record = rx.latency.record
+        # message age, sampled at both ends of the frame (its oldest and newest messages)
         if self._raw:
-            for i in {0, n >> 1, n - 1}:
-                ts = msgs[i].get("t")
+            ts = msgs[0].get("t")
+            if type(ts) is int:
+                record(max(wall - ts, 0) / 1e9)
+            if n > 1:
+                ts = msgs[-1].get("t")
                 if type(ts) is int:
                     record(max(wall - ts, 0) / 1e9)
             if self._track_channels:
@@ -929,8 +933,11 @@ class _Session:
                 for code in codes:
                     seen[_T_TO_CHANNEL.get(code, "")] = now
         else:
-            for i in {0, n >> 1, n - 1}:
-                ts = getattr(msgs[i], "timestamp_ns", None)
+            ts = getattr(msgs[0], "timestamp_ns", None)
+            if ts is not None:
+                record(max(wall - ts, 0) / 1e9)
+            if n > 1:
+                ts = getattr(msgs[-1], "timestamp_ns", None)
                 if ts is not None:
                     record(max(wall - ts, 0) / 1e9)
             if self._track_channels:
