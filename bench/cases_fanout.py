@@ -4,7 +4,8 @@ Each case starts its own ``redis-server`` (no persistence) on a free loopback po
 redis-server on PATH a case reports an error instead of a figure.
 
 * ``fan_pub``: the client (raw, batches) reads the burst feed and a publisher writes it into
-  Redis; msgs/s = messages confirmed written by Redis. Target: >= 50% of ``b_batch``.
+  Redis; msgs/s = messages confirmed written by Redis, and CPU seconds of this process (client
+  and publisher; not redis-server's). Target: >= 50% of ``b_batch``.
 * ``fan_consume`` / ``fan_consume_typed``: a stream pre-filled with the burst feed is read back
   by one consumer (raw dicts / typed models); msgs/s.
 * ``fan_e2e``: paced feed (``--rate``, 20k msgs/s by default) -> client -> publisher -> Redis ->
@@ -70,20 +71,25 @@ async def _publish_all(url: str, p: Params) -> dict[str, Any]:
 
     async with _client(p) as client, open_redis_publisher(url, client, maxlen=None) as pub:
         t0 = None
+        c0 = 0.0
         n0 = 0
         while True:
             done = pub.published_messages
             if t0 is None and done:
                 t0 = time.perf_counter()
+                c0 = time.process_time()
                 n0 = done
             if done >= p.total:
                 break
             await trio.sleep(0.01)
         dt = time.perf_counter() - (t0 or time.perf_counter())
+        cpu = time.process_time() - c0
         stats = pub.statistics()
         return {
             "msgs": stats["published_messages"] - n0,
             "seconds": dt,
+            # this process only (client + publisher); redis-server's CPU is not counted
+            "cpu_s": cpu,
             "entries": stats["published_entries"],
             "dropped": stats["dropped"],
             "write_p99_ms": stats["write_p99_ms"],

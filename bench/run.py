@@ -281,11 +281,12 @@ def main() -> int:
     print()
     print("== ratios ==")
     checks = [
-        ("a / c  typed vs alpaca-py typed", "a", "c", 3.0),
+        ("a / c  typed vs alpaca-py typed", "a", "c", 4.0),
         ("b / d  raw vs alpaca-py raw", "b", "d", 1.5),
-        ("b / e  raw vs bare trio-websocket loop", "b", "e", 0.85),
+        ("b / e  raw vs bare trio-websocket loop", "b", "e", 0.95),
         ("a_batch / c  typed batches vs alpaca-py typed", "a_batch", "c", 3.0),
-        ("b_batch / e  raw batches vs bare loop", "b_batch", "e", 0.85),
+        ("a_batch / a  typed batches vs typed async for", "a_batch", "a", 1.0),
+        ("b_batch / e  raw batches vs bare loop", "b_batch", "e", 0.95),
         ("p1 / a_batch  MessageHandler 1 worker vs bare client", "p1", "a_batch", 0.70),
         ("p4 / a_batch  MessageHandler 4 workers vs bare client", "p4", "a_batch", 0.70),
     ]

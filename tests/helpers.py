@@ -10,6 +10,9 @@ import pytest
 import trio.testing
 from trio_websocket import open_websocket_url
 
+from trioalpaca import StreamFactory
+from trioalpaca.testing import Emulator
+
 
 @pytest.fixture(name="autojump_clock")
 def loopback_autojump_clock() -> trio.testing.MockClock:
@@ -20,6 +23,33 @@ def loopback_autojump_clock() -> trio.testing.MockClock:
     machine, and an instant jump would then fire timeouts that could never fire in reality.
     """
     return trio.testing.MockClock(autojump_threshold=0.001)
+
+
+@pytest.fixture(name="loopback_clock")
+def loopback_clock_fixture() -> trio.testing.MockClock:
+    """The same 1 ms-threshold clock under its own name, for the one test of a module whose
+    subject is the socket while the others run in memory on pytest-trio's ``autojump_clock``
+    (pytest-trio takes any fixture that is a clock as the test's clock)."""
+    return trio.testing.MockClock(autojump_threshold=0.001)
+
+
+def in_memory(*emulators: Emulator) -> StreamFactory:
+    """A ``stream_factory`` that serves each connection in memory by the emulator listening on
+    the URL's port (``emulator.connect_in_memory``): no sockets, so pytest-trio's own
+    ``autojump_clock`` (jump at once) is exact and the tests can assert exact virtual times.
+
+    Use loopback (no factory, and :func:`loopback_autojump_clock`) only where the socket itself
+    is under test. A port none of ``emulators`` listens on is refused like a closed port.
+    """
+    by_port = {emu.port: emu for emu in emulators}
+
+    async def connect(host: str, port: int, secure: bool) -> trio.abc.Stream:
+        emu = by_port.get(port)
+        if emu is None:
+            raise ConnectionRefusedError(f"no in-memory emulator on port {port}")
+        return await emu.connect_in_memory(host, port, secure)
+
+    return connect
 
 
 @asynccontextmanager

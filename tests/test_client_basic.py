@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 import trioalpaca
-from tests.helpers import loopback_autojump_clock  # noqa: F401 (the autojump_clock fixture)
+from tests.helpers import in_memory
 from trioalpaca import (
     AlpacaWebSocketClient,
     CredentialsError,
@@ -41,6 +41,7 @@ async def emulator(**kwargs: Any) -> AsyncIterator[Emulator]:
 
 def client(emu: Emulator, feed: str = "iex", **kwargs: Any) -> AlpacaWebSocketClient:
     kwargs.setdefault("heartbeat_interval", 1.0)
+    kwargs.setdefault("stream_factory", in_memory(emu))
     return open_stream(KEY, SECRET, feed=feed, url=emu.url_for(feed), **kwargs)
 
 
@@ -320,13 +321,13 @@ def test_credentials_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALPACA_API_KEY", "k2")
     monkeypatch.setenv("ALPACA_API_SECRET", "s2")
     c = AlpacaWebSocketClient()
-    assert c._key.reveal() == "k2"
+    assert c._settings.key.reveal() == "k2"
     monkeypatch.setenv("APCA_API_KEY_ID", "k1")
     monkeypatch.setenv("APCA_API_SECRET_KEY", "s1")
     c = AlpacaWebSocketClient()
-    assert (c._key.reveal(), c._secret.reveal()) == ("k1", "s1")
+    assert (c._settings.key.reveal(), c._settings.secret.reveal()) == ("k1", "s1")
     c = AlpacaWebSocketClient("k0", "s0")
-    assert (c._key.reveal(), c._secret.reveal()) == ("k0", "s0")
+    assert (c._settings.key.reveal(), c._settings.secret.reveal()) == ("k0", "s0")
     with pytest.raises(CredentialsError, match="both"):
         AlpacaWebSocketClient("k0")
     with pytest.raises(CredentialsError):
@@ -381,7 +382,13 @@ async def test_crypto_and_news_and_options(autojump_clock: trio.abc.Clock) -> No
 async def test_trading_stream(autojump_clock: trio.abc.Clock) -> None:
     async with (
         emulator() as emu,
-        open_stream(KEY, SECRET, stream_type="trading", url=emu.url_for("trading")) as stream,
+        open_stream(
+            KEY,
+            SECRET,
+            stream_type="trading",
+            url=emu.url_for("trading"),
+            stream_factory=in_memory(emu),
+        ) as stream,
     ):
         emu.submit_order("AAPL", qty=1)
         msgs = await take(stream, 2)
@@ -411,7 +418,12 @@ async def test_trading_stream_raw(autojump_clock: trio.abc.Clock) -> None:
     async with (
         emulator() as emu,
         open_stream(
-            KEY, SECRET, stream_type="trading", url=emu.url_for("trading"), raw_data=True
+            KEY,
+            SECRET,
+            stream_type="trading",
+            url=emu.url_for("trading"),
+            raw_data=True,
+            stream_factory=in_memory(emu),
         ) as stream,
     ):
         emu.submit_order("MSFT", qty=2, plan="cancel")
@@ -423,13 +435,20 @@ async def test_trading_stream_raw(autojump_clock: trio.abc.Clock) -> None:
 async def test_staleness_for_an_explicit_sparse_channel(autojump_clock: trio.abc.Clock) -> None:
     async with (
         emulator(rate=0) as emu,
-        client(emu, daily_bars=["AAPL"], staleness_timeout={"daily_bars": 5.0}) as stream,
+        client(
+            emu,
+            daily_bars=["AAPL"],
+            staleness_timeout={"daily_bars": 5.0},
+            backoff=trioalpaca.Backoff(initial=1.0, cap=1.0, jitter="none"),
+        ) as stream,
     ):
         t0 = trio.current_time()
         async for msg in stream:
             if isinstance(msg, trioalpaca.Reconnected):
                 break
-        assert 5.0 <= trio.current_time() - t0 < 8.0
+        # The watch looks every 5 / 4 s: the fifth look (6.25 s) sees more than 5 s of silence;
+        # the reconnect follows after the 1 s backoff (no close handshake wait in memory).
+        assert trio.current_time() - t0 == pytest.approx(5 * 1.25 + 1.0, abs=1e-9)
         assert stream.get_metrics()["errors"] == {"StaleStreamError": 1}
 
 

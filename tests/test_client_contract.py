@@ -7,7 +7,6 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import loopback_autojump_clock  # noqa: F401 (the autojump_clock fixture)
 from tests.test_client_basic import client, emulator
 from trioalpaca import Trade
 from trioalpaca.client import ClientStatistics

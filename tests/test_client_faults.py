@@ -1,8 +1,10 @@
-"""Client fault handling against the emulator's fault injection (virtual time, autojump)."""
+"""Client fault handling against the emulator's fault injection, over in-memory streams (virtual
+time, autojump)."""
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import loopback_autojump_clock  # noqa: F401 (the autojump_clock fixture)
+from tests.helpers import in_memory, loopback_clock_fixture  # noqa: F401 (loopback_clock)
 from trioalpaca import (
     AlpacaWebSocketClient,
     AuthFailedError,
@@ -33,13 +35,6 @@ KEY = "PKFAULTKEY"
 SECRET = "fault-secret-value"
 
 
-@pytest.fixture
-def instant_clock() -> trio.testing.MockClock:
-    """pytest-trio's behaviour (jump at once) for the long virtual-time tests that only assert
-    loose bounds, where a 1 ms threshold times thousands of emulator ticks costs too much."""
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 @asynccontextmanager
 async def emulator(**kwargs: Any) -> AsyncIterator[Emulator]:
     kwargs.setdefault("symbols", ["AAPL", "MSFT"])
@@ -50,6 +45,7 @@ async def emulator(**kwargs: Any) -> AsyncIterator[Emulator]:
 
 def client(emu: Emulator, **kwargs: Any) -> AlpacaWebSocketClient:
     kwargs.setdefault("backoff", Backoff(initial=0.5, seed=1))
+    kwargs.setdefault("stream_factory", in_memory(emu))
     return open_stream(KEY, SECRET, feed="iex", url=emu.url_for("iex"), **kwargs)
 
 
@@ -70,6 +66,31 @@ async def take_data(stream: AlpacaWebSocketClient, n: int) -> list[Any]:
         if len(out) >= n:
             return out
     raise AssertionError("stream ended")
+
+
+def first_delays(backoff: Backoff, *connection_limit: bool, reset: bool = True) -> float:
+    """The sum of the reconnect loop's first delays under ``backoff`` (one per flag: whether
+    that attempt followed a 406); ``reset``: data had flowed, so the loop reset the schedule."""
+    schedule = backoff.schedule()
+    if reset:
+        schedule.reset()
+    return sum(schedule.next_delay(connection_limit=limit) for limit in connection_limit)
+
+
+async def last_frame_at(stream: AlpacaWebSocketClient) -> float:
+    """The virtual time of the last frame received, once every frame in memory was read."""
+    await trio.testing.wait_all_tasks_blocked()
+    age = stream.statistics().last_message_age
+    assert age is not None
+    return trio.current_time() - age
+
+
+def stale_at(ready_at: float, last: float, limit: float) -> float:
+    """When the staleness watch (started at ``ready_at``, looking every ``limit / 4`` s) first
+    sees more than ``limit`` s of silence after a frame at ``last``."""
+    step = limit / 4
+    k = math.floor((last + limit - ready_at) / step) + 1
+    return ready_at + k * step
 
 
 @pytest.mark.parametrize("how", ["reset", "abort", 1011, 1000])
@@ -110,12 +131,14 @@ async def test_mute_socket_detected_by_staleness(autojump_clock: trio.abc.Clock)
         emulator() as emu,
         client(emu, trades=["AAPL"], staleness_timeout=3.0, heartbeat_interval=1.0) as stream,
     ):
+        ready_at = trio.current_time()
         await take_data(stream, 5)
         emu.mute(feed="iex", pings=True)
-        t0 = trio.current_time()
+        last = await last_frame_at(stream)
         await until_reconnected(stream)
-        elapsed = trio.current_time() - t0
-        assert 3.0 <= elapsed < 3.0 + 1.0 + 1.5  # staleness + check step + first backoff
+        # the first look (every 0.75 s) past 3 s of silence, then the first backoff delay
+        expected = stale_at(ready_at, last, 3.0) + first_delays(Backoff(initial=0.5, seed=1), False)
+        assert trio.current_time() == pytest.approx(expected, abs=1e-9)
         assert stream.get_metrics()["errors"] == {"StaleStreamError": 1}
         await take_data(stream, 5)
 
@@ -127,13 +150,16 @@ async def test_mute_socket_without_pongs_detected_by_heartbeat(
         emulator() as emu,
         client(emu, trades=["AAPL"], heartbeat_interval=2.0, heartbeat_timeout=1.0) as stream,
     ):
+        ready_at = trio.current_time()
         await take_data(stream, 5)
         emu.mute(feed="iex", pings=False)
         t0 = trio.current_time()
         while not stream.get_metrics()["errors"]:
             await trio.sleep(0.01)
-        elapsed = trio.current_time() - t0
-        assert elapsed <= 2.0 + 1.0 + 0.5 + 0.05  # next ping + pong deadline + close_timeout
+        # pings every 2 s from the connection on; the first unanswered one + the 1 s pong
+        # deadline + the 0.5 s close_timeout (the mute server cannot read our close frame)
+        next_ping = ready_at + 2.0 * math.floor((t0 - ready_at) / 2.0 + 1)
+        assert next_ping + 1.5 <= trio.current_time() < next_ping + 1.5 + 0.01  # polled each 0.01
         assert stream.get_metrics()["errors"] == {"HeartbeatTimeoutError": 1}
         assert stream.state == "reconnecting"
         # The emulator's mute connection cannot even process our close frame (its socket lock is
@@ -157,15 +183,16 @@ async def test_sparse_channels_are_not_stale_by_default(autojump_clock: trio.abc
 async def test_connection_limit_backoff_respects_floor(autojump_clock: trio.abc.Clock) -> None:
     async with emulator() as emu:
         emu.set_reap_period(90.0)
-        async with client(
-            emu, trades=["AAPL"], backoff=Backoff(initial=0.2, connection_limit_floor=90.0, seed=3)
-        ) as stream:
+        backoff = Backoff(initial=0.2, connection_limit_floor=90.0, seed=3)
+        async with client(emu, trades=["AAPL"], backoff=backoff) as stream:
             await take_data(stream, 5)
             t0 = trio.current_time()
             emu.drop(feed="iex", how="reset")  # the server keeps the slot for 90 s
             marker, _ = await until_reconnected(stream)
             elapsed = trio.current_time() - t0
-            assert 90.0 <= elapsed < 95.0
+            # the first backoff delay, a 406, then the floor
+            assert elapsed == pytest.approx(first_delays(backoff, False, True), abs=1e-9)
+            assert elapsed >= 90.0
             assert marker.attempts == 2  # one 406, then success after the floor
             errors = stream.get_metrics()["errors"]
             assert errors.get("406") == 1
@@ -178,13 +205,17 @@ async def test_connection_limit_at_first_connect(autojump_clock: trio.abc.Clock)
     async with emulator() as emu:
         emu.fail_auth(406, count=2)
         t0 = trio.current_time()
+        backoff = Backoff(initial=0.1, connection_limit_floor=30.0, seed=1)
         async with client(
             emu,
             trades=["AAPL"],
-            backoff=Backoff(initial=0.1, connection_limit_floor=30.0, seed=1),
+            backoff=backoff,
             first_connect_timeout=None,  # retry for as long as it takes
         ) as stream:
-            assert trio.current_time() - t0 >= 60.0
+            # two 406 refusals, each followed by at least the 30 s floor
+            expected = first_delays(backoff, True, True, reset=False)
+            assert trio.current_time() - t0 == pytest.approx(expected, abs=1e-9)
+            assert expected >= 60.0
             assert stream.get_metrics()["errors"] == {"406": 2}
             assert stream.get_metrics()["reconnects"] == 0  # never connected before
             await take_data(stream, 3)
@@ -202,7 +233,7 @@ async def test_fatal_auth_errors_end_block_quickly(
         with pytest.raises(exc_type) as info:
             async with client(emu, trades=["AAPL"]):
                 raise AssertionError("must not get here")  # pragma: no cover
-        assert trio.current_time() - t0 < 1.0
+        assert trio.current_time() == t0  # no timer involved
         assert len(emu.connections) == 1  # no retry
         assert info.value.fatal
 
@@ -233,10 +264,19 @@ async def test_slow_client_407_then_close_reconnects(autojump_clock: trio.abc.Cl
         await take_data(stream, 3)
 
 
-async def test_real_slow_client_gets_407_and_recovers(autojump_clock: trio.abc.Clock) -> None:
+async def test_real_slow_client_gets_407_and_recovers(loopback_clock: trio.abc.Clock) -> None:
+    # Over loopback: the subject is the socket (the server's send buffer fills because TCP
+    # back pressure reaches it; an in-memory stream has no such limit).
     async with (
         emulator(rate=3000.0, send_buffer_limit=32 * 1024) as emu,
-        client(emu, trades=["AAPL"], quotes=["AAPL"], buffer_size=100, overflow="block") as stream,
+        client(
+            emu,
+            trades=["AAPL"],
+            quotes=["AAPL"],
+            buffer_size=100,
+            overflow="block",
+            stream_factory=None,
+        ) as stream,
     ):
         got_marker = False
         with trio.move_on_after(600):
@@ -336,7 +376,7 @@ async def test_subscribe_timeout(autojump_clock: trio.abc.Clock) -> None:
         t0 = trio.current_time()
         with pytest.raises(SubscriptionTimeoutError):
             await s.subscribe(quotes=["MSFT"])
-        assert trio.current_time() - t0 == pytest.approx(2.0)
+        assert trio.current_time() - t0 == pytest.approx(2.0, abs=1e-9)
 
 
 async def test_subscribes_are_serialised(autojump_clock: trio.abc.Clock) -> None:
@@ -415,7 +455,7 @@ async def test_slow_consumer_block_loses_nothing(autojump_clock: trio.abc.Clock)
         assert stream.get_metrics()["reconnects"] == 0
 
 
-async def test_slow_consumer_disconnect_policy(instant_clock: trio.abc.Clock) -> None:
+async def test_slow_consumer_disconnect_policy(autojump_clock: trio.abc.Clock) -> None:
     async with (
         emulator(rate=500.0) as emu,
         client(
@@ -469,17 +509,22 @@ async def test_auto_staleness_needs_data_first(autojump_clock: trio.abc.Clock) -
         assert len(emu.connections) == 1
 
 
-async def test_auto_staleness_catches_a_mute_socket(instant_clock: trio.abc.Clock) -> None:
+async def test_auto_staleness_catches_a_mute_socket(autojump_clock: trio.abc.Clock) -> None:
     # ...but one that delivered and then went silent (pings still answered) is, after 120 s
     async with (
         emulator(symbols=["AAPL"], rate=20.0) as emu,
         client(emu, trades=["AAPL"], heartbeat_interval=None) as stream,
     ):
+        ready_at = trio.current_time()
         await take_data(stream, 5)
         emu.mute(feed="iex", pings=True)
-        t0 = trio.current_time()
+        last = await last_frame_at(stream)
         await until_reconnected(stream)
-        assert 120.0 <= trio.current_time() - t0 < 120.0 + 30.0 + 1.5
+        # the first look (every 30 s) past 120 s of silence, then the first backoff delay
+        expected = stale_at(ready_at, last, 120.0) + first_delays(
+            Backoff(initial=0.5, seed=1), False
+        )
+        assert trio.current_time() == pytest.approx(expected, abs=1e-9)
         assert stream.get_metrics()["errors"] == {"StaleStreamError": 1}
 
 

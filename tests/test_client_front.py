@@ -8,6 +8,7 @@ import logging
 import pytest
 import trio
 
+from tests.helpers import in_memory
 from trioalpaca import (
     AlpacaWebSocketClient,
     AuthFailedError,
@@ -104,7 +105,7 @@ def test_symbols_are_upper_cased() -> None:
     assert check_symbol("btc/usd") == "BTC/USD"
     assert check_symbol("*") == "*"
     client = AlpacaWebSocketClient(KEY, SECRET, trades=["aapl", "AAPL"], quotes="msft")
-    assert client._desired == {"trades": ("AAPL",), "quotes": ("MSFT",)}
+    assert client._subs.desired == {"trades": ("AAPL",), "quotes": ("MSFT",)}
 
 
 def test_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,7 +137,9 @@ def test_base_url_with_version_segment() -> None:
 async def test_proxy_env_reaches_the_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
     async with open_emulator(symbols=["AAPL"], rate=200) as emu:
         monkeypatch.setenv("DATA_PROXY_WS", emu.url)
-        async with open_stream(KEY, SECRET, trades=["aapl"]) as stream:
+        async with open_stream(
+            KEY, SECRET, trades=["aapl"], stream_factory=in_memory(emu)
+        ) as stream:
             assert stream.url == emu.url_for("iex")
             assert stream.subscriptions == {"trades": ("AAPL",)}
             with trio.fail_after(10):
@@ -149,7 +152,9 @@ async def test_proxy_env_reaches_the_emulator(monkeypatch: pytest.MonkeyPatch) -
 async def test_subscribe_refuses_bad_symbols_before_sending() -> None:
     async with (
         open_emulator(symbols=["AAPL"], rate=0) as emu,
-        open_stream(KEY, SECRET, url=emu.url_for("iex"), trades=["AAPL"]) as stream,
+        open_stream(
+            KEY, SECRET, url=emu.url_for("iex"), stream_factory=in_memory(emu), trades=["AAPL"]
+        ) as stream,
     ):
         with pytest.raises(UsageError, match="'MS FT'"):
             await stream.subscribe(quotes=["MSFT", "MS FT"])
@@ -157,11 +162,15 @@ async def test_subscribe_refuses_bad_symbols_before_sending() -> None:
         assert stream.subscriptions == {"trades": ("AAPL",), "quotes": ("MSFT",)}
 
 
-async def test_log_label_follows_the_url(caplog: pytest.LogCaptureFixture) -> None:
+async def test_log_label_follows_the_url(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="trioalpaca.client")
     async with (
         open_emulator(symbols=["AAPL"], rate=200) as emu,
-        open_stream(KEY, SECRET, url=emu.url_for("iex"), trades=["AAPL"]) as stream,
+        open_stream(
+            KEY, SECRET, url=emu.url_for("iex"), stream_factory=in_memory(emu), trades=["AAPL"]
+        ) as stream,
     ):
         emu.drop(feed="iex")
         with trio.fail_after(20):
@@ -176,7 +185,9 @@ async def test_log_label_follows_the_url(caplog: pytest.LogCaptureFixture) -> No
 
 async def test_nursery_start_and_aclose() -> None:
     async with open_emulator(symbols=["AAPL"], rate=200) as emu:
-        client = open_stream(KEY, SECRET, url=emu.url_for("iex"), trades=["AAPL"])
+        client = open_stream(
+            KEY, SECRET, url=emu.url_for("iex"), stream_factory=in_memory(emu), trades=["AAPL"]
+        )
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 stream = await nursery.start(client.run)
@@ -194,7 +205,9 @@ async def test_nursery_start_and_aclose() -> None:
 async def test_aclose_inside_async_with_ends_iteration() -> None:
     async with (
         open_emulator(symbols=["AAPL"], rate=200) as emu,
-        open_stream(KEY, SECRET, url=emu.url_for("iex"), trades=["AAPL"]) as stream,
+        open_stream(
+            KEY, SECRET, url=emu.url_for("iex"), stream_factory=in_memory(emu), trades=["AAPL"]
+        ) as stream,
     ):
         await stream.aclose()
         assert stream.state == "disconnected"
@@ -206,7 +219,9 @@ async def test_aclose_inside_async_with_ends_iteration() -> None:
 
 async def test_run_raises_fatal_errors_into_the_nursery() -> None:
     async with open_emulator(symbols=["AAPL"], rate=0, credentials={KEY: SECRET}) as emu:
-        client = open_stream(KEY, "wrong", url=emu.url_for("iex"), trades=["AAPL"])
+        client = open_stream(
+            KEY, "wrong", url=emu.url_for("iex"), stream_factory=in_memory(emu), trades=["AAPL"]
+        )
         with pytest.RaisesGroup(AuthFailedError):
             async with trio.open_nursery() as nursery:
                 await nursery.start(client.run)
@@ -223,7 +238,7 @@ async def test_stream_manager_uses_the_client_symbol_rule() -> None:
 
     async with (
         open_emulator(symbols=["AAPL"], rate=300) as emu,
-        open_stream(KEY, SECRET, url=emu.url_for("iex")) as stream,
+        open_stream(KEY, SECRET, url=emu.url_for("iex"), stream_factory=in_memory(emu)) as stream,
         open_stream_manager(stream) as manager,
     ):
         with pytest.raises(UsageError, match="'AA PL'"):

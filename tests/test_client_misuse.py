@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.helpers import loopback_autojump_clock  # noqa: F401 (the autojump_clock fixture)
+from tests.helpers import in_memory
 from trioalpaca import AlpacaWebSocketClient, Trade, UsageError, open_stream
 from trioalpaca.testing import Emulator, open_emulator
 
@@ -35,7 +35,9 @@ async def test_iterating_outside_async_with_is_a_usage_error() -> None:
 async def test_receive_before_connect_is_a_usage_error() -> None:
     async with (
         open_emulator(rate=0) as emu,
-        open_stream(url=emu.url_for("iex"), auto_connect=False, **KW) as stream,
+        open_stream(
+            url=emu.url_for("iex"), stream_factory=in_memory(emu), auto_connect=False, **KW
+        ) as stream,
     ):
         with trio.fail_after(1), pytest.raises(UsageError, match="connect"):
             await stream.receive()
@@ -45,7 +47,9 @@ async def test_receive_before_connect_is_a_usage_error() -> None:
 
 async def test_iteration_after_the_block_ends_instead_of_raising() -> None:
     async with open_emulator(rate=0) as emu:
-        stream = open_stream(url=emu.url_for("iex"), trades=["AAPL"], **KW)
+        stream = open_stream(
+            url=emu.url_for("iex"), stream_factory=in_memory(emu), trades=["AAPL"], **KW
+        )
         async with stream:
             pass
         with trio.fail_after(1):
@@ -55,7 +59,9 @@ async def test_iteration_after_the_block_ends_instead_of_raising() -> None:
 async def test_second_concurrent_consumer_is_refused() -> None:
     async with (
         open_emulator(rate=0) as emu,
-        open_stream(url=emu.url_for("iex"), trades=["AAPL"], **KW) as stream,
+        open_stream(
+            url=emu.url_for("iex"), stream_factory=in_memory(emu), trades=["AAPL"], **KW
+        ) as stream,
     ):
         got: list[Any] = []
 
@@ -110,7 +116,9 @@ async def _foreign_run_calls(stream: AlpacaWebSocketClient) -> list[str]:
 async def test_calls_from_another_trio_run_or_thread_are_refused_owner_unharmed() -> None:
     async with open_emulator(rate=0) as emu:
         with trio.fail_after(10):
-            async with open_stream(url=emu.url_for("iex"), trades=["AAPL"], **KW) as stream:
+            async with open_stream(
+                url=emu.url_for("iex"), stream_factory=in_memory(emu), trades=["AAPL"], **KW
+            ) as stream:
                 outcomes = await _foreign_run_calls(stream)
                 assert len(outcomes) == 5
                 assert all("another trio.run" in o for o in outcomes), outcomes
@@ -141,7 +149,9 @@ async def test_plain_def_handlers_are_called() -> None:
     obj = Callable()
     async with (
         open_emulator(rate=0) as emu,
-        open_stream(url=emu.url_for("iex"), trades=["AAPL"], **KW) as stream,
+        open_stream(
+            url=emu.url_for("iex"), stream_factory=in_memory(emu), trades=["AAPL"], **KW
+        ) as stream,
     ):
         stream.register_handler("trades", on_trade)
         stream.register_handler("t", on_trade_async)
@@ -167,7 +177,11 @@ async def test_failing_handler_logs_once_per_minute_with_a_count(
 
     caplog.set_level(logging.ERROR, logger="trioalpaca.client")
     async with open_stream(
-        url=emu.url_for("iex"), trades=["AAPL"], staleness_timeout=None, **KW
+        url=emu.url_for("iex"),
+        stream_factory=in_memory(emu),
+        trades=["AAPL"],
+        staleness_timeout=None,
+        **KW,
     ) as stream:
         stream.register_handler("trades", broken)
 

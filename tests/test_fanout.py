@@ -17,6 +17,7 @@ import trio
 from tests.redis_fixtures import RedisServer
 from trioalpaca import (
     Dropped,
+    MalformedMessage,
     Quote,
     Reconnected,
     Trade,
@@ -29,6 +30,7 @@ from trioalpaca import (
 from trioalpaca.fanout import (
     FencedError,
     MalformedEntry,
+    PublisherStatus,
     StreamLayout,
     open_redis_publisher,
     open_redis_stream,
@@ -275,7 +277,12 @@ async def test_bad_shape_entries_become_typed_events(redis_server: RedisServer) 
     assert isinstance(items[-1], Trade) and items[-1].trade_id == 7
     async with open_redis_stream(url, feed="iex", trades=["*"], start="oldest", raw_data=True) as s:
         raw = await take(s, 1)
-    assert raw[0]["T"] == "malformed_entry"
+    assert raw[0]["T"] == "malformed"
+    assert raw[0]["stream"] == "ta:{iex}:t" and raw[0]["raw"] == {"hello": b"world"}
+    # a MalformedEntry is a MalformedMessage: code written for live streams handles it
+    assert all(isinstance(b, MalformedMessage) and b.frame for b in bad)
+    assert bad[0].raw == {"hello": b"world"} and bad[0].entry_id
+    assert MalformedEntry.from_wire(bad[1].to_wire()) == bad[1]
 
 
 async def test_resume_from_last_ids_and_gap_when_trimmed(redis_server: RedisServer) -> None:
@@ -436,3 +443,84 @@ async def test_publish_a_pooled_connection(redis_server: RedisServer) -> None:
             items = await take(s, 30)
     trades = [m for m in data_of(items) if isinstance(m, Trade)]
     assert trades and {m.symbol for m in trades} <= {"AAPL", "MSFT"}
+
+
+async def test_status_entries_publisher_start_stop_and_upstream_events(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    async with upstream() as (emu, client):
+        async with (
+            open_redis_publisher(url, client) as publisher,
+            open_redis_stream(
+                url, feed="iex", trades=SYMBOLS, quotes=SYMBOLS, status_events=True, start="oldest"
+            ) as s,
+            open_redis_stream(url, feed="iex", trades=SYMBOLS, start="oldest") as plain,
+        ):
+            first = await take(s, 20)
+            emu.drop(feed="iex", how="reset")
+            items = first + await take(s, 200)
+            while not any(
+                isinstance(x, PublisherStatus) and x.event == "subscribed" for x in items
+            ):
+                items += await take(s, 20)
+            plain_items = await take(plain, 50)
+            epoch = publisher.epoch
+        async with open_redis_client(url) as r:
+            entries = await r.xrange("ta:{iex}:status")
+    statuses = [x for x in items if isinstance(x, PublisherStatus)]
+    events = [x.event for x in statuses]
+    assert events[0] == "started" and statuses[0].epoch == epoch
+    # the upstream's loss and return, with the reason, in the order they happened
+    i = events.index("disconnected")
+    assert events[i + 1 : i + 4] == ["connected", "authenticated", "subscribed"]
+    assert statuses[i].details["reason"] and statuses[i].details["fatal"] is False
+    assert statuses[i + 3].details["subscriptions"]["trades"] == SYMBOLS
+    # the gap marker comes after the disconnect
+    gap = next(j for j, x in enumerate(items) if isinstance(x, Reconnected))
+    assert gap > items.index(statuses[i])
+    # a consumer that did not ask for them never sees them
+    assert not any(isinstance(x, PublisherStatus) for x in plain_items)
+    # the block's end wrote "stopped" (after the consumers left)
+    last = msgpack.unpackb(entries[-1].field_values[b"d"])[0]
+    assert entries[-1].field_values[b"k"] == b"status"
+    assert last["event"] == "stopped" and last["epoch"] == epoch
+
+
+async def test_bad_status_entry_is_a_malformed_entry(redis_server: RedisServer) -> None:
+    url = redis_server.url
+    async with open_redis_client(url) as r:
+        for i, d in enumerate(
+            [
+                [{"T": "status", "event": 7}],  # event not text
+                {"event": "x"},  # not a list
+                [{"T": "status", "event": "started", "epoch": 1, "at": 5, "hub": "h"}],
+            ],
+            start=1,
+        ):
+            fields = {"k": "status", "d": msgpack.packb(d), "rx": 1, "e": 1, "s": i, "n": i}
+            await r.xadd("ta:{iex}:status", fields)
+    async with open_redis_stream(
+        url, feed="iex", trades=["*"], start="oldest", status_events=True
+    ) as s:
+        items: list[Any] = []
+        with trio.fail_after(10):
+            async for item in s:
+                items.append(item)
+                if len(items) == 3:
+                    break
+    assert [type(x) for x in items] == [MalformedEntry, MalformedEntry, PublisherStatus]
+    assert items[0].stream == "ta:{iex}:status" and "bad status" in items[0].error
+    assert items[2] == PublisherStatus("started", 1, 5, {"hub": "h"})
+    assert PublisherStatus.from_wire(items[2].to_wire()) == items[2]
+    # a status entry in a data stream: skipped (and counted) unless asked for
+    good = {"T": "t", "S": "AAPL", "i": 7, "x": "V", "p": 1.5, "s": 1, "t": 1, "c": [], "z": "C"}
+    status = [{"T": "status", "event": "started", "epoch": 1, "at": 5}]
+    async with open_redis_client(url) as r:
+        for i, (k, d) in enumerate((("status", status), ("data", [good])), start=1):
+            fields = {"k": k, "d": msgpack.packb(d), "rx": 1, "e": 1, "s": i, "n": i}
+            await r.xadd("ta:{iex}:t", fields)
+    async with open_redis_stream(url, feed="iex", trades=["*"], start="oldest") as s:
+        with trio.fail_after(10):
+            first = await s.receive()
+        assert isinstance(first, Trade) and s.statistics()["status_skipped"] == 1

@@ -258,6 +258,53 @@ async def test_consumer_group_shares_work(redis_server: RedisServer) -> None:
     assert pending.pending <= 20  # only what was read last and not yet taken stays pending
 
 
+async def test_group_consumer_claims_what_a_dead_consumer_left_pending(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    msg = {"T": "t", "S": "AAPL", "i": 0, "x": "V", "p": 1.5, "s": 1, "t": 1, "c": [], "z": "C"}
+    opts: dict[str, Any] = {"feed": "iex", "trades": ["*"], "group": "g", "start": "oldest"}
+    async with open_redis_publisher(url, feed="iex", gap_since_last=False) as pub:
+        for i in range(1, 11):
+            pub.publish([{**msg, "i": i}])
+        await pub.flush(5)
+        # "a" reads five entries and dies before acknowledging them (it never reads again)
+        async with open_redis_stream(url, consumer="a", count=5, **opts) as a:
+            with trio.fail_after(5):
+                taken = await a.receive_batch()
+        assert [m.trade_id for m in taken] == [1, 2, 3, 4, 5]
+        async with open_redis_client(url) as r:
+            assert (await r.xpending("ta:{iex}:t", "g")).pending == 5
+        # "b" gets the rest at once, and a's five once they were idle for claim_idle
+        got: list[int] = []
+        async with open_redis_stream(url, consumer="b", claim_idle=0.2, **opts) as b:
+            with trio.fail_after(5):
+                async for item in b:
+                    got.append(item.trade_id)
+                    if len(got) == 10:
+                        break
+            stats = b.statistics()
+        assert sorted(got) == list(range(1, 11))
+        assert got[:5] == [6, 7, 8, 9, 10] and got[5:] == [1, 2, 3, 4, 5]
+        assert stats["claimed"] == 5
+        for i in range(11, 14):
+            pub.publish([{**msg, "i": i}])
+        await pub.flush(5)
+        async with open_redis_stream(url, consumer="d", count=3, **opts) as d:
+            with trio.fail_after(5):
+                assert [m.trade_id for m in await d.receive_batch()] == [11, 12, 13]
+        async with open_redis_stream(url, consumer="e", claim_idle=None, **opts) as e:
+            with trio.move_on_after(0.8):
+                async for item in e:
+                    raise AssertionError(f"claimed without claim_idle: {item}")
+            assert e.statistics()["claimed"] == 0
+    async with open_redis_client(url) as r:
+        pending = await r.xpending("ta:{iex}:t", "g")
+    # a's entries are b's now (taken in b's last read: acknowledged before a next read), d's
+    # three stay d's (e never claimed them)
+    assert {k.decode(): v for k, v in pending.consumers.items()} == {"b": 5, "d": 3}
+
+
 async def test_hub_steps_down_when_the_lease_is_taken(redis_server: RedisServer) -> None:
     url = redis_server.url
     async with open_emulator(symbols=["AAPL"], rate=100.0) as emu, trio.open_nursery() as n:
@@ -285,7 +332,25 @@ async def test_hub_steps_down_when_the_lease_is_taken(redis_server: RedisServer)
                 while hub.role != "leader":
                     await trio.sleep(0.05)
         assert hub.epoch > first_epoch and hub.takeovers == 2
+        with trio.fail_after(10):
+            while not (hub.publisher and hub.publisher.published_messages):
+                await trio.sleep(0.05)
         n.cancel_scope.cancel()
+    # each leadership starts with a "started" status entry naming the hub and its epoch
+    async with open_redis_stream(
+        url, feed="iex", trades=["AAPL"], status_events=True, start="oldest", raw_data=True
+    ) as s:
+        starts: list[dict[str, Any]] = []
+        with trio.fail_after(10):
+            async for item in s:
+                if item["T"] == "status" and item["event"] == "started":
+                    starts.append(item)
+                    if len(starts) == 2:
+                        break
+    assert [(d["hub"], d["takeover"], d["epoch"]) for d in starts] == [
+        (hub.token, 1, first_epoch),
+        (hub.token, 2, hub.epoch),
+    ]
 
 
 def test_require_redis_skips_locally_and_fails_on_ci() -> None:

@@ -3,7 +3,8 @@
 Element-level: a bad element becomes a MalformedMessage in its place and the rest of the frame
 is delivered. Frame-level: an undecodable frame becomes one MalformedMessage (frame=True); ten in
 a row make the stream count as broken (MalformedStreamError), reconnected with a backoff that the
-broken connection's data does not reset. Everything here crosses a real socket to the emulator.
+broken connection's data does not reset. Everything here crosses a websocket to the emulator,
+over in-memory streams (``tests.helpers.in_memory``) on pytest-trio's autojump clock.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import msgpack
 import pytest
 import trio
 
-from tests.helpers import loopback_autojump_clock  # noqa: F401 (the autojump_clock fixture)
+from tests.helpers import in_memory
 from trioalpaca import (
     AlpacaWebSocketClient,
     Backoff,
@@ -54,6 +55,7 @@ STATUS = {"T": "s", "S": "AAPL", "sc": "H", "sm": "Halted", "rc": "T12", "rm": "
 async def stream_on(**kwargs: Any) -> AsyncIterator[tuple[Emulator, AlpacaWebSocketClient]]:
     async with open_emulator(symbols=["AAPL"], rate=0) as emu:
         kwargs.setdefault("backoff", Backoff(initial=0.5, seed=1))
+        kwargs.setdefault("stream_factory", in_memory(emu))
         async with open_stream(
             KEY, SECRET, feed="iex", url=emu.url_for("iex"), trades=["AAPL"], **kwargs
         ) as stream:

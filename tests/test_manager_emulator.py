@@ -2,8 +2,8 @@
 
 Coalescing, request splitting and the rate limit are observed on the emulator's side (its
 per-connection counters of received frames and its subscription state), not in the manager.
-These tests run on the real clock: with a virtual clock, time jumps while a frame is in flight
-on the loopback socket and timeouts could fire spuriously on a loaded machine.
+The client reaches the emulator over in-memory streams (``tests.helpers.in_memory``), so these
+run on pytest-trio's autojump clock and the rate limiter's spacing is asserted exactly.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 
+from tests.helpers import in_memory
 from trioalpaca import Backoff, Reconnected, Trade, open_message_handler, open_stream
+from trioalpaca._connection import Frame
 from trioalpaca.manager import open_stream_manager, split_request
 from trioalpaca.testing import Emulator, open_emulator
 from trioalpaca.testing._server import ConnectionStats
@@ -31,7 +34,13 @@ async def setup(
     async with (
         open_emulator(symbols=list(symbols), rate=rate) as emu,
         open_stream(
-            KEY, SECRET, feed="iex", url=emu.url_for("iex"), backoff=FAST, heartbeat_interval=None
+            KEY,
+            SECRET,
+            feed="iex",
+            url=emu.url_for("iex"),
+            backoff=FAST,
+            heartbeat_interval=None,
+            stream_factory=in_memory(emu),
         ) as cl,
         open_stream_manager(cl, **mgr) as manager,
     ):
@@ -44,7 +53,7 @@ def conn(emu: Emulator) -> ConnectionStats:
 
 
 async def until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
-    """Wait (real time) until ``predicate()`` is true."""
+    """Wait (virtual time) until ``predicate()`` is true."""
     with trio.fail_after(timeout):
         while not predicate():
             await trio.sleep(0.005)
@@ -56,22 +65,23 @@ def requests_seen(c: ConnectionStats) -> int:
 
 
 class FrameWatch:
-    """Notes the (virtual) time at which the emulator received each new frame."""
+    """A client observer noting the virtual time at which each frame went out; in memory the
+    emulator receives it at that same time."""
 
-    def __init__(self, emu: Emulator) -> None:
-        self.emu = emu
+    def __init__(self) -> None:
         self.times: list[float] = []
 
-    async def run(self) -> None:
-        last = requests_seen(conn(self.emu))
-        while True:
-            await trio.sleep(0.001)
-            now = requests_seen(conn(self.emu))
-            self.times.extend([trio.current_time()] * (now - last))
-            last = now
+    def frame_out(self, frame: Frame, tx_ns: int) -> None:
+        self.times.append(trio.current_time())
+
+    def frame_in(self, frame: Frame, rx_ns: int) -> None:
+        pass
+
+    def event(self, name: str, data: dict[str, Any]) -> None:
+        pass
 
 
-async def test_concurrent_subscribes_become_one_request() -> None:
+async def test_concurrent_subscribes_become_one_request(autojump_clock: trio.abc.Clock) -> None:
     symbols = [f"S{i:03}" for i in range(40)]
     async with setup(coalesce_window=0.3) as (emu, _client, manager):
         c = conn(emu)
@@ -98,7 +108,7 @@ async def test_concurrent_subscribes_become_one_request() -> None:
         assert not c.subscriptions.get("quotes")
 
 
-async def test_refcounts_seen_by_the_server() -> None:
+async def test_refcounts_seen_by_the_server(autojump_clock: trio.abc.Clock) -> None:
     async with setup() as (emu, _client, manager):
         c = conn(emu)
         a = await manager.subscribe(symbols=["AAPL"], data_types="trades", handler=print)
@@ -112,34 +122,30 @@ async def test_refcounts_seen_by_the_server() -> None:
         assert not c.subscriptions.get("trades")
 
 
-async def test_large_lists_split_and_rate_limited() -> None:
+async def test_large_lists_split_and_rate_limited(autojump_clock: trio.abc.Clock) -> None:
     symbols = [f"SYMBOL{i:04}" for i in range(420)]
     chunks = split_request("subscribe", {"trades": symbols}, 1024)
     assert len(chunks) >= 6
     async with setup(max_request_bytes=1024, requests_per_second=4.0, burst=2) as (
         emu,
-        _client,
+        client,
         manager,
     ):
-        watch = FrameWatch(emu)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch.run)
-            await trio.sleep(0.01)
-            await manager.subscribe(symbols=symbols, data_types="trades", handler=print)
-            await until(lambda: len(watch.times) >= len(chunks))
-            nursery.cancel_scope.cancel()
+        watch = FrameWatch()
+        client.observers.append(watch)
+        before = requests_seen(conn(emu))
+        await manager.subscribe(symbols=symbols, data_types="trades", handler=print)
+        await until(lambda: len(watch.times) >= len(chunks))
         assert len(watch.times) == len(chunks)  # one frame per chunk, nothing else
+        assert requests_seen(conn(emu)) - before == len(chunks)
         assert set(conn(emu).subscriptions["trades"]) == set(symbols)
-        gaps = [b - a for a, b in zip(watch.times, watch.times[1:], strict=False)]
-        # The first two (the burst) may go back to back; after that 1 / 4 s apart. This runs on
-        # real time and the watcher polls, so one late observation can shorten the next gap on a
-        # busy machine: no two frames after the burst arrive together, and the whole run takes
-        # at least the limiter's spacing (a late observation can only lengthen that span).
-        assert all(g >= 0.05 for g in gaps[1:]), gaps
-        assert watch.times[-1] - watch.times[1] >= 0.25 * (len(chunks) - 2) - 0.1
+        # The first two (the burst) go back to back; after that exactly 1 / 4 s apart.
+        start = watch.times[0]
+        expected = [start + max(i - 1, 0) * 0.25 for i in range(len(chunks))]
+        assert watch.times == pytest.approx(expected, abs=1e-9)
 
 
-async def test_routing_with_live_data_and_reconnect() -> None:
+async def test_routing_with_live_data_and_reconnect(autojump_clock: trio.abc.Clock) -> None:
     got: dict[str, list[Any]] = {"a": [], "m": [], "ctl": []}
     async with setup(rate=50.0) as (emu, _client, manager):
         await manager.subscribe(symbols=["AAPL"], data_types=["trades"], handler=got["a"].append)
@@ -169,7 +175,7 @@ async def test_routing_with_live_data_and_reconnect() -> None:
         assert "TSLA" in conn(emu).subscriptions["trades"]
 
 
-async def test_manager_feeding_a_message_handler() -> None:
+async def test_manager_feeding_a_message_handler(autojump_clock: trio.abc.Clock) -> None:
     """The manager routes, a MessageHandler does the (slow) work per symbol in order."""
     seen: dict[str, list[int]] = {}
 

@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
 
 import trioalpaca
-from tests.helpers import loopback_autojump_clock  # noqa: F401 (the autojump_clock fixture)
+from tests.helpers import in_memory
 from trioalpaca import AuthFailedError, Quote, Reconnected, Trade, TradeCorrection
 from trioalpaca.pool import (
     ConnectionPool,
@@ -43,6 +44,7 @@ def pool_for(emu: Emulator, n_keys: int = 3, **kwargs: Any) -> Any:
     kwargs.setdefault("heartbeat_interval", 1.0)
     kwargs.setdefault("backoff", trioalpaca.Backoff(initial=0.5, cap=2.0, seed=1))
     kwargs.setdefault("url", emu.url_for(FEED))
+    kwargs.setdefault("stream_factory", in_memory(emu))
     return open_pool(credentials=list(CREDS.items())[:n_keys], feed=FEED, **kwargs)
 
 
@@ -173,6 +175,7 @@ async def test_one_key_two_endpoints(autojump_clock: trio.abc.Clock) -> None:
             feed=FEED,
             url=[emu1.url_for(FEED), emu2.url_for(FEED)],
             heartbeat_interval=1.0,
+            stream_factory=in_memory(emu1, emu2),
         ) as pool,
     ):
         assert pool.pool_size == 2
@@ -306,8 +309,11 @@ async def test_kill_one_of_three_connections_fails_over(autojump_clock: trio.abc
                     await cols[3].wait_for({"AAPL"}, since_ns=kill_ns)
                 recovered = trio.current_time() - t_kill
                 assert recovered < 5.0, recovered
-                # Exactly one Reconnected per affected handle, none for the others.
+                # Exactly one Reconnected per affected handle, none for the others; failing
+                # over waits for nothing (the other connection confirms at once, in memory).
                 assert [len(c.reconnects()) for c in cols] == [1, 0, 0, 1]
+                for col in (cols[0], cols[3]):
+                    assert [t for t, m in col.items if isinstance(m, Reconnected)] == [t_kill]
                 # The marker comes before the first post-gap message of the handle.
                 idx = [i for i, (_, m) in enumerate(cols[0].items) if isinstance(m, Reconnected)]
                 after = [m for _, m in cols[0].items[idx[0] + 1 :]]
@@ -327,7 +333,14 @@ async def test_kill_one_of_three_connections_fails_over(autojump_clock: trio.abc
                 with trio.fail_after(200):
                     while pool.get_pool_metrics()["healthy_connections"] < 3:
                         await trio.sleep(1.0)
-                assert trio.current_time() - t_kill >= 30.0
+                back_at = (
+                    trio.current_time() - pool.get_pool_metrics()["connections"][0]["connected_for"]
+                )
+                # exactly: the first backoff delay, the 406 refusal, then the 30 s floor
+                schedule = backoff.schedule()
+                delays = schedule.next_delay() + schedule.next_delay(connection_limit=True)
+                assert back_at - t_kill == pytest.approx(delays, abs=1e-9)
+                assert delays >= 30.0
                 assert any(406 in c.errors_sent for c in emu.connections)
                 m = pool.get_pool_metrics()
                 assert m["connections"][0]["reconnects"] >= 1
@@ -611,7 +624,7 @@ async def test_cancelling_the_pool_tears_everything_down(autojump_clock: trio.ab
                 t0 = trio.current_time()
                 outer.cancel()
         assert outer.cancelled_caught
-        assert trio.current_time() - t0 < 1.0
+        assert trio.current_time() == t0  # every close handshake completes at once in memory
         with trio.fail_after(2):
             while emu.open_connections(FEED):
                 await trio.sleep(0.01)
@@ -857,7 +870,10 @@ async def test_pool_reads_the_same_environment_as_the_client(
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("ALPACA_API_KEY", "PKPOOL2")
     monkeypatch.setenv("ALPACA_API_SECRET", "secret-two")
-    async with emulator() as emu, open_pool(feed=FEED, url=emu.url_for(FEED)) as pool:
+    async with (
+        emulator() as emu,
+        open_pool(feed=FEED, url=emu.url_for(FEED), stream_factory=in_memory(emu)) as pool,
+    ):
         assert pool.pool_size == 1
         assert {c.key for c in emu.open_connections(FEED)} == {"PKPOOL2"}
     monkeypatch.delenv("ALPACA_API_KEY")
@@ -881,12 +897,15 @@ async def test_stream_options_reach_every_client_and_typos_are_refused(
                 pytest.fail("the pool must not open")  # pragma: no cover
         assert emu.connections == []
         async with open_pool(
-            credentials=list(CREDS.items())[:2], feed=FEED, url=emu.url_for(FEED), options=options
+            credentials=list(CREDS.items())[:2],
+            feed=FEED,
+            url=emu.url_for(FEED),
+            options=attrs.evolve(options, stream_factory=in_memory(emu)),
         ) as pool:
             assert pool._client_timeout() == 3.0
             for _, c in pool.clients():
                 assert c.statistics().state == "connected"
-                assert c._heartbeat_interval == 2.0
+                assert c._settings.heartbeat_interval == 2.0
     with pytest.raises(trioalpaca.UsageError, match="buffer_size"):
         trioalpaca.StreamOptions(buffer_size=0)
     assert (

@@ -16,9 +16,19 @@ policy              when the buffer is full                                     
 ``disconnect``      the producer gives up (the client reconnects)                    client
 ==================  ===============================================================  ==========
 
-:class:`MessageBuffer` is the FIFO of the client and the pool handles. Markers (``Reconnected``,
-``Dropped``) bypass the bound and are never discarded. Discards are reported by one
-``Dropped`` marker built by :func:`dropped_marker`, whoever discards.
+:class:`MessageBuffer` is the FIFO of the client, the pool handles and the pipeline's worker
+lanes. Markers (``Reconnected``, ``Dropped``) bypass the bound and are never discarded. Discards
+are reported by one ``Dropped`` marker built by :func:`dropped_marker`, whoever discards, or,
+for a buffer built with ``keep_discards`` (the pipeline counts them per channel), in its
+:attr:`~MessageBuffer.discards` and :attr:`~MessageBuffer.replaced` lists.
+
+Two producer forms share the policies: :meth:`MessageBuffer.put` takes a received frame's
+messages at once under the buffer's own policy (the client's reader); :meth:`MessageBuffer.offer`
+takes one message under a policy of its own, ``conflate`` included (the pipeline's router, whose
+policies are per channel). ``conflate`` keeps one queued entry per key: a message whose key is
+queued replaces that entry's content in place (the replaced message counts as discarded), and a
+full buffer falls back to its own policy. :meth:`MessageBuffer.get_full_batch` is the batching
+consumer (wait for the first item, then a while for a full batch).
 
 Delivery positions: every item that enters the buffer gets the next position (1, 2, ...;
 :attr:`MessageBuffer.appended` is the last one). An item counts as *delivered* once the consumer
@@ -32,6 +42,7 @@ polling, until everything received before the acknowledgement went through.
 from __future__ import annotations
 
 import collections
+from collections.abc import Hashable
 from typing import Any, Literal
 
 import trio
@@ -52,6 +63,11 @@ def dropped_marker(count: int, policy: str, where: str = "buffer") -> Dropped:
     return Dropped(count=count, reason=f"{where} overflow ({policy})")
 
 
+_MARKER_T = ("reconnected", "dropped")
+_MARKERS = (Reconnected, Dropped)
+_MARKER_CLASSES = frozenset(_MARKERS)
+
+
 def is_marker(item: Any) -> bool:
     """Whether ``item`` is a ``Reconnected`` / ``Dropped`` marker (typed or as a wire dict)."""
     if type(item) is dict:
@@ -59,11 +75,22 @@ def is_marker(item: Any) -> bool:
     return isinstance(item, (Reconnected, Dropped))
 
 
+class _Entry:
+    """The queued entry of a conflation key: ``msg`` is replaced by newer messages of that key
+    until the entry leaves the queue (the consumer only ever sees ``msg``)."""
+
+    __slots__ = ("key", "msg")
+
+    def __init__(self, key: Hashable, msg: Any) -> None:
+        self.key = key
+        self.msg = msg
+
+
 class MessageBuffer:
     """A bounded FIFO between one producer and one consumer, with an overflow policy.
 
-    Accepts ``block``, ``drop_oldest``, ``drop_newest`` and ``disconnect`` (``conflate`` needs
-    per-channel keys: the pipeline's lanes implement it).
+    Its own policy is ``block``, ``drop_oldest``, ``drop_newest`` or ``disconnect``; ``conflate``
+    is per message (:meth:`offer` with a key), since a full buffer needs a policy to fall back to.
 
     * :meth:`put` is synchronous: under ``block`` it appends anyway and the producer is expected
       to pause while :meth:`full` (the client's reader does, through :meth:`wait_for_space`);
@@ -78,6 +105,8 @@ class MessageBuffer:
         where: names the buffer in ``Dropped`` reasons.
         low_water: :meth:`wait_for_space` / :meth:`send` resume once at most this many messages
             are queued (default half of ``maxsize``).
+        keep_discards: instead of the ``Dropped`` marker, discarded messages are appended to
+            :attr:`discards` (conflated away: :attr:`replaced`) for the owner to count and clear.
     """
 
     __slots__ = (
@@ -88,15 +117,19 @@ class MessageBuffer:
         "appended",
         "attention",
         "closed",
+        "discards",
         "dropped_total",
         "head_markers",
         "in_hand",
+        "latest",
         "low_water",
         "maxsize",
         "pending_drop",
         "policy",
         "q",
         "raw",
+        "replaced",
+        "wake_at",
         "where",
     )
 
@@ -108,9 +141,13 @@ class MessageBuffer:
         raw: bool = False,
         where: str = "buffer",
         low_water: int | None = None,
+        keep_discards: bool = False,
     ) -> None:
         if policy == "conflate":
-            raise ValueError("MessageBuffer does not conflate (the pipeline's lanes do)")
+            raise ValueError(
+                "conflate is per message (offer(msg, 'conflate', key)); the buffer's own policy "
+                "is what a full buffer falls back to"
+            )
         self.maxsize = maxsize
         self.low_water = max(maxsize // 2, 1) if low_water is None else low_water
         self.policy = policy
@@ -132,6 +169,13 @@ class MessageBuffer:
         self._space: trio.Event | None = None
         self._progress: trio.Event | None = None
         self._since_checkpoint = 0
+        #: conflation: key -> the queued entry of that key (its ``msg`` is the latest content)
+        self.latest: dict[Hashable, _Entry] = {}
+        #: with keep_discards: messages the policies discarded / conflation replaced
+        self.discards: list[Any] | None = [] if keep_discards else None
+        self.replaced: list[Any] = []
+        #: a waiting get_full_batch() is woken once this many items are queued
+        self.wake_at = 1
 
     # -- producer side ----------------------------------------------------------------------
 
@@ -161,6 +205,111 @@ class MessageBuffer:
             self._waiter.set()
             self._waiter = None
         return True
+
+    def offer(self, msg: Any, policy: OverflowPolicy | None = None, key: Hashable = None) -> bool:
+        """Queue one message under ``policy`` (default: the buffer's own).
+
+        ``conflate`` needs ``key``: when an entry of that key is queued, ``msg`` becomes its
+        content and the message it replaces is discarded; otherwise ``msg`` is queued as that
+        key's entry, and a full buffer applies the buffer's own policy. Under ``block`` nothing
+        is queued while the buffer is full: ``False`` is returned (:meth:`wait_for_space`, then
+        offer again); ``disconnect`` refuses like :meth:`put` (``False`` and a ``Dropped``
+        marker). Does not wake a consumer waiting for more than is queued (see :meth:`notify`).
+        """
+        q = self.q
+        if policy is None:
+            policy = self.policy
+        if policy == "conflate":
+            if key is None:
+                raise ValueError("conflate needs a key")
+            latest = self.latest
+            entry = latest.get(key)
+            if entry is not None:
+                old = entry.msg
+                entry.msg = msg
+                if self.discards is not None and self._progress is None:
+                    self.dropped_total += 1
+                    self.replaced.append(old)  # _discard(), inlined: the common conflate case
+                else:
+                    self._discard(old, True)
+                return True
+            if len(q) >= self.maxsize:
+                policy = self.policy  # full: the buffer's own policy
+            if len(q) < self.maxsize or policy == "drop_oldest":
+                msg = latest[key] = _Entry(key, msg)
+                self.attention = True  # get() / get_batch() unbox entries one by one
+            if len(q) < self.maxsize:
+                q.append(msg)
+                self.appended += 1
+                if self._waiter is not None:
+                    self.notify()
+                return True
+        elif len(q) < self.maxsize:
+            q.append(msg)
+            self.appended += 1
+            if self._waiter is not None:
+                self.notify()
+            return True
+        # full
+        if policy == "drop_newest":
+            victim = msg
+        elif policy == "drop_oldest":
+            victim = None
+            while q:  # evict the oldest message (markers are kept, as in put())
+                old = q.popleft()
+                t = type(old)
+                if t in _MARKER_CLASSES or (t is dict and old.get("T") in _MARKER_T):
+                    self.head_markers.append(old)
+                    self.attention = True
+                    continue
+                victim = self._unbox(old) if t is _Entry else old
+                break
+            q.append(msg)
+            self.appended += 1
+            if self._waiter is not None:
+                self.notify()
+            if victim is None:
+                return True
+        elif policy == "block":
+            return False
+        else:  # disconnect
+            self.dropped_total += 1
+            self._append(self._marker(dropped_marker(1, "disconnect", self.where)))
+            return False
+        discards = self.discards
+        if discards is not None and self._progress is None:
+            self.dropped_total += 1
+            discards.append(victim)  # _discard(), inlined: the overload path
+        else:
+            self._discard(victim, False)
+        return True
+
+    def _discard(self, msg: Any, conflated: bool) -> None:
+        discards = self.discards
+        if discards is None:
+            self._discarded(1)
+            return
+        self.dropped_total += 1
+        (self.replaced if conflated else discards).append(msg)
+        if self._progress is not None:
+            self._advance()
+
+    def _unbox(self, entry: _Entry) -> Any:
+        """A conflated entry leaves the queue: forget its key, return its latest content."""
+        del self.latest[entry.key]
+        self._recheck()
+        return entry.msg
+
+    def _recheck(self) -> None:
+        self.attention = bool(self.head_markers or self.pending_drop or self.latest)
+
+    def notify(self) -> None:
+        """Wake a consumer waiting in :meth:`get_full_batch` if what is queued now is what it
+        waits for (producers that append in bulk call it once after the bulk)."""
+        w = self._waiter
+        if w is not None and len(self.q) >= self.wake_at:
+            w.set()
+            self._waiter = None
 
     async def send(self, msg: Any) -> None:
         """Append one message; under ``block`` wait for room first (until at most
@@ -192,6 +341,16 @@ class MessageBuffer:
     def _drop_head(self, excess: int) -> None:
         q = self.q
         dropped = 0
+        if self.latest:  # conflated entries are queued (offer()): forget the ones dropped
+            while excess > 0 and q:
+                item = q.popleft()
+                if is_marker(item):
+                    self.head_markers.append(item)
+                    continue
+                if type(item) is _Entry:
+                    self._unbox(item)
+                dropped += 1
+                excess -= 1
         while excess > 0 and q:
             item = q.popleft()
             if is_marker(item):
@@ -262,10 +421,18 @@ class MessageBuffer:
     def _attention_item(self) -> Any:
         if self.head_markers:
             item = self.head_markers.pop(0)
-        else:
+        elif self.pending_drop:
             item = self._marker(dropped_marker(self.pending_drop, self.policy, self.where))
             self.pending_drop = 0
-        self.attention = bool(self.head_markers or self.pending_drop)
+        else:
+            # conflated entries are queued: the head, with its latest content
+            item = self.q.popleft()
+            if type(item) is _Entry:
+                item = self._unbox(item)
+            self.in_hand = 1
+            if self._space is not None:
+                self._after_take()
+        self._recheck()
         return item
 
     def _after_take(self) -> None:
@@ -334,6 +501,55 @@ class MessageBuffer:
                 raise trio.EndOfChannel
             self._waiter = trio.Event()
             await self._waiter.wait()
+
+    async def get_full_batch(self, max_items: int, linger: float) -> list[Any]:
+        """Wait for the first item, then up to ``linger`` seconds until ``max_items`` are queued;
+        return at most ``max_items``, conflated entries with their latest content (the batching
+        consumer: the pipeline's workers). A due marker comes alone.
+
+        Raises:
+            trio.EndOfChannel: the buffer is closed and drained.
+        """
+        if self.in_hand:
+            self._finished()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        q = self.q
+        while not q:
+            if self.head_markers or self.pending_drop:
+                return [self._attention_item()]
+            if self.closed:
+                raise trio.EndOfChannel
+            self.wake_at = 1
+            self._waiter = trio.Event()
+            await self._waiter.wait()
+        if len(q) < max_items and linger > 0 and not self.closed:
+            self.wake_at = max_items
+            with trio.move_on_after(linger):
+                while len(q) < max_items and not self.closed:
+                    self._waiter = trio.Event()
+                    await self._waiter.wait()
+            self.wake_at = 1
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        if self.head_markers or self.pending_drop:
+            return [self._attention_item()]
+        if len(q) <= max_items:
+            items = list(q)
+            q.clear()
+        else:
+            popleft = q.popleft
+            items = [popleft() for _ in range(max_items)]
+        latest = self.latest
+        if latest:
+            for i, m in enumerate(items):
+                if type(m) is _Entry:
+                    del latest[m.key]
+                    items[i] = m.msg
+            self._recheck()
+        self.in_hand = len(items)
+        if self._space is not None:
+            self._after_take()
+        return items
 
     def push_front(self, item: Any) -> None:
         """Put back the item the consumer just took (it did not handle it)."""

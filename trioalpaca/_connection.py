@@ -5,9 +5,12 @@ runs three tasks next to the caller's block and maps every trio-websocket / sock
 :class:`~trioalpaca.TransportError` subclass at the edge:
 
 * the **reader** takes each complete frame off the socket and hands it to a *synchronous*
-  ``on_frame`` callback. Because the callback is synchronous it cannot wait on a consumer; the only
-  place the reader ever pauses is an explicit :class:`Gate` (the ``block`` overflow policy), and
-  while it is paused the heartbeat does not count missing pongs against the server.
+  ``on_frame`` callback. With the trio-websocket versions we know, the callback runs inside
+  trio-websocket's own reader task (:class:`_DirectSink`), which saves a task switch per frame;
+  otherwise a task of ours calls ``get_message()``. Because the callback is synchronous it
+  cannot wait on a consumer; the only place the reader ever pauses is an explicit
+  :class:`Gate` (the ``block`` overflow policy), and while it is paused the heartbeat does not
+  count missing pongs against the server.
 * the **heartbeat** sends a websocket ping every ``heartbeat_interval`` seconds and expects the
   pong within ``heartbeat_timeout`` (``trio.move_on_after``); otherwise
   :class:`~trioalpaca.HeartbeatTimeoutError`.
@@ -109,6 +112,8 @@ class Connection:
         """Control frames written to the socket."""
         self.last_rtt: float | None = None
         """Round trip of the last answered heartbeat ping, seconds (``None`` before the first)."""
+        self.direct = False
+        """Whether frames are delivered from trio-websocket's reader task (:class:`_DirectSink`)."""
 
     def send_nowait(self, frame: Frame) -> None:
         """Queue ``frame`` for the writer task without waiting.
@@ -139,23 +144,67 @@ class Connection:
         return self._ws.closed is not None
 
     async def _reader(self, on_frame: Callable[[Frame], None], gate: Gate | None) -> None:
-        get_message = self._ws.get_message
+        ws = self._ws
+        if DIRECT_READER and _can_deliver_directly(ws):
+            await self._direct_reader(ws, on_frame, gate)
+            return
+        get_message = ws.get_message
         try:
             if gate is None:
                 while True:
                     on_frame(await get_message())
             else:
                 while True:
-                    if gate.full():
-                        self.paused = True
-                        self._pauses += 1
-                        try:
-                            await gate.wait_for_space()
-                        finally:
-                            self.paused = False
+                    await self._wait_gate(gate)
                     on_frame(await get_message())
         except trio_websocket.ConnectionClosed as exc:
             raise _closed_error(exc) from None
+
+    async def _wait_gate(self, gate: Gate) -> None:
+        if gate.full():
+            self.paused = True
+            self._pauses += 1
+            try:
+                await gate.wait_for_space()
+            finally:
+                self.paused = False
+
+    async def _direct_reader(
+        self,
+        ws: trio_websocket.WebSocketConnection,
+        on_frame: Callable[[Frame], None],
+        gate: Gate | None,
+    ) -> None:
+        """Deliver frames from inside trio-websocket's own reader task (see :class:`_DirectSink`).
+
+        Frames it queued before the switch are delivered first, in order; the switch itself
+        happens with no checkpoint after the last of them, so no frame can slip past. This task
+        then only waits for the end of the connection and raises what ended it.
+        """
+        recv: trio.MemoryReceiveChannel[Frame] = ws._recv_channel
+        original: trio.MemorySendChannel[Frame] = ws._send_channel
+        while True:
+            if gate is not None:
+                await self._wait_gate(gate)
+            try:
+                frame = recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                raise _closed_error(trio_websocket.ConnectionClosed(ws._close_reason)) from None
+            on_frame(frame)
+        sink = _DirectSink(self, on_frame, gate, original)
+        ws._send_channel = sink  # type: ignore[assignment]  # duck-typed: send + aclose
+        self.direct = True
+        try:
+            await recv.receive()  # nothing is sent there any more: this waits for the close
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            pass
+        finally:
+            sink.stopped = True
+        if sink.error is not None:
+            raise sink.error
+        raise _closed_error(trio_websocket.ConnectionClosed(ws._close_reason))
 
     async def _writer(self, receive: trio.MemoryReceiveChannel[Frame], limit: float) -> None:
         try:
@@ -194,6 +243,81 @@ class Connection:
                 await self._ws.aclose(code)
             except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, OSError):
                 pass
+
+
+#: Deliver frames from trio-websocket's reader task (see :class:`_DirectSink`); ``False`` falls
+#: back to a reader task of our own that calls ``get_message()`` (one more task hop per frame).
+DIRECT_READER = True
+
+
+def _can_deliver_directly(ws: object) -> bool:
+    """Whether ``ws`` has the trio-websocket internals :class:`_DirectSink` replaces (checked
+    at run time, so another trio-websocket version falls back instead of breaking)."""
+    return (
+        isinstance(getattr(ws, "_send_channel", None), trio.MemorySendChannel)
+        and isinstance(getattr(ws, "_recv_channel", None), trio.MemoryReceiveChannel)
+        and hasattr(ws, "_close_reason")
+    )
+
+
+class _DirectSink:
+    """Stands in for trio-websocket's internal message channel (``ws._send_channel``).
+
+    trio-websocket's reader task assembles each frame and awaits ``send(frame)`` on its
+    channel; a ``get_message()`` in another task then takes it out. Replacing the channel by
+    this sink hands every frame straight to ``on_frame`` inside that reader task: one task switch
+    and one channel round trip fewer per frame, which is most of what the client added over a
+    bare ``get_message()`` loop. Behaviour is unchanged:
+
+    * the ``block`` policy's :class:`Gate` is honoured here, before each frame;
+    * an exception from ``on_frame`` is kept (never raised into trio-websocket's task) and
+      re-raised by :meth:`Connection._direct_reader`; frames after it are dropped, as the
+      connection is ending anyway;
+    * ``aclose()`` (trio-websocket closing its side) closes the original channel, which is what
+      ends :meth:`Connection._direct_reader`;
+    * a checkpoint after each frame keeps the consumer's turn as frequent as with a channel.
+
+    Set :data:`DIRECT_READER` to ``False`` to use the plain ``get_message()`` loop instead.
+    """
+
+    __slots__ = ("_conn", "_gate", "_on_frame", "_original", "error", "stopped")
+
+    def __init__(
+        self,
+        conn: Connection,
+        on_frame: Callable[[Frame], None],
+        gate: Gate | None,
+        original: trio.MemorySendChannel[Frame],
+    ) -> None:
+        self._conn = conn
+        self._on_frame = on_frame
+        self._gate = gate
+        self._original = original
+        self.error: BaseException | None = None
+        self.stopped = False
+
+    async def send(self, frame: Frame) -> None:
+        gate = self._gate
+        if gate is not None:
+            await self._conn._wait_gate(gate)
+        if self.error is not None or self.stopped:
+            return
+        try:
+            self._on_frame(frame)
+        except BaseException as exc:  # handed over to our own task, which re-raises it
+            self.error = exc
+            self._original.close()
+        # Let the consumer run before the next frame: trio-websocket delivers every frame of a
+        # socket read (up to RECEIVE_BUFFER_SIZE) in one go, which would otherwise fill the
+        # buffer faster than a consumer that checkpoints every few hundred messages drains it.
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        self._original.close()
+        await trio.lowlevel.checkpoint()
+
+    def close(self) -> None:
+        self._original.close()
 
 
 def _closed_error(exc: trio_websocket.ConnectionClosed) -> ConnectionClosedError:

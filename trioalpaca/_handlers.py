@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import trio
@@ -22,6 +22,9 @@ import trio
 from trioalpaca._errors import UsageError
 from trioalpaca.endpoints import channel_to_wire, check_symbol
 from trioalpaca.models import CHANNEL_BY_WIRE_TYPE
+
+if TYPE_CHECKING:
+    from trioalpaca._buffer import MessageBuffer
 
 __all__ = [
     "Component",
@@ -235,6 +238,20 @@ class HandlerTable:
             self.count -= 1
             if not entries:
                 del self._by_kind[entry.kind]
+
+    async def drain(self, buffer: MessageBuffer) -> None:
+        """Take messages from ``buffer`` and :meth:`dispatch` them while handlers are registered
+        (the client's dispatcher task). A message taken after the last handler was removed goes
+        back to the front of the buffer; returns when the buffer is closed and empty."""
+        while self.count:
+            try:
+                msg = await buffer.get()
+            except trio.EndOfChannel:
+                return
+            if not self.count:
+                buffer.push_front(msg)
+                return
+            await self.dispatch(msg)
 
     async def dispatch(self, msg: Any) -> None:
         """Await every handler that matches ``msg``, in registration order per kind."""

@@ -23,13 +23,10 @@ frame, adds a ``Dropped`` marker and reconnects.
 
 from __future__ import annotations
 
-import collections
 import logging
-import math
 import operator
 import ssl
 import time
-import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal, Protocol
@@ -37,49 +34,21 @@ from typing import Any, Literal, Protocol
 import attrs
 import trio
 
-from trioalpaca import __version__
 from trioalpaca._buffer import MessageBuffer
-from trioalpaca._connection import Connection, Frame, StreamFactory, open_connection
-from trioalpaca._credentials import resolve_credentials
-from trioalpaca._errors import (
-    MalformedStreamError,
-    ReconnectLimitError,
-    StaleStreamError,
-    SubscriptionTimeoutError,
-    TransportError,
-    TrioAlpacaError,
-    UsageError,
-)
+from trioalpaca._client_run import Supervisor
+from trioalpaca._client_settings import SPARSE_CHANNELS as _SPARSE_CHANNELS
+from trioalpaca._client_settings import ClientSettings
+from trioalpaca._client_stats import RATE_WINDOW, Tally
+from trioalpaca._client_subs import Subscriptions
+from trioalpaca._connection import Connection, Frame, StreamFactory
+from trioalpaca._errors import TrioAlpacaError, UsageError
 from trioalpaca._groups import single_error
 from trioalpaca._handlers import _T_TO_CHANNEL, ErrorHandler, Handle, Handler, HandlerTable
-from trioalpaca._malformed import MalformedTally
-from trioalpaca._protocol.client import DataClientProtocol
-from trioalpaca._protocol.common import normalize_channels
 from trioalpaca._protocol.stream import StreamClientProtocol
 from trioalpaca.backoff import Backoff
-from trioalpaca.endpoints import (
-    CHANNELS,
-    DEFAULT_FEED,
-    FEEDS,
-    MIRRORED_CHANNELS,
-    Endpoint,
-    StreamKind,
-    channel_to_wire,
-    check_symbol,
-    feed_from_url,
-    proxy_from_env,
-    resolve_feed,
-    stream_url,
-)
+from trioalpaca.endpoints import Endpoint, StreamKind
 from trioalpaca.metrics import LatencyHistogram, LatencySnapshot, RateMeter
-from trioalpaca.models import (
-    Authenticated,
-    Listening,
-    MalformedMessage,
-    Message,
-    Reconnected,
-    SubscriptionChanged,
-)
+from trioalpaca.models import Authenticated, Listening, Message, SubscriptionChanged
 
 __all__ = [
     "AlpacaWebSocketClient",
@@ -103,45 +72,14 @@ consumer-side buffer is full (see :class:`AlpacaWebSocketClient`)."""
 StreamItem = Message | dict[str, Any]
 """A typed message, or a plain dict when ``raw_data=True`` (what the stream yields)."""
 
-
 #: Channels that are quiet for long stretches by nature; staleness detection ignores them unless
 #: a timeout is given for them explicitly.
-SPARSE_CHANNELS = frozenset(
-    {
-        "bars",
-        "dailyBars",
-        "updatedBars",
-        "statuses",
-        "lulds",
-        "imbalances",
-        "corrections",
-        "cancelErrors",
-        "news",
-        "trade_updates",
-    }
-)
-
-#: Window of ``messages_per_second`` in :meth:`AlpacaWebSocketClient.get_metrics` (seconds).
-RATE_WINDOW = 10.0
-
-#: Default silence limit of ``staleness_timeout="auto"`` (seconds).
-AUTO_STALENESS_TIMEOUT = 120.0
-
-#: Channels the server fills in itself (they follow ``trades``); never subscribed explicitly.
-_MIRRORED = frozenset(MIRRORED_CHANNELS)
-
-_STATES = (
-    "idle",
-    "connecting",
-    "connected",
-    "reconnecting",
-    "disconnected",
-    "closed",
-    "failed",
-)
+SPARSE_CHANNELS = _SPARSE_CHANNELS
 
 
 _get_t = operator.methodcaller("get", "T")
+#: the same for dicts known to have a "T" (no bound method per call: about 3x cheaper)
+_item_t = operator.itemgetter("T")
 
 
 class StreamObserver(Protocol):
@@ -167,23 +105,6 @@ class StreamObserver(Protocol):
         ``gap_end_ns``, ``attempts``: the :class:`~trioalpaca.models.Reconnected` marker the
         consumer gets next), ``disconnect`` (``reason``, ``error``, ``code``, ``fatal``)."""
         ...
-
-
-class _Secret:
-    """Holds a credential; never shows it in ``repr``/``str``."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
 
 
 class _OverflowDisconnect(TrioAlpacaError):
@@ -234,20 +155,6 @@ class _Receipts:
         self.channel_seen: dict[str, float] = {}
         #: whether data flowed on the current connection
         self.data_flowed = False
-
-
-class _Pending:
-    """A subscription change waiting for its acknowledgement."""
-
-    __slots__ = ("done", "error", "position", "request_id", "session")
-
-    def __init__(self, request_id: int, session: int) -> None:
-        self.request_id = request_id
-        self.session = session
-        self.done = trio.Event()
-        self.error: BaseException | None = None
-        #: the stream position when the acknowledgement arrived
-        self.position = 0
 
 
 @attrs.frozen
@@ -417,102 +324,22 @@ class AlpacaWebSocketClient:
         news: Iterable[str] = (),
         pricing: Iterable[str] = (),
     ) -> None:
-        if stream_type not in ("data", "trading"):
-            raise UsageError(f"stream_type must be 'data' or 'trading', not {stream_type!r}")
-        if overflow not in ("block", "drop_oldest", "disconnect"):
-            raise UsageError(
-                f"overflow must be 'block', 'drop_oldest' or 'disconnect', not {overflow!r}"
-            )
-        if buffer_size < 1:
-            raise UsageError("buffer_size must be at least 1")
-        if handler_errors not in ("continue", "raise"):
-            raise UsageError("handler_errors must be 'continue' or 'raise'")
-        if max_reconnect_attempts is not None and max_reconnect_attempts < 0:
-            raise UsageError("max_reconnect_attempts must be >= 0 or None")
-        api_key, api_secret = resolve_credentials(api_key, api_secret)
-        self._key = _Secret(api_key)
-        self._secret = _Secret(api_secret)
 
-        self.stream_type = stream_type
-        """``"data"`` or ``"trading"``."""
-        if stream_type == "trading" and feed not in (None, "trading"):
-            warnings.warn(
-                f"feed={feed!r} is ignored: the trading stream (trade_updates) has no feed",
-                UserWarning,
-                stacklevel=2,
-            )
-        self.endpoint: Endpoint = (
-            FEEDS["trading"]
-            if stream_type == "trading"
-            else resolve_feed(feed if feed is not None else feed_from_url(url) or DEFAULT_FEED)
+        settings = self._settings = ClientSettings.build(
+            **{name: value for name, value in locals().items() if name != "self"}
         )
+        self.stream_type: Literal["data", "trading"] = settings.stream_type
+        """``"data"`` or ``"trading"``."""
+        self.endpoint: Endpoint = settings.endpoint
         """The resolved :class:`~trioalpaca.endpoints.Endpoint`."""
-        if stream_type == "data" and self.endpoint.kind is StreamKind.TRADING:
-            raise UsageError("feed 'trading' needs stream_type='trading'")
-        self.kind: StreamKind = self.endpoint.kind
+        self.kind: StreamKind = settings.kind
         """The stream family."""
-        if encoding is None:
-            encoding = "json" if self.kind is StreamKind.TRADING else "msgpack"
-        if encoding not in ("msgpack", "json"):
-            raise UsageError(f"encoding must be 'msgpack' or 'json', not {encoding!r}")
-        if self.endpoint.msgpack_only and encoding != "msgpack":
-            raise UsageError(
-                f"feed {self.endpoint.feed!r} only supports msgpack; drop encoding='json'"
-            )
-        self.encoding: Literal["msgpack", "json"] = encoding
+        self.encoding: Literal["msgpack", "json"] = settings.encoding
         """Wire encoding."""
         self.raw_data = raw_data
         """Whether plain dicts are yielded instead of models."""
-        if url is None and base_url is None and not sandbox:
-            base_url = proxy_from_env(self.kind)
-        self.url = stream_url(
-            self.endpoint, base_url=base_url, sandbox=sandbox, paper=paper, url=url
-        )
+        self.url = settings.url
         """The websocket URL."""
-        default_url = stream_url(self.endpoint, sandbox=sandbox, paper=paper)
-        self._label = self.endpoint.feed
-        if self.url != default_url:
-            self._label += f" at {self.url}"  # logs name what was really reached
-
-        self._max_attempts = max_reconnect_attempts
-        self._heartbeat_interval = heartbeat_interval
-        self._heartbeat_timeout = heartbeat_timeout
-        self._backoff = backoff if backoff is not None else Backoff()
-        self._subscription_timeout = subscription_timeout
-        self._connect_timeout = connect_timeout
-        if first_connect_timeout is not None and not first_connect_timeout > 0:
-            raise UsageError("first_connect_timeout must be a positive number of seconds or None")
-        self._first_connect_timeout = first_connect_timeout
-        self._first_scope: trio.CancelScope | None = None
-        self._close_timeout = close_timeout
-        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
-            raise UsageError(f"ssl_context must be an ssl.SSLContext, not {ssl_context!r}")
-        self._ssl_context = ssl_context
-        self._stream_factory = stream_factory
-        self._handler_errors = handler_errors
-        self._auto_connect = auto_connect
-        self._staleness = self._staleness_config(staleness_timeout)
-
-        initial = {
-            "trades": trades,
-            "quotes": quotes,
-            "bars": bars,
-            "daily_bars": daily_bars,
-            "updated_bars": updated_bars,
-            "statuses": statuses,
-            "lulds": lulds,
-            "imbalances": imbalances,
-            "orderbooks": orderbooks,
-            "news": news,
-            "pricing": pricing,
-        }
-        self._desired: dict[str, tuple[str, ...]] = {}
-        if self.kind is StreamKind.TRADING:
-            if any(tuple(v) for v in initial.values()):
-                raise UsageError("the trading stream has no market data channels")
-        else:
-            self._desired = self._normalise_channels(initial)
-        self._acknowledged: dict[str, tuple[str, ...]] = {}
 
         # runtime state
         self._buffer = MessageBuffer(buffer_size, overflow, raw=raw_data)
@@ -520,61 +347,30 @@ class AlpacaWebSocketClient:
         self._cm: Any = None
         self._run_scope: trio.CancelScope | None = None
         self._run_done: trio.Event | None = None
-        self._ready: trio.Event = trio.Event()
-        self._state = "idle"
-        self._session_id = 0
-        self._session: _Session | None = None
-        self._conn: Connection | None = None
-        self._sub_lock = trio.Lock()
-        self._pending: _Pending | None = None
-        self._handlers = HandlerTable(handler_errors, on_failure=self._count_handler_failure)
+        #: reconnects, errors, malformed messages
+        self._tally = Tally(logger, settings.label)
+        self._handlers = HandlerTable(handler_errors, on_failure=self._tally.count_handler_failure)
         self._dispatcher_running = False
-        self._iterating = False
         self._owner: trio.lowlevel.TrioToken | None = None
         self._consumer: trio.lowlevel.Task | None = None
-        self._stop: trio.Event | None = None  # set by aclose() under run()
+        self._stop: trio.Event | None = None  # set by aclose() under serve()
         self._closed = trio.Event()  # set when the async with block has closed everything
         self.observers: list[StreamObserver] = []
         """Taps called with every frame and session event (see :class:`StreamObserver`); empty
         by default, when the only cost is one truthiness test per frame."""
 
-        # metrics
+        # the helpers that own the rest (see their modules)
         #: what the sessions received (each session updates it; statistics() reads it)
         self._rx = _Receipts()
-        self._reconnects = 0
-        self._errors: collections.Counter[str] = collections.Counter()
-        self._malformed = MalformedTally(logger, self._label)
-        self._rate_resolution = RATE_WINDOW / 20
-        self._session_was_ready = False
-        self._ready_wall_ns = 0
-
-    # ------------------------------------------------------------------ configuration helpers
-
-    def _normalise_channels(
-        self, channels: Mapping[str, Iterable[str] | str | None]
-    ) -> dict[str, tuple[str, ...]]:
-        return normalize_channels(self.endpoint, channels, symbol=check_symbol)
-
-    def _staleness_config(
-        self, staleness: float | Mapping[str, float] | Literal["auto"] | None
-    ) -> dict[str, float]:
-        self._staleness_after_data = staleness == "auto"
-        if staleness is None:
-            return {}
-        if staleness == "auto":
-            staleness = AUTO_STALENESS_TIMEOUT
-        if isinstance(staleness, Mapping):
-            cfg = {channel_to_wire(k): float(v) for k, v in staleness.items()}
-        else:
-            value = float(staleness)
-            dense = (
-                CHANNELS.get(self.kind, frozenset()) | self.endpoint.channels
-            ) - SPARSE_CHANNELS
-            cfg = dict.fromkeys(dense, value)
-        for ch, v in cfg.items():
-            if not (v > 0 and math.isfinite(v)):
-                raise UsageError(f"staleness timeout for {ch!r} must be a positive number")
-        return cfg
+        #: desired / acknowledged / pending subscriptions
+        self._subs = Subscriptions(settings.initial, self._buffer, settings.subscription_timeout)
+        #: the connection task and the connection-side state
+        self._sup = Supervisor(self, settings, self._subs, self._tally, _Session)
+        # What a _Session calls on its client, bound once (the reader calls them directly).
+        self._notify = self._sup.notify
+        self._session_ready = self._sup.session_ready
+        self._request_done = self._subs.request_done
+        self._confirmed = self._subs.acknowledge
 
     # ------------------------------------------------------------------ context manager
 
@@ -598,7 +394,7 @@ class AlpacaWebSocketClient:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     try:
-                        if self._auto_connect:
+                        if self._settings.auto_connect:
                             await self.connect()
                         yield self
                     finally:
@@ -606,9 +402,10 @@ class AlpacaWebSocketClient:
                         nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
-            if self._state != "failed":
-                self._state = "closed"
-            self._conn = None
+            sup = self._sup
+            if sup.state != "failed":
+                sup.state = "closed"
+            sup.conn = None
             self._owner = None
             self._closed.set()
 
@@ -624,13 +421,15 @@ class AlpacaWebSocketClient:
         nursery = self._require_nursery()
         if self._run_scope is None:
             self._buffer.reopen()
-            self._ready = trio.Event()
+            self._sup.ready = trio.Event()
             self._run_scope = trio.CancelScope()
             self._run_done = trio.Event()
-            nursery.start_soon(self._run, self._run_scope, self._run_done, name="trioalpaca-run")
+            nursery.start_soon(
+                self._sup.run, self._run_scope, self._run_done, name="trioalpaca-run"
+            )
             if self._handlers.count:
                 self._start_dispatcher()
-        await self._ready.wait()
+        await self._sup.ready.wait()
 
     async def disconnect(self) -> None:
         """Close the connection and stop reconnecting; :meth:`connect` starts again.
@@ -645,16 +444,16 @@ class AlpacaWebSocketClient:
         await done.wait()
         self._run_scope = None
         self._run_done = None
-        self._ready = trio.Event()
+        self._sup.ready = trio.Event()
         self._buffer.close()
-        self._state = "disconnected"
+        self._sup.state = "disconnected"
 
-    async def run(
+    async def serve(
         self, *, task_status: trio.TaskStatus[AlpacaWebSocketClient] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Run the client until :meth:`aclose` or cancellation: the ``nursery.start`` form.
 
-        ``stream = await nursery.start(client.run)`` connects (like entering ``async with``),
+        ``stream = await nursery.start(client.serve)`` connects (like entering ``async with``),
         reports the client once the initial subscriptions are confirmed, and keeps it open in the
         nursery's task; ``await stream.aclose()`` ends it. Errors that stop the stream are raised
         here, so they reach the nursery.
@@ -664,10 +463,17 @@ class AlpacaWebSocketClient:
             task_status.started(self)
             await stop.wait()
 
+    async def run(
+        self, *, task_status: trio.TaskStatus[AlpacaWebSocketClient] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The original name of :meth:`serve` (``await nursery.start(client.run)``); kept as
+        an alias, same behaviour."""
+        await self.serve(task_status=task_status)
+
     async def aclose(self) -> None:
         """Close the client; idempotent.
 
-        Under :meth:`run` this ends the run (and waits until it has closed). Inside your own
+        Under :meth:`serve` this ends it (and waits until it has closed). Inside your own
         ``async with`` block it closes the connection like :meth:`disconnect` (iteration ends
         after the buffered messages); leaving the block releases the rest.
         """
@@ -687,281 +493,6 @@ class AlpacaWebSocketClient:
                 "`async with open_stream(...) as stream:`"
             )
         return self._nursery
-
-    # ------------------------------------------------------------------ reconnect loop
-
-    async def _run(self, scope: trio.CancelScope, done: trio.Event) -> None:
-        schedule = self._backoff.schedule()
-        attempts = 0
-        gap_start: int | None = None
-        # First-connect policy: until a session of this run has been ready, attempts run under
-        # a deadline and a permanent cause ends the run at once.
-        established = False
-        limit = self._first_connect_timeout
-        deadline = math.inf if limit is None else trio.current_time() + limit
-        last: TrioAlpacaError | None = None
-        waited_out_limit = False
-        try:
-            with scope:
-                while True:
-                    self._state = "connecting" if gap_start is None else "reconnecting"
-                    self._rx.data_flowed = False
-                    self._session_was_ready = False
-                    try:
-                        with trio.CancelScope(
-                            deadline=math.inf if established else deadline
-                        ) as first:
-                            self._first_scope = first
-                            await self._session_run(gap_start, attempts)
-                        if first.cancelled_caught:
-                            raise self._first_connect_failed(attempts, last, cut_off=True)
-                        return  # pragma: no cover - sessions only end by raising
-                    except TrioAlpacaError as exc:
-                        self._count_error(exc)
-                        if self.observers:
-                            code = getattr(exc, "code", None)
-                            self._notify(
-                                "disconnect",
-                                reason=str(exc),
-                                error=type(exc).__name__,
-                                code=code if isinstance(code, int) else None,
-                                fatal=exc.fatal,
-                            )
-                        if exc.fatal:
-                            self._state = "failed"
-                            logger.error(  # noqa: TRY400 - the error propagates to the user
-                                "stream %s stopped: %s", self._label, exc
-                            )
-                            raise
-                        established = established or self._session_was_ready
-                        if not established and exc.permanent:
-                            self._state = "failed"
-                            logger.error(  # noqa: TRY400 - the error propagates to the user
-                                "stream %s: first connection failed for good: %s", self._label, exc
-                            )
-                            raise
-                        last = exc
-                        if self._ready.is_set():
-                            self._ready = trio.Event()
-                        lost_at = time.time_ns()
-                        if self._session_was_ready:
-                            # A new gap: anything after the last frame (or after this connection
-                            # became ready, if nothing came) may be missing.
-                            last_rx = max(self._rx.last_rx_wall_ns or 0, self._ready_wall_ns)
-                            gap_start = min(lost_at, last_rx)
-                        if self._rx.data_flowed and not isinstance(exc, MalformedStreamError):
-                            attempts = 0
-                            schedule.reset()
-                        attempts += 1
-                        if self._max_attempts is not None and attempts > self._max_attempts:
-                            self._state = "failed"
-                            raise ReconnectLimitError(attempts - 1, exc) from exc
-                        delay = schedule.next_delay(connection_limit=exc.connection_limit)
-                        if exc.connection_limit and not established and not waited_out_limit:
-                            # 406: the server reaps a dropped session of this key in about
-                            # 90 s (a restarted program meets its own old session). Wait that
-                            # out once, then the usual deadline applies again.
-                            waited_out_limit = True
-                            now = trio.current_time()
-                            deadline = max(deadline, now + delay + 2 * self._connect_timeout)
-                        if not established and trio.current_time() + delay >= deadline:
-                            raise self._first_connect_failed(attempts, exc)  # noqa: B904 - exc itself
-                        self._state = "reconnecting"
-                        logger.warning(
-                            "stream %s %s (%s: %s); %s attempt %d in %.2f s",
-                            self._label,
-                            "lost" if established else "could not connect",
-                            type(exc).__name__,
-                            exc,
-                            "reconnect" if established else "connection",
-                            attempts + (0 if established else 1),
-                            delay,
-                        )
-                        await trio.sleep(delay)
-        finally:
-            self._conn = None
-            self._first_scope = None
-            done.set()
-
-    def _first_connect_failed(
-        self, attempts: int, last: TrioAlpacaError | None, *, cut_off: bool = False
-    ) -> TrioAlpacaError:
-        """The error ending a run whose first connection did not succeed in time: the last
-        attempt's own error (with a note on the policy), or a TransportError when no attempt
-        finished at all."""
-        self._state = "failed"
-        limit = self._first_connect_timeout
-        policy = (
-            f"no connection to {self.url} within first_connect_timeout={limit:g} s "
-            f"({attempts + (1 if cut_off else 0)} attempt(s))"
-        )
-        if last is None:
-            err: TrioAlpacaError = TransportError(
-                f"{policy}; the attempt was still in progress (is the host reachable?)"
-            )
-        else:
-            err = last
-            if hasattr(err, "add_note"):  # Python 3.11+
-                err.add_note(policy)
-        logger.error("stream %s: %s; last error: %s", self._label, policy, last)
-        return err
-
-    def _notify(self, name: str, **data: Any) -> None:
-        for observer in self.observers:
-            observer.event(name, data)
-
-    def _count_error(self, exc: BaseException) -> None:
-        code = getattr(exc, "code", None)
-        key = str(code) if isinstance(code, int) and code else type(exc).__name__
-        self._errors[key] += 1
-
-    async def _session_run(self, gap_start: int | None, attempts: int) -> None:
-        """One connection's lifetime; always ends by raising."""
-        session = self._new_session(gap_start, attempts)
-        headers = [("User-Agent", f"trioalpaca/{__version__}")]
-        if self.encoding == "msgpack":
-            headers.append(("Content-Type", "application/msgpack"))
-        gate = self._buffer if self._buffer.policy == "block" else None
-        try:
-            async with open_connection(
-                self.url,
-                on_frame=session.on_frame,
-                gate=gate,
-                headers=headers,
-                connect_timeout=self._connect_timeout,
-                close_timeout=self._close_timeout,
-                heartbeat_interval=self._heartbeat_interval,
-                heartbeat_timeout=self._heartbeat_timeout,
-                ssl_context=self._ssl_context,
-                stream_factory=self._stream_factory,
-            ) as conn:
-                self._conn = conn
-                session.conn = conn
-                if self.observers:
-                    self._notify("connect", url=self.url, session=session.id)
-                session.flush()
-                await self._until_ready(session)
-                await self._watch(session)
-        except BaseException as exc:
-            session.lost(exc)
-            raise
-        raise TransportError("connection closed")  # pragma: no cover
-
-    async def _until_ready(self, session: _Session) -> None:
-        with trio.move_on_after(self._connect_timeout) as cs:
-            await session.ready.wait()
-        if cs.cancelled_caught:
-            raise TransportError(
-                "the server did not complete authentication and subscription within "
-                f"{self._connect_timeout:g} s"
-            )
-
-    async def _watch(self, session: _Session) -> None:
-        if not self._staleness:
-            await trio.sleep_forever()
-        start = trio.current_time()
-        seen = self._rx.channel_seen
-        seen.clear()
-        step = min(self._staleness.values()) / 4
-        while True:
-            await trio.sleep(step)
-            now = trio.current_time()
-            for channel, limit in self._staleness.items():
-                if not self._acknowledged.get(channel):
-                    continue
-                if self._staleness_after_data and channel not in seen:
-                    continue  # "auto": armed once the channel delivered data on this connection
-                last = max(seen.get(channel, start), start)
-                if now - last > limit:
-                    raise StaleStreamError(now - last, channel)
-
-    def _new_session(self, gap_start: int | None, attempts: int) -> _Session:
-        previous = self._session
-        if previous is not None and isinstance(previous.proto, DataClientProtocol):
-            # Resubscribe to what was confirmed, plus what was pending (the trading stream
-            # always listens to trade_updates).
-            self._desired = previous.proto.desired
-        self._session_id += 1
-        session = _Session(self, self._session_id, gap_start, attempts)
-        self._session = session
-        return session
-
-    def _make_protocol(self) -> StreamClientProtocol:
-        key, secret = self._key.reveal(), self._secret.reveal()
-        if self.kind is StreamKind.TRADING:
-            from trioalpaca._protocol.trading import TradingClientProtocol
-
-            proto = TradingClientProtocol(
-                key,
-                secret,
-                encoding=self.encoding,
-                raw=self.raw_data,
-                on_malformed=self._note_malformed,
-            )
-            proto.listen(("trade_updates",))
-            return proto
-        return DataClientProtocol(
-            self.endpoint,
-            self.encoding,
-            key,
-            secret,
-            raw=self.raw_data,
-            resubscribe=self._desired,
-            on_malformed=self._note_malformed,
-        )
-
-    def _note_malformed(self, msg: MalformedMessage) -> None:
-        self._malformed.note(msg, trio.current_time())
-
-    def _request_done(
-        self, session: _Session, request_id: int, error: BaseException | None
-    ) -> None:
-        pending = self._pending
-        if (
-            pending is not None
-            and pending.session == session.id
-            and pending.request_id == request_id
-        ):
-            pending.error = error
-            pending.position = self._buffer.appended
-            pending.done.set()
-
-    def _confirmed(self, acknowledged: dict[str, tuple[str, ...]]) -> None:
-        """Called by the reader with the subscriptions the server confirmed last."""
-        self._acknowledged = acknowledged
-
-    def _session_ready(self, session: _Session) -> None:
-        """Called by the reader (synchronously) when a session's subscriptions are confirmed."""
-        self._session_was_ready = True
-        first = self._first_scope
-        if first is not None:
-            first.deadline = math.inf  # the first-connect policy is over for this run
-            self._first_scope = None
-        now_wall = self._ready_wall_ns = time.time_ns()
-        if self.observers:
-            self._notify("ready", session=session.id)
-        if session.gap_start is not None:
-            self._reconnects += 1
-            if self.observers:
-                self._notify(
-                    "reconnected",
-                    gap_start_ns=session.gap_start,
-                    gap_end_ns=now_wall,
-                    attempts=session.attempts,
-                )
-            self._buffer.put_marker(Reconnected(session.gap_start, now_wall, session.attempts))
-            logger.info(
-                "stream %s reconnected after %.3f s (%d attempt(s))",
-                self._label,
-                (now_wall - session.gap_start) / 1e9,
-                session.attempts,
-            )
-        self._state = "connected"
-        self._ready.set()
-        pending = self._pending
-        if pending is not None and pending.session != session.id:
-            # A change pending on a lost connection was part of this connection's resubscribe.
-            pending.done.set()
 
     # ------------------------------------------------------------------ consuming
 
@@ -1099,9 +630,6 @@ class AlpacaWebSocketClient:
             self._start_dispatcher()
         return handle
 
-    def _count_handler_failure(self) -> None:
-        self._errors["handler"] += 1
-
     def set_error_handler(self, handler: ErrorHandler | None) -> None:
         """Set the function called with an :class:`~trioalpaca.ErrorReport` when a message
         handler raises (plain or ``async``; the report carries the exception, the message, the
@@ -1120,18 +648,8 @@ class AlpacaWebSocketClient:
         self._nursery.start_soon(self._dispatch_loop, name="trioalpaca-dispatcher")
 
     async def _dispatch_loop(self) -> None:
-        buffer = self._buffer
         try:
-            handlers = self._handlers
-            while handlers.count:
-                try:
-                    msg = await buffer.get()
-                except trio.EndOfChannel:
-                    return
-                if not handlers.count:
-                    buffer.push_front(msg)
-                    return
-                await handlers.dispatch(msg)
+            await self._handlers.drain(self._buffer)
         finally:
             self._dispatcher_running = False
 
@@ -1182,31 +700,14 @@ class AlpacaWebSocketClient:
     ) -> int:
         if self.kind is StreamKind.TRADING:
             raise UsageError("the trading stream has no market data channels")
-        wanted = self._normalise_channels(channels)
+        wanted = self._settings.channels(channels)
         if not wanted:
             return 0
         self._check_owner()
         self._require_nursery()
         if self._run_scope is None:
             raise UsageError(f"cannot {action} while disconnected; call connect() first")
-        try:
-            with trio.fail_after(self._subscription_timeout):
-                async with self._sub_lock:
-                    await self._ready.wait()
-                    session = self._session
-                    assert session is not None
-                    request_id = session.request(action, wanted)
-                    pending = _Pending(request_id, session.id)
-                    self._pending = pending
-                    try:
-                        await pending.done.wait()
-                    finally:
-                        self._pending = None
-        except trio.TooSlowError:
-            raise SubscriptionTimeoutError(self._subscription_timeout) from None
-        if pending.error is not None:
-            raise pending.error
-        return pending.position
+        return await self._subs.change(action, wanted, self._sup)
 
     @property
     def subscriptions(self) -> dict[str, tuple[str, ...]]:
@@ -1215,7 +716,7 @@ class AlpacaWebSocketClient:
         The server-maintained ``corrections`` / ``cancelErrors`` channels (which follow ``trades``
         on stock feeds) are not listed.
         """
-        return {ch: syms for ch, syms in self._acknowledged.items() if syms and ch not in _MIRRORED}
+        return self._subs.confirmed
 
     # ------------------------------------------------------------------ status and metrics
 
@@ -1223,35 +724,37 @@ class AlpacaWebSocketClient:
     def state(self) -> str:
         """``idle``, ``connecting``, ``connected``, ``reconnecting``, ``disconnected``,
         ``closed`` or ``failed``."""
-        return self._state
+        return self._sup.state
 
     @property
     def heartbeat_rtt(self) -> float | None:
         """Round trip of the last heartbeat ping in seconds (``None`` before the first one or
         while disconnected)."""
-        conn = self._conn
+        conn = self._sup.conn
         return conn.last_rtt if conn is not None else None
 
     def statistics(self) -> ClientStatistics:
         """A frozen snapshot of the stream's health and throughput; durations in seconds."""
         now = trio.current_time()
         buffer = self._buffer
+        rx = self._rx
+        tally = self._tally
         return ClientStatistics(
-            state=self._state,
+            state=self._sup.state,
             feed=self.endpoint.feed,
-            messages_received=self._rx.messages,
-            messages_per_second=self._messages_per_second(now),
-            frames_received=self._rx.frames,
-            bytes_received=self._rx.bytes,
-            latency=self._rx.latency.snapshot(),
+            messages_received=rx.messages,
+            messages_per_second=tally.messages_per_second(rx, now),
+            frames_received=rx.frames,
+            bytes_received=rx.bytes,
+            latency=rx.latency.snapshot(),
             heartbeat_rtt=self.heartbeat_rtt,
-            reconnects=self._reconnects,
-            errors=dict(self._errors),
+            reconnects=tally.reconnects,
+            errors=dict(tally.errors),
             dropped=buffer.dropped_total,
             buffered=len(buffer.q),
             received_position=buffer.appended,
             delivered_position=buffer.delivered,
-            last_message_age=None if self._rx.last_rx is None else now - self._rx.last_rx,
+            last_message_age=None if rx.last_rx is None else now - rx.last_rx,
             subscriptions=self.subscriptions,
         )
 
@@ -1269,41 +772,12 @@ class AlpacaWebSocketClient:
         as :class:`~trioalpaca.models.MalformedMessage`), ``undecodable_frames`` (those that
         were whole frames).
         """
-        st = self.statistics()
-        lat = st.latency
-        rtt = st.heartbeat_rtt
-        return {
-            "state": st.state,
-            "feed": st.feed,
-            "messages_received": st.messages_received,
-            "messages_per_second": st.messages_per_second,
-            "frames_received": st.frames_received,
-            "bytes_received": st.bytes_received,
-            "avg_latency_ms": lat.mean * 1e3 if lat.count else None,
-            "p50_latency_ms": lat.p50 * 1e3 if lat.count else None,
-            "p99_latency_ms": lat.p99 * 1e3 if lat.count else None,
-            "heartbeat_rtt_ms": None if rtt is None else rtt * 1e3,
-            "reconnects": st.reconnects,
-            "errors": dict(st.errors),
-            "malformed_messages": self._malformed.messages,
-            "undecodable_frames": self._malformed.frames,
-            "dropped": st.dropped,
-            "buffered": st.buffered,
-            "last_message_age_s": st.last_message_age,
-            "subscriptions": st.subscriptions,
-        }
-
-    def _messages_per_second(self, now: float) -> float:
-        # Over the last 10 s, or since the first message when that is more recent (no ramp-up).
-        if self._rx.first_rx is None:
-            return 0.0
-        span = min(RATE_WINDOW, max(now - self._rx.first_rx, self._rate_resolution))
-        return self._rx.rate.count(now) / span
+        return self._tally.metrics(self.statistics())
 
     def __repr__(self) -> str:
         return (
             f"<AlpacaWebSocketClient feed={self.endpoint.feed!r} url={self.url!r} "
-            f"state={self._state!r} api_key=*** api_secret=***>"
+            f"state={self._sup.state!r} api_key=*** api_secret=***>"
         )
 
 
@@ -1327,7 +801,10 @@ class _Session:
         session_id: int,
         gap_start: int | None,
         attempts: int,
+        proto: StreamClientProtocol,
     ) -> None:
+        #: the client: its observers, its buffer and receipts (which this session feeds) and
+        #: the callbacks (_notify, _request_done, _confirmed, _session_ready)
         self.client = client
         self.id = session_id
         self.gap_start = gap_start
@@ -1335,13 +812,12 @@ class _Session:
         self.ready = trio.Event()
         self.is_ready = False
         self.conn: Connection | None = None
-        self.proto = client._make_protocol()
-        #: the client's receipt counters and buffer, which this session feeds
+        self.proto = proto
         self.rx = client._rx
         self.buffer = client._buffer
         self._receive = self.proto.receive
         self._raw = client.raw_data
-        self._track_channels = bool(client._staleness)
+        self._track_channels = bool(client._settings.staleness)
         self._trading = client.kind is StreamKind.TRADING
         self._authenticated = False
 
@@ -1438,19 +914,30 @@ class _Session:
             rx.first_rx = now
         rx.data_flowed = True
         record = rx.latency.record
+        # message age, sampled at both ends of the frame (its oldest and newest messages)
         if self._raw:
-            for i in {0, n >> 1, n - 1}:
-                ts = msgs[i].get("t")
+            ts = msgs[0].get("t")
+            if type(ts) is int:
+                record(max(wall - ts, 0) / 1e9)
+            if n > 1:
+                ts = msgs[-1].get("t")
                 if type(ts) is int:
                     record(max(wall - ts, 0) / 1e9)
             if self._track_channels:
                 seen = rx.channel_seen
                 # one C-level pass (a Python set comprehension cost ~2 % of a raw message)
-                for code in set(map(_get_t, msgs)):
+                try:
+                    codes = set(map(_item_t, msgs))
+                except (KeyError, TypeError):  # not a data frame (trading, unusual shapes)
+                    codes = set(map(_get_t, msgs))
+                for code in codes:
                     seen[_T_TO_CHANNEL.get(code, "")] = now
         else:
-            for i in {0, n >> 1, n - 1}:
-                ts = getattr(msgs[i], "timestamp_ns", None)
+            ts = getattr(msgs[0], "timestamp_ns", None)
+            if ts is not None:
+                record(max(wall - ts, 0) / 1e9)
+            if n > 1:
+                ts = getattr(msgs[-1], "timestamp_ns", None)
                 if ts is not None:
                     record(max(wall - ts, 0) / 1e9)
             if self._track_channels:

@@ -302,7 +302,7 @@ class StreamManager:
     """Subscription manager and symbol router on top of one client (see module docs).
 
     Use :func:`open_stream_manager`; or construct it and run it with
-    ``await nursery.start(manager.run)``.
+    ``await nursery.start(manager.serve)``.
 
     Args:
         client: the stream client (anything with ``subscribe(**channels)`` /
@@ -336,7 +336,7 @@ class StreamManager:
         self.client = client
         """The client whose subscriptions are managed."""
         self.consume = consume
-        """Whether :meth:`run` reads and routes the client's stream."""
+        """Whether :meth:`serve` reads and routes the client's stream."""
         self.coalesce_window = float(coalesce_window)
         """Seconds changes are collected before a flush."""
         self.max_request_bytes = max_request_bytes
@@ -372,10 +372,13 @@ class StreamManager:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def run(
+    async def serve(
         self, *, task_status: trio.TaskStatus[StreamManager] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Run the flusher (and the stream reader when ``consume``) until cancelled."""
+        """Run the flusher (and the stream reader when ``consume``) until cancelled.
+
+        For ``await nursery.start(manager.serve)``; reports the manager itself as started value.
+        """
         if self._started:
             raise UsageError("a StreamManager can only be run once")
         self._started = True
@@ -400,6 +403,13 @@ class StreamManager:
                 if w.sub is not None and w.error is None:
                     w.error = UsageError("the StreamManager stopped before the change was sent")
                 w.done.set()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[StreamManager] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The original name of :meth:`serve` (``await nursery.start(manager.run)``); kept as
+        an alias, same behaviour."""
+        await self.serve(task_status=task_status)
 
     def set_error_handler(self, handler: ErrorHandler | None) -> None:
         """Set the function (plain or ``async``) called with an :class:`~trioalpaca.ErrorReport`
@@ -817,6 +827,6 @@ async def open_stream_manager(
     )
     with single_error():
         async with trio.open_nursery() as nursery:
-            await nursery.start(manager.run)
+            await nursery.start(manager.serve)
             yield manager
             nursery.cancel_scope.cancel()

@@ -118,6 +118,10 @@ class RateMeter:
         """Record ``n`` events that happened at time ``now`` (seconds, monotonic)."""
         self.total += n
         idx = math.floor(now / self._width)
+        if idx == self._head:  # the common case: still in the newest bucket
+            self._counts[idx % self._n] += n
+            self._sum += n
+            return
         self._advance(idx)
         head = self._head
         assert head is not None

@@ -14,12 +14,13 @@ Shape of the pipeline::
   routes inline (the stream itself is the intake, one hop less); :meth:`MessageHandler.send` and
   :meth:`MessageHandler.intake_channel` go through the intake memory channel and the router task.
 * **Lanes** are bounded FIFO queues (``buffer_size`` messages each) with a named overflow
-  policy per channel, see :data:`OverflowPolicy`. They behave like memory channels (bounded,
-  closable, ``EndOfChannel`` once closed and drained) but are a ``deque`` plus a parking lot:
-  the router appends a whole received frame without per-message task bookkeeping, a worker is
-  woken once per batch rather than per message, and ``drop_oldest`` is O(1) (a memory channel
-  cannot drop its head). This keeps the pipeline's cost per message well below the client's
-  decoding cost (see the ``bench`` session).
+  policy per channel, see :data:`OverflowPolicy`: each is the library's one bounded buffer
+  (``trioalpaca._buffer.MessageBuffer``, the client's too), so the policies are one
+  implementation. They behave like memory channels (bounded, closable, ``EndOfChannel`` once
+  closed and drained) but the router appends a whole received frame without per-message task
+  bookkeeping, a worker is woken once per batch rather than per message, and ``drop_oldest``
+  is O(1) (a memory channel cannot drop its head). This keeps the pipeline's cost per message
+  well below the client's decoding cost (see the ``bench`` session).
 * **Workers** take up to ``batch_size`` messages from their lane: the first message is awaited,
   then, if fewer than ``batch_size`` are queued, they wait up to ``batch_timeout`` seconds for a
   full batch before taking what is there. The batch is split by channel (order kept within each
@@ -62,13 +63,13 @@ import inspect
 import logging
 import math
 import zlib
-from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal, get_args
 
 import trio
 
+from trioalpaca._buffer import MessageBuffer
 from trioalpaca._errors import TrioAlpacaError, UsageError
 from trioalpaca._groups import single_error
 from trioalpaca._handlers import _T_TO_CHANNEL as _ALL_T_TO_CHANNEL
@@ -187,90 +188,38 @@ class _TypeStats:
         self.latency = LatencyHistogram()
 
 
-class _Lane:
-    """A bounded FIFO of messages feeding one worker (memory-channel semantics).
+class _Lane(MessageBuffer):
+    """The bounded queue feeding one worker: a :class:`~trioalpaca._buffer.MessageBuffer` whose
+    own policy is the handler's default (``"*"``) policy and whose discards are counted per
+    channel (``keep_discards``: the handler settles its ``discards`` / ``replaced`` lists after
+    each routed batch) instead of a ``Dropped`` marker.
 
-    Like a memory channel it is bounded, closable and ends with ``EndOfChannel`` once closed and
-    drained; unlike one it takes a message with a plain ``deque.append`` (no task bookkeeping per
-    message), wakes its worker only when a batch can be formed, and drops its oldest message in
-    O(1). The router is the only producer and the lane's worker the only consumer.
+    The router offers each message under its channel's policy (``conflate`` with the key
+    ``(channel, symbol)``), or appends it directly while there is room (the hot path), and wakes
+    the worker once per routed batch (:meth:`notify`); the worker takes batches with
+    :meth:`get_full_batch`. Blocked producers wait for room (``low_water`` one below the bound).
     """
 
-    __slots__ = (
-        "_lot",
-        "_room",
-        "batches",
-        "capacity",
-        "closed",
-        "index",
-        "pending",
-        "q",
-        "wake_at",
-    )
+    __slots__ = ("batches", "index")
 
-    def __init__(self, index: int, capacity: int) -> None:
+    def __init__(
+        self,
+        index: int,
+        capacity: int,
+        policy: OverflowPolicy,
+    ) -> None:
+        super().__init__(capacity, policy, where="lane", low_water=capacity - 1, keep_discards=True)
         self.index = index
-        self.capacity = capacity
-        self.q: deque[Any] = deque()
-        self.closed = False
-        #: the worker parks here; producers unpark it once len(q) >= wake_at
-        self._lot = trio.lowlevel.ParkingLot()
-        self.wake_at = 1
-        #: producers waiting for room park here
-        self._room = trio.lowlevel.ParkingLot()
-        #: conflated channels: (channel, symbol) -> latest message for the queued token
-        self.pending: dict[tuple[str, str], Any] = {}
         self.batches = 0
 
-    def notify(self) -> None:
-        """Wake the worker if it waits for what is queued now (call after appending)."""
-        if len(self.q) >= self.wake_at and self._lot:
-            self._lot.unpark_all()
+    @property
+    def capacity(self) -> int:
+        """Most queued messages."""
+        return self.maxsize
 
-    async def wait_for_room(self) -> None:
-        """Wait until the lane has room (or is closed: then raise ClosedResourceError)."""
-        while len(self.q) >= self.capacity:
-            if self.closed:
-                raise trio.ClosedResourceError("the MessageHandler is closed")
-            await self._room.park()
-        if self.closed:
-            raise trio.ClosedResourceError("the MessageHandler is closed")
 
-    def close(self) -> None:
-        """No more messages; the worker drains what is queued, then ends."""
-        self.closed = True
-        self._lot.unpark_all()
-        self._room.unpark_all()
-
-    async def take(self, max_n: int, wait_s: float) -> list[Any]:
-        """Wait for the first message, then up to ``wait_s`` seconds for ``max_n`` of them;
-        return at most ``max_n`` (``EndOfChannel`` once closed and drained)."""
-        q = self.q
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if not q:
-            self.wake_at = 1
-            while not q:
-                if self.closed:
-                    raise trio.EndOfChannel
-                await self._lot.park()
-        if len(q) < max_n and wait_s > 0 and not self.closed:
-            self.wake_at = max_n
-            with trio.move_on_after(wait_s):
-                while len(q) < max_n and not self.closed:
-                    await self._lot.park()
-            self.wake_at = 1
-        else:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        n = len(q)
-        if n <= max_n:
-            batch = list(q)
-            q.clear()
-        else:
-            popleft = q.popleft
-            batch = [popleft() for _ in range(max_n)]
-        if self._room:
-            self._room.unpark_all()
-        return batch
+#: A message that found its lane full under ``block``: the lane, its policy, its conflation key.
+_Blocked = tuple[_Lane, OverflowPolicy, Hashable | None]
 
 
 def _channel_of(msg: Any) -> str:
@@ -325,7 +274,7 @@ class MessageHandler:
     """A processing pipeline: intake → router → bounded per-worker lanes → batching workers.
 
     Use :func:`open_message_handler` (``async with``), or construct it and start it in your own
-    nursery with ``await nursery.start(handler.run)``. See the module documentation for the
+    nursery with ``await nursery.start(handler.serve)``. See the module documentation for the
     ordering guarantee, overflow and error policies.
 
     Args:
@@ -392,8 +341,9 @@ class MessageHandler:
         self._default_policy, self._policies = self._parse_overflow(overflow)
         self._conflated = frozenset(ch for ch, pol in self._policies.items() if pol == "conflate")
         self._rate_window = rate_window
-        self._lanes = [_Lane(i, buffer_size) for i in range(worker_count)]
-        self._control = _Lane(-1, buffer_size)
+        policy = self._default_policy
+        self._lanes = [_Lane(i, buffer_size, policy) for i in range(worker_count)]
+        self._control = _Lane(-1, buffer_size, "block")
         self._intake_send, self._intake_recv = trio.open_memory_channel[Any](buffer_size)
         self._processors: dict[str, Processor] = {}
         self._error_handler: ErrorHandler | None = None
@@ -401,9 +351,9 @@ class MessageHandler:
         #: symbol -> its worker's lane (cache of crc32(symbol) % worker_count)
         self._lane_of: dict[str, _Lane] = {}
         #: hot-path cache: message class -> (stats, overflow policy, channel)
-        self._fast: dict[type, tuple[_TypeStats, str, str]] = {}
+        self._fast: dict[type, tuple[_TypeStats, OverflowPolicy, str]] = {}
         #: the same for raw dicts, keyed by their ``T`` code
-        self._fast_raw: dict[str, tuple[_TypeStats, str, str]] = {}
+        self._fast_raw: dict[str, tuple[_TypeStats, OverflowPolicy, str]] = {}
         self._class_channel: dict[type, str] = {}
         self._reconnects = 0
         self._upstream_dropped = 0
@@ -492,12 +442,12 @@ class MessageHandler:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def run(
+    async def serve(
         self, *, task_status: trio.TaskStatus[MessageHandler] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Run the router and worker tasks until :meth:`close` has drained them, or cancelled.
 
-        For ``await nursery.start(handler.run)``; reports the handler itself as started value.
+        For ``await nursery.start(handler.serve)``; reports the handler itself as started value.
         Raises :class:`ProcessorError` under ``error_policy="stop"``.
         """
         if self._started:
@@ -511,8 +461,15 @@ class MessageHandler:
                 nursery.start_soon(self._router)
                 task_status.started(self)
 
+    async def run(
+        self, *, task_status: trio.TaskStatus[MessageHandler] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The original name of :meth:`serve` (``await nursery.start(handler.run)``); kept as
+        an alias, same behaviour."""
+        await self.serve(task_status=task_status)
+
     def close(self) -> None:
-        """Stop accepting messages; workers finish everything already queued, then :meth:`run`
+        """Stop accepting messages; workers finish everything already queued, then :meth:`serve`
         returns. Idempotent. Clones from :meth:`intake_channel` must be closed too."""
         if self._closed:
             return
@@ -587,20 +544,25 @@ class MessageHandler:
                     await self._put_blocking(blocked, msg)
                 continue
             lane = lane_of.get(key) or self._lane_for(key)
-            st = f[0]
-            st.received += 1
+            f[0].received += 1
             q = lane.q
-            if len(q) < lane.capacity:
+            if len(q) < lane.maxsize:
+                # offer() while there is room, inlined (lanes keep no delivery positions: the
+                # count of appended items is left alone here, nobody waits on a lane position)
                 q.append(msg)
                 continue
-            blocked = self._overflow(msg, f[1], lane, st, f[2], key)
-            if blocked is not None:
+            if f[1] == "drop_newest":  # offer()'s cheapest outcome, inlined as well
+                lane.dropped_total += 1
+                f[0].dropped += 1
+            elif not lane.offer(msg, f[1]):
                 self._notify_all()
-                await self._put_blocking(blocked, msg)
+                await self._put_blocking((lane, f[1], None), msg)
         self._notify_all()
 
     def _notify_all(self) -> None:
         for lane in self._lanes:
+            if lane.discards or lane.replaced:
+                self._settle(lane)
             if lane.q:
                 lane.notify()
         if self._control.q:
@@ -645,7 +607,7 @@ class MessageHandler:
         """Return the index of the worker that owns ``symbol`` (stable across runs)."""
         return zlib.crc32(symbol.encode()) % self.worker_count
 
-    def _put_slow(self, msg: Any) -> _Lane | None:
+    def _put_slow(self, msg: Any) -> _Blocked | None:
         channel = _channel_of(msg)
         procs = self._processors
         st = self._stats_for(channel)
@@ -673,10 +635,9 @@ class MessageHandler:
                 return None
             st.received += 1
             lane = self._control
-            if len(lane.q) < lane.capacity:
-                lane.q.append(msg)
+            if lane.offer(msg):
                 return None
-            return lane  # control events are never dropped: wait for room
+            return (lane, "block", None)  # control events are never dropped: wait for room
         if channel not in procs and "*" not in procs:
             st.unhandled += 1
             return None
@@ -698,57 +659,58 @@ class MessageHandler:
             and type(msg.get("S")) is str
         ):
             self._fast_raw[msg["T"]] = (st, policy, channel)
-        if policy == "conflate":
-            pkey = (channel, key)
-            pending = lane.pending
-            if pkey in pending:
-                pending[pkey] = msg
-                st.dropped += 1
-                st.conflated += 1
-                return None
-            if len(lane.q) < lane.capacity:
-                lane.q.append(msg)
-                pending[pkey] = msg
-                return None
-            policy = self._default_policy
-        elif len(lane.q) < lane.capacity:
-            lane.q.append(msg)
+        pkey = (channel, key) if policy == "conflate" else None
+        if lane.offer(msg, policy, pkey):
             return None
-        return self._overflow(msg, policy, lane, st, channel, key)
+        return (lane, policy, pkey)  # full under block: the caller waits for room
 
-    def _overflow(
-        self, msg: Any, policy: str, lane: _Lane, st: _TypeStats, channel: str, key: str
-    ) -> _Lane | None:
-        """``msg`` found ``lane`` full: apply ``policy``."""
-        if policy == "drop_newest":
+    def _channel(self, msg: Any) -> str:
+        cls = type(msg)
+        if cls is dict:
+            return _channel_of(msg)
+        ch = self._class_channel.get(cls)
+        if ch is None:
+            ch = self._class_channel[cls] = _channel_of(msg)
+        return ch
+
+    def _settle(self, lane: _Lane) -> None:
+        """Count what ``lane``'s policies discarded since the last call, per channel."""
+        fast = self._fast
+        discards = lane.discards
+        assert discards is not None
+        for msg in discards:
+            f = fast.get(type(msg))
+            st = f[0] if f is not None else self._stats_for(self._channel(msg))
             st.dropped += 1
-            return None
-        if policy == "drop_oldest":
-            old = lane.q.popleft()
-            old_ch = _channel_of(old)
-            old_st = self._stats_for(old_ch)
-            old_st.dropped += 1
-            if old_ch in self._conflated:
-                lane.pending.pop((old_ch, _key_of(old)), None)
-            lane.q.append(msg)
-            if channel in self._conflated:
-                lane.pending[(channel, key)] = msg
-            return None
-        # block: the caller awaits _put_blocking
-        return lane
+        discards.clear()
+        chans = self._class_channel
+        stats = self._stats
+        for msg in lane.replaced:
+            ch = chans.get(type(msg))
+            cst = stats.get(ch) if ch is not None else None
+            if cst is None:
+                cst = self._stats_for(self._channel(msg))
+            cst.dropped += 1
+            cst.conflated += 1
+        lane.replaced.clear()
 
-    async def _put_blocking(self, lane: _Lane, msg: Any) -> None:
+    async def _put_blocking(self, blocked: _Blocked, msg: Any) -> None:
+        lane, policy, pkey = blocked
+        offered = False
         try:
-            await lane.wait_for_room()
-        except BaseException:
-            st = self._stats_for(_channel_of(msg))
-            st.dropped += 1
-            raise
-        lane.q.append(msg)
+            while not lane.closed:
+                if lane.offer(msg, policy, pkey):
+                    offered = True
+                    break
+                await lane.wait_for_space()
+        finally:
+            if not offered:  # closed or cancelled while waiting
+                self._stats_for(_channel_of(msg)).dropped += 1
+        if not offered:
+            raise trio.ClosedResourceError("the MessageHandler is closed")
+        if lane.replaced:
+            self._settle(lane)
         lane.notify()
-        channel = _channel_of(msg)
-        if channel in self._conflated:
-            lane.pending.setdefault((channel, _key_of(msg)), msg)
 
     # ------------------------------------------------------------------ workers
 
@@ -756,7 +718,7 @@ class MessageHandler:
         size = self.batch_size
         while True:
             try:
-                batch = await lane.take(size, wait_s)
+                batch = await lane.get_full_batch(size, wait_s)
             except trio.EndOfChannel:
                 return
             lane.batches += 1
@@ -765,26 +727,24 @@ class MessageHandler:
     async def _dispatch(self, lane: _Lane, batch: list[Any]) -> None:
         groups: dict[str, list[Any]] = {}
         chans = self._class_channel
-        if not self._conflated:
-            # Group by class (one dict operation per message), then name the channels.
-            by_cls: dict[type, list[Any]] = {}
-            for msg in batch:
-                try:
-                    by_cls[type(msg)].append(msg)
-                except KeyError:
-                    by_cls[type(msg)] = [msg]
-            if dict not in by_cls:
-                for cls, group in by_cls.items():
-                    ch = chans.get(cls)
-                    if ch is None:
-                        ch = chans[cls] = _channel_of(group[0])
-                    if ch in groups:  # two classes on one channel: keep arrival order
-                        groups = {}
-                        break
-                    groups[ch] = group
+        # Group by class (one dict operation per message), then name the channels. (The lane
+        # already gave conflated messages their latest content.)
+        by_cls: dict[type, list[Any]] = {}
+        for msg in batch:
+            try:
+                by_cls[type(msg)].append(msg)
+            except KeyError:
+                by_cls[type(msg)] = [msg]
+        if dict not in by_cls:
+            for cls, group in by_cls.items():
+                ch = chans.get(cls)
+                if ch is None:
+                    ch = chans[cls] = _channel_of(group[0])
+                if ch in groups:  # two classes on one channel: keep arrival order
+                    groups = {}
+                    break
+                groups[ch] = group
         if not groups:
-            pending = lane.pending
-            conflated = self._conflated
             for msg in batch:
                 cls = type(msg)
                 ch = chans.get(cls)
@@ -792,8 +752,6 @@ class MessageHandler:
                     ch = _channel_of(msg)
                     if cls is not dict:
                         chans[cls] = ch
-                if ch in conflated:
-                    msg = pending.pop((ch, _key_of(msg)), msg)
                 grp = groups.get(ch)
                 if grp is None:
                     groups[ch] = [msg]
@@ -905,6 +863,9 @@ class MessageHandler:
         room under ``"block"``); the lanes' own depths are under ``workers`` and ``control``.
         """
         t = trio.current_time() if now is None else now
+        for lane in self._lanes:
+            if lane.discards or lane.replaced:
+                self._settle(lane)
         by_type = {ch: self._stats_dict([st], t) for ch, st in self._stats.items()}
         return {
             "by_type": by_type,
@@ -992,7 +953,7 @@ async def open_message_handler(
     )
     with single_error():
         async with trio.open_nursery() as nursery:
-            await nursery.start(handler.run)
+            await nursery.start(handler.serve)
             try:
                 yield handler
             except BaseException:

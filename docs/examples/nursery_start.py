@@ -8,7 +8,7 @@ import trioalpaca
 async def main(count=10):
     async with trio.open_nursery() as nursery:
         # returns once connected and subscribed; the client runs in the nursery's task
-        stream = await nursery.start(trioalpaca.open_stream(feed="iex", trades=["AAPL"]).run)
+        stream = await nursery.start(trioalpaca.open_stream(feed="iex", trades=["AAPL"]).serve)
         for _ in range(count):
             msg = await stream.receive()
             print(type(msg).__name__, msg.symbol)

@@ -9,6 +9,7 @@ Keys (``{...}`` is a Redis Cluster hash tag, so every key of one feed lands in o
     ta:{iex}:lease        the hot-standby lease (SET NX PX)
     ta:{iex}:keys         a set of every stream key written (for markers and tools)
     ta:{iex}:n            a hash: stream key -> entries written (the entries' ``n``)
+    ta:{iex}:status       the publishers' status entries (started, stopped, upstream events)
     ta:{acct:PK123}:trade_updates   the trading stream of API key id PK123
 
 Entry fields (all values are bytes):
@@ -39,6 +40,7 @@ __all__ = [
     "KIND_DROPPED",
     "KIND_GAP",
     "KIND_STATUS",
+    "STATUS_CODE",
     "STREAM_CODE_BY_T",
     "StreamLayout",
 ]
@@ -49,8 +51,12 @@ KIND_DATA: Final = b"data"
 KIND_GAP: Final = b"gap"
 #: Entry kind: a ``Dropped`` marker (``d`` holds its wire dict).
 KIND_DROPPED: Final = b"dropped"
-#: Entry kind: reserved for upstream control messages; consumers decode ``d`` like data.
+#: Entry kind: a publisher status event (``d`` holds one ``{"T": "status", "event": ...}`` dict);
+#: written into the layout's :attr:`StreamLayout.status_key` stream.
 KIND_STATUS: Final = b"status"
+
+#: Stream code of the status stream (``ta:{iex}:status``).
+STATUS_CODE: Final = "status"
 
 #: Wire channel -> stream code (the last key segment). Corrections and cancel errors travel in the
 #: trades stream, as they do on the wire, so their order relative to the trades is kept.
@@ -162,6 +168,11 @@ class StreamLayout:
     def lease_key(self) -> str:
         """The key of the hot-standby lease."""
         return f"{self._base()}:lease"
+
+    @property
+    def status_key(self) -> str:
+        """The stream of the publishers' status entries (kind ``status``): ``ta:{iex}:status``."""
+        return f"{self._base()}:{STATUS_CODE}"
 
     def key(self, code: str, symbol: str | None = None) -> str:
         """The stream key for stream code ``code`` (and ``symbol`` in the per-symbol layout)."""

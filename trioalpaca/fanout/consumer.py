@@ -21,10 +21,12 @@ from __future__ import annotations
 import collections
 import heapq
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 import msgpack
@@ -38,12 +40,23 @@ from trioalpaca.fanout._layout import (
     KIND_DROPPED,
     KIND_GAP,
     KIND_STATUS,
+    STATUS_CODE,
     StreamLayout,
 )
 from trioalpaca.fanout._redis import is_redis_failure, open_redis_client, parse_id
-from trioalpaca.models import MARKET_DATA_TYPES, Dropped, Reconnected, TradeUpdate
+from trioalpaca.models import (
+    MARKET_DATA_TYPES,
+    Dropped,
+    MalformedMessage,
+    Reconnected,
+    TradeUpdate,
+    _WireAccess,
+)
 
-__all__ = ["MalformedEntry", "RedisStream", "open_redis_stream"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["MalformedEntry", "PublisherStatus", "RedisStream", "open_redis_stream"]
 
 logger = logging.getLogger("trioalpaca.fanout")
 
@@ -63,36 +76,111 @@ _CHANNEL_KWARGS = (
 
 
 @attrs.frozen
-class MalformedEntry:
+class MalformedEntry(MalformedMessage):
     """Local event: a Redis stream entry that is not in the publisher's format.
 
     Something other than a trioalpaca publisher wrote to the stream (or the entry was damaged).
-    The consumer reports it in the entry's place and carries on.
+    The consumer delivers it in the entry's place and carries on.
+
+    It *is* a :class:`~trioalpaca.models.MalformedMessage` (a subclass, with the same wire type
+    ``"malformed"``), so code written for a live stream's malformed data handles it unchanged;
+    it adds where the entry is (:attr:`stream`, :attr:`entry_id`). ``raw`` holds the entry's
+    fields (``{name: bytes}``; only ``{"d": ...}`` when the fields are fine but ``d`` does
+    not decode), ``error`` what is wrong with it, and ``frame`` is true (the
+    whole entry was refused).
     """
 
-    wire_type: ClassVar[str] = "malformed_entry"
-    channel: ClassVar[str] = "control"
-
-    stream: str
-    """The stream key."""
-    entry_id: str
-    """The entry's ID."""
-    reason: str
-    """What is wrong with it."""
-
-    def to_wire(self) -> dict[str, Any]:
-        """``{"T": "malformed_entry", "stream": key, "id": id, "reason": text}`` (raw mode)."""
-        return {
-            "T": self.wire_type,
-            "stream": self.stream,
-            "id": self.entry_id,
-            "reason": self.reason,
+    _wire_keys: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            "T": "wire_type",
+            "raw": "raw",
+            "error": "error",
+            "frame": "frame",
+            "stream": "stream",
+            "id": "entry_id",
         }
+    )
+
+    stream: str = attrs.field(default="", kw_only=True)
+    """The stream key."""
+    entry_id: str = attrs.field(default="", kw_only=True)
+    """The entry's ID."""
+
+    @property
+    def reason(self) -> str:
+        """What is wrong with the entry (the same as ``error``)."""
+        return self.error
 
     @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> MalformedEntry:
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
         """Build from the dict :meth:`to_wire` produces."""
-        return cls(d["stream"], d["id"], d.get("reason", ""))
+        return cls(
+            d.get("raw"),
+            d.get("error", ""),
+            bool(d.get("frame", True)),
+            stream=d.get("stream", ""),
+            entry_id=d.get("id", ""),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """``{"T": "malformed", "raw": fields, "error": text, "frame": true, "stream": key,
+        "id": entry id}`` (raw mode)."""
+        return {
+            "T": "malformed",
+            "raw": self.raw,
+            "error": self.error,
+            "frame": self.frame,
+            "stream": self.stream,
+            "id": self.entry_id,
+        }
+
+
+@attrs.frozen
+class PublisherStatus(_WireAccess):
+    """Local event: a status entry a publisher wrote (``k = status``, the ``ta:{feed}:status``
+    stream): the publisher started or stopped, or its upstream connected, authenticated,
+    subscribed or disconnected. See :doc:`/guides/fanout-layout` for the events.
+
+    Consumers skip these unless asked (``open_redis_stream(..., status_events=True)``), so code
+    written for :func:`~trioalpaca.client.open_stream` never meets them by surprise.
+    """
+
+    wire_type: ClassVar[str] = "status"
+    channel: ClassVar[str] = "control"
+    _wire_keys: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"T": "wire_type", "event": "event", "epoch": "epoch", "at": "at_ns"}
+    )
+
+    event: str
+    """``started``, ``stopped``, ``connected``, ``authenticated``, ``subscribed``,
+    ``disconnected`` or ``upstream_closed`` (other values may come from newer publishers)."""
+    epoch: int
+    """The epoch of the publisher that wrote it."""
+    at_ns: int
+    """When it happened, nanoseconds since the epoch (the publisher's wall clock)."""
+    details: dict[str, Any] = attrs.field(factory=dict)
+    """The event's other fields (``reason``, ``code``, ``subscriptions``, ``hub``, ...)."""
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Build from ``{"T": "status", "event": ..., "epoch": ..., "at": ns, ...}``."""
+        event = d["event"]
+        epoch = d.get("epoch", 0)
+        at = d.get("at", 0)
+        if type(event) is not str or type(epoch) is not int or type(at) is not int:
+            raise TypeError("status: 'event' must be text, 'epoch' and 'at' integers")
+        rest = {k: v for k, v in d.items() if k not in ("T", "event", "epoch", "at")}
+        return cls(event, epoch, at, rest)
+
+    def to_wire(self) -> dict[str, Any]:
+        """``{"T": "status", "event": ..., "epoch": ..., "at": ns, **details}`` (raw mode)."""
+        return {
+            "T": "status",
+            "event": self.event,
+            "epoch": self.epoch,
+            "at": self.at_ns,
+            **self.details,
+        }
 
 
 class _Stream:
@@ -131,6 +219,8 @@ class RedisStream:
         count: int = 1000,
         block: float = 1.0,
         backoff: Backoff | None = None,
+        claim_idle: float | None = 30.0,
+        status_events: bool = False,
     ) -> None:
         if count < 1:
             raise UsageError("count must be at least 1")
@@ -138,12 +228,17 @@ class RedisStream:
             raise UsageError("block must be a positive number of seconds")
         if (group is None) != (consumer is None):
             raise UsageError("give both group= and consumer= (consumer groups), or neither")
+        if claim_idle is not None and not (claim_idle > 0 and math.isfinite(claim_idle)):
+            raise UsageError("claim_idle must be a positive number of seconds (or None)")
         self._redis = redis
         self.layout = layout
         self.raw_data = raw_data
         keys = layout.channel_keys(dict(channels))
         if not keys:
             raise UsageError("subscribe to at least one channel (e.g. trades=['AAPL'])")
+        self.status_events = status_events
+        if status_events:
+            keys[layout.status_key] = STATUS_CODE
         symbols: set[str] = set()
         self._all_symbols = layout.trading or layout.per_symbol
         for syms in channels.values():
@@ -169,7 +264,14 @@ class RedisStream:
         self._consumer = consumer
         self._group_start = "$" if start == "new" else "0"
         self._count = count
+        # a group consumer claims idle entries (XAUTOCLAIM) every claim_idle seconds, so its
+        # blocking read must come back at least that often
+        self._claim_idle = claim_idle if group is not None else None
+        if self._claim_idle is not None:
+            block = min(block, self._claim_idle)
         self._block_ms = max(1, round(block * 1000))
+        self._next_claim = -math.inf
+        self._claim_cursor: dict[str, str] = dict.fromkeys(keys, "0-0")
         self._backoff = backoff if backoff is not None else Backoff(initial=0.05, cap=2.0)
         self._out: collections.deque[Any] = collections.deque()
         self._to_ack: dict[str, list[Any]] = {}
@@ -188,6 +290,9 @@ class RedisStream:
         self._malformed = 0
         self._stale = 0
         self._redis_errors = 0
+        self._claimed = 0
+        self._claim_deleted = 0
+        self._status_skipped = 0
         self._last_rx: int | None = None
         self.state = "idle"
         """``idle``, ``reading``, ``redis-down`` or ``closed``."""
@@ -242,6 +347,9 @@ class RedisStream:
     def statistics(self) -> dict[str, Any]:
         """A snapshot: ``state``, ``delivered``, ``entries_read``, ``gaps`` (gap markers made
         locally), ``malformed``, ``stale_entries`` (older epoch or duplicates, skipped),
+        ``claimed`` (entries taken over from other group consumers with ``XAUTOCLAIM``),
+        ``claimed_deleted`` (pending entries found trimmed when claimed: lost),
+        ``status_skipped`` (status entries not delivered, ``status_events`` off),
         ``redis_errors``, ``buffered``, ``lag_s`` (now minus the publisher receive time of the
         newest entry read; ``None`` before the first) and ``max_epoch``."""
         return {
@@ -251,6 +359,9 @@ class RedisStream:
             "gaps": self._gaps,
             "malformed": self._malformed,
             "stale_entries": self._stale,
+            "claimed": self._claimed,
+            "claimed_deleted": self._claim_deleted,
+            "status_skipped": self._status_skipped,
             "redis_errors": self._redis_errors,
             "buffered": len(self._out),
             "lag_s": None if self._last_rx is None else (time.time_ns() - self._last_rx) / 1e9,
@@ -271,7 +382,7 @@ class RedisStream:
                     await self._prepare()
                     self._ready = True
                 await self._ack()
-                resp = await self._read()
+                resp, claimed = await self._read()
             except Exception as exc:
                 if not is_redis_failure(exc):
                     raise
@@ -287,7 +398,7 @@ class RedisStream:
             self.state = "reading"
             schedule.reset()
             if resp:
-                self._ingest(resp)
+                self._ingest(resp, claimed)
 
     async def _prepare(self) -> None:
         redis = self._redis
@@ -342,7 +453,8 @@ class RedisStream:
         elif first and parse_id(first) > last_id:
             self._local_gap(s, "trimmed past the resume position")
 
-    async def _read(self) -> Any:
+    async def _read(self) -> tuple[Any, bool]:
+        """One read: ``(response, claimed)``; ``claimed`` when it holds XAUTOCLAIMed entries."""
         redis = self._redis
         if self._group is None:
             # A blocked XREAD is served with the entries of the stream that woke it only, so it
@@ -351,21 +463,62 @@ class RedisStream:
             streams = {k: s.last_id for k, s in self._streams.items()}
             resp = await redis.xread(streams, count=self._count)
             if resp:
-                return resp
+                return resp, False
             await redis.xread(streams, count=1, block=self._block_ms)
-            return await redis.xread(streams, count=self._count)
+            return await redis.xread(streams, count=self._count), False
         if self._own_pending:
             streams = dict.fromkeys(self._streams, "0")
             resp = await redis.xreadgroup(self._group, self._consumer, streams, count=self._count)
             if not resp or not any(resp.values()):
                 self._own_pending = False
-                return None
+                return None, False
             # continue the pending scan after what we got
-            return resp
+            return resp, False
+        if self._claim_idle is not None and trio.current_time() >= self._next_claim:
+            claimed = await self._autoclaim()
+            if claimed:
+                return claimed, True
         streams = dict.fromkeys(self._streams, ">")
-        return await redis.xreadgroup(
+        resp = await redis.xreadgroup(
             self._group, self._consumer, streams, count=self._count, block=self._block_ms
         )
+        return resp, False
+
+    async def _autoclaim(self) -> dict[str, Any]:
+        """Take over entries other consumers of the group read but did not acknowledge within
+        ``claim_idle`` seconds (they died): ``XAUTOCLAIM``, one scan of every stream's pending
+        list, ``count`` entries per call."""
+        assert self._claim_idle is not None
+        idle_ms = max(1, round(self._claim_idle * 1000))
+        out: dict[str, Any] = {}
+        more = False
+        for key in self._streams:
+            reply = await self._redis.xautoclaim(
+                key,
+                self._group,
+                self._consumer,
+                idle_ms,
+                self._claim_cursor[key],
+                count=self._count,
+            )
+            cursor = reply[0]
+            self._claim_cursor[key] = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+            entries = [e for e in reply[1] if e is not None]
+            if len(reply) > 2 and reply[2]:
+                self._claim_deleted += len(reply[2])
+                logger.warning(
+                    "stream %s: %d pending entries of a dead consumer were trimmed before they "
+                    "could be claimed",
+                    key,
+                    len(reply[2]),
+                )
+            if entries:
+                out[key] = entries
+            if self._claim_cursor[key] not in ("0-0", "0"):
+                more = True  # the scan goes on with the next read
+        # a full scan is done: the next one after claim_idle seconds
+        self._next_claim = -math.inf if more else trio.current_time() + self._claim_idle
+        return out
 
     async def _ack(self) -> None:
         if not self._to_ack:
@@ -376,8 +529,11 @@ class RedisStream:
 
     # ------------------------------------------------------------------ decoding
 
-    def _ingest(self, resp: Mapping[Any, Any]) -> None:
+    def _ingest(self, resp: Mapping[Any, Any], claimed: bool = False) -> None:
         streams = self._streams
+        if claimed:
+            self._ingest_claimed(resp)
+            return
         watermark: tuple[int, int] | None = None
         group = self._group is not None
         for raw_key, entries in resp.items():
@@ -410,6 +566,23 @@ class RedisStream:
         for item in heapq.merge(*ready, key=_merge_key):
             self._emit(streams[item[3]], item)
 
+    def _ingest_claimed(self, resp: Mapping[str, Any]) -> None:
+        # Claimed entries are older than what this consumer has read: they are delivered as they
+        # are (at least once), outside the stream's order and duplicate checks, merged by
+        # (epoch, batch, channel) among themselves.
+        items: list[tuple[Any, ...]] = []
+        for key, entries in resp.items():
+            s = self._streams[key]
+            for entry in entries:
+                item = self._parse(s, entry.identifier, entry.field_values)
+                if item is not None:
+                    items.append(item)
+            self._to_ack.setdefault(key, []).extend(e.identifier for e in entries)
+            self._claimed += len(entries)
+        items.sort(key=_merge_key)
+        for item in items:
+            self._emit(self._streams[item[3]], item, claimed=True)
+
     def _parse(
         self, s: _Stream, ident: bytes, fields: Mapping[bytes, bytes]
     ) -> tuple[Any, ...] | None:
@@ -423,12 +596,14 @@ class RedisStream:
             data = fields[b"d"]
         except (KeyError, ValueError, TypeError) as exc:
             reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-            return self._malformed_item(s, ident, reason or type(exc).__name__)
+            return self._malformed_item(s, ident, reason or type(exc).__name__, fields)
         if kind not in (KIND_DATA, KIND_GAP, KIND_DROPPED, KIND_STATUS):
-            return self._malformed_item(s, ident, f"unknown kind {kind!r}")
+            return self._malformed_item(s, ident, f"unknown kind {kind!r}", fields)
         return (epoch, seq, s.rank, s.key, kind, data, rx, n, ident)
 
-    def _malformed_item(self, s: _Stream, ident: bytes, reason: str) -> tuple[Any, ...]:
+    def _malformed_item(
+        self, s: _Stream, ident: bytes, reason: str, fields: Mapping[Any, Any]
+    ) -> tuple[Any, ...]:
         # keeps its place in the stream: it sorts like the entry before it (the sort is stable)
         if s.pending:
             e, seq = s.pending[-1][:2]
@@ -436,7 +611,9 @@ class RedisStream:
             e, seq = s.last_es
         else:
             e, seq = self._max_epoch, 0
-        bad = MalformedEntry(s.key, ident.decode(), reason)
+        bad = MalformedEntry(
+            _raw_fields(fields), reason, True, stream=s.key, entry_id=ident.decode()
+        )
         return (e, seq, s.rank, s.key, b"malformed", bad, 0, 0, ident)
 
     def _local_gap(self, s: _Stream, why: str, end_rx: int | None = None) -> None:
@@ -448,12 +625,15 @@ class RedisStream:
         marker = Reconnected(min(start, end), end, 1)
         self._out.append(marker.to_wire() if self.raw_data else marker)
 
-    def _emit(self, s: _Stream, item: tuple[Any, ...]) -> None:
+    def _emit(self, s: _Stream, item: tuple[Any, ...], claimed: bool = False) -> None:
         epoch, seq, _rank, key, kind, data, rx, n, ident = item
         out = self._out
         if kind == b"malformed":
             self._malformed += 1
             out.append(data.to_wire() if self.raw_data else data)
+            return
+        if claimed:
+            self._emit_payload(key, kind, data, ident, epoch, seq)
             return
         if epoch < self._max_epoch:
             self._stale += 1  # a deposed publisher's entry (fencing, consumer side)
@@ -476,13 +656,40 @@ class RedisStream:
         self._max_epoch = epoch
         s.last_rx = rx
         self._last_rx = rx
-        if kind in (KIND_DATA, KIND_STATUS):
+        self._emit_payload(key, kind, data, ident, epoch, seq)
+
+    def _bad(self, key: str, ident: bytes, data: bytes, why: str, exc: Exception) -> None:
+        self._malformed += 1
+        bad = MalformedEntry(
+            {"d": data},
+            f"{why}: {type(exc).__name__}: {exc}",
+            True,
+            stream=key,
+            entry_id=ident.decode(),
+        )
+        self._out.append(bad.to_wire() if self.raw_data else bad)
+
+    def _emit_payload(
+        self, key: str, kind: bytes, data: bytes, ident: bytes, epoch: int, seq: int
+    ) -> None:
+        out = self._out
+        if kind == KIND_DATA:
             try:
                 self._emit_data(_unpack_list(data))
             except Exception as exc:
-                self._malformed += 1
-                bad = MalformedEntry(key, ident.decode(), f"bad data: {type(exc).__name__}: {exc}")
-                out.append(bad.to_wire() if self.raw_data else bad)
+                self._bad(key, ident, data, "bad data", exc)
+            return
+        if kind == KIND_STATUS:
+            if not self.status_events:
+                self._status_skipped += 1
+                return
+            try:
+                (d,) = _unpack_list(data)
+                status = PublisherStatus.from_wire(d)
+            except Exception as exc:
+                self._bad(key, ident, data, "bad status", exc)
+                return
+            out.append(status.to_wire() if self.raw_data else status)
             return
         # a marker: the publisher wrote it into every stream of the batch; yield it once
         mark = (epoch, seq, kind, data)
@@ -495,9 +702,7 @@ class RedisStream:
             (d,) = msgpack.unpackb(data, raw=False)
             marker: Any = Reconnected.from_wire(d) if kind == KIND_GAP else Dropped.from_wire(d)
         except Exception as exc:
-            self._malformed += 1
-            bad = MalformedEntry(key, ident.decode(), f"bad marker: {type(exc).__name__}: {exc}")
-            out.append(bad.to_wire() if self.raw_data else bad)
+            self._bad(key, ident, data, "bad marker", exc)
             return
         out.append(marker.to_wire() if self.raw_data else marker)
 
@@ -526,6 +731,13 @@ class RedisStream:
 
 def _merge_key(item: tuple[Any, ...]) -> tuple[Any, ...]:
     return item[:3]
+
+
+def _raw_fields(fields: Mapping[Any, Any]) -> dict[str, Any]:
+    return {
+        (k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)): v
+        for k, v in fields.items()
+    }
 
 
 def _unpack_list(data: bytes) -> list[Any]:
@@ -562,6 +774,8 @@ async def open_redis_stream(
     count: int = 1000,
     block: float = 1.0,
     backoff: Backoff | None = None,
+    claim_idle: float | None = 30.0,
+    status_events: bool = False,
     trades: Iterable[str] = (),
     quotes: Iterable[str] = (),
     bars: Iterable[str] = (),
@@ -595,6 +809,16 @@ async def open_redis_stream(
         count: entries per read and stream.
         block: seconds one blocking read waits before it is issued again.
         backoff: retry delays after a Redis failure.
+        claim_idle: with a group: every that many seconds, take over (``XAUTOCLAIM``) and
+            deliver the entries other consumers of the group read but have not acknowledged for
+            that long -- a consumer that died. Delivery is then *at least once*: a consumer that
+            was only slow, or died after handling an entry and before acknowledging it, means
+            the entry is handled twice. Claimed entries come out of order (older than what this
+            consumer already yielded). ``None``: never claim (restart the dead consumer under
+            its name instead). Default 30 s.
+        status_events: also read the publishers' status stream (``ta:{feed}:status``) and yield
+            its entries as :class:`~trioalpaca.fanout.PublisherStatus` (raw: ``{"T": "status",
+            ...}``); by default status entries are skipped.
         trades ... pricing: the channels and symbols (``["*"]`` for all), as for
             :func:`~trioalpaca.client.open_stream`; symbols are filtered locally.
 
@@ -644,6 +868,8 @@ async def open_redis_stream(
                 count=count,
                 block=block,
                 backoff=backoff,
+                claim_idle=claim_idle,
+                status_events=status_events,
             )
             try:
                 # "new" means from the moment the block is entered: resolve positions now

@@ -328,7 +328,11 @@ async def _lead(
                     time.monotonic() - started,
                 )
                 async with open_redis_publisher(
-                    redis=redis, source=client, epoch=epoch, **publisher_kwargs
+                    redis=redis,
+                    source=client,
+                    epoch=epoch,
+                    status_fields={"hub": hub.token, "takeover": hub.takeovers},
+                    **publisher_kwargs,
                 ) as publisher:
                     hub.publisher = publisher
                     await trio.sleep_forever()

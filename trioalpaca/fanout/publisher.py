@@ -25,8 +25,8 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any, overload
 
 import msgpack
 import trio
@@ -38,6 +38,7 @@ from trioalpaca.fanout._layout import (
     KIND_DATA,
     KIND_DROPPED,
     KIND_GAP,
+    KIND_STATUS,
     STREAM_CODE_BY_T,
     StreamLayout,
 )
@@ -52,7 +53,10 @@ from trioalpaca.fanout._redis import (
 from trioalpaca.metrics import LatencyHistogram, RateMeter
 from trioalpaca.models import Dropped, Reconnected
 
-__all__ = ["RedisPublisher", "open_redis_publisher"]
+if TYPE_CHECKING:
+    from trioalpaca.relay import Relay
+
+__all__ = ["RedisPublisher", "RelayPublisher", "open_redis_publisher"]
 
 logger = logging.getLogger("trioalpaca.fanout")
 
@@ -98,16 +102,7 @@ class RedisPublisher:
         backoff: Backoff | None = None,
         max_redis_outage: float | None = None,
     ) -> None:
-        if maxlen is not None and retention is not None:
-            raise UsageError("give maxlen or retention (a MINID time window), not both")
-        if maxlen is not None and maxlen < 1:
-            raise UsageError("maxlen must be at least 1 (or None)")
-        if retention is not None and not (retention > 0 and math.isfinite(retention)):
-            raise UsageError("retention must be a positive number of seconds")
-        if queue_size < 1:
-            raise UsageError("queue_size must be at least 1")
-        if max_entries_per_call < 1:
-            raise UsageError("max_entries_per_call must be at least 1")
+        _check_options(maxlen, retention, queue_size, max_entries_per_call)
         self._redis = redis
         self.layout = layout
         self.epoch = epoch
@@ -125,7 +120,8 @@ class RedisPublisher:
         self._queue: collections.deque[_Entry] = collections.deque()
         self._queued = 0  # data messages queued (the bounded quantity)
         self._lost: dict[str, int] = {}  # per key: messages discarded, marker not yet queued
-        self._known: dict[str, None] = dict.fromkeys(keys)
+        self._status_key = layout.status_key
+        self._known: dict[str, None] = dict.fromkeys(k for k in keys if k != self._status_key)
         self._wake = trio.Event()
         self._idle = trio.Event()
         self._idle.set()
@@ -219,6 +215,24 @@ class RedisPublisher:
     def mark_dropped(self, marker: Dropped, rx_ns: int | None = None) -> None:
         """Write a ``Dropped`` marker into every known stream."""
         self._marker(marker.to_wire(), time.time_ns() if rx_ns is None else rx_ns)
+
+    def status(self, event: str, rx_ns: int | None = None, **fields: Any) -> None:
+        """Queue a status entry (kind ``status``) into the layout's status stream; never waits.
+
+        ``d`` is ``[{"T": "status", "event": event, "epoch": epoch, "at": ns, **fields}]``;
+        consumers yield it as :class:`~trioalpaca.fanout.PublisherStatus` when asked
+        (``status_events=True``). The publisher itself writes ``started`` and ``stopped``, and
+        the upstream's ``connected`` / ``authenticated`` / ``subscribed`` / ``disconnected``
+        when its source is a client (see :doc:`/guides/fanout-layout`). Fields must be msgpack
+        types.
+        """
+        if self.state == "fenced":
+            return
+        rx = time.time_ns() if rx_ns is None else rx_ns
+        self._seq += 2
+        d = {"T": "status", "event": event, "epoch": self.epoch, "at": rx, **fields}
+        self._queue.append(_Entry(self._status_key, KIND_STATUS, _packb([d]), rx, self._seq, 0))
+        self._wake.set()
 
     def _marker(self, d: dict[str, Any], rx: int) -> None:
         kind = KIND_GAP if d.get("T") == "reconnected" else KIND_DROPPED
@@ -453,8 +467,80 @@ def _source_keys(layout: StreamLayout, source: Any, channels: Any) -> list[str]:
     return out
 
 
-@asynccontextmanager
-async def open_redis_publisher(
+class _StatusTap:
+    """A client observer (:class:`~trioalpaca.client.StreamObserver`) that turns the client's
+    session events into status entries of a publisher."""
+
+    __slots__ = ("fields", "target")
+
+    def __init__(self, target: Any, fields: Mapping[str, Any]) -> None:
+        self.target = target  # anything with status(event, **fields)
+        self.fields = dict(fields)
+
+    def frame_in(self, frame: Any, rx_ns: int) -> None:
+        pass
+
+    def frame_out(self, frame: Any, tx_ns: int) -> None:
+        pass
+
+    def event(self, name: str, data: dict[str, Any]) -> None:
+        fields = self.fields
+        if name == "connect":
+            self.target.status("connected", session=data.get("session"), **fields)
+        elif name == "authenticated":
+            self.target.status("authenticated", **fields)
+        elif name == "subscribed":
+            subs = data.get("subscriptions") or {}
+            self.target.status(
+                "subscribed",
+                subscriptions={str(k): list(v) for k, v in subs.items() if v},
+                **fields,
+            )
+        elif name == "disconnect":
+            self.target.status(
+                "disconnected",
+                reason=str(data.get("reason", "")),
+                error=data.get("error"),
+                code=data.get("code"),
+                fatal=bool(data.get("fatal", False)),
+                **fields,
+            )
+
+
+def _is_relay(source: Any) -> bool:
+    from trioalpaca.relay import Relay
+
+    return isinstance(source, Relay)
+
+
+def _check_options(
+    maxlen: int | None = 100_000,
+    retention: float | None = None,
+    queue_size: int = 100_000,
+    max_entries_per_call: int = 500,
+) -> None:
+    if maxlen is not None and retention is not None:
+        raise UsageError("give maxlen or retention (a MINID time window), not both")
+    if maxlen is not None and maxlen < 1:
+        raise UsageError("maxlen must be at least 1 (or None)")
+    if retention is not None and not (retention > 0 and math.isfinite(retention)):
+        raise UsageError("retention must be a positive number of seconds")
+    if queue_size < 1:
+        raise UsageError("queue_size must be at least 1")
+    if max_entries_per_call < 1:
+        raise UsageError("max_entries_per_call must be at least 1")
+
+
+@overload
+def open_redis_publisher(
+    redis_url: str | None,
+    source: Relay,
+    **options: Any,
+) -> AbstractAsyncContextManager[RelayPublisher]: ...
+
+
+@overload
+def open_redis_publisher(
     redis_url: str | None = None,
     source: Any = None,
     *,
@@ -473,15 +559,23 @@ async def open_redis_publisher(
     gap_since_last: bool = True,
     backoff: Backoff | None = None,
     max_redis_outage: float | None = None,
-) -> AsyncIterator[RedisPublisher]:
+    status_fields: Mapping[str, Any] | None = None,
+) -> AbstractAsyncContextManager[RedisPublisher]: ...
+
+
+def open_redis_publisher(
+    redis_url: str | None = None, source: Any = None, **options: Any
+) -> AbstractAsyncContextManager[Any]:
     """Publish a stream into Redis Streams for the duration of the block.
 
     Args:
         redis_url: ``redis://host:port[/db]`` (or pass an open coredis client as ``redis``).
         source: what to publish: an :class:`~trioalpaca.client.AlpacaWebSocketClient` (its feed and
             subscriptions are read from it; ``raw_data=True`` is cheapest), a pooled
-            connection, or any async iterable of messages. ``None``: call
-            :meth:`RedisPublisher.publish` yourself.
+            connection, any async iterable of messages, or a
+            :class:`~trioalpaca.relay.Relay` (then every upstream client the relay opens is
+            published into its own layout and a :class:`RelayPublisher` is yielded; see
+            below). ``None``: call :meth:`RedisPublisher.publish` yourself.
         redis: an open coredis ``Redis`` / ``RedisCluster`` client to use instead of a URL.
         feed: the feed (default: the source's); picks the layout ``ta:{<feed>}:...``.
         account: API key id for the trading stream layout ``ta:{acct:<key id>}:trade_updates``.
@@ -501,13 +595,89 @@ async def open_redis_publisher(
         backoff: Redis retry delays (default: 50 ms doubling to 2 s, with jitter).
         max_redis_outage: end the block with :class:`RedisUnavailableError` after Redis failed
             for that many seconds (default: retry forever, dropping with markers).
+        status_fields: more fields for the ``started`` status entry (the hub adds its token).
+
+    The publisher writes status entries (kind ``status``) into ``ta:{<feed>}:status``:
+    ``started`` when the block is entered, ``stopped`` when it ends normally, and, when the
+    source is a client, the upstream's ``connected``, ``authenticated``, ``subscribed`` and
+    ``disconnected`` (with the reason); see :doc:`/guides/fanout-layout`.
+
+    **A relay** (``source=relay``): ``feed``, ``account``, ``channels`` and ``epoch`` are not
+    given (each upstream client names its own); the other options apply to every layout.
+    Market data of feed ``F`` goes to ``ta:{F}:...``, an account's trade updates to
+    ``ta:{acct:<key id>}:trade_updates``. Each layout gets its own epoch (fencing any other
+    publisher of it, a hub included) when the relay first opens an upstream for it; it keeps it
+    while the relay closes and reopens that upstream (``upstream_closed`` / ``connected``
+    status entries, no gap marker: nobody was subscribed). Upstream reconnects become gap
+    markers, as for a client. Two relay accounts streaming the same feed share its layout.
 
     Raises:
         FencedError: another publisher (a newer epoch) took over.
         UsageError: bad options, or no feed/account to derive the layout from.
     """
+    if _is_relay(source):
+        return _open_relay_publisher(redis_url, source, **options)
+    return _open_redis_publisher(redis_url, source, **options)
+
+
+async def _start_publisher(
+    client: Any,
+    layout: StreamLayout,
+    keys: list[str],
+    nursery: trio.Nursery,
+    *,
+    epoch: int | None,
+    gap_since_last: bool,
+    backoff: Backoff | None,
+    status_fields: Mapping[str, Any],
+    **options: Any,
+) -> RedisPublisher:
+    """Make a publisher (an epoch, the restart gap marker, ``started``) and start its writer."""
+    if epoch is None:
+        epoch = await _retrying(lambda: acquire_epoch(client, layout), backoff)
+    assert epoch is not None
+    publisher = RedisPublisher(client, layout, epoch, keys=keys, backoff=backoff, **options)
+    if gap_since_last:
+        known = [
+            k
+            for k in dict.fromkeys([*keys, *await _registry(client, layout)])
+            if k != layout.status_key
+        ]
+        publisher._known.update(dict.fromkeys(known))
+        last = await _retrying(lambda: last_rx_ns(client, known), backoff)
+        if last is not None:
+            now = time.time_ns()
+            publisher.mark_gap(Reconnected(min(last, now), now, 1), now)
+    publisher.status("started", **status_fields)
+    nursery.start_soon(publisher._run_writer, name="trioalpaca-redis-writer")
+    return publisher
+
+
+@asynccontextmanager
+async def _open_redis_publisher(
+    redis_url: str | None = None,
+    source: Any = None,
+    *,
+    redis: Any = None,
+    feed: str | None = None,
+    account: str | None = None,
+    channels: Mapping[str, Iterable[str]] | None = None,
+    per_symbol: bool = False,
+    prefix: str = "ta",
+    cluster: bool = False,
+    maxlen: int | None = 100_000,
+    retention: float | None = None,
+    queue_size: int = 100_000,
+    max_entries_per_call: int = 500,
+    epoch: int | None = None,
+    gap_since_last: bool = True,
+    backoff: Backoff | None = None,
+    max_redis_outage: float | None = None,
+    status_fields: Mapping[str, Any] | None = None,
+) -> AsyncIterator[RedisPublisher]:
     if (redis_url is None) == (redis is None):
         raise UsageError("give redis_url or an open redis client, not both or neither")
+    _check_options(maxlen, retention, queue_size, max_entries_per_call)
     if account is not None:
         layout = StreamLayout.for_account(account, prefix=prefix)
     else:
@@ -518,38 +688,279 @@ async def open_redis_publisher(
             raise UsageError("give feed= (or account= for the trading stream)")
         layout = StreamLayout.for_feed(feed, prefix=prefix, per_symbol=per_symbol)
     keys = _source_keys(layout, source, channels)
+    fields = dict(status_fields or {})
+    observers = getattr(source, "observers", None)
     with single_error():
         async with _maybe_client(redis_url, redis, cluster) as client, trio.open_nursery() as n:
-            if epoch is None:
-                epoch = await _retrying(lambda: acquire_epoch(client, layout), backoff)
-            assert epoch is not None
-            publisher = RedisPublisher(
+            publisher = await _start_publisher(
                 client,
                 layout,
-                epoch,
-                keys=keys,
+                keys,
+                n,
+                epoch=epoch,
+                gap_since_last=gap_since_last,
+                backoff=backoff,
+                status_fields=fields,
                 maxlen=maxlen,
                 retention=retention,
                 queue_size=queue_size,
                 max_entries_per_call=max_entries_per_call,
-                backoff=backoff,
                 max_redis_outage=max_redis_outage,
             )
-            if gap_since_last:
-                known = list(dict.fromkeys([*keys, *await _registry(client, layout)]))
-                publisher._known.update(dict.fromkeys(known))
-                last = await _retrying(lambda: last_rx_ns(client, known), backoff)
-                if last is not None:
-                    now = time.time_ns()
-                    publisher.mark_gap(Reconnected(min(last, now), now, 1), now)
-            n.start_soon(publisher._run_writer, name="trioalpaca-redis-writer")
+            tap = None
+            if isinstance(observers, list):
+                tap = _StatusTap(publisher, {})
+                observers.append(tap)
             if source is not None:
                 n.start_soon(publisher.pump, source, name="trioalpaca-redis-pump")
             try:
                 yield publisher
+                publisher.status("stopped", reason="closed")
                 await publisher.flush(5.0)
             finally:
+                if tap is not None and isinstance(observers, list) and tap in observers:
+                    observers.remove(tap)
                 publisher.state = "closed" if publisher.state != "fenced" else "fenced"
+                n.cancel_scope.cancel()
+
+
+class _LayoutFeed:
+    """One layout of a relay publisher: its publisher once Redis gave it an epoch, and what
+    the relay's upstreams delivered before that (bounded; the excess becomes a ``Dropped``)."""
+
+    def __init__(self, layout: StreamLayout, limit: int) -> None:
+        self.layout = layout
+        self.publisher: RedisPublisher | None = None
+        self.pending: list[tuple[Any, ...]] = []
+        self.pending_messages = 0
+        self.lost = 0
+        self.limit = limit
+        self.closed = False
+        self.started = trio.Event()
+
+    def publish(self, items: list[Any], rx_ns: int) -> None:
+        if self.closed:
+            return
+        pub = self.publisher
+        if pub is None:
+            if self.pending_messages + len(items) > self.limit:
+                self.lost += len(items)
+                return
+            self.pending.append(("data", items, rx_ns))
+            self.pending_messages += len(items)
+            return
+        if pub.state == "fenced":
+            return  # the writer ends the publisher's block with FencedError
+        pub.publish(items, rx_ns)
+
+    def status(self, event: str, **fields: Any) -> None:
+        if self.closed:
+            return
+        pub = self.publisher
+        if pub is None:
+            self.pending.append(("status", event, time.time_ns(), fields))
+        else:
+            pub.status(event, **fields)
+
+    def ready(self, publisher: RedisPublisher) -> None:
+        for op in self.pending:
+            if op[0] == "data":
+                publisher.publish(op[1], op[2])
+            else:
+                publisher.status(op[1], op[2], **op[3])
+        self.pending = []
+        self.pending_messages = 0
+        if self.lost:
+            publisher.mark_dropped(Dropped(self.lost, "relay publisher: Redis not ready yet"))
+            self.lost = 0
+        self.publisher = publisher
+        self.started.set()
+
+
+class _RelayTap:
+    """One upstream client of the relay: an :class:`~trioalpaca.relay.UpstreamTap` for its
+    batches and a client observer for its session events."""
+
+    def __init__(self, feed: _LayoutFeed, upstream: Any, taps: list[_RelayTap]) -> None:
+        self.feed = feed
+        self.upstream = upstream
+        self.status = _StatusTap(feed, {"account": upstream.account})
+        self._taps = taps  # the publisher's list of live taps (this one leaves it when closed)
+
+    def batch(self, messages: list[dict[str, Any]], rx_ns: int) -> None:
+        self.feed.publish(messages, rx_ns)
+
+    def closed(self) -> None:
+        observers = self.upstream.client.observers
+        if self.status in observers:
+            observers.remove(self.status)
+        if self in self._taps:
+            self._taps.remove(self)
+        self.feed.status("upstream_closed", account=self.upstream.account)
+
+
+class RelayPublisher:
+    """Publishes every upstream client of a :class:`~trioalpaca.relay.Relay` into Redis
+    Streams, one layout per feed (and per account for trade updates).
+
+    Yielded by ``open_redis_publisher(url, relay)``; the publishers run inside that block.
+
+    Attributes:
+        relay: the relay published.
+    """
+
+    def __init__(
+        self, redis: Any, relay: Relay, nursery: trio.Nursery, options: dict[str, Any]
+    ) -> None:
+        self.relay = relay
+        self._redis = redis
+        self._nursery = nursery
+        self._options = options
+        self._per_symbol = bool(options.pop("per_symbol", False))
+        self._prefix = str(options.pop("prefix", "ta"))
+        self._feeds: dict[str, _LayoutFeed] = {}
+        self._taps: list[_RelayTap] = []
+        self.state = "running"
+        """``running`` or ``closed``."""
+
+    @property
+    def publishers(self) -> dict[str, RedisPublisher]:
+        """Layout tag (``"iex"``, ``"acct:PK..."``) -> its running :class:`RedisPublisher`."""
+        return {
+            tag: feed.publisher for tag, feed in self._feeds.items() if feed.publisher is not None
+        }
+
+    @property
+    def published_messages(self) -> int:
+        """Messages Redis confirmed written so far, every layout together."""
+        return sum(p.published_messages for p in self.publishers.values())
+
+    def statistics(self) -> dict[str, Any]:
+        """``state``, ``published_messages`` (all layouts), ``waiting_messages`` (received
+        before their layout's publisher had its epoch) and ``layouts``: tag ->
+        :meth:`RedisPublisher.statistics`."""
+        return {
+            "state": self.state,
+            "published_messages": self.published_messages,
+            "waiting_messages": sum(f.pending_messages for f in self._feeds.values()),
+            "layouts": {tag: p.statistics() for tag, p in self.publishers.items()},
+        }
+
+    async def flush(self, seconds: float | None = None) -> bool:
+        """Wait until everything queued so far is written; ``False`` if ``seconds`` ran out."""
+        with trio.move_on_after(math.inf if seconds is None else seconds):
+            for feed in list(self._feeds.values()):
+                await feed.started.wait()
+            for pub in self.publishers.values():
+                await pub.flush()
+            return True
+        return False
+
+    def _layout_for(self, upstream: Any) -> StreamLayout:
+        from trioalpaca.endpoints import StreamKind
+
+        if upstream.endpoint.kind is StreamKind.TRADING:
+            return StreamLayout.for_account(upstream.key_id, prefix=self._prefix)
+        return StreamLayout.for_feed(
+            upstream.endpoint.feed, prefix=self._prefix, per_symbol=self._per_symbol
+        )
+
+    def _hook(self, upstream: Any) -> _RelayTap | None:
+        if self.state != "running":
+            return None
+        try:
+            layout = self._layout_for(upstream)
+        except UsageError as exc:
+            logger.warning("relay upstream %s not published: %s", upstream.endpoint.feed, exc)
+            return None
+        feed = self._feeds.get(layout.tag)
+        if feed is None:
+            feed = self._feeds[layout.tag] = _LayoutFeed(
+                layout, int(self._options.get("queue_size", 100_000))
+            )
+            self._nursery.start_soon(self._start, feed, name=f"trioalpaca-relay-pub-{layout.tag}")
+        tap = _RelayTap(feed, upstream, self._taps)
+        self._taps.append(tap)
+        upstream.client.observers.append(tap.status)
+        if upstream.client.state in ("connected", "reconnecting"):
+            feed.status("connected", account=upstream.account)
+        return tap
+
+    async def _start(self, feed: _LayoutFeed) -> None:
+        opts = dict(self._options)
+        publisher = await _start_publisher(
+            self._redis,
+            feed.layout,
+            [],
+            self._nursery,
+            epoch=None,
+            gap_since_last=opts.pop("gap_since_last", True),
+            backoff=opts.pop("backoff", None),
+            status_fields={**opts.pop("status_fields", {}), "source": "relay"},
+            **opts,
+        )
+        feed.ready(publisher)
+
+    def _close(self) -> None:
+        self.state = "closed"
+        for tap in self._taps:
+            observers = tap.upstream.client.observers
+            if tap.status in observers:
+                observers.remove(tap.status)
+
+
+@asynccontextmanager
+async def _open_relay_publisher(
+    redis_url: str | None,
+    relay: Relay,
+    *,
+    redis: Any = None,
+    cluster: bool = False,
+    **options: Any,
+) -> AsyncIterator[RelayPublisher]:
+    if (redis_url is None) == (redis is None):
+        raise UsageError("give redis_url or an open redis client, not both or neither")
+    for name in ("feed", "account", "channels", "epoch"):
+        if options.get(name) is not None:
+            raise UsageError(f"{name}= cannot be given with a relay: each upstream names its own")
+        options.pop(name, None)
+    allowed = {
+        "per_symbol",
+        "prefix",
+        "maxlen",
+        "retention",
+        "queue_size",
+        "max_entries_per_call",
+        "gap_since_last",
+        "backoff",
+        "max_redis_outage",
+        "status_fields",
+    }
+    unknown = set(options) - allowed
+    if unknown:
+        raise UsageError(f"unknown option(s) for a relay publisher: {', '.join(sorted(unknown))}")
+    _check_options(
+        options.get("maxlen", 100_000),
+        options.get("retention"),
+        options.get("queue_size", 100_000),
+        options.get("max_entries_per_call", 500),
+    )
+    with single_error():
+        async with _maybe_client(redis_url, redis, cluster) as client, trio.open_nursery() as n:
+            rp = RelayPublisher(client, relay, n, options)
+            relay.add_upstream_hook(rp._hook)
+            try:
+                yield rp
+                relay.remove_upstream_hook(rp._hook)
+                rp._close()
+                for pub in rp.publishers.values():
+                    pub.status("stopped", reason="closed")
+                await rp.flush(5.0)
+            finally:
+                relay.remove_upstream_hook(rp._hook)
+                rp._close()
+                for pub in rp.publishers.values():
+                    pub.state = "closed" if pub.state != "fenced" else "fenced"
                 n.cancel_scope.cancel()
 
 

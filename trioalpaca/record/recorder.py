@@ -324,7 +324,7 @@ class Recorder:
                 "feed": endpoint.feed,
                 "url": _safe_url(client.url),
                 "encoding": client.encoding,
-                "subscriptions": dict(client.subscriptions or client._desired),
+                "subscriptions": dict(client.subscriptions or client._subs.desired),
             }
             sink = self._sinks[stream] = _Sink(self, stream, header)
         tap = _Tap(self, sink, client)

@@ -8,7 +8,15 @@ upstream carries the reference-counted union. See the relay guide in the documen
 from __future__ import annotations
 
 from ._auth import DEFAULT_ACCOUNT, Account, LocalKey, load_keys_file
-from ._server import DEFAULT_SEND_BUFFER_LIMIT, Relay, RelayClientStats, serve_relay
+from ._server import (
+    DEFAULT_SEND_BUFFER_LIMIT,
+    Relay,
+    RelayClientStats,
+    RelayUpstream,
+    UpstreamHook,
+    UpstreamTap,
+    serve_relay,
+)
 
 
 def __getattr__(name: str) -> object:
@@ -28,6 +36,9 @@ __all__ = [
     "Relay",
     "RelayClientStats",
     "RelayCollector",
+    "RelayUpstream",
+    "UpstreamHook",
+    "UpstreamTap",
     "load_keys_file",
     "relay_registry",
     "serve_relay",

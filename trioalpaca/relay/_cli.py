@@ -107,6 +107,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve /metrics (Prometheus) and /healthz on this port (loopback)",
     )
     parser.add_argument(
+        "--redis",
+        metavar="URL",
+        default=None,
+        help="also publish every upstream into Redis Streams at this redis:// URL (as "
+        "trioalpaca.fanout.open_redis_publisher(URL, relay); needs the redis extra)",
+    )
+    parser.add_argument(
+        "--redis-cluster", action="store_true", help="--redis names a Redis Cluster node"
+    )
+    parser.add_argument(
         "--status-interval",
         type=float,
         default=10.0,
@@ -186,6 +196,9 @@ async def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
     ctx = _ssl_context(args)
     if args.status_interval < 0:
         raise UsageError("--status-interval must be >= 0")
+    redis_url = getattr(args, "redis", None)
+    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise UsageError(f"not a Redis URL: {redis_url!r} (expected redis://host:port)")
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             relay = await nursery.start(
@@ -215,13 +228,49 @@ async def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
                 )
                 event["metrics_url"] = ops.url + "/metrics"
             event["accounts"] = sorted(accounts)
+            stop, published = trio.Event(), trio.Event()
+            if redis_url is not None:
+                await nursery.start(_publish, redis_url, relay, args.redis_cluster, stop, published)
+                event["redis"] = _without_credentials(redis_url)
             _emit(out, event)
             if args.status_interval:
                 nursery.start_soon(status_loop, args.status_interval, relay.status_line, err)
             async for signum in signals:
                 _emit(out, {"event": "stopping", "signal": signal.Signals(signum).name})
+                if redis_url is not None:
+                    stop.set()  # the publisher writes its "stopped" status and flushes
+                    with trio.move_on_after(6):
+                        await published.wait()
                 nursery.cancel_scope.cancel()
                 break
+
+
+async def _publish(
+    url: str,
+    relay: Any,
+    cluster: bool,
+    stop: trio.Event,
+    done: trio.Event,
+    task_status: trio.TaskStatus[None],
+) -> None:
+    from ..fanout import open_redis_publisher
+
+    try:
+        async with open_redis_publisher(url, relay, cluster=cluster):
+            task_status.started()
+            await stop.wait()
+    finally:
+        done.set()
+
+
+def _without_credentials(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,27 +27,22 @@ import itertools
 import logging
 import socket
 import ssl
+import time
 from collections import deque
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, Protocol
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from .._book import Pair, group_pairs
-from .._codec import Encoder, Encoding, Frame, encode_request
+from .._codec import Frame, encode_request
 from .._errors import AlpacaServerError, SubscriptionTimeoutError, TrioAlpacaError, UsageError
 from .._groups import single_error
 from .._protocol.server import DataServerProtocol, TradingServerProtocol
-from .._serve import (
-    endpoint_for_path,
-    header_credentials,
-    lower_headers,
-    negotiated_encoding,
-    query_params,
-    serve_stream_websocket,
-)
+from .._serve import query_params
+from .._server_conn import Outgoing, ServerConnection, resolve_request, start_listener
 from ..client import AlpacaWebSocketClient
 from ..endpoints import Endpoint, StreamKind, resolve_feed, stream_url
 from ..metrics import LatencyHistogram
@@ -62,7 +57,15 @@ from ._auth import (
 )
 from ._routing import MARKER_TYPES, Routes, covered, pairs_of_state
 
-__all__ = ["DEFAULT_SEND_BUFFER_LIMIT", "Relay", "RelayClientStats", "serve_relay"]
+__all__ = [
+    "DEFAULT_SEND_BUFFER_LIMIT",
+    "Relay",
+    "RelayClientStats",
+    "RelayUpstream",
+    "UpstreamHook",
+    "UpstreamTap",
+    "serve_relay",
+]
 
 logger = logging.getLogger("trioalpaca.relay")
 
@@ -127,6 +130,46 @@ class RelayClientStats:
         return d
 
 
+@attrs.frozen
+class RelayUpstream:
+    """An upstream client the relay opened: what an upstream hook is called with
+    (:meth:`Relay.add_upstream_hook`)."""
+
+    account: str
+    """The relay's name of the account (``"default"`` for a single one)."""
+    key_id: str
+    """The account's API key id (its trading stream is this key's)."""
+    endpoint: Endpoint
+    """The endpoint (feed) the client streams."""
+    client: AlpacaWebSocketClient
+    """The raw-mode client (``raw_data=True``); hooks may add
+    :attr:`~trioalpaca.client.AlpacaWebSocketClient.observers`, they must not read from it."""
+
+
+class UpstreamTap(Protocol):
+    """What an upstream hook returns to see an upstream client's data.
+
+    Both methods are called synchronously in the relay's tasks (``batch`` in the upstream's
+    reader, before the batch is routed), so they must be cheap and must neither block nor
+    raise: queue and return.
+    """
+
+    def batch(self, messages: list[dict[str, Any]], rx_ns: int) -> None:
+        """One batch the upstream client delivered (canonical wire dicts, in order, markers
+        such as ``{"T": "reconnected", ...}`` included), received at ``rx_ns``
+        (``time.time_ns()``). The list must not be modified."""
+        ...
+
+    def closed(self) -> None:
+        """The upstream client is gone (the relay closed it after ``linger``, or it failed)."""
+        ...
+
+
+#: An upstream hook: called with every upstream client the relay opens (before it connects);
+#: returns an :class:`UpstreamTap` to receive its batches, or ``None``.
+UpstreamHook = Callable[[RelayUpstream], "UpstreamTap | None"]
+
+
 def upstream_address(
     ep: Endpoint, upstream_url: str | None, options: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -170,16 +213,11 @@ def merge_frames(frames: list[Frame], counts: list[int]) -> Frame:
     return head + b"".join(_msgpack_array_body(f) for f in frames if isinstance(f, bytes))
 
 
-@attrs.define(eq=False)
-class _Item:
-    frame: Frame | None
-    messages: int = 0
-    t_in: float | None = None
-    close_code: int | None = None
-
-
-class _Downstream:
+class _Downstream(ServerConnection[RelayClientStats]):
     """One downstream websocket session."""
+
+    log = logger
+    label = "relay client"
 
     def __init__(
         self,
@@ -187,52 +225,27 @@ class _Downstream:
         cid: int,
         ws: WebSocketConnection,
         ep: Endpoint,
-        encoding: Encoding,
+        headers: Mapping[bytes, bytes],
         markers: bool,
     ) -> None:
+        super().__init__(ws, ep, headers)
         self.relay = relay
-        self.ws = ws
-        self.endpoint = ep
-        self.encoding: Encoding = encoding
         self.markers = markers
-        self.stats = RelayClientStats(cid, ep.feed, ep.path, encoding, markers)
-        self.queue: deque[_Item] = deque()
-        self.queued_bytes = 0
-        self.wake = trio.Event()
-        self.nursery: trio.Nursery | None = None
-        self.encoder: Encoder | None = (
-            None if ep.kind is StreamKind.TRADING else Encoder(ep.kind, encoding)
-        )
-        self.proto: DataServerProtocol | None = None
-        self.tproto: TradingServerProtocol | None = None
-        self.header_auth: tuple[str, str] | None = None
+        self.stats = RelayClientStats(cid, ep.feed, ep.path, self.encoding, markers)
         self.upstream: _Upstream | None = None
-        self.closing = False
         self._dropped_pending = 0
 
     def __repr__(self) -> str:
         return f"<relay client {self.stats.id} {self.endpoint.feed}>"
 
     # ------------------------------------------------------------------ queueing
-    def _push(self, item: _Item) -> None:
-        self.queue.append(item)
-        if item.frame is not None:
-            self.queued_bytes += len(item.frame)
-            if self.queued_bytes > self.stats.max_queue_bytes:
-                self.stats.max_queue_bytes = self.queued_bytes
-        self.wake.set()
+    def _push(self, item: Outgoing) -> None:
+        super()._push(item)
+        if self.queued_bytes > self.stats.max_queue_bytes:
+            self.stats.max_queue_bytes = self.queued_bytes
 
-    def send_control(self, frame: Frame) -> None:
-        """Queue a control frame (welcome, ack, error, marker): never subject to the limit."""
-        if not self.closing:
-            self._push(_Item(frame))
-
-    def close_after_flush(self, code: int = 1000) -> None:
-        """Send what is queued, then close."""
-        if not self.closing:
-            self._push(_Item(None, close_code=code))
-            self.closing = True
-            self.relay._detach(self)
+    def _closed_for_sending(self) -> None:
+        self.relay._detach(self)
 
     def send_frame(self, frame: Frame, messages: int, t_in: float | None) -> None:
         """Queue a data frame; over the byte limit the slow-client policy applies."""
@@ -248,7 +261,7 @@ class _Downstream:
         if self._dropped_pending:
             n, self._dropped_pending = self._dropped_pending, 0
             self.send_marker({"T": "dropped", "count": n, "reason": "relay: slow client"})
-        self._push(_Item(frame, messages, t_in))
+        self._push(Outgoing(frame, messages, True, t_in))
 
     def send_marker(self, marker: Mapping[str, Any]) -> None:
         """Queue an in-band marker if this session asked for markers."""
@@ -257,88 +270,55 @@ class _Downstream:
         self.stats.markers_sent += 1
         self.send_control(self.encoder.encode_raw([marker]))
 
-    def cut_slow(self) -> None:
-        """Slow-client policy: discard the queue, send 407 ``slow client``, close."""
-        logger.info("relay client %d: slow client, closing", self.stats.id)
-        self.queue.clear()
-        self.queued_bytes = 0
+    def _on_slow(self) -> None:
         self.stats.slow_client = True
         self.relay._slow_clients += 1
-        self.send_error(407)
-        self.close_after_flush(1008)
-        if self.nursery is not None:
-            # a client that reads nothing never receives the 407: cut the socket after a while
-            self.nursery.start_soon(self._abort_later, 1.0)
 
     def send_error(self, code: int) -> None:
         """Queue Alpaca error ``code`` in this session's own protocol."""
-        if self.proto is not None:
-            self.send_control(self.proto.error_frame(code))
-            self.stats.errors_sent = list(self.proto.errors_sent)
-        elif self.tproto is not None:
+        if self.tproto is not None:
             self.send_control(self.tproto.error_frame(f"upstream error {code}"))
             self.stats.errors_sent.append(code)
+        else:
+            super().send_error(code)
 
-    async def _abort_later(self, delay: float) -> None:
-        await trio.sleep(delay)
-        self.stats.close_reason = self.stats.close_reason or "aborted (slow client)"
-        stream = getattr(self.ws, "_stream", None)
-        if stream is not None:
-            with trio.move_on_after(1):
-                await stream.aclose()
-        if self.nursery is not None:
-            self.nursery.cancel_scope.cancel()
-
-    async def sender(self) -> None:
+    async def _send(self, item: Outgoing) -> None:
         ws = self.ws
         stats = self.stats
-        latency = self.relay._latency
-        mergeable = self.encoder is not None  # data frames are arrays; trading frames are not
-        while True:
-            if not self.queue:
-                self.wake = trio.Event()
-                await self.wake.wait()
-                continue
-            item = self.queue.popleft()
-            if item.frame is None:
-                stats.close_reason = stats.close_reason or f"close {item.close_code}"
-                with trio.move_on_after(2):
-                    await ws.aclose(item.close_code or 1000)
-                if self.nursery is not None:
-                    self.nursery.cancel_scope.cancel()
-                return
-            self.queued_bytes -= len(item.frame)
-            frame = item.frame
-            messages = item.messages
-            stamps = [item.t_in] if item.t_in is not None else []
-            queue = self.queue
-            if stamps and queue and mergeable and queue[0].t_in is not None:
-                # several data frames waiting: send them as one frame (behind, catch up)
-                parts = [frame]
-                counts = [messages]
-                size = len(frame)
-                while queue and queue[0].t_in is not None and messages < _MAX_FRAME_MESSAGES:
-                    nxt = queue[0]
-                    assert nxt.frame is not None and nxt.t_in is not None
-                    if type(nxt.frame) is not type(frame) or size + len(nxt.frame) > _MERGE_BYTES:
-                        break
-                    queue.popleft()
-                    self.queued_bytes -= len(nxt.frame)
-                    parts.append(nxt.frame)
-                    counts.append(nxt.messages)
-                    messages += nxt.messages
-                    size += len(nxt.frame)
-                    stamps.append(nxt.t_in)
-                if len(parts) > 1:
-                    frame = merge_frames(parts, counts)
-            await ws.send_message(frame)
-            stats.frames += 1
-            stats.bytes += len(frame)
-            if stamps:
-                stats.messages += messages
-                now = trio.current_time()
-                for t_in in stamps:
-                    latency.record(now - t_in)
+        assert item.frame is not None
+        frame = item.frame
+        messages = item.messages
+        stamps = [item.t_in] if item.t_in is not None else []
+        queue = self.queue
+        # data frames are arrays (mergeable); trading frames are not
+        if stamps and queue and self.encoder is not None and queue[0].t_in is not None:
+            # several data frames waiting: send them as one frame (behind, catch up)
+            parts = [frame]
+            counts = [messages]
+            size = len(frame)
+            while queue and queue[0].t_in is not None and messages < _MAX_FRAME_MESSAGES:
+                nxt = queue[0]
+                assert nxt.frame is not None and nxt.t_in is not None
+                if type(nxt.frame) is not type(frame) or size + len(nxt.frame) > _MERGE_BYTES:
+                    break
+                queue.popleft()
+                self.queued_bytes -= len(nxt.frame)
+                parts.append(nxt.frame)
+                counts.append(nxt.messages)
+                messages += nxt.messages
+                size += len(nxt.frame)
+                stamps.append(nxt.t_in)
+            if len(parts) > 1:
+                frame = merge_frames(parts, counts)
+        await ws.send_message(frame)
+        stats.frames += 1
+        stats.bytes += len(frame)
+        if stamps:
+            stats.messages += messages
+            now = trio.current_time()
+            latency = self.relay._latency
+            for t_in in stamps:
+                latency.record(now - t_in)
 
 
 class _Upstream:
@@ -352,6 +332,10 @@ class _Upstream:
         self.trading = ep.kind is StreamKind.TRADING
         self.routes: Routes[_Downstream] = Routes(ep)
         self.stream: AlpacaWebSocketClient | None = None
+        #: the current client from its creation on (``stream`` is set once it is connected)
+        self.client: AlpacaWebSocketClient | None = None
+        #: (hook, tap) of the upstream hooks that asked for this client's batches
+        self.taps: list[tuple[UpstreamHook, UpstreamTap]] = []
         self.scope = trio.CancelScope()
         self.closed = False
         self.error: BaseException | None = None
@@ -454,9 +438,32 @@ class _Upstream:
         stream = AlpacaWebSocketClient(
             self._account.key_id, self._account.secret, raw_data=True, **opts
         )
-        with single_error():
-            async with stream, trio.open_nursery() as nursery:
-                await self._serve_session(stream, nursery)
+        self.client = stream
+        for hook in list(relay.upstream_hooks):
+            self.add_tap(hook)
+        try:
+            with single_error():
+                async with stream, trio.open_nursery() as nursery:
+                    await self._serve_session(stream, nursery)
+        finally:
+            self.client = None
+            taps, self.taps = self.taps, []
+            for _, tap in taps:
+                tap.closed()
+
+    def add_tap(self, hook: UpstreamHook) -> None:
+        """Call ``hook`` with the current client; keep the tap it returns."""
+        client = self.client
+        if client is None:
+            return
+        info = RelayUpstream(self.account_name, self._account.key_id, self.endpoint, client)
+        try:
+            tap = hook(info)
+        except Exception:
+            logger.exception("relay: upstream hook %r failed", hook)
+            return
+        if tap is not None:
+            self.taps.append((hook, tap))
 
     async def _serve_session(self, stream: AlpacaWebSocketClient, nursery: trio.Nursery) -> None:
         self.stream = stream
@@ -543,6 +550,10 @@ class _Upstream:
         while True:
             batch = await stream.receive_batch(_MAX_FRAME_MESSAGES)
             t_in = trio.current_time()
+            if self.taps:
+                rx_ns = time.time_ns()
+                for _, tap in self.taps:
+                    tap.batch(batch, rx_ns)
             self.down_since = t_in  # data flows: connected
             self.batches_in += 1
             self.messages_in += len(batch)
@@ -701,6 +712,10 @@ class Relay:
         self.socket_send_buffer = socket_send_buffer
         self.tls = tls
         self.errors: list[BaseException] = []
+        self.upstream_hooks: list[UpstreamHook] = []
+        """Called with a :class:`RelayUpstream` for every upstream client the relay creates,
+        before it connects (the Redis publisher uses it: ``open_redis_publisher(url, relay)``);
+        use :meth:`add_upstream_hook` to include the clients already open."""
         self._ids = itertools.count(1)
         self._clients: dict[int, _Downstream] = {}
         self._closed: deque[RelayClientStats] = deque(maxlen=1000)
@@ -737,6 +752,24 @@ class Relay:
     def closed_clients(self) -> list[RelayClientStats]:
         """Stats of the last 1000 closed sessions, oldest first."""
         return list(self._closed)
+
+    def add_upstream_hook(self, hook: UpstreamHook) -> None:
+        """Add ``hook`` to ``upstream_hooks`` and call it for every upstream client open now.
+
+        A hook returns an :class:`UpstreamTap` (its ``batch`` gets every batch that client
+        delivers, its ``closed`` is called when the client is gone) or ``None``.
+        """
+        self.upstream_hooks.append(hook)
+        for up in list(self._upstreams.values()):
+            if not up.closed:
+                up.add_tap(hook)
+
+    def remove_upstream_hook(self, hook: UpstreamHook) -> None:
+        """Remove ``hook``; its taps get nothing more (and no ``closed`` call)."""
+        if hook in self.upstream_hooks:
+            self.upstream_hooks.remove(hook)
+        for up in self._upstreams.values():
+            up.taps = [(h, t) for h, t in up.taps if h is not hook]
 
     def upstream_feeds(self) -> list[tuple[str, str]]:
         """``(account, feed)`` of every open upstream."""
@@ -858,22 +891,11 @@ class Relay:
             del self._upstreams[up.key]
 
     # ------------------------------------------------------------------ sessions
-    async def _handle(self, request: WebSocketRequest) -> None:
-        try:
-            await self._handle_inner(request)
-        except (ConnectionClosed, trio.BrokenResourceError):
-            pass
-        except Exception as exc:
-            logger.exception("relay: session handler failed")
-            self.errors.append(exc)
-
     async def _handle_inner(self, request: WebSocketRequest) -> None:
-        ep = endpoint_for_path(request.path)
-        if ep is None:
-            await request.reject(404, body=b"Not Found")
+        resolved = await resolve_request(request)
+        if resolved is None:
             return
-        headers = lower_headers(request)
-        encoding = negotiated_encoding(headers)
+        ep, headers = resolved
         params = query_params(request.path)
         markers = (
             params.get(MARKER_PARAM, "").lower() in _TRUE
@@ -884,25 +906,16 @@ class Relay:
             sock = getattr(getattr(ws, "_stream", None), "socket", None)
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_send_buffer)
-        conn = _Downstream(self, next(self._ids), ws, ep, encoding, markers)
-        conn.header_auth = header_credentials(headers)
+        conn = _Downstream(self, next(self._ids), ws, ep, headers, markers)
         self._clients[conn.stats.id] = conn
         self._sessions_total += 1
         try:
-            async with trio.open_nursery() as nursery:
-                conn.nursery = nursery
-                nursery.start_soon(_guard, conn, _Downstream.sender)
-                if ep.kind is StreamKind.TRADING:
-                    await _guard(conn, self._serve_trading)
-                else:
-                    await _guard(conn, self._serve_data)
+            serve = self._serve_trading if ep.kind is StreamKind.TRADING else self._serve_data
+            await conn.serve(functools.partial(serve, conn))
         finally:
-            conn.closing = True
-            conn.stats.open = False
+            conn.finished()
             conn.stats.queue_bytes = conn.queued_bytes
             conn.stats.queue_frames = len(conn.queue)
-            if conn.stats.close_reason is None and ws.closed is not None:
-                conn.stats.close_reason = f"closed {ws.closed.code}"
             self._detach(conn)
             del self._clients[conn.stats.id]
             self._closed.append(conn.stats)
@@ -912,35 +925,13 @@ class Relay:
                 if stream is not None:
                     await stream.aclose()
 
-    async def _auth_deadline(self, conn: _Downstream, proto: DataServerProtocol) -> None:
-        await trio.sleep(_AUTH_TIMEOUT)
-        frames = proto.auth_timeout()
-        if frames and not conn.closing:
-            for frame in frames:
-                conn.send_control(frame)
-            conn.stats.errors_sent = list(proto.errors_sent)
-            conn.close_after_flush(1008)
-
     async def _serve_data(self, conn: _Downstream) -> None:
-        assert conn.nursery is not None
         proto = DataServerProtocol(
             conn.endpoint,
             conn.encoding,
             functools.partial(self._check_auth, conn),
         )
-        conn.proto = proto
-        for frame in proto.opening_frames():
-            conn.send_control(frame)
-        conn.stats.errors_sent = list(proto.errors_sent)
-        if proto.encoding_rejected:  # 412: options without msgpack, as on Alpaca
-            conn.close_after_flush(1008)
-            await trio.sleep_forever()
-        if conn.header_auth is not None:
-            key, secret = conn.header_auth
-            self._on_data_frame(
-                conn, encode_request({"action": "auth", "key": key, "secret": secret}, "json")
-            )
-        conn.nursery.start_soon(self._auth_deadline, conn, proto)
+        await conn.open_data(proto, _AUTH_TIMEOUT, functools.partial(self._on_data_frame, conn))
         ws = conn.ws
         while not conn.closing:
             self._on_data_frame(conn, await ws.get_message())
@@ -1017,29 +1008,9 @@ class Relay:
     ) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self.port = await nursery.start(
-                functools.partial(
-                    serve_stream_websocket,
-                    self._handle,
-                    self.host,
-                    self.port,
-                    ssl_context,
-                    handler_nursery=nursery,
-                )
-            )
+            self.port = await start_listener(nursery, self, ssl_context, log=logger, what="relay")
             logger.info("relay listening on %s", self.url)
             task_status.started(self)
-
-
-async def _guard(conn: _Downstream, fn: Any) -> None:
-    """Run one session task; the end of the socket ends every task of the session."""
-    try:
-        await fn(conn)
-    except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    finally:
-        if conn.nursery is not None:
-            conn.nursery.cancel_scope.cancel()
 
 
 async def serve_relay(

@@ -20,8 +20,6 @@ import struct
 from collections import deque
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
-    Callable,
     Collection,
     Iterable,
     Iterator,
@@ -35,17 +33,16 @@ import attrs
 import trio
 import trio.testing
 import trio_websocket
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from trio_websocket import WebSocketConnection, WebSocketRequest
 
-from .._codec import Encoder, encode_request
 from .._groups import single_error
 from .._protocol.server import DataServerProtocol, TradingServerProtocol
-from .._serve import (
-    endpoint_for_path,
-    header_credentials,
-    lower_headers,
-    negotiated_encoding,
-    serve_stream_websocket,
+from .._server_conn import (
+    Outgoing,
+    ServerConnection,
+    handle_guarded,
+    resolve_request,
+    start_listener,
 )
 from ..endpoints import FEEDS, Endpoint, StreamKind, resolve_feed
 from ..models import MARKET_DATA_TYPES
@@ -115,36 +112,24 @@ class ConnectionStats:
     muted: bool = False
 
 
-@attrs.define(eq=False)
-class _Item:
-    frame: bytes | str | None
-    messages: int = 0
-    data: bool = False
-    close_code: int | None = None
-
-
-class _Conn:
+class _Conn(ServerConnection[ConnectionStats]):
     """Server-side state of one websocket."""
 
-    def __init__(self, emu: Emulator, cid: int, ws: WebSocketConnection, ep: Endpoint, enc: str):
+    log = logger
+    label = "emulator connection"
+
+    def __init__(
+        self,
+        emu: Emulator,
+        cid: int,
+        ws: WebSocketConnection,
+        ep: Endpoint,
+        headers: Mapping[bytes, bytes],
+    ) -> None:
+        super().__init__(ws, ep, headers)
         self.emu = emu
-        self.ws = ws
-        self.endpoint = ep
         self.family = _family(ep)
-        self.encoding = enc
-        self.stats = ConnectionStats(cid, ep.feed, ep.path, enc)
-        self.queue: deque[_Item] = deque()
-        self.queued_bytes = 0
-        self.wake = trio.Event()
-        self.nursery: trio.Nursery | None = None
-        self.ended = False
-        """Set once the connection's handler is finishing: nothing new is queued or started."""
-        trading = ep.kind is StreamKind.TRADING
-        self.encoder: Encoder | None = None if trading else Encoder(ep.kind, enc)  # type: ignore[arg-type]
-        self.proto: DataServerProtocol | None = None
-        self.header_auth: tuple[str, str] | None = None
-        self.tproto: TradingServerProtocol | None = None
-        self.closing = False
+        self.stats = ConnectionStats(cid, ep.feed, ep.path, self.encoding)
         self.abnormal = False
         self.drop_rule: DropRule | None = None
         self.data_enqueued = 0
@@ -154,39 +139,6 @@ class _Conn:
         self.burst_left: int | None = None
         self.burst_n = 0
         self.burst_cycle: Iterator[bytes | str] = iter(())
-
-    def spawn(self, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
-        """Start a task in this connection's nursery; a no-op once the connection is ending.
-
-        Market deliveries, fault timers and the slow-client policy may reach a connection
-        while its nursery is already closing (the client just left); that must never raise
-        into the caller (the market loop is shared by every client).
-        """
-        nursery = self.nursery
-        if nursery is None or self.ended:
-            return
-        try:
-            nursery.start_soon(fn, *args)
-        except RuntimeError:  # "Nursery is closed to new arrivals": the connection is ending
-            self.ended = True
-
-    # ------------------------------------------------------------------ queueing
-    def _push(self, item: _Item) -> None:
-        self.queue.append(item)
-        if item.frame is not None:
-            self.queued_bytes += len(item.frame)
-        self.wake.set()
-
-    def send_control(self, frame: bytes | str, messages: int = 1) -> None:
-        """Queue a control frame (never subject to the send buffer limit)."""
-        if not self.closing:
-            self._push(_Item(frame, messages))
-
-    def close_after_flush(self, code: int = 1000) -> None:
-        """Send what is queued, then close with ``code``."""
-        if not self.closing:
-            self._push(_Item(None, close_code=code))
-            self.closing = True
 
     def send_data(self, messages: list[dict[str, Any]]) -> None:
         """Encode and queue market data; applies mute, drop-after-N and the slow-client policy."""
@@ -207,12 +159,12 @@ class _Conn:
             chunk = messages[i : i + _MAX_FRAME_MESSAGES]
             frame = self.encoder.encode_raw(chunk)
             if self.queued_bytes + len(frame) > self.emu._send_buffer_limit:
-                self.slow_client()
+                self.cut_slow()
                 return
             self.data_enqueued += len(chunk)
-            self._push(_Item(frame, len(chunk), data=True))
+            self._push(Outgoing(frame, len(chunk), data=True))
         if drop_now and rule is not None:
-            self._push(_Item(None, close_code=-1))
+            self._push(Outgoing(None, close_code=-1))
             self.closing = True
 
     def send_trade_update(self, data: dict[str, Any]) -> None:
@@ -226,25 +178,53 @@ class _Conn:
             self.stats.dropped_messages += 1
             return
         if self.queued_bytes + len(frame) > self.emu._send_buffer_limit:
-            self.slow_client()
+            self.cut_slow()
             return
-        self._push(_Item(frame, 1, data=True))
+        self._push(Outgoing(frame, 1, data=True))
 
-    def slow_client(self) -> None:
-        """Slow-client policy: discard the queue, send error 407, close."""
-        logger.info("emulator connection %d: slow client, closing", self.stats.id)
-        self.queue.clear()
-        self.queued_bytes = 0
-        if self.proto is not None:
-            self._push(_Item(self.proto.error_frame(407), 1))
-            self.stats.errors_sent = list(self.proto.errors_sent)
-        self.close_after_flush(1008)
-        # the client may not read at all: the 407 then never leaves, so cut the socket
-        self.spawn(self._abort_later, 1.0)
-
-    async def _abort_later(self, delay: float) -> None:
-        await trio.sleep(delay)
+    async def _abort(self) -> None:
         await self.drop("abort")
+
+    # ------------------------------------------------------------------ sending
+    async def _idle(self) -> bool | None:
+        # burst mode: pre-encoded frames as fast as the socket takes them, while nothing else waits
+        stats = self.stats
+        burst = self.burst_frames
+        if not burst or stats.muted or self.closing or self.burst_left == 0:
+            return False
+        frame = next(self.burst_cycle)
+        n = self.burst_n
+        await self.ws.send_message(frame)
+        stats.sent_frames += 1
+        stats.data_frames += 1
+        stats.sent_messages += n
+        stats.data_messages += n
+        stats.sent_bytes += len(frame)
+        if self.burst_left is not None:
+            self.burst_left -= 1
+        rule = self.drop_rule
+        limit = None if rule is None else rule.after_messages
+        if rule is not None and limit is not None and stats.data_messages >= limit:
+            await self.drop(rule.how)
+            return None
+        return True
+
+    async def _send(self, item: Outgoing) -> None:
+        assert item.frame is not None
+        await self.ws.send_message(item.frame)
+        stats = self.stats
+        stats.sent_frames += 1
+        stats.sent_messages += item.messages
+        stats.sent_bytes += len(item.frame)
+        if item.data:
+            stats.data_frames += 1
+            stats.data_messages += item.messages
+
+    async def _finish(self, code: int | None) -> None:
+        if code == -1 and self.drop_rule is not None:  # the drop-after-N-messages rule
+            await self.drop(self.drop_rule.how)
+        else:
+            await super()._finish(code)
 
     # ------------------------------------------------------------------ drops
     async def drop(self, how: DropHow) -> None:
@@ -264,17 +244,10 @@ class _Conn:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 except OSError:  # pragma: no cover - socket already gone
                     pass
-            if stream is not None:
-                with trio.move_on_after(1):
-                    await stream.aclose()
-            if self.nursery is not None:
-                self.nursery.cancel_scope.cancel()
+            await self.abort_socket()
         else:
             self.stats.close_reason = f"close {how}"
-            with trio.move_on_after(2):
-                await self.ws.aclose(int(how))
-            if self.nursery is not None:
-                self.nursery.cancel_scope.cancel()
+            await self.close_socket(int(how))
 
     def mute(self, pings: bool) -> None:
         """Stop sending data; with ``pings=False`` also stop answering pings (the socket lock is
@@ -301,21 +274,6 @@ class _Conn:
 def _malformed(encoding: str) -> bytes | str:
     """A frame that is neither valid msgpack (0xc1 is never used) nor valid JSON."""
     return b"\xc1\xc1 not msgpack" if encoding == "msgpack" else "[{not json"
-
-
-async def _guard(conn: _Conn, fn: Callable[[_Conn], Awaitable[None]]) -> None:
-    """Run one connection task; the end of the socket ends every task of the connection."""
-    try:
-        await fn(conn)
-    except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    finally:
-        # From here on the connection takes nothing new (market data, timers, the slow-client
-        # policy): its nursery is about to close.
-        conn.ended = True
-        conn.closing = True
-        if conn.nursery is not None:
-            conn.nursery.cancel_scope.cancel()
 
 
 class Emulator:
@@ -811,7 +769,9 @@ class Emulator:
             request = await trio_websocket.wrap_server_stream(self._nursery, stream)
         except (trio_websocket.HandshakeError, trio.BrokenResourceError):
             return  # the client went away during the upgrade
-        await self._handle(request)
+        await handle_guarded(
+            self._handle_inner, request, errors=self.errors, log=logger, what="emulator"
+        )
 
     async def connect_in_memory(self, host: str, port: int, secure: bool) -> trio.abc.Stream:
         """A client stream factory (``stream_factory=emulator.connect_in_memory``): returns one
@@ -822,49 +782,29 @@ class Emulator:
         self._nursery.start_soon(self.serve_stream, server_half)
         return client_half
 
-    async def _handle(self, request: WebSocketRequest) -> None:
-        try:
-            await self._handle_inner(request)
-        except ConnectionClosed:
-            pass
-        except trio.BrokenResourceError:
-            pass
-        except Exception as exc:
-            logger.exception("emulator: connection handler failed")
-            self.errors.append(exc)
-
     async def _handle_inner(self, request: WebSocketRequest) -> None:
-        ep = endpoint_for_path(request.path)
-        if ep is None:
-            await request.reject(404, body=b"Not Found")
+        resolved = await resolve_request(request)
+        if resolved is None:
             return
+        ep, headers = resolved
         status = self.faults.take_upgrade_rejection(ep.feed)
         if status is not None:
             body = b"Too Many Requests" if status == 429 else b"Rejected"
             await request.reject(status, body=body)
             return
-        headers = lower_headers(request)
-        encoding = negotiated_encoding(headers)
         ws = await request.accept()
-        conn = _Conn(self, next(self._ids), ws, ep, encoding)
-        conn.header_auth = header_credentials(headers)
+        conn = _Conn(self, next(self._ids), ws, ep, headers)
         self._conns[conn.stats.id] = conn
         self._history.append(conn.stats)
         try:
-            async with trio.open_nursery() as nursery:
-                conn.nursery = nursery
-                nursery.start_soon(_guard, conn, self._sender)
-                self._arm_rules(conn)
-                if ep.kind is StreamKind.TRADING:
-                    await _guard(conn, self._serve_trading)
-                else:
-                    await _guard(conn, self._serve_data)
+            serve = self._serve_trading if ep.kind is StreamKind.TRADING else self._serve_data
+            await conn.serve(
+                functools.partial(serve, conn), functools.partial(self._arm_rules, conn)
+            )
         finally:
-            conn.stats.open = False
             if ws.closed is not None and ws.closed.code == 1006:
                 conn.abnormal = True
-            if conn.stats.close_reason is None and ws.closed is not None:
-                conn.stats.close_reason = f"closed {ws.closed.code}"
+            conn.finished()
             del self._conns[conn.stats.id]
             self._release_slot(conn)
             if conn.stats.subscriptions:
@@ -896,90 +836,15 @@ class Emulator:
         await trio.sleep(rule.after_seconds)
         conn.mute(rule.pings)
 
-    async def _sender(self, conn: _Conn) -> None:
-        ws = conn.ws
-        stats = conn.stats
-        while True:
-            if not conn.queue:
-                burst = conn.burst_frames
-                if burst and not stats.muted and not conn.closing and conn.burst_left != 0:
-                    frame = next(conn.burst_cycle)
-                    n = conn.burst_n
-                    await ws.send_message(frame)
-                    stats.sent_frames += 1
-                    stats.data_frames += 1
-                    stats.sent_messages += n
-                    stats.data_messages += n
-                    stats.sent_bytes += len(frame)
-                    if conn.burst_left is not None:
-                        conn.burst_left -= 1
-                    rule = conn.drop_rule
-                    limit = None if rule is None else rule.after_messages
-                    if rule is not None and limit is not None and stats.data_messages >= limit:
-                        await conn.drop(rule.how)
-                        return
-                    continue
-                conn.wake = trio.Event()
-                await conn.wake.wait()
-                continue
-            item = conn.queue.popleft()
-            if item.frame is None:
-                code = item.close_code
-                if code == -1 and conn.drop_rule is not None:
-                    await conn.drop(conn.drop_rule.how)
-                else:
-                    stats.close_reason = stats.close_reason or f"close {code}"
-                    with trio.move_on_after(2):
-                        await ws.aclose(code or 1000)
-                    if conn.nursery is not None:
-                        conn.nursery.cancel_scope.cancel()
-                return
-            conn.queued_bytes -= len(item.frame)
-            await ws.send_message(item.frame)
-            stats.sent_frames += 1
-            stats.sent_messages += item.messages
-            stats.sent_bytes += len(item.frame)
-            if item.data:
-                stats.data_frames += 1
-                stats.data_messages += item.messages
-
-    async def _auth_deadline(self, conn: _Conn, proto: DataServerProtocol) -> None:
-        await trio.sleep(self.auth_timeout)
-        frames = proto.auth_timeout()
-        if frames and not conn.closing:
-            for frame in frames:
-                conn.send_control(frame)
-            conn.stats.errors_sent = list(proto.errors_sent)
-            conn.close_after_flush(1008)
-
     async def _serve_data(self, conn: _Conn) -> None:
-        assert conn.nursery is not None
         proto = DataServerProtocol(
             conn.endpoint,
-            conn.encoding,  # type: ignore[arg-type]
+            conn.encoding,
             lambda key, secret: self._check_auth(conn, key, secret),
             symbol_limit=self.symbol_limit,
             close_on=self.faults.close_on,
         )
-        conn.proto = proto
-        for frame in proto.opening_frames():
-            conn.send_control(frame)
-        conn.stats.errors_sent = list(proto.errors_sent)
-        if proto.encoding_rejected:  # 412: options without msgpack
-            conn.close_after_flush(1008)
-            await trio.sleep_forever()
-        if conn.header_auth is not None:
-            # APCA-API-KEY-ID / APCA-API-SECRET-KEY headers: authenticated without an auth message
-            key, secret = conn.header_auth
-            auth = encode_request({"action": "auth", "key": key, "secret": secret}, "json")
-            for reply in proto.receive(auth):
-                conn.send_control(reply)
-            conn.stats.errors_sent = list(proto.errors_sent)
-            conn.stats.authenticated = proto.authenticated
-            if proto.should_close:
-                conn.close_after_flush(1008)
-                await trio.sleep_forever()
-        conn.spawn(self._auth_deadline, conn, proto)
+        await conn.open_data(proto, self.auth_timeout, functools.partial(self._on_data_frame, conn))
         market = self._ensure_market(conn.family)
         ws = conn.ws
         stats = conn.stats
@@ -987,17 +852,24 @@ class Emulator:
             frame = await ws.get_message()
             stats.received_frames += 1
             before = stats.subscriptions
-            for reply in proto.receive(frame):
-                conn.send_control(reply)
-            stats.errors_sent = list(proto.errors_sent)
-            stats.authenticated = proto.authenticated
+            self._on_data_frame(conn, frame)
             if proto.should_close:
-                conn.close_after_flush(1008)
                 await trio.sleep_forever()
             state = proto.subscriptions
             if state != before:
                 stats.subscriptions = state
                 self._on_subscribed(conn, market, before)
+
+    @staticmethod
+    def _on_data_frame(conn: _Conn, frame: bytes | str) -> None:
+        proto = conn.proto
+        assert proto is not None
+        for reply in proto.receive(frame):
+            conn.send_control(reply)
+        conn.stats.errors_sent = list(proto.errors_sent)
+        conn.stats.authenticated = proto.authenticated
+        if proto.should_close:
+            conn.close_after_flush(1008)
 
     def _retain_symbols(self, family: str) -> None:
         """Stop simulating symbols no open connection of ``family`` subscribes to any more (a
@@ -1103,7 +975,7 @@ class Emulator:
 
     async def _serve_trading(self, conn: _Conn) -> None:
         proto = TradingServerProtocol(
-            conn.encoding,  # type: ignore[arg-type]
+            conn.encoding,
             lambda key, secret: self._check_auth(conn, key, secret),
         )
         conn.tproto = proto
@@ -1135,16 +1007,13 @@ class Emulator:
     async def _run(self, task_status: trio.TaskStatus[Emulator]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self.port = await nursery.start(
-                functools.partial(
-                    serve_stream_websocket,
-                    self._handle,
-                    self.host,
-                    self.port,
-                    self.ssl_context,
-                    handler_nursery=nursery,
-                    on_error=self.errors.append,
-                )
+            self.port = await start_listener(
+                nursery,
+                self,
+                self.ssl_context,
+                log=logger,
+                what="emulator",
+                on_error=self.errors.append,
             )
             if self._scripted_orders:
                 nursery.start_soon(self._scripted_order_loop, self._scripted_orders)
