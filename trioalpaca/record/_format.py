@@ -215,18 +215,19 @@ class RecordingWriter:
         elif rx_ns - self._first >= self._chunk_ns:
             self.flush()
             self._first = rx_ns
-        self._buf += _RECORD.pack(kind, rx_ns, len(data))
-        self._buf += data
+        buf = self._buf
+        buf += _RECORD.pack(kind, rx_ns, len(data))
+        buf += data
         self._count += 1
         self._last = rx_ns
-        if len(self._buf) >= self._chunk_bytes:
+        if len(buf) >= self._chunk_bytes:
             self.flush()
 
     def flush(self) -> None:
         """Close the open chunk (compress and write it); nothing happens if it is empty."""
         if not self._count:
             return
-        payload = self._compressor.compress(bytes(self._buf))
+        payload = self._compressor.compress(self._buf)  # (a buffer: no copy of the chunk)
         offset = self._size
         head = CHUNK_HEADER.pack(
             CHUNK_MAGIC,
