@@ -238,15 +238,11 @@ class MessageBuffer:
             if len(q) < self.maxsize or policy == "drop_oldest":
                 msg = latest[key] = _Entry(key, msg)
                 self.attention = True  # get() / get_batch() unbox entries one by one
-            if len(q) < self.maxsize:
-                q.append(msg)
-                self.appended += 1
-                self.notify()
-                return True
-        elif len(q) < self.maxsize:
+        if len(q) < self.maxsize:
             q.append(msg)
             self.appended += 1
-            self.notify()
+            if self._waiter is not None:
+                self.notify()
             return True
         # full
         if policy == "drop_newest":
@@ -264,7 +260,8 @@ class MessageBuffer:
                 break
             q.append(msg)
             self.appended += 1
-            self.notify()
+            if self._waiter is not None:
+                self.notify()
             if victim is None:
                 return True
         elif policy == "block":

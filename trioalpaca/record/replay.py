@@ -15,12 +15,14 @@ from __future__ import annotations
 import collections
 import datetime as _dt
 import heapq
+import itertools
 import json
 import math
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+import types
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -52,11 +54,14 @@ TimeBound = int | str | _dt.datetime | None
 
 _CONTROL_TYPES = (Connected, Authenticated, SubscriptionChanged, ServerError)
 _CONTROL_T = frozenset({"success", "error", "subscription"})
+#: Unpaced iteration checkpoints once this many items were handed out since the last one.
 _CHECKPOINT_EVERY = 512
-#: Records decoded per refill of the output queue (single-stream replay).
-_FRAMES_PER_FILL = 2
-#: receive_batch decodes until this many items are ready (or the recording ends).
-_BATCH = 512
+#: A refill decodes frames until this many items are ready (or its chunk ends). Small enough
+#: that a block's objects (two GC-tracked containers per market-data message) stay under the
+#: garbage collector's default generation-0 threshold (700), so unpaced replay triggers almost
+#: no collections while the consumer drops what it took: a block of 512 made the collector run
+#: on every block and cost a tenth of the replay's CPU time.
+_BLOCK = 128
 
 
 def to_ns(value: TimeBound) -> int | None:
@@ -243,6 +248,9 @@ class ReplayStream:
         self._timed = self._paced or receive_times
         self._q: collections.deque[Any] = collections.deque()
         self._times: collections.deque[int] = collections.deque()
+        # unpaced, untimed mode: the block being handed out (items before those in _q)
+        self._it: Iterator[Any] = iter(())
+        self._agen: types.AsyncGeneratorType[Any, None] | None = None
         self._held: list[list[Any]] = [[] for _ in cursors]
         self._held_ns: list[int] = [0 for _ in cursors]
         self._done = False
@@ -313,8 +321,11 @@ class ReplayStream:
             self._emit(held, self._held_ns[i])
             self._held[i] = []
 
-    def _process(self, i: int, recs: Sequence[tuple[int, int, Any]], start: int, stop: int) -> None:
-        """Decode ``recs[start:stop]`` of stream ``i``.
+    def _process(
+        self, i: int, recs: Sequence[tuple[int, int, Any]], start: int, stop: int, want: int
+    ) -> int:
+        """Decode ``recs[start:stop]`` of stream ``i``, stopping early once ``want`` items are
+        queued; return the index of the first record not processed.
 
         A frame's messages are held back while events follow it (a ``reconnected`` event right
         after the frame that completed the reconnect goes first, as in the live client), and at
@@ -323,27 +334,38 @@ class ReplayStream:
         decoder = self._decoders[i]
         frame = decoder.frame
         last = len(recs) - 1
-        event_kind = RecordKind.EVENT
-        for k in range(start, stop):
+        q = self._q
+        timed = self._timed
+        binary, event_kind = RecordKind.FRAME_IN_BINARY, RecordKind.EVENT
+        frame_kinds = (binary, RecordKind.FRAME_IN_TEXT)
+        held = self._held
+        k = start
+        while k < stop:
             kind, ns, data = recs[k]
-            if kind == RecordKind.FRAME_IN_BINARY or kind == RecordKind.FRAME_IN_TEXT:
-                if self._held[i]:
+            if kind in frame_kinds:
+                if held[i]:
                     self._flush_held(i)
-                msgs = frame(data if kind == RecordKind.FRAME_IN_BINARY else data.decode())
+                msgs = frame(data if kind == binary else data.decode())
                 if msgs:
                     if k < last and recs[k + 1][0] != event_kind:
                         self._messages += len(msgs)
-                        self._emit(msgs, ns)
+                        q.extend(msgs)
+                        if timed:
+                            self._times.extend([ns] * len(msgs))
                     else:
-                        self._held[i] = msgs
+                        held[i] = msgs
                         self._held_ns[i] = ns
-            elif kind == RecordKind.EVENT:
+            elif kind == event_kind:
                 self._event(i, ns, data)
             elif kind == -1:
                 self._flush_held(i)
                 cut: Truncated = data
                 self._marker(Dropped(cut.lost_records or 0, cut.describe()), ns)
-        self._records += stop - start
+            k += 1
+            if len(q) >= want:
+                break
+        self._records += k - start
+        return k
 
     def _event(self, i: int, ns: int, data: bytes) -> None:
         try:
@@ -367,20 +389,18 @@ class ReplayStream:
             self._flush_held(i)
             self._decoders[i].new_session()
 
-    async def _fill(self) -> bool:
-        """Decode the next few records into the queue; ``False`` once the recording is
-        exhausted (the queue may still hold its last items)."""
+    async def _fill(self, want: int = _BLOCK) -> bool:
+        """Decode records into the queue until it holds ``want`` items or the loaded chunk
+        ends; ``False`` once the recording is exhausted (the queue may still hold its last
+        items)."""
         if len(self._cursors) == 1:
-            # Decode a few frames at a time, not a whole chunk: few live objects at once keeps
-            # the garbage collector's passes short.
             recs, pos = self._loaded[0], self._pos[0]
             assert recs is not None
             q = self._q
             while True:
-                if pos < len(recs):
-                    stop = min(pos + _FRAMES_PER_FILL, len(recs))
-                    self._process(0, recs, pos, stop)
-                    self._pos[0] = pos = stop
+                n = len(recs)
+                if pos < n:
+                    self._pos[0] = pos = self._process(0, recs, pos, n, want)
                     if q:
                         return True
                     continue
@@ -419,7 +439,7 @@ class ReplayStream:
             _, i = heap[0]
             recs = loaded[i]
             assert recs is not None
-            self._process(i, recs, pos[i], pos[i] + 1)
+            self._process(i, recs, pos[i], pos[i] + 1, 1)
             pos[i] += 1
             if pos[i] >= len(recs):
                 break
@@ -431,29 +451,78 @@ class ReplayStream:
         return recs[pos][1]
 
     # -- consuming ----------------------------------------------------------------------------
+    #
+    # Unpaced replay without receive times hands out blocks: a refill decodes about _BLOCK items
+    # into a list and the consumer takes them through a list iterator (self._it). `async for`
+    # goes through an async generator (one resumption per item is cheaper than creating a
+    # coroutine per __anext__ call); the stream keeps it and open_replay closes it, so one
+    # abandoned by `break` is never left to the garbage collector. Paced and timed replay go
+    # item by item through the queues (self._q, self._times).
 
-    def __aiter__(self) -> ReplayStream:
-        return self
+    def __aiter__(self) -> AsyncIterator[Any]:
+        if self._timed:
+            return self
+        agen = self._agen
+        if agen is None or agen.ag_frame is None:  # none yet, or ended (e.g. cancelled)
+            agen = self._agen = cast(types.AsyncGeneratorType[Any, None], self._iterate())
+        return agen
+
+    async def _iterate(self) -> AsyncGenerator[Any, None]:
+        while True:
+            it = self._it
+            for item in it:
+                yield item
+            # (a receive() or receive_batch() between two items may have started a new block)
+            if it is self._it and not await self._refill():
+                return
+
+    async def _aclose(self) -> None:
+        agen, self._agen = self._agen, None
+        if agen is not None and agen.ag_frame is not None and not agen.ag_running:
+            await agen.aclose()
+
+    async def _next_block(self) -> list[Any] | None:
+        """Unpaced, untimed: the next decoded items (``None``: the recording is exhausted).
+        Checkpoints once ``_CHECKPOINT_EVERY`` items were handed out (loading a chunk from disk
+        checkpoints too)."""
+        q = self._q
+        while not q:
+            if self._done:
+                return None
+            if not await self._fill():
+                self._done = True
+        items = list(q)
+        q.clear()
+        self._n += len(items)
+        return items
+
+    async def _refill(self) -> bool:
+        items = await self._next_block()
+        if items is None:
+            return False
+        self._it = iter(items)
+        if self._n >= _CHECKPOINT_EVERY:
+            self._n = 0
+            await trio.lowlevel.checkpoint()  # the block is kept if this raises Cancelled
+        return True
 
     async def __anext__(self) -> Any:
+        if not self._timed:
+            for item in self._it:
+                return item
+            if not await self._refill():
+                raise StopAsyncIteration
+            return next(self._it)
         q = self._q
-        if q and not self._paced:
-            self._n += 1
-            if self._n < _CHECKPOINT_EVERY:
-                return q.popleft()
-            self._n = 0
-            await trio.lowlevel.checkpoint()
-            return q.popleft()
         while not q:
             if self._done:
                 raise StopAsyncIteration
             if not await self._fill():
                 self._done = True
+        ns = self._times.popleft()
         if self._paced:
-            await self._pace(self._times.popleft())
+            await self._pace(ns)
         else:
-            # a checkpoint every _CHECKPOINT_EVERY items, as on the fast path (loading a chunk
-            # from disk checkpoints too)
             self._n += 1
             if self._n >= _CHECKPOINT_EVERY:
                 self._n = 0
@@ -497,7 +566,7 @@ class ReplayStream:
         while not q:
             if self._done:
                 raise trio.EndOfChannel
-            if not await self._fill():
+            if not await self._fill(_BLOCK if max_items is None else max(1, max_items)):
                 self._done = True
         n = len(q) if max_items is None else min(max_items, len(q))
         items = [(times.popleft(), q.popleft()) for _ in range(n)]
@@ -505,12 +574,14 @@ class ReplayStream:
         return items
 
     async def receive_batch(self, max_items: int | None = None) -> list[Any]:
-        """The next items, in order: at least one, up to ``max_items`` (unpaced: a few hundred
-        at a time; paced: those due now).
+        """The next items, in order: at least one, up to ``max_items`` (unpaced: about a
+        hundred or more at a time, as decoded; paced: those due now).
 
         Raises:
             trio.EndOfChannel: the recording is exhausted.
         """
+        if max_items is not None and max_items < 1:
+            raise UsageError("max_items must be at least 1")
         if self._paced:
             items = [await self.receive()]
             times, q = self._times, self._q
@@ -520,19 +591,18 @@ class ReplayStream:
                 times.popleft()
                 items.append(q.popleft())
             return items
-        q = self._q
-        want = _BATCH if max_items is None else min(max_items, _BATCH)
-        while len(q) < want and not self._done:
-            if not await self._fill():
-                self._done = True
-        if not q:
-            raise trio.EndOfChannel
-        if max_items is None or len(q) <= max_items:
-            items = list(q)
-            q.clear()
-        else:
-            items = [q.popleft() for _ in range(max_items)]
-        self._n += len(items)
+        if self._timed:
+            return [item for _, item in await self.receive_timed_batch(max_items)]
+        # first what an interleaved receive() left of the current block
+        items = list(self._it if max_items is None else itertools.islice(self._it, max_items))
+        if not items:
+            block = await self._next_block()
+            if block is None:
+                raise trio.EndOfChannel
+            if max_items is not None and len(block) > max_items:
+                self._it = iter(block)
+                block = list(itertools.islice(self._it, max_items))
+            items = block
         if self._n >= _CHECKPOINT_EVERY:
             self._n = 0
             await trio.lowlevel.checkpoint()
@@ -604,12 +674,16 @@ async def open_replay(
             return cursors
 
         cursors = await trio.to_thread.run_sync(open_all)
-        yield ReplayStream(
+        stream = ReplayStream(
             cursors,
             speed=None if speed is None else float(speed),
             raw=raw_data,
             receive_times=receive_times,
         )
+        try:
+            yield stream
+        finally:
+            await stream._aclose()
     finally:
         for reader in readers:
             reader.close()

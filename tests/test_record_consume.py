@@ -1,0 +1,120 @@
+"""Ways of consuming an unpaced replay (async for, receive, receive_batch, mixed, interrupted)
+all hand out the same items in the same order, once each."""
+
+from __future__ import annotations
+
+import gc
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from trioalpaca.record import RecordingWriter, RecordKind, open_replay
+
+BASE = 1_700_000_000_000_000_000
+
+
+def write_recording(path: Path, frames: int = 40, per_frame: int = 25) -> list[int]:
+    """A raw-mode stocks recording; returns the trade ids in order."""
+    import msgpack
+
+    w = RecordingWriter(path, {"kind": "stocks", "encoding": "msgpack"}, chunk_bytes=4000)
+    ids = []
+    i = 0
+    for f in range(frames):
+        ns = BASE + f * 1_000_000
+        msgs = []
+        for _ in range(per_frame):
+            msg = {"T": "t", "S": "AAPL", "i": i, "x": "V", "p": 1.5, "s": 1, "c": [], "z": "C"}
+            msgs.append({**msg, "t": ns})
+            ids.append(i)
+            i += 1
+        w.add(RecordKind.FRAME_IN_BINARY, ns, msgpack.packb(msgs))
+    w.close()
+    assert len(w.index) >= 3  # several chunks
+    return ids
+
+
+async def test_async_for_break_and_resume(tmp_path: Path) -> None:
+    path = tmp_path / "r.tarec"
+    ids = write_recording(path)
+    got: list[Any] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        async with open_replay(path, raw_data=True) as stream:
+            async for msg in stream:
+                got.append(msg["i"])
+                if len(got) == 7:
+                    break
+            got.append((await stream.receive())["i"])
+            got += [m["i"] for m in await stream.receive_batch(3)]
+            async for msg in stream:
+                got.append(msg["i"])
+                if len(got) == 300:
+                    break
+            # abandoned mid-block: open_replay closes the generator (no ResourceWarning)
+        gc.collect()
+    assert got == ids[:300]
+
+
+async def test_receive_and_batches_interleaved(tmp_path: Path) -> None:
+    path = tmp_path / "r.tarec"
+    ids = write_recording(path)
+    got: list[int] = []
+    async with open_replay(path, raw_data=True) as stream:
+        turn = 0
+        while True:
+            try:
+                if turn % 3 == 0:
+                    got.append((await stream.receive())["i"])
+                elif turn % 3 == 1:
+                    batch = await stream.receive_batch(max_items=1 + turn % 17)
+                    assert 1 <= len(batch) <= 1 + turn % 17
+                    got += [m["i"] for m in batch]
+                else:
+                    got += [m["i"] for m in await stream.receive_batch()]
+            except trio.EndOfChannel:
+                break
+            turn += 1
+        with pytest.raises(trio.EndOfChannel):
+            await stream.receive_batch()
+        assert [m async for m in stream] == []
+    assert got == ids
+
+
+async def test_cancelled_iteration_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "r.tarec"
+    ids = write_recording(path)
+    got: list[int] = []
+    cancelled = 0
+    async with open_replay(path, raw_data=True) as stream:
+        while True:
+            with trio.CancelScope() as scope:
+                async for msg in stream:
+                    got.append(msg["i"])
+                    if len(got) % 40 == 0:
+                        scope.cancel()  # the next checkpoint (a refill's) raises Cancelled
+                break  # the stream ended
+            cancelled += 1
+    assert cancelled > 0  # the refills' checkpoints did raise
+    assert got == ids
+
+
+@pytest.mark.parametrize("typed", [False, True])
+async def test_timed_batches_match(tmp_path: Path, typed: bool) -> None:
+    path = tmp_path / "r.tarec"
+    ids = write_recording(path, frames=12)
+    async with open_replay(path, raw_data=not typed, receive_times=True) as stream:
+        first = await stream.receive()
+        rest = []
+        while True:
+            try:
+                rest += await stream.receive_timed_batch(50)
+            except trio.EndOfChannel:
+                break
+    key = (lambda m: m.trade_id) if typed else (lambda m: m["i"])
+    assert [key(first)] + [key(m) for _, m in rest] == ids
+    # each item's receive time is its frame's
+    assert all(ns == BASE + (key(m) // 25) * 1_000_000 for ns, m in rest)
