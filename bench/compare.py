@@ -3,7 +3,9 @@
     python bench/compare.py OLD.json NEW.json
 
 Prints, for every throughput case both files have, the two rates and NEW/OLD; and for every paced
-latency case, the two p99 figures and NEW/OLD. Absolute figures from two runs are only as
+latency case, the two p99 figures and NEW/OLD; and, when both files have the ``allocs`` section
+(``bench/allocs.py``), allocator calls and instructions per message and NEW/OLD (those counts do
+not depend on machine load). Absolute figures from two runs are only as
 comparable as the machine was quiet; ratios *within* one run (``run.py``'s own table) are the
 figures to quote.
 """
@@ -48,6 +50,20 @@ def main(argv: list[str]) -> int:
             o = float(o_cases[name].get("p99_ms", math.nan))
             n = float(n_cases[name].get("p99_ms", math.nan))
             print(f"  {name:<11} {labels.get(name, ''):<44} {o:>9.3f} {n:>9.3f} {_ratio(n, o):>7}")
+    o_allocs = old.get("allocs", {}).get("clients", {})
+    n_allocs = new.get("allocs", {}).get("clients", {})
+    common = [n for n in n_allocs if n in o_allocs and "error" not in o_allocs[n]]
+    common = [n for n in common if "error" not in n_allocs[n]]
+    if common:
+        print("\n== per message under callgrind (allocator calls, instructions) ==")
+        for name in common:
+            o, n = o_allocs[name], n_allocs[name]
+            oa, na = float(o["allocs_per_msg"]), float(n["allocs_per_msg"])
+            oi, ni = float(o["instructions_per_msg"]), float(n["instructions_per_msg"])
+            print(
+                f"  {name:<11} {labels.get(name, ''):<44} allocs {oa:>7.2f} {na:>7.2f} "
+                f"{_ratio(na, oa):>7}  instr {oi:>8,.0f} {ni:>8,.0f} {_ratio(ni, oi):>7}"
+            )
     return 0
 
 

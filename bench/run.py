@@ -12,7 +12,10 @@
 3. Restarts the emulator paced at ``--rate`` messages/second and runs the ``latency`` cases other
    modules register, and the ``memory`` cases (RSS under a slow consumer, RSS per million
    buffered messages).
-4. Writes every figure to ``--json`` (default ``bench-results.json``) with the commit it ran on,
+4. With ``--allocs`` (the default when ``valgrind`` is on PATH; ``--no-allocs`` skips it), runs
+   ``bench/allocs.py``: allocator calls and instructions per message of the client cases under
+   callgrind, marginal between a small and a large run, so independent of machine load.
+5. Writes every figure to ``--json`` (default ``bench-results.json``) with the commit it ran on,
    so two commits can be compared with ``python bench/compare.py OLD.json NEW.json``.
 
 Cases live in ``bench/cases_*.py`` (see ``bench/registry.py``); the table prints absolute figures
@@ -27,6 +30,7 @@ import importlib
 import json
 import math
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -142,6 +146,7 @@ def _write_json(
     results: dict[str, dict[str, Any]],
     paced: dict[float, dict[str, dict[str, Any]]],
     elapsed: float,
+    allocs: dict[str, Any] | None = None,
 ) -> None:
     try:
         commit = subprocess.run(
@@ -159,6 +164,8 @@ def _write_json(
         "results": results,
         "paced": {f"{rate:g}": by_case for rate, by_case in paced.items()},
     }
+    if allocs is not None:
+        doc["allocs"] = allocs
     pathlib.Path(args.json).write_text(json.dumps(doc, indent=2, sort_keys=True))
     print(f"results written to {args.json}")
 
@@ -175,6 +182,32 @@ def _cpu_us(r: dict[str, Any]) -> float:
     if "error" in r or not r.get("cpu_s") or not r.get("msgs"):
         return math.nan
     return float(r["cpu_s"]) / float(r["msgs"]) * 1e6
+
+
+def _allocs_section(args: argparse.Namespace, wanted: set[str]) -> dict[str, Any] | None:
+    """Allocator calls and instructions per message under callgrind (``bench/allocs.py``): the
+    client cases of ``allocs.CLIENTS`` that ``--cases`` selects, against their own burst emulator;
+    ``None`` when none is selected."""
+    import allocs
+
+    clients = [c for c in allocs.CLIENTS if c[0] in wanted]
+    if not clients:
+        return None
+    frames = max(c[2] for c in clients) + 10
+    print(f"allocs: callgrind, {len(clients)} clients x 2 runs, {args.allocs_jobs} at a time")
+    with emulator("--burst", "100", "--frames", str(frames), "--symbols", str(args.symbols)) as (
+        url,
+        symbols,
+    ):
+        return allocs.measure(url, symbols, clients, jobs=args.allocs_jobs)
+
+
+def _print_allocs(result: dict[str, Any] | None) -> None:
+    if result is not None:
+        import allocs
+
+        print()
+        print("\n".join(allocs.format_table(result, {n: c.label for n, c in CASES.items()})))
 
 
 def _fmt(x: float, spec: str = ",.0f") -> str:
@@ -200,6 +233,14 @@ def main() -> int:
         "--buffered", type=int, default=1_000_000, help="messages held for the RSS cases"
     )
     parser.add_argument("--json", default="bench-results.json", help="where to write results")
+    parser.add_argument(
+        "--allocs",
+        action=argparse.BooleanOptionalAction,
+        default=shutil.which("valgrind") is not None,
+        help="allocations and instructions per message under callgrind (default: on when "
+        "valgrind is on PATH; --no-allocs skips)",
+    )
+    parser.add_argument("--allocs-jobs", type=int, default=2, help="callgrind runs at a time")
     args = parser.parse_args()
     _load_cases()
 
@@ -270,6 +311,8 @@ def main() -> int:
             r = run_case(c.name, Params(url, symbols, 0, secs, args.rate), timeout=secs + 120)
             results[c.name] = r
             print(f"  {c.name:<8} {c.label:<44} {json.dumps(r)}", flush=True)
+
+    allocs = _allocs_section(args, wanted) if args.allocs else None
 
     print()
     print(f"== throughput (burst, msgs/s; best of {args.repeat}) ==")
@@ -374,9 +417,10 @@ def main() -> int:
             f"end {r['rss_end_mb']:.1f} MB, growth {r['rss_growth_mb']:+.1f} MB ({flat}); "
             f"received {r['received']:,}, consumed {r['consumed']:,}, dropped {r['dropped']:,}"
         )
+    _print_allocs(allocs)
     elapsed = time.perf_counter() - started
     print(f"\nbench finished in {elapsed:.0f} s")
-    _write_json(args, rates, results, paced, elapsed)
+    _write_json(args, rates, results, paced, elapsed, allocs)
     return 0
 
 

@@ -168,3 +168,17 @@ async def test_a_full_gate_holds_every_frame_until_it_opens(
         assert not conn.paused
         assert got == [b"%d" % i for i in range(total)]
         assert conn.direct is direct
+
+
+async def test_the_sink_drops_frames_once_the_connection_is_ending() -> None:
+    """Once our reader task is gone (the block is being left), frames still read during the
+    closing handshake go nowhere, as they did when nobody drained trio-websocket's channel;
+    that includes not waiting on a full gate."""
+    got: list[Frame] = []
+    send, _receive = trio.open_memory_channel[Frame](1)
+    gate = _Gate()  # full, forever
+    sink = _connection._DirectSink(object(), got.append, gate, send)  # type: ignore[arg-type]
+    sink.stopped = True
+    with trio.fail_after(1):
+        await sink.send(b"late")
+    assert got == []

@@ -238,13 +238,7 @@ class MessageBuffer:
             if len(q) < self.maxsize or policy == "drop_oldest":
                 msg = latest[key] = _Entry(key, msg)
                 self.attention = True  # get() / get_batch() unbox entries one by one
-            if len(q) < self.maxsize:
-                q.append(msg)
-                self.appended += 1
-                if self._waiter is not None:
-                    self.notify()
-                return True
-        elif len(q) < self.maxsize:
+        if len(q) < self.maxsize:
             q.append(msg)
             self.appended += 1
             if self._waiter is not None:

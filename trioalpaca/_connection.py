@@ -296,12 +296,17 @@ class _DirectSink:
         self.error: BaseException | None = None
         self.stopped = False
 
+    def _ending(self) -> bool:
+        return self.error is not None or self.stopped
+
     async def send(self, frame: Frame) -> None:
+        if self._ending():
+            return  # the connection is ending: nobody reads, as with a channel nobody drains
         gate = self._gate
         if gate is not None:
             await self._conn._wait_gate(gate)
-        if self.error is not None or self.stopped:
-            return
+            if self._ending():
+                return
         try:
             self._on_frame(frame)
         except BaseException as exc:  # handed over to our own task, which re-raises it
