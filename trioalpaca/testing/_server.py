@@ -3,9 +3,18 @@
 Per connection there is a reader loop (the handler task) that feeds frames to the sans-IO server
 protocol and a sender task that drains a per-connection queue. The reader never waits on sending:
 replies and data are queued, and data that would push the queued bytes past the send buffer limit
-triggers the slow-client policy (error 407, then close) instead of blocking. Market data comes from
-one task per market family that advances a :class:`~trioalpaca.testing._market.Market` on
-``trio.current_time()`` and hands every connection the messages it subscribed to.
+triggers the slow-client policy (error 407, then close) instead of blocking.
+
+:class:`Emulator` is the control handle; it owns one helper per responsibility, each in its own
+module:
+
+* ``_feeds.DataFeeds``: data connections' reader loops and one task per market family that
+  advances a :class:`~trioalpaca.testing._market.Market` on ``trio.current_time()`` and hands every
+  connection the messages it subscribed to;
+* ``_trading.TradingDesk``: trading connections' reader loops and the playback of orders;
+* ``_auth.AuthGate``: credentials, the plan's feeds and the per-key connection slots;
+* ``_injection.FaultInjector``: carries out the fault plan (``_faults.Faults``) on connections;
+* ``_burst.Burst``: burst mode.
 """
 
 from __future__ import annotations
@@ -13,7 +22,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import math
 import socket
 import ssl
 import struct
@@ -36,7 +44,6 @@ import trio_websocket
 from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from .._groups import single_error
-from .._protocol.server import DataServerProtocol, TradingServerProtocol
 from .._server_conn import (
     Outgoing,
     ServerConnection,
@@ -46,9 +53,14 @@ from .._server_conn import (
 )
 from ..endpoints import FEEDS, Endpoint, StreamKind, resolve_feed
 from ..models import MARKET_DATA_TYPES
-from ._faults import SCENARIOS, DropHow, DropRule, Faults, MuteRule
+from ._auth import AuthGate
+from ._burst import Burst
+from ._faults import SCENARIOS, DropHow, DropRule, Faults
+from ._feeds import DataFeeds
+from ._injection import FaultInjector
 from ._market import NS, Event, Market, MarketConfig
-from ._orders import OrderFlow, OrderPlan, Step
+from ._orders import OrderFlow, OrderPlan
+from ._trading import TradingDesk
 
 __all__ = [
     "ConnectionStats",
@@ -62,12 +74,7 @@ logger = logging.getLogger("trioalpaca.testing")
 #: Default server-side send buffer (bytes queued for one connection) before the slow-client policy.
 DEFAULT_SEND_BUFFER_LIMIT = 8 * 1024 * 1024
 _MAX_FRAME_MESSAGES = 1000
-# Shortest interval between two market deliveries: 5 ms on the real clock (low latency), 20 ms
-# under a virtual clock such as pytest-trio's autojump_clock (each wake-up costs real CPU).
-_TICK_REAL = 0.005
-_TICK_VIRTUAL = 0.02
 _HISTORY = 10_000
-_DELAY_NS = 15 * 60 * NS  # delayed_sip: timestamps 15 minutes old
 
 
 def _family(ep: Endpoint) -> str:
@@ -271,11 +278,6 @@ class _Conn(ServerConnection[ConnectionStats]):
         self.wake.set()
 
 
-def _malformed(encoding: str) -> bytes | str:
-    """A frame that is neither valid msgpack (0xc1 is never used) nor valid JSON."""
-    return b"\xc1\xc1 not msgpack" if encoding == "msgpack" else "[{not json"
-
-
 class Emulator:
     """Control handle of a running emulator (from :func:`serve_emulator` / :func:`open_emulator`).
 
@@ -325,26 +327,24 @@ class Emulator:
         self.faults = Faults()
         self.orders = OrderFlow(config.seed)
         self.errors: list[BaseException] = []
-        self._order_keys: dict[str, str] = {}
         self._ids = itertools.count(1)
+        # open connections by id (record/serve.py polls their queues)
         self._conns: dict[int, _Conn] = {}
         self._history: deque[ConnectionStats] = deque(maxlen=_HISTORY)
-        self._markets: dict[str, Market] = {}
-        self._market_wake: dict[str, trio.Event] = {}
-        self._idle: dict[str, bool] = {}
-        self._slots: dict[tuple[str, str], list[int]] = {}
-        self._held: dict[tuple[str, str], list[float]] = {}
         self._t0 = trio.current_time()
         if start_ns is None:
             import time
 
             start_ns = time.time_ns()
         self._start_ns = start_ns
-        self._burst = burst
-        self._burst_frames = burst_frames
         self._scripted_orders = scripted_orders
         self._nursery: trio.Nursery | None = None
-        self._garbage_running = False
+        # the helpers that own each responsibility (each module's docstring says what)
+        self._auth = AuthGate(self)
+        self._burst = Burst(burst, burst_frames)
+        self._feeds = DataFeeds(self, self._conns)
+        self._trading = TradingDesk(self, self._conns)
+        self._injector = FaultInjector(self, self._conns)
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -397,18 +397,9 @@ class Emulator:
     def market(self, family: str) -> Market | None:
         """The market of a family (``"stocks"``, ``"test"``, ``"crypto"``, ``"perps"``,
         ``"options"``, ``"news"``) once a connection started it."""
-        return self._markets.get(family)
+        return self._feeds.markets.get(family)
 
     # ------------------------------------------------------------------ fault control
-    def _live(self, feed: str | None, connection: int | None = None) -> list[_Conn]:
-        f = None if feed is None else resolve_feed(feed).feed
-        return [
-            c
-            for c in self._conns.values()
-            if (f is None or c.endpoint.feed == f)
-            and (connection is None or c.stats.id == connection)
-        ]
-
     def drop(
         self,
         *,
@@ -428,23 +419,7 @@ class Emulator:
         after that many data messages / seconds; open connections are armed too when ``connection``
         is given.
         """
-        if after_messages is None and after_seconds is None:
-            for c in self._live(feed, connection):
-                assert self._nursery is not None
-                self._nursery.start_soon(c.drop, how)
-            return
-        rule = DropRule(
-            None if feed is None else resolve_feed(feed).feed,
-            count,
-            how,
-            after_messages,
-            after_seconds,
-        )
-        if connection is not None:
-            for c in self._live(feed, connection):
-                self._arm_drop(c, attrs.evolve(rule, remaining=None), from_now=True)
-        else:
-            self.faults.drops.append(rule)
+        self._injector.drop(feed, how, after_messages, after_seconds, connection, count)
 
     def mute(
         self,
@@ -459,17 +434,11 @@ class Emulator:
         Without ``after_seconds`` every open connection on ``feed`` goes mute now; with it, the next
         ``count`` new connections go mute that many seconds after they open.
         """
-        if after_seconds is None:
-            for c in self._live(feed):
-                c.mute(pings)
-            return
-        f = None if feed is None else resolve_feed(feed).feed
-        self.faults.mutes.append(MuteRule(f, count, pings, after_seconds))
+        self._injector.mute(feed, pings, after_seconds, count)
 
     def unmute(self, *, feed: str | None = None) -> None:
         """Resume data (and pongs) on the open mute connections."""
-        for c in self._live(feed):
-            c.unmute()
+        self._injector.unmute(feed)
 
     def reject_upgrades(
         self, status: int = 429, *, feed: str | None = None, count: int | None = 1
@@ -506,24 +475,21 @@ class Emulator:
         """Every ``seconds`` send each data connection a malformed frame and an unknown-type
         frame."""
         self.faults.garbage_interval = seconds
-        if seconds is not None and not self._garbage_running and self._nursery is not None:
-            self._garbage_running = True
-            self._nursery.start_soon(self._garbage_loop)
+        self._injector.start_garbage()
 
     def set_burst(self, messages_per_frame: int | None = 100, *, frames: int | None = None) -> None:
         """Burst mode for connections subscribed later: pre-encoded frames of ``messages_per_frame``
         messages (half trades, half quotes of the subscribed symbols), sent as fast as the socket
         takes them, ``frames`` in total per connection (``None``: unlimited). ``None`` turns it
         off."""
-        self._burst = messages_per_frame
-        self._burst_frames = frames
+        self._burst.messages_per_frame = messages_per_frame
+        self._burst.frames = frames
 
     def clear_faults(self) -> None:
         """Remove every fault rule and unmute every connection."""
         self.faults.clear()
         self._send_buffer_limit = DEFAULT_SEND_BUFFER_LIMIT
-        for c in self._conns.values():
-            c.unmute()
+        self._injector.unmute(None)
 
     def apply_scenario(self, name: str) -> None:
         """Apply a named scenario (a key of ``trioalpaca.testing.SCENARIOS``)."""
@@ -537,21 +503,15 @@ class Emulator:
 
     def inject_frame(self, frame: bytes | str, *, feed: str | None = None) -> None:
         """Send a raw frame as-is to every open connection on ``feed`` (counted as one message)."""
-        for c in self._live(feed):
-            c.send_control(frame)
+        self._injector.inject_frame(frame, feed)
 
     def inject_malformed(self, *, feed: str | None = None) -> None:
         """Send a frame that is not valid msgpack / JSON to every open data connection."""
-        for c in self._live(feed):
-            if c.encoder is not None:
-                c.send_control(_malformed(c.encoding))
+        self._injector.inject_malformed(feed)
 
     def inject_unknown(self, *, feed: str | None = None) -> None:
         """Send a well-formed frame with an unknown message type to every open data connection."""
-        msg = {"T": "zz", "S": "AAPL", "t": self.market_ns(), "note": "unknown type"}
-        for c in self._live(feed):
-            if c.encoder is not None:
-                c.send_control(c.encoder.encode_raw([msg]))
+        self._injector.inject_unknown(feed)
 
     def publish(self, feed: str, messages: Iterable[Mapping[str, Any]]) -> None:
         """Send canonical wire dicts (timestamps as int ns) to the subscribers of ``feed``'s family,
@@ -563,7 +523,7 @@ class Emulator:
         for m in messages:
             channel = by_type.get(str(m.get("T")), str(m.get("T")))
             events.append((channel, str(m.get("S", "")), dict(m)))
-        self._dispatch(family, events)
+        self._feeds.dispatch(family, events)
 
     # ------------------------------------------------------------------ orders
     def submit_order(
@@ -596,168 +556,20 @@ class Emulator:
             price=price,
             step_delay=step_delay,
         )
-        assert self._nursery is not None, "emulator is not running"
-        if key is not None:
-            self._order_keys[order.id] = key
-        self._nursery.start_soon(self._play_order, order.id, steps)
+        self._trading.play(order.id, steps, key)
         return order.id
 
     def cancel_order(self, order_id: str) -> bool:
         """Cancel an open order now (emits ``canceled``); False if unknown or already done."""
-        data = self.orders.cancel(order_id, self.market_ns())
-        if data is not None:
-            self._broadcast_trade_update(data, self._order_keys.get(order_id))
-        return data is not None
+        return self._trading.cancel(order_id)
 
     def expire_order(self, order_id: str) -> bool:
         """Expire an open order now (emits ``expired``); False if unknown or already done."""
-        data = self.orders.expire(order_id, self.market_ns())
-        if data is not None:
-            self._broadcast_trade_update(data, self._order_keys.get(order_id))
-        return data is not None
-
-    async def _play_order(self, order_id: str, steps: list[Step]) -> None:
-        for step in steps:
-            if step.delay:
-                await trio.sleep(step.delay)
-            data = self.orders.apply(order_id, step, self.market_ns())
-            if data is None:
-                return
-            self._broadcast_trade_update(data, self._order_keys.get(order_id))
+        return self._trading.expire(order_id)
 
     def _broadcast_trade_update(self, data: dict[str, Any], key: str | None = None) -> None:
-        for c in self._conns.values():
-            listening = c.tproto is not None and c.tproto.is_listening("trade_updates")
-            if listening and (key is None or c.stats.key == key):
-                c.send_trade_update(data)
-
-    async def _scripted_order_loop(self, interval: float) -> None:
-        n = 0
-        while True:
-            await trio.sleep(interval)
-            if any(c.family == "trading" for c in self._conns.values()):
-                symbol, qty, side, plan = self.orders.scripted(n)
-                self.submit_order(symbol, str(qty), side, plan=plan, step_delay=interval / 4)
-                n += 1
-
-    # ------------------------------------------------------------------ market
-    def _ensure_market(self, family: str) -> Market:
-        market = self._markets.get(family)
-        if market is None:
-            market = Market(family, self.config, self.market_ns())
-            self._markets[family] = market
-            self._market_wake[family] = trio.Event()
-            assert self._nursery is not None
-            self._nursery.start_soon(self._market_loop, family)
-        return market
-
-    def _advance(self, family: str) -> None:
-        market = self._markets[family]
-        if self._idle.get(family):
-            # nobody listened: skip the time instead of generating unseen messages
-            market.fast_forward(self.market_ns())
-            self._idle[family] = False
-            return
-        events = market.advance(self.market_ns())
-        if events:
-            self._dispatch(family, events)
-
-    def _has_listeners(self, family: str) -> bool:
-        return any(
-            c.family == family
-            and c.stats.authenticated
-            and not c.closing
-            and any(c.stats.subscriptions.values())
-            for c in self._conns.values()
-        )
-
-    async def _market_loop(self, family: str) -> None:
-        market = self._markets[family]
-        last = trio.current_time()
-        virtual = isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
-        tick = _TICK_VIRTUAL if virtual else _TICK_REAL
-        while True:
-            if not self._has_listeners(family):
-                self._idle[family] = True
-                await self._market_wake[family].wait()
-                self._market_wake[family] = trio.Event()
-                self._advance(family)  # fast-forwards unless a subscription already did
-                last = trio.current_time()
-                continue
-            nxt = market.next_event_ns()
-            deadline = math.inf if nxt is None else self._trio_time_for(nxt)
-            deadline = max(deadline, last + tick)
-            with trio.move_on_at(deadline):
-                await self._market_wake[family].wait()
-            if self._market_wake[family].is_set():
-                self._market_wake[family] = trio.Event()
-            last = trio.current_time()
-            self._advance(family)
-
-    def _dispatch(self, family: str, events: list[Event]) -> None:
-        for c in list(self._conns.values()):
-            if c.family != family or not c.stats.authenticated or c.closing:
-                continue
-            if c.burst_frames is not None:
-                continue
-            proto = c.proto
-            if proto is None:
-                continue
-            wants = proto.is_subscribed
-            out: list[dict[str, Any]] = []
-            for channel, symbol, msg in events:
-                if channel == "news":
-                    if proto.is_subscribed_any("news", msg.get("symbols", ())):
-                        out.append(msg)
-                elif wants(channel, symbol):
-                    out.append(msg)
-            if out:
-                if c.endpoint.feed == "delayed_sip":
-                    out = [{**m, "t": m["t"] - _DELAY_NS} if "t" in m else m for m in out]
-                try:
-                    c.send_data(out)
-                except Exception as exc:  # one connection must never stop the shared market
-                    logger.exception("emulator connection %d: delivery failed", c.stats.id)
-                    self.errors.append(exc)
-                    c.close_after_flush(1011)
-
-    # ------------------------------------------------------------------ auth / slots
-    def _slot_free(self, key: str, feed: str) -> bool:
-        now = trio.current_time()
-        held = [t for t in self._held.get((key, feed), []) if t > now]
-        self._held[(key, feed)] = held
-        return len(self._slots.get((key, feed), [])) + len(held) < self.connection_limit
-
-    def _check_auth(self, conn: _Conn, key: str, secret: str) -> int | None:
-        feed = conn.endpoint.feed
-        code = self.faults.take_auth_error(feed)
-        if code is not None:
-            return code
-        if not key or not secret:
-            return 402
-        if self.credentials is not None and self.credentials.get(key) != secret:
-            return 402
-        if self.allowed_feeds is not None and feed not in self.allowed_feeds:
-            return 409
-        if feed != "trading":  # the connection limit is a market data rule
-            if not self._slot_free(key, feed):
-                return 406
-            self._slots.setdefault((key, feed), []).append(conn.stats.id)
-        conn.stats.key = key
-        return None
-
-    def _release_slot(self, conn: _Conn) -> None:
-        key = conn.stats.key
-        if key is None:
-            return
-        slot = (key, conn.endpoint.feed)
-        ids = self._slots.get(slot, [])
-        if conn.stats.id in ids:
-            ids.remove(conn.stats.id)
-            if conn.abnormal and self.faults.reap_period > 0:
-                self._held.setdefault(slot, []).append(
-                    trio.current_time() + self.faults.reap_period
-                )
+        # record/serve.py replays trading recordings through this
+        self._trading.broadcast(data, key)
 
     # ------------------------------------------------------------------ connections
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
@@ -797,211 +609,17 @@ class Emulator:
         self._conns[conn.stats.id] = conn
         self._history.append(conn.stats)
         try:
-            serve = self._serve_trading if ep.kind is StreamKind.TRADING else self._serve_data
+            serve = self._trading.serve if ep.kind is StreamKind.TRADING else self._feeds.serve
             await conn.serve(
-                functools.partial(serve, conn), functools.partial(self._arm_rules, conn)
+                functools.partial(serve, conn), functools.partial(self._injector.arm, conn)
             )
         finally:
             if ws.closed is not None and ws.closed.code == 1006:
                 conn.abnormal = True
             conn.finished()
             del self._conns[conn.stats.id]
-            self._release_slot(conn)
-            if conn.stats.subscriptions:
-                self._retain_symbols(conn.family)
-
-    def _arm_rules(self, conn: _Conn) -> None:
-        rule = self.faults.take_drop(conn.endpoint.feed)
-        if rule is not None:
-            self._arm_drop(conn, rule, from_now=True)
-        mute = self.faults.take_mute(conn.endpoint.feed)
-        if mute is not None:
-            conn.spawn(self._mute_later, conn, mute)
-
-    def _arm_drop(self, conn: _Conn, rule: DropRule, *, from_now: bool) -> None:
-        if rule.after_messages is not None:
-            conn.drop_rule = rule
-            conn.data_enqueued = 0 if from_now else conn.data_enqueued
-        if rule.after_seconds is not None:
-            conn.spawn(self._drop_later, conn, rule)
-
-    @staticmethod
-    async def _drop_later(conn: _Conn, rule: DropRule) -> None:
-        assert rule.after_seconds is not None
-        await trio.sleep(rule.after_seconds)
-        await conn.drop(rule.how)
-
-    @staticmethod
-    async def _mute_later(conn: _Conn, rule: MuteRule) -> None:
-        await trio.sleep(rule.after_seconds)
-        conn.mute(rule.pings)
-
-    async def _serve_data(self, conn: _Conn) -> None:
-        proto = DataServerProtocol(
-            conn.endpoint,
-            conn.encoding,
-            lambda key, secret: self._check_auth(conn, key, secret),
-            symbol_limit=self.symbol_limit,
-            close_on=self.faults.close_on,
-        )
-        await conn.open_data(proto, self.auth_timeout, functools.partial(self._on_data_frame, conn))
-        market = self._ensure_market(conn.family)
-        ws = conn.ws
-        stats = conn.stats
-        while True:
-            frame = await ws.get_message()
-            stats.received_frames += 1
-            before = stats.subscriptions
-            self._on_data_frame(conn, frame)
-            if proto.should_close:
-                await trio.sleep_forever()
-            state = proto.subscriptions
-            if state != before:
-                stats.subscriptions = state
-                self._on_subscribed(conn, market, before)
-
-    @staticmethod
-    def _on_data_frame(conn: _Conn, frame: bytes | str) -> None:
-        proto = conn.proto
-        assert proto is not None
-        for reply in proto.receive(frame):
-            conn.send_control(reply)
-        conn.stats.errors_sent = list(proto.errors_sent)
-        conn.stats.authenticated = proto.authenticated
-        if proto.should_close:
-            conn.close_after_flush(1008)
-
-    def _retain_symbols(self, family: str) -> None:
-        """Stop simulating symbols no open connection of ``family`` subscribes to any more (a
-        client that subscribed to 5,000 symbols and left must not keep the market busy)."""
-        market = self._markets.get(family)
-        if market is None:
-            return
-        wanted = {
-            s
-            for c in self._conns.values()
-            if c.family == family
-            for syms in c.stats.subscriptions.values()
-            for s in syms
-            if s != "*"
-        }
-        market.retain(wanted)
-
-    def _on_subscribed(
-        self, conn: _Conn, market: Market, before: dict[str, tuple[str, ...]]
-    ) -> None:
-        family = conn.family
-        self._advance(family)
-        subs = conn.stats.subscriptions
-        explicit = {s for syms in subs.values() for s in syms if s != "*"}
-        known = set(market.symbols)
-        new = [s for s in explicit if s not in known]
-        if new:
-            market.add_symbols(sorted(new))
-        if any(s not in explicit for syms in before.values() for s in syms if s != "*"):
-            self._retain_symbols(family)
-        self._market_wake[family].set()
-        if family == "crypto":
-            books = set(subs.get("orderbooks", ()))
-            old = set(before.get("orderbooks", ()))
-            if "*" in books and "*" not in old:
-                wanted: Sequence[str] = market.symbols
-            else:
-                wanted = sorted(books - old - {"*"})
-            snaps = [s for s in (market.orderbook_snapshot(x) for x in wanted) if s is not None]
-            if snaps:
-                conn.send_data(snaps)
-        if self._burst and conn.burst_frames is None and any(subs.values()):
-            self._start_burst(conn, market)
-
-    def _start_burst(self, conn: _Conn, market: Market) -> None:
-        assert conn.encoder is not None
-        n = max(2, int(self._burst or 100))
-        symbols = (
-            sorted(
-                {s for ch in ("trades", "quotes") for s in conn.stats.subscriptions.get(ch, ())}
-                - {"*"}
-            )
-            or list(market.universe)
-            or ["AAPL"]
-        )
-        ts = self.market_ns()
-        frames: list[bytes | str] = []
-        for variant in range(8):
-            msgs: list[dict[str, Any]] = []
-            for i in range(n):
-                sym = symbols[(i // 2 + variant) % len(symbols)]
-                t = ts + variant * n + i
-                price = 100.0 + ((i * 7 + variant) % 50) / 100
-                if i % 2 == 0:
-                    msgs.append(self._burst_trade(conn.family, sym, price, t, variant * n + i))
-                else:
-                    msgs.append(self._burst_quote(conn.family, sym, price, t))
-            frames.append(conn.encoder.encode_raw(msgs))
-        conn.burst_frames = frames
-        conn.burst_n = n
-        conn.burst_cycle = itertools.cycle(frames)
-        conn.burst_left = self._burst_frames
-        conn.wake.set()
-
-    @staticmethod
-    def _burst_trade(family: str, sym: str, price: float, t: int, i: int) -> dict[str, Any]:
-        if family in ("crypto", "perps"):
-            return {"T": "t", "S": sym, "p": price, "s": 0.5, "t": t, "i": i, "tks": "B"}
-        if family == "options":
-            return {"T": "t", "S": sym, "t": t, "x": "C", "p": price, "s": 1, "c": "I"}
-        return {
-            "T": "t",
-            "S": sym,
-            "i": i,
-            "x": "V",
-            "p": price,
-            "s": 100,
-            "c": ["@"],
-            "t": t,
-            "z": "C",
-        }
-
-    @staticmethod
-    def _burst_quote(family: str, sym: str, price: float, t: int) -> dict[str, Any]:
-        bid, ask = round(price - 0.01, 2), round(price + 0.01, 2)
-        if family in ("crypto", "perps"):
-            return {"T": "q", "S": sym, "bp": bid, "bs": 1.0, "ap": ask, "as": 1.0, "t": t}
-        if family == "options":
-            return {"T": "q", "S": sym, "t": t, "bx": "C", "bp": bid, "bs": 1, "ax": "C", "ap": ask}
-        q = {"T": "q", "S": sym, "bx": "V", "bp": bid, "bs": 1, "ax": "V", "ap": ask, "as": 1}
-        q.update({"c": ["R"], "t": t, "z": "C"})
-        return q
-
-    async def _serve_trading(self, conn: _Conn) -> None:
-        proto = TradingServerProtocol(
-            conn.encoding,
-            lambda key, secret: self._check_auth(conn, key, secret),
-        )
-        conn.tproto = proto
-        ws = conn.ws
-        while True:
-            frame = await ws.get_message()
-            conn.stats.received_frames += 1
-            for reply in proto.receive(frame):
-                conn.send_control(reply.encode() if isinstance(reply, str) else reply)
-            conn.stats.authenticated = proto.authenticated
-            conn.stats.listening = proto.listening
-            if proto.should_close:
-                conn.close_after_flush(1008)
-                await trio.sleep_forever()
-
-    async def _garbage_loop(self) -> None:
-        try:
-            while self.faults.garbage_interval is not None:
-                await trio.sleep(self.faults.garbage_interval)
-                unknown = {"T": "zz", "S": "AAPL", "t": self.market_ns(), "note": "unknown type"}
-                for c in list(self._conns.values()):
-                    if c.encoder is not None and c.stats.authenticated:
-                        c.send_control(_malformed(c.encoding))
-                        c.send_control(c.encoder.encode_raw([unknown]))
-        finally:
-            self._garbage_running = False
+            self._auth.release(conn)
+            self._feeds.closed(conn)
 
     # ------------------------------------------------------------------ lifetime
     async def _run(self, task_status: trio.TaskStatus[Emulator]) -> None:
@@ -1016,7 +634,7 @@ class Emulator:
                 on_error=self.errors.append,
             )
             if self._scripted_orders:
-                nursery.start_soon(self._scripted_order_loop, self._scripted_orders)
+                nursery.start_soon(self._trading.scripted_loop, self._scripted_orders)
             if self.faults.garbage_interval is not None:
                 self.set_garbage_interval(self.faults.garbage_interval)
             task_status.started(self)
