@@ -4,6 +4,8 @@ A small msgpack recording is written with the recording writer (trades and quote
 symbols, with nanosecond timestamps), served by the ``replay`` command in a subprocess (the same
 Alpaca-compatible server as the emulator), and alpaca-py's ``StockDataStream`` subscribes to a
 subset. It must get exactly the recorded messages of its subscription, in order, as typed models.
+A recording of the emulator's trading stream, served the same way, reaches alpaca-py's
+``TradingStream`` as the recorded trade updates, in order.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from _support import problems, running_command  # noqa: E402
 from alpaca.data.enums import DataFeed  # noqa: E402
 from alpaca.data.live import StockDataStream  # noqa: E402
 from alpaca.data.models import Quote, Trade  # noqa: E402
+from alpaca.trading.stream import TradingStream  # noqa: E402
 
 from trioalpaca._codec import Encoder  # noqa: E402
 from trioalpaca.record import RecordingWriter, RecordKind  # noqa: E402
@@ -131,3 +134,69 @@ def test_alpaca_py_consumes_a_served_recording(
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     micros = [(t.timestamp - epoch) // timedelta(microseconds=1) for t in got["trades"]]
     assert micros == [m["t"] // 1000 for m in want_trades]
+
+
+def record_trading(path: Path) -> list[Any]:
+    """Record the emulator's trading stream (an order filled in parts, one canceled) with a
+    trioalpaca trading client; return the raw trade_updates it got."""
+    import trio
+
+    from trioalpaca import open_stream
+    from trioalpaca.record import open_recorder
+    from trioalpaca.testing import open_emulator
+
+    async def main() -> list[Any]:
+        live: list[Any] = []
+        async with open_emulator(seed=5) as emu:
+            client = open_stream(
+                "key", "secret", stream_type="trading", url=emu.url_for("trading"), raw_data=True
+            )
+            async with open_recorder(path, client), client:
+                emu.submit_order("AAPL", qty=3, plan="partial", step_delay=0.01)
+                emu.submit_order("MSFT", qty=2, side="sell", plan="cancel", step_delay=0.01)
+                async for msg in client:
+                    live.append(msg)
+                    if {"fill", "canceled"} <= {m["event"] for m in live}:
+                        break
+        return live
+
+    return trio.run(main)
+
+
+def test_alpaca_py_trading_stream_consumes_a_served_trading_recording(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from alpaca.trading.models import TradeUpdate
+
+    recorded = record_trading(tmp_path / "trading.tarec")
+    got: list[Any] = []
+    done = threading.Event()
+
+    async def on_update(update: Any) -> None:
+        got.append(update)
+        if len(got) >= len(recorded):
+            done.set()
+
+    caplog.set_level(logging.INFO)
+    with serving(tmp_path / "trading.tarec") as url:
+        stream = TradingStream("key", "secret", url_override=url + "/stream")
+        stream.subscribe_trade_updates(on_update)
+        thread = threading.Thread(target=stream.run, daemon=True)
+        thread.start()
+        try:
+            finished = done.wait(30)
+            time.sleep(0.3)  # nothing else may arrive
+        finally:
+            deadline = time.monotonic() + 5
+            while getattr(stream, "_loop", None) is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stream.stop()
+            thread.join(15)
+    assert finished, f"got {len(got)} of {len(recorded)} trade updates"
+    assert not problems(caplog.records, logging.WARNING)
+    assert all(isinstance(u, TradeUpdate) for u in got)
+    assert [str(getattr(u.event, "value", u.event)) for u in got] == [m["event"] for m in recorded]
+    assert [str(u.order.id) for u in got] == [m["order"]["id"] for m in recorded]
+    assert [u.execution_id and str(u.execution_id) for u in got] == [
+        m.get("execution_id") for m in recorded
+    ]

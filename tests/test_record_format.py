@@ -19,7 +19,7 @@ from trioalpaca.record import (
     RecordingWriter,
     RecordKind,
 )
-from trioalpaca.record._format import CHUNK_HEADER, MAGIC
+from trioalpaca.record._format import CHUNK_HEADER, MAGIC, sidecar_path
 
 HEADER = {"stream": "s", "kind": "stocks", "encoding": "msgpack", "feed": "iex"}
 
@@ -67,17 +67,36 @@ def test_round_trip(
 
 
 @_settings
-@given(recs=records.filter(bool), chunk_bytes=st.integers(1, 500), data=st.data())
+@given(
+    recs=records.filter(bool),
+    chunk_bytes=st.integers(1, 500),
+    sidecar=st.sampled_from(["none", "full", "cut"]),
+    data=st.data(),
+)
 def test_cut_anywhere_recovers_every_complete_chunk(
-    tmp_path: Path, recs: list[tuple[int, int, bytes]], chunk_bytes: int, data: st.DataObject
+    tmp_path: Path,
+    recs: list[tuple[int, int, bytes]],
+    chunk_bytes: int,
+    sidecar: str,
+    data: st.DataObject,
 ) -> None:
     path = tmp_path / f"r{os.urandom(4).hex()}.tarec"
-    w = write(path, recs, chunk_bytes=chunk_bytes)
+    w = RecordingWriter(path, HEADER, chunk_bytes=chunk_bytes)
+    for kind, ns, rec_data in recs:
+        w.add(kind, ns, rec_data)
+    w.flush()
+    side = Path(sidecar_path(path)).read_bytes()  # as a crash after the last chunk leaves it
+    w.close()
+    assert not os.path.exists(sidecar_path(path))  # a clean close removes it
     full = path.read_bytes()
     (footer,) = struct.unpack("<Q", full[-16:-8])
     ends = [c.offset for c in w.index[1:]] + [footer]  # where each chunk ends
     cut = data.draw(st.integers(0, len(full) - 1), label="cut")
     path.write_bytes(full[:cut])
+    if sidecar == "full":  # lists chunks beyond the cut: each is verified, none trusted
+        Path(sidecar_path(path)).write_bytes(side)
+    elif sidecar == "cut":  # torn while appending (or cut with the file)
+        Path(sidecar_path(path)).write_bytes(side[: data.draw(st.integers(0, len(side)))])
     got, r = read_all(path)  # never raises for a cut file
     assert r.truncated is not None
     assert r.truncated.size == cut
@@ -97,6 +116,11 @@ def test_cut_anywhere_recovers_every_complete_chunk(
     elif cut >= footer + 4:
         assert r.truncated.lost_records == 0  # cut inside the footer: no record lost
     assert f"byte {r.truncated.offset}" in r.truncated.describe()
+    if sidecar == "full":  # no payload read to index the file
+        assert r.chunks_scanned == 0
+        assert r.index_source == ("sidecar" if n else "scan")
+    elif sidecar == "none":
+        assert r.chunks_scanned == n and r.index_source == "scan"
 
 
 def test_garbage_after_a_complete_chunk_is_reported_not_raised(tmp_path: Path) -> None:

@@ -14,11 +14,18 @@ Layout (all integers little-endian)::
     footer  := b"TAIX" u32 n  n * (u64 offset u64 first_rx_ns u64 last_rx_ns u32 records)
                u64 footer_offset  END_MAGIC(8)
 
+    sidecar FILE.idx := IDX_MAGIC(8) u16 version u16 flags u32 crc32(file-header)
+               u32 crc32(previous 16 bytes)  entry*
+    entry   := u64 offset u64 first_rx_ns u64 last_rx_ns u32 records u32 crc32(previous 28 bytes)
+
 A chunk is written with one ``write`` call and flushed to the OS before the next one starts, so a
-killed process loses at most the chunk it was still filling. A reader of a file without a valid
-footer (still being written, or cut) indexes it by walking the chunk headers (no decompression),
-keeps every chunk whose payload is complete and whose CRC matches, and reports where the file was
-cut in :attr:`RecordingReader.truncated`.
+killed process loses at most the chunk it was still filling. After each chunk the writer appends
+its entry to the sidecar index ``FILE.idx`` (removed once the footer is written). A reader of a
+file without a valid footer (still being written, or cut) takes the chunks the sidecar lists,
+verifying each one's header in the data file (never trusting the sidecar: a bad, stale or foreign
+sidecar only stops its use at the first entry that does not match), then walks the chunk headers
+after them, keeping every chunk whose payload is complete and whose CRC matches, and reports
+where the file was cut in :attr:`RecordingReader.truncated`.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ __all__ = [
     "CHUNK_HEADER",
     "FORMAT_VERSION",
     "MAGIC",
+    "SIDECAR_SUFFIX",
     "ChunkInfo",
     "RecordKind",
     "RecordingError",
@@ -55,6 +63,12 @@ FORMAT_VERSION = 1
 """The format version this module writes (and the newest it reads)."""
 CHUNK_MAGIC = b"TACK"
 INDEX_MAGIC = b"TAIX"
+SIDECAR_MAGIC = b"TAIDX\r\n\x1a"
+"""First 8 bytes of a sidecar index (``FILE.idx``)."""
+SIDECAR_VERSION = 1
+"""The sidecar index version this module writes (and the newest it reads)."""
+SIDECAR_SUFFIX = ".idx"
+"""Appended to a recording's file name to name its sidecar index."""
 
 _FILE_HEAD = struct.Struct("<8sHHI")
 CHUNK_HEADER = struct.Struct("<4sIIIQQI")
@@ -63,6 +77,8 @@ _RECORD = struct.Struct("<BQI")
 _INDEX_ENTRY = struct.Struct("<QQQI")
 _INDEX_HEAD = struct.Struct("<4sI")
 _TRAILER = struct.Struct("<Q8s")
+_SIDECAR_HEAD = struct.Struct("<8sHHI")  # + u32 crc32 of these 16 bytes
+_SIDECAR_ENTRY = struct.Struct("<QQQI")  # + u32 crc32 of these 28 bytes
 
 #: A header larger than this is not a recording header (guards against reading garbage).
 MAX_HEADER_BYTES = 1 << 20
@@ -140,6 +156,15 @@ def _encode_header(header: Mapping[str, Any]) -> bytes:
     return _FILE_HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(data)) + data
 
 
+def _crc_tail(data: bytes) -> bytes:
+    return data + struct.pack("<I", zlib.crc32(data))
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> str:
+    """The sidecar index of the recording file ``path``: ``path + ".idx"``."""
+    return os.fspath(path) + SIDECAR_SUFFIX
+
+
 class RecordingWriter:
     """Append records to a new recording file (blocking I/O; one thread at a time).
 
@@ -150,6 +175,10 @@ class RecordingWriter:
         chunk_ns: close a chunk once it spans this many nanoseconds of receive time.
         level: zstd compression level.
         fsync: ``os.fsync`` after every chunk (survives power loss, not only a killed process).
+        sidecar: keep the sidecar index ``FILE.idx`` up to date while the file is open (a
+            seeking reader of the open or crashed file then reads no chunk it does not need);
+            removed by :meth:`close`. A sidecar that cannot be written is given up silently:
+            readers walk the chunk headers instead.
     """
 
     def __init__(
@@ -161,6 +190,7 @@ class RecordingWriter:
         chunk_ns: int = 1_000_000_000,
         level: int = 1,
         fsync: bool = False,
+        sidecar: bool = True,
     ) -> None:
         import zstandard
 
@@ -186,7 +216,50 @@ class RecordingWriter:
             raise RecordingError(f"cannot create recording {self.path}: {exc}") from exc
         self._size = 0
         self.closed = False
-        self._write(_encode_header(self.header))
+        head = _encode_header(self.header)
+        self._sidecar: BinaryIO | None = None
+        try:
+            self._write(head)
+            if sidecar:
+                self._open_sidecar(head)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _open_sidecar(self, head: bytes) -> None:
+        try:
+            f: BinaryIO = open(sidecar_path(self.path), "wb")  # noqa: SIM115 - closed in close()
+        except OSError:
+            return
+        self._sidecar = f
+        self._sidecar_write(
+            _crc_tail(_SIDECAR_HEAD.pack(SIDECAR_MAGIC, SIDECAR_VERSION, 0, zlib.crc32(head)))
+        )
+
+    def _sidecar_write(self, data: bytes) -> None:
+        f = self._sidecar
+        if f is None:
+            return
+        try:
+            f.write(data)
+            f.flush()
+            if self._fsync:
+                os.fsync(f.fileno())
+        except OSError:  # an optimisation only: readers walk the chunk headers instead
+            self._drop_sidecar()
+
+    def _drop_sidecar(self) -> None:
+        f, self._sidecar = self._sidecar, None
+        if f is None:
+            return
+        try:
+            f.close()
+        except OSError:
+            pass
+        try:
+            os.remove(sidecar_path(self.path))
+        except OSError:
+            pass
 
     @property
     def size(self) -> int:
@@ -215,18 +288,19 @@ class RecordingWriter:
         elif rx_ns - self._first >= self._chunk_ns:
             self.flush()
             self._first = rx_ns
-        self._buf += _RECORD.pack(kind, rx_ns, len(data))
-        self._buf += data
+        buf = self._buf
+        buf += _RECORD.pack(kind, rx_ns, len(data))
+        buf += data
         self._count += 1
         self._last = rx_ns
-        if len(self._buf) >= self._chunk_bytes:
+        if len(buf) >= self._chunk_bytes:
             self.flush()
 
     def flush(self) -> None:
         """Close the open chunk (compress and write it); nothing happens if it is empty."""
         if not self._count:
             return
-        payload = self._compressor.compress(bytes(self._buf))
+        payload = self._compressor.compress(self._buf)  # (a buffer: no copy of the chunk)
         offset = self._size
         head = CHUNK_HEADER.pack(
             CHUNK_MAGIC,
@@ -239,6 +313,10 @@ class RecordingWriter:
         )
         self._write(head + payload)
         self.index.append(ChunkInfo(offset, self._first, self._last, self._count))
+        # after the chunk reached the OS: an entry never lists a chunk not written yet
+        self._sidecar_write(
+            _crc_tail(_SIDECAR_ENTRY.pack(offset, self._first, self._last, self._count))
+        )
         self.records += self._count
         self._buf.clear()
         self._count = 0
@@ -257,9 +335,13 @@ class RecordingWriter:
             ]
             parts.append(_TRAILER.pack(offset, END_MAGIC))
             self._write(b"".join(parts))
+            self._drop_sidecar()  # the footer supersedes it
         finally:
             self.closed = True
             self._file.close()
+            f, self._sidecar = self._sidecar, None  # after a write error: left for readers
+            if f is not None:
+                f.close()
 
 
 class RecordingReader:
@@ -282,6 +364,14 @@ class RecordingReader:
         """Chunks read and decompressed so far (seeking reads only the chunks it needs)."""
         self.truncated: Truncated | None = None
         """Where the file was cut, if it has no valid footer (else ``None``)."""
+        self.index_source = "scan"
+        """Where the chunk index came from, one of ``"footer"`` (a closed file), ``"sidecar"`` (an
+        open or crashed file with a usable ``FILE.idx``, the chunks after its last entry
+        walked) or ``"scan"`` (walked: no usable sidecar)."""
+        self._header_crc = 0
+        self.chunks_scanned = 0
+        """Chunks whose payload was read (to check its CRC) while indexing a file without a
+        footer: the chunks the sidecar did not list."""
         self.header: dict[str, Any] | None = None
         """The JSON header; ``None`` only if the file was cut inside it."""
         try:
@@ -294,7 +384,10 @@ class RecordingReader:
             self.chunks: list[ChunkInfo] = []
             """Index of the complete chunks, in file order."""
             if self.header is not None and not self._read_footer():
-                self._scan()
+                pos = self._read_sidecar()
+                if self.chunks:
+                    self.index_source = "sidecar"
+                self._scan(pos)
         except BaseException:
             self._file.close()
             raise
@@ -323,6 +416,7 @@ class RecordingReader:
         if len(raw) < length:
             self.truncated = Truncated(self.path, 0, self.size, None)
             return self.size, None
+        self._header_crc = zlib.crc32(head + raw)
         try:
             header = json.loads(raw)
         except ValueError as exc:
@@ -345,10 +439,53 @@ class RecordingReader:
             return False
         raw = self._file.read(n * _INDEX_ENTRY.size)
         self.chunks = [ChunkInfo(*e) for e in _INDEX_ENTRY.iter_unpack(raw)]
+        self.index_source = "footer"
         return True
 
-    def _scan(self) -> None:
+    def _read_sidecar(self) -> int:
+        """Take the chunks ``FILE.idx`` lists, each verified against its chunk header in the
+        data file (contiguous from the first chunk, inside the file, same times and count);
+        stop at the first entry that is torn, fails its CRC or does not match. Returns the
+        offset after the last chunk taken (where walking goes on)."""
         pos = self._data_start
+        try:
+            with open(sidecar_path(self.path), "rb") as side:
+                raw = side.read()
+        except OSError:
+            return pos
+        hsize = _SIDECAR_HEAD.size + 4
+        head = raw[:hsize]
+        if len(head) < hsize or zlib.crc32(head[:-4]) != int.from_bytes(head[-4:], "little"):
+            return pos
+        magic, version, _flags, header_crc = _SIDECAR_HEAD.unpack_from(head)
+        if magic != SIDECAR_MAGIC or version != SIDECAR_VERSION or header_crc != self._header_crc:
+            return pos  # not a sidecar, a newer one, or another recording's
+        esize = _SIDECAR_ENTRY.size + 4
+        f = self._file
+        size = self.size
+        for at in range(hsize, len(raw) - esize + 1, esize):
+            entry = raw[at : at + esize]
+            if zlib.crc32(entry[:-4]) != int.from_bytes(entry[-4:], "little"):
+                break
+            offset, first, last, records = _SIDECAR_ENTRY.unpack_from(entry)
+            if offset != pos or pos + CHUNK_HEADER.size > size:
+                break
+            f.seek(pos)
+            magic, plen, _raw, count, c_first, c_last, _crc = CHUNK_HEADER.unpack(
+                f.read(CHUNK_HEADER.size)
+            )
+            end = pos + CHUNK_HEADER.size + plen
+            if (
+                magic != CHUNK_MAGIC
+                or (count, c_first, c_last) != (records, first, last)
+                or end > size
+            ):
+                break
+            self.chunks.append(ChunkInfo(pos, first, last, records))
+            pos = end
+        return pos
+
+    def _scan(self, pos: int) -> None:
         size = self.size
         f = self._file
         while True:
@@ -371,6 +508,7 @@ class RecordingReader:
                 self.truncated = Truncated(self.path, pos, size, count)
                 return
             payload = f.read(plen)
+            self.chunks_scanned += 1
             if zlib.crc32(payload) != crc:
                 self.truncated = Truncated(self.path, pos, size, count)
                 return
@@ -402,7 +540,12 @@ class RecordingReader:
         except struct.error:
             raise RecordingFormatError(f"{self.path}: no chunk at offset {chunk.offset}") from None
         payload = f.read(plen)
-        if magic != CHUNK_MAGIC or len(payload) != plen or zlib.crc32(payload) != crc:
+        if (
+            magic != CHUNK_MAGIC
+            or (count, _first, _last) != (chunk.records, chunk.first_rx_ns, chunk.last_rx_ns)
+            or len(payload) != plen
+            or zlib.crc32(payload) != crc
+        ):
             raise RecordingFormatError(f"{self.path}: corrupt chunk at offset {chunk.offset}")
         try:
             data = self._decompressor.decompress(payload, max_output_size=raw_len)

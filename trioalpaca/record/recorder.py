@@ -147,24 +147,44 @@ class _Sink:
 
     def write(self, items: list[tuple[int, int, Any]]) -> None:
         rec = self.rec
-        text = RecordKind.FRAME_IN_TEXT
+        text, binary, event = (
+            RecordKind.FRAME_IN_TEXT,
+            RecordKind.FRAME_IN_BINARY,
+            RecordKind.EVENT,
+        )
+        writer: RecordingWriter | None = None
+        before = 0
+        frames = 0
+        hour_ns = 3_600_000_000_000
         for kind, rx_ns, obj in items:
-            writer = self._writer_for(rx_ns)
-            before = writer.size
+            # the writer changes only on rotation: by the hour (checked per record) or by size
+            # (the size changes when a chunk is written)
+            if (
+                writer is None
+                or writer is not self.writer
+                or (rec.rotate_hourly and rx_ns // hour_ns != self.hour)
+                or (rec.max_bytes is not None and writer.size >= rec.max_bytes)
+            ):
+                if writer is not None:
+                    rec._bytes_written += writer.size - before
+                writer = self._writer_for(rx_ns)
+                before = writer.size
             if kind == _IN:
                 if type(obj) is bytes:
-                    writer.add(RecordKind.FRAME_IN_BINARY, rx_ns, obj)
+                    writer.add(binary, rx_ns, obj)
                 else:
                     writer.add(text, rx_ns, obj.encode())
-                rec._frames += 1
-            elif kind == RecordKind.EVENT:
+                frames += 1
+            elif kind == event:
                 if obj.get("event") == "subscribed":
                     self.header["subscriptions"] = obj.get("subscriptions", {})
                 writer.add(kind, rx_ns, json.dumps(obj, separators=(",", ":")).encode())
             else:
                 writer.add(kind, rx_ns, obj)
-            rec._records += 1
+        if writer is not None:
             rec._bytes_written += writer.size - before
+        rec._frames += frames
+        rec._records += len(items)
 
     def tick(self, now_ns: int) -> None:
         """Close the open chunk once it is ``chunk_ns`` old (so a crash loses little)."""

@@ -118,10 +118,10 @@ async def serve_replay(
         server = ReplayServer(emu, feeds)
         task_status.started(server)
         while wait_for_clients:
-            subscribed = [
+            subscribed = [  # data: subscribed to something; trading: listening to trade_updates
                 c
                 for c in emu.open_connections()
-                if c.authenticated and any(c.subscriptions.values())
+                if c.authenticated and (any(c.subscriptions.values()) or c.listening)
             ]
             if len(subscribed) >= wait_for_clients:
                 break
