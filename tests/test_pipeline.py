@@ -114,7 +114,7 @@ async def test_consume_after_lanes_closed_raises() -> None:
         await nursery.start(handler.run)
         handler.close()
     with pytest.raises(trio.ClosedResourceError):
-        await handler._route_all([trade("A", 1)])
+        await handler._router.route_all([trade("A", 1)])
 
 
 async def test_unhandled_and_star_processor() -> None:

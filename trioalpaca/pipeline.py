@@ -62,28 +62,20 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import zlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal, get_args
 
 import trio
 
-from trioalpaca._buffer import MessageBuffer
 from trioalpaca._errors import TrioAlpacaError, UsageError
 from trioalpaca._groups import single_error
-from trioalpaca._handlers import _T_TO_CHANNEL as _ALL_T_TO_CHANNEL
 from trioalpaca._handlers import ErrorHandler, ErrorReport, handler_name
+from trioalpaca._pipeline_router import Lane, Router
+from trioalpaca._pipeline_router import _channel_of as _channel_of  # manager.py imports it here
+from trioalpaca._pipeline_stats import ChannelStats, PipelineStats
 from trioalpaca.backoff import Backoff
 from trioalpaca.endpoints import channel_to_wire
-from trioalpaca.metrics import LatencyHistogram, RateMeter
-from trioalpaca.models import (
-    Dropped,
-    Listening,
-    Reconnected,
-    ServerError,
-    TradeUpdate,
-)
 
 __all__ = [
     "ErrorHandler",
@@ -128,14 +120,6 @@ CONFLATABLE_CHANNELS = frozenset(
     {"quotes", "bars", "dailyBars", "updatedBars", "statuses", "lulds", "imbalances", "pricing"}
 )
 _SPECIAL_KINDS = frozenset({"*", "control"})
-#: Raw-dict ``T`` codes to channels (a plain dict, looked up per message). Trading-stream messages
-#: carry ``stream`` instead of ``T``, so their wire types are left out.
-_T_TO_CHANNEL: dict[str, str] = {
-    t: ch
-    for t, ch in _ALL_T_TO_CHANNEL.items()
-    if t not in (TradeUpdate.wire_type, Listening.wire_type)
-}
-_SYMBOL_CACHE_MAX = 200_000
 
 
 class ProcessorError(TrioAlpacaError):
@@ -159,110 +143,49 @@ ProcessingFailure = ErrorReport
 and ``action`` (``"retry"``, ``"skip"`` or ``"stop"``). The old name of the shared class."""
 
 
-class _TypeStats:
-    __slots__ = (
-        "batches",
-        "conflated",
-        "count",
-        "dropped",
-        "errors",
-        "failed",
-        "latency",
-        "processed",
-        "rate",
-        "received",
-        "unhandled",
-    )
-
-    def __init__(self, window_s: float) -> None:
-        self.received = 0
-        self.count = 0
-        self.processed = 0
-        self.batches = 0
-        self.dropped = 0
-        self.conflated = 0
-        self.unhandled = 0
-        self.errors = 0
-        self.failed = 0
-        self.rate = RateMeter(window_s)
-        self.latency = LatencyHistogram()
-
-
-class _Lane(MessageBuffer):
-    """The bounded queue feeding one worker: a :class:`~trioalpaca._buffer.MessageBuffer` whose
-    own policy is the handler's default (``"*"``) policy and whose discards are counted per
-    channel (``keep_discards``: the handler settles its ``discards`` / ``replaced`` lists after
-    each routed batch) instead of a ``Dropped`` marker.
-
-    The router offers each message under its channel's policy (``conflate`` with the key
-    ``(channel, symbol)``), or appends it directly while there is room (the hot path), and wakes
-    the worker once per routed batch (:meth:`notify`); the worker takes batches with
-    :meth:`get_full_batch`. Blocked producers wait for room (``low_water`` one below the bound).
-    """
-
-    __slots__ = ("batches", "index")
-
-    def __init__(
-        self,
-        index: int,
-        capacity: int,
-        policy: OverflowPolicy,
-    ) -> None:
-        super().__init__(capacity, policy, where="lane", low_water=capacity - 1, keep_discards=True)
-        self.index = index
-        self.batches = 0
-
-    @property
-    def capacity(self) -> int:
-        """Most queued messages."""
-        return self.maxsize
-
-
-#: A message that found its lane full under ``block``: the lane, its policy, its conflation key.
-_Blocked = tuple[_Lane, OverflowPolicy, Hashable | None]
-
-
-def _channel_of(msg: Any) -> str:
-    if type(msg) is dict:
-        t = msg.get("T")
-        if t is not None:
-            return _T_TO_CHANNEL.get(t, "unknown")
-        stream = msg.get("stream")
-        return stream if isinstance(stream, str) else "unknown"
-    ch = getattr(type(msg), "channel", None)
-    return ch if isinstance(ch, str) else "unknown"
-
-
-def _key_of(msg: Any) -> str:
-    if type(msg) is dict:
-        s = msg.get("S")
-        if isinstance(s, str):
-            return s
-        syms = msg.get("symbols")
-        if isinstance(syms, list) and syms and isinstance(syms[0], str):
-            return syms[0]
-        data = msg.get("data")
-        if isinstance(data, dict):
-            order = data.get("order")
-            if isinstance(order, dict) and isinstance(order.get("symbol"), str):
-                return str(order["symbol"])
-        return ""
-    s = getattr(msg, "symbol", None)
-    if isinstance(s, str):
-        return s
-    syms = getattr(msg, "symbols", None)
-    if isinstance(syms, tuple) and syms and isinstance(syms[0], str):
-        return syms[0]
-    order = getattr(msg, "order", None)
-    if isinstance(order, dict) and isinstance(order.get("symbol"), str):
-        return str(order["symbol"])
-    return ""
-
-
 def _normalize_kind(kind: str) -> str:
     if kind in _SPECIAL_KINDS:
         return kind
     return channel_to_wire(kind)
+
+
+def _parse_overflow(
+    overflow: OverflowPolicy | Mapping[str, OverflowPolicy],
+) -> tuple[OverflowPolicy, dict[str, OverflowPolicy]]:
+    if isinstance(overflow, str):
+        if overflow == "conflate":
+            raise UsageError(
+                "overflow='conflate' must be set per channel, e.g. "
+                "overflow={'quotes': 'conflate', '*': 'drop_oldest'}"
+            )
+        if overflow not in _OVERFLOW_POLICIES:
+            raise UsageError(
+                f"overflow must be one of {sorted(_OVERFLOW_POLICIES)}, got {overflow!r}"
+            )
+        return overflow, {}
+    default: OverflowPolicy = "block"
+    per: dict[str, OverflowPolicy] = {}
+    for name, policy in overflow.items():
+        if policy not in _OVERFLOW_POLICIES:
+            raise UsageError(
+                f"overflow policy for {name!r} must be one of {sorted(_OVERFLOW_POLICIES)}, "
+                f"got {policy!r}"
+            )
+        if name == "*":
+            if policy == "conflate":
+                raise UsageError("the default ('*') overflow policy cannot be 'conflate'")
+            default = policy
+            continue
+        if name == "control":
+            raise UsageError("control events are never dropped; no overflow policy for them")
+        ch = channel_to_wire(name)
+        if policy == "conflate" and ch not in CONFLATABLE_CHANNELS:
+            raise UsageError(
+                f"cannot conflate {ch!r}: only latest-value channels can be conflated "
+                f"({', '.join(sorted(CONFLATABLE_CHANNELS))})"
+            )
+        per[ch] = policy
+    return default, per
 
 
 async def _maybe_await(result: Any) -> None:
@@ -338,69 +261,25 @@ class MessageHandler:
             else Backoff(initial=0.1, multiplier=2.0, cap=5.0, jitter="none")
         )
         """Delay schedule between retries."""
-        self._default_policy, self._policies = self._parse_overflow(overflow)
-        self._conflated = frozenset(ch for ch, pol in self._policies.items() if pol == "conflate")
-        self._rate_window = rate_window
-        policy = self._default_policy
-        self._lanes = [_Lane(i, buffer_size, policy) for i in range(worker_count)]
-        self._control = _Lane(-1, buffer_size, "block")
+        default_policy, policies = _parse_overflow(overflow)
         self._intake_send, self._intake_recv = trio.open_memory_channel[Any](buffer_size)
         self._processors: dict[str, Processor] = {}
         self._error_handler: ErrorHandler | None = None
-        self._stats: dict[str, _TypeStats] = {}
-        #: symbol -> its worker's lane (cache of crc32(symbol) % worker_count)
-        self._lane_of: dict[str, _Lane] = {}
-        #: hot-path cache: message class -> (stats, overflow policy, channel)
-        self._fast: dict[type, tuple[_TypeStats, OverflowPolicy, str]] = {}
-        #: the same for raw dicts, keyed by their ``T`` code
-        self._fast_raw: dict[str, tuple[_TypeStats, OverflowPolicy, str]] = {}
-        self._class_channel: dict[type, str] = {}
-        self._reconnects = 0
-        self._upstream_dropped = 0
-        self._handler_errors = 0
+        #: every counter (trioalpaca._pipeline_stats)
+        self._stats = PipelineStats(rate_window)
+        #: lanes, lane selection, overflow policies (trioalpaca._pipeline_router)
+        self._router = Router(
+            worker_count=worker_count,
+            buffer_size=buffer_size,
+            default_policy=default_policy,
+            policies=policies,
+            processors=self._processors,
+            stats=self._stats,
+        )
         self._started = False
         self._closed = False
 
     # ------------------------------------------------------------------ configuration
-
-    @staticmethod
-    def _parse_overflow(
-        overflow: OverflowPolicy | Mapping[str, OverflowPolicy],
-    ) -> tuple[OverflowPolicy, dict[str, OverflowPolicy]]:
-        if isinstance(overflow, str):
-            if overflow == "conflate":
-                raise UsageError(
-                    "overflow='conflate' must be set per channel, e.g. "
-                    "overflow={'quotes': 'conflate', '*': 'drop_oldest'}"
-                )
-            if overflow not in _OVERFLOW_POLICIES:
-                raise UsageError(
-                    f"overflow must be one of {sorted(_OVERFLOW_POLICIES)}, got {overflow!r}"
-                )
-            return overflow, {}
-        default: OverflowPolicy = "block"
-        per: dict[str, OverflowPolicy] = {}
-        for name, policy in overflow.items():
-            if policy not in _OVERFLOW_POLICIES:
-                raise UsageError(
-                    f"overflow policy for {name!r} must be one of {sorted(_OVERFLOW_POLICIES)}, "
-                    f"got {policy!r}"
-                )
-            if name == "*":
-                if policy == "conflate":
-                    raise UsageError("the default ('*') overflow policy cannot be 'conflate'")
-                default = policy
-                continue
-            if name == "control":
-                raise UsageError("control events are never dropped; no overflow policy for them")
-            ch = channel_to_wire(name)
-            if policy == "conflate" and ch not in CONFLATABLE_CHANNELS:
-                raise UsageError(
-                    f"cannot conflate {ch!r}: only latest-value channels can be conflated "
-                    f"({', '.join(sorted(CONFLATABLE_CHANNELS))})"
-                )
-            per[ch] = policy
-        return default, per
 
     def register_processor(self, kind: str, processor: Processor) -> None:
         """Register ``processor`` for messages of channel ``kind``.
@@ -419,16 +298,14 @@ class MessageHandler:
                 f"a processor for {key!r} is already registered; call unregister_processor first"
             )
         self._processors[key] = processor
-        self._fast.clear()
-        self._fast_raw.clear()
+        self._router.forget()
         if key not in _SPECIAL_KINDS:
-            self._stats_for(key)  # list it in get_metrics() right away
+            self._stats.for_channel(key)  # list it in get_metrics() right away
 
     def unregister_processor(self, kind: str) -> None:
         """Remove the processor for ``kind`` (``KeyError`` if none is registered)."""
         del self._processors[_normalize_kind(kind)]
-        self._fast.clear()
-        self._fast_raw.clear()
+        self._router.forget()
 
     def set_error_handler(self, handler: ErrorHandler | None) -> None:
         """Set the function called with an :class:`~trioalpaca.ErrorReport` (``component=
@@ -455,10 +332,10 @@ class MessageHandler:
         self._started = True
         with single_error():
             async with trio.open_nursery() as nursery:
-                for lane in self._lanes:
+                for lane in self._router.lanes:
                     nursery.start_soon(self._worker, lane, self.batch_timeout)
-                nursery.start_soon(self._worker, self._control, 0.0)
-                nursery.start_soon(self._router)
+                nursery.start_soon(self._worker, self._router.control, 0.0)
+                nursery.start_soon(self._router.run, self._intake_recv)
                 task_status.started(self)
 
     async def run(
@@ -509,6 +386,7 @@ class MessageHandler:
         if self._closed:
             raise trio.ClosedResourceError("the MessageHandler is closed")
         receive_batch = getattr(stream, "receive_batch", None)
+        route_all = self._router.route_all
         if callable(receive_batch):
             # Fast path for AlpacaWebSocketClient: take everything buffered at once.
             while True:
@@ -516,205 +394,17 @@ class MessageHandler:
                     msgs = await receive_batch()
                 except trio.EndOfChannel:
                     return
-                await self._route_all(msgs)
+                await route_all(msgs)
         async for msg in stream:
-            await self._route_all((msg,))
-
-    async def _route_all(self, msgs: Iterable[Any]) -> None:
-        if self._lanes[0].closed:
-            raise trio.ClosedResourceError("the MessageHandler is closed")
-        # The hot path: this loop runs once per message. Typed market data (by class) and raw
-        # market data dicts (by T code) with a processor and a non-conflating policy take the
-        # fast branch; everything else goes through _put_slow (which fills the fast tables).
-        fast = self._fast
-        fast_raw = self._fast_raw
-        lane_of = self._lane_of
-        for msg in msgs:
-            f = fast.get(type(msg))
-            if f is not None:
-                key = msg.symbol
-            elif type(msg) is dict and (f := fast_raw.get(msg.get("T", ""))) is not None:
-                key = msg.get("S")
-                if type(key) is not str:
-                    key = ""
-            else:
-                blocked = self._put_slow(msg)
-                if blocked is not None:
-                    self._notify_all()
-                    await self._put_blocking(blocked, msg)
-                continue
-            lane = lane_of.get(key) or self._lane_for(key)
-            f[0].received += 1
-            q = lane.q
-            if len(q) < lane.maxsize:
-                # offer() while there is room, inlined (lanes keep no delivery positions: the
-                # count of appended items is left alone here, nobody waits on a lane position)
-                q.append(msg)
-                continue
-            if f[1] == "drop_newest":  # offer()'s cheapest outcome, inlined as well
-                lane.dropped_total += 1
-                f[0].dropped += 1
-            elif not lane.offer(msg, f[1]):
-                self._notify_all()
-                await self._put_blocking((lane, f[1], None), msg)
-        self._notify_all()
-
-    def _notify_all(self) -> None:
-        for lane in self._lanes:
-            if lane.discards or lane.replaced:
-                self._settle(lane)
-            if lane.q:
-                lane.notify()
-        if self._control.q:
-            self._control.notify()
-
-    async def _router(self) -> None:
-        try:
-            async with self._intake_recv:
-                while True:
-                    try:
-                        first = await self._intake_recv.receive()
-                    except trio.EndOfChannel:
-                        break
-                    msgs = [first]
-                    # take what else is queued without waiting, then route it all at once
-                    while len(msgs) < 1000:
-                        try:
-                            msgs.append(self._intake_recv.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    await self._route_all(msgs)
-        finally:
-            for lane in self._lanes:
-                lane.close()
-            self._control.close()
-
-    def _stats_for(self, channel: str) -> _TypeStats:
-        st = self._stats.get(channel)
-        if st is None:
-            st = self._stats[channel] = _TypeStats(self._rate_window)
-        return st
-
-    def _lane_for(self, key: str) -> _Lane:
-        lane = self._lane_of.get(key)
-        if lane is None:
-            if len(self._lane_of) >= _SYMBOL_CACHE_MAX:
-                self._lane_of.clear()
-            lane = self._lane_of[key] = self._lanes[self.worker_for(key)]
-        return lane
+            await route_all((msg,))
 
     def worker_for(self, symbol: str) -> int:
         """Return the index of the worker that owns ``symbol`` (stable across runs)."""
-        return zlib.crc32(symbol.encode()) % self.worker_count
-
-    def _put_slow(self, msg: Any) -> _Blocked | None:
-        channel = _channel_of(msg)
-        procs = self._processors
-        st = self._stats_for(channel)
-        cls = type(msg)
-        if channel == "control":
-            if cls is dict:
-                t = msg.get("T")
-                if t == "reconnected":
-                    self._reconnects += 1
-                elif t == "dropped":
-                    self._upstream_dropped += int(msg.get("count", 0))
-                notable = t in ("reconnected", "dropped", "error")
-            else:
-                if cls is Reconnected:
-                    self._reconnects += 1
-                elif cls is Dropped:
-                    self._upstream_dropped += msg.count
-                notable = cls in (Reconnected, Dropped, ServerError)
-            if "control" not in procs and "*" not in procs:
-                st.unhandled += 1
-                if notable:
-                    logger.warning(
-                        "unhandled control event (register a 'control' processor): %r", msg
-                    )
-                return None
-            st.received += 1
-            lane = self._control
-            if lane.offer(msg):
-                return None
-            return (lane, "block", None)  # control events are never dropped: wait for room
-        if channel not in procs and "*" not in procs:
-            st.unhandled += 1
-            return None
-        key = _key_of(msg)
-        lane = self._lane_for(key)
-        st.received += 1
-        policy = self._policies.get(channel, self._default_policy)
-        if (
-            cls is not dict
-            and policy != "conflate"
-            and isinstance(getattr(msg, "symbol", None), str)
-        ):
-            # Remember this class for the hot path (cleared when processors change).
-            self._fast[cls] = (st, policy, channel)
-        elif (
-            cls is dict
-            and policy != "conflate"
-            and type(msg.get("T")) is str
-            and type(msg.get("S")) is str
-        ):
-            self._fast_raw[msg["T"]] = (st, policy, channel)
-        pkey = (channel, key) if policy == "conflate" else None
-        if lane.offer(msg, policy, pkey):
-            return None
-        return (lane, policy, pkey)  # full under block: the caller waits for room
-
-    def _channel(self, msg: Any) -> str:
-        cls = type(msg)
-        if cls is dict:
-            return _channel_of(msg)
-        ch = self._class_channel.get(cls)
-        if ch is None:
-            ch = self._class_channel[cls] = _channel_of(msg)
-        return ch
-
-    def _settle(self, lane: _Lane) -> None:
-        """Count what ``lane``'s policies discarded since the last call, per channel."""
-        fast = self._fast
-        discards = lane.discards
-        assert discards is not None
-        for msg in discards:
-            f = fast.get(type(msg))
-            st = f[0] if f is not None else self._stats_for(self._channel(msg))
-            st.dropped += 1
-        discards.clear()
-        chans = self._class_channel
-        stats = self._stats
-        for msg in lane.replaced:
-            ch = chans.get(type(msg))
-            cst = stats.get(ch) if ch is not None else None
-            if cst is None:
-                cst = self._stats_for(self._channel(msg))
-            cst.dropped += 1
-            cst.conflated += 1
-        lane.replaced.clear()
-
-    async def _put_blocking(self, blocked: _Blocked, msg: Any) -> None:
-        lane, policy, pkey = blocked
-        offered = False
-        try:
-            while not lane.closed:
-                if lane.offer(msg, policy, pkey):
-                    offered = True
-                    break
-                await lane.wait_for_space()
-        finally:
-            if not offered:  # closed or cancelled while waiting
-                self._stats_for(_channel_of(msg)).dropped += 1
-        if not offered:
-            raise trio.ClosedResourceError("the MessageHandler is closed")
-        if lane.replaced:
-            self._settle(lane)
-        lane.notify()
+        return self._router.worker_for(symbol)
 
     # ------------------------------------------------------------------ workers
 
-    async def _worker(self, lane: _Lane, wait_s: float) -> None:
+    async def _worker(self, lane: Lane, wait_s: float) -> None:
         size = self.batch_size
         while True:
             try:
@@ -724,9 +414,9 @@ class MessageHandler:
             lane.batches += 1
             await self._dispatch(lane, batch)
 
-    async def _dispatch(self, lane: _Lane, batch: list[Any]) -> None:
+    async def _dispatch(self, lane: Lane, batch: list[Any]) -> None:
         groups: dict[str, list[Any]] = {}
-        chans = self._class_channel
+        chans = self._router.class_channel
         # Group by class (one dict operation per message), then name the channels. (The lane
         # already gave conflated messages their latest content.)
         by_cls: dict[type, list[Any]] = {}
@@ -758,8 +448,9 @@ class MessageHandler:
                 else:
                     grp.append(msg)
         now = trio.current_time()
+        stats_for = self._stats.for_channel
         for ch, group in groups.items():
-            st = self._stats_for(ch)
+            st = stats_for(ch)
             n = len(group)
             st.count += n
             st.rate.add(n, now)
@@ -771,7 +462,7 @@ class MessageHandler:
                 continue
             await self._call(ch, st, proc, group)
 
-    async def _call(self, kind: str, st: _TypeStats, proc: Processor, group: list[Any]) -> None:
+    async def _call(self, kind: str, st: ChannelStats, proc: Processor, group: list[Any]) -> None:
         attempt = 0
         schedule = None
         while True:
@@ -831,7 +522,7 @@ class MessageHandler:
         try:
             await _maybe_await(handler(failure))
         except Exception:
-            self._handler_errors += 1
+            self._stats.handler_errors += 1
             logger.exception("the pipeline error handler raised while handling %r", failure.error)
 
     # ------------------------------------------------------------------ metrics
@@ -863,54 +554,8 @@ class MessageHandler:
         room under ``"block"``); the lanes' own depths are under ``workers`` and ``control``.
         """
         t = trio.current_time() if now is None else now
-        for lane in self._lanes:
-            if lane.discards or lane.replaced:
-                self._settle(lane)
-        by_type = {ch: self._stats_dict([st], t) for ch, st in self._stats.items()}
-        return {
-            "by_type": by_type,
-            "total": self._stats_dict(list(self._stats.values()), t),
-            "workers": [
-                {
-                    "queue_depth": len(lane.q),
-                    "capacity": lane.capacity,
-                    "batches": lane.batches,
-                }
-                for lane in self._lanes
-            ],
-            "control": {
-                "queue_depth": len(self._control.q),
-                "batches": self._control.batches,
-            },
-            "reconnects": self._reconnects,
-            "upstream_dropped": self._upstream_dropped,
-            "error_handler_errors": self._handler_errors,
-        }
-
-    @staticmethod
-    def _stats_dict(stats: list[_TypeStats], now: float) -> dict[str, Any]:
-        hist = (
-            stats[0].latency
-            if len(stats) == 1
-            else LatencyHistogram.merged(s.latency for s in stats)
-        )
-        return {
-            "received": sum(s.received for s in stats),
-            "count": sum(s.count for s in stats),
-            "rate": sum(s.rate.rate(now) for s in stats),
-            "processed": sum(s.processed for s in stats),
-            "batches": sum(s.batches for s in stats),
-            "dropped": sum(s.dropped for s in stats),
-            "conflated": sum(s.conflated for s in stats),
-            "unhandled": sum(s.unhandled for s in stats),
-            "errors": sum(s.errors for s in stats),
-            "failed": sum(s.failed for s in stats),
-            "queue_depth": sum(s.received - s.count - s.dropped for s in stats),
-            "latency_p50": hist.percentile(50),
-            "latency_p99": hist.percentile(99),
-            "latency_mean": hist.mean,
-            "latency_max": hist.max if hist.count else 0.0,
-        }
+        self._router.settle_all()
+        return self._stats.snapshot(self._router.lanes, self._router.control, t)
 
 
 @asynccontextmanager
