@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import operator
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -59,6 +60,9 @@ if TYPE_CHECKING:
 __all__ = ["RedisPublisher", "RelayPublisher", "open_redis_publisher"]
 
 logger = logging.getLogger("trioalpaca.fanout")
+
+_JUST_DICT = {dict}
+_get_t = operator.itemgetter("T")
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 # Redis' Lua cmsgpack knows no bin type: the write script's rows are packed with raw strings
@@ -183,8 +187,14 @@ class RedisPublisher:
         if self.state == "fenced":
             raise FencedError(self.epoch, None)
         rx = time.time_ns() if rx_ns is None else rx_ns
-        groups: dict[str, list[Any]] = {}
         route = self._route  # T code -> stream key (per-channel layout: the whole routing)
+        if route and type(items) is list:
+            groups = self._group_raw(items, route)
+            if groups is not None:
+                if groups:
+                    self._enqueue_groups(groups, rx)
+                return
+        groups = {}
         for item in items:
             d = item if type(item) is dict else item.to_wire()
             t = d.get("T")
@@ -207,6 +217,25 @@ class RedisPublisher:
                 group.append(d)
         if groups:
             self._enqueue_groups(groups, rx)
+
+    def _group_raw(self, items: list[Any], route: Mapping[str, str]) -> dict[str, list[Any]] | None:
+        """The usual batch (raw dicts of routable types only, no marker) grouped by stream in
+        C-level passes, streams in order of first appearance as in the general loop of
+        :meth:`publish`; ``None`` sends anything else to that loop."""
+        if set(map(type, items)) != _JUST_DICT:
+            return None
+        try:
+            codes = dict.fromkeys(map(_get_t, items))
+        except KeyError:
+            return None
+        if not codes.keys() <= route.keys():
+            return None  # a marker, an unknown or a non-string T
+        if len(codes) == 1:
+            return {route[next(iter(codes))]: items}
+        groups = {route[c]: [d for d in items if d["T"] == c] for c in codes}
+        if len(groups) != len(codes):
+            return None  # two types share a stream: the general loop keeps their interleaving
+        return groups
 
     def mark_gap(self, marker: Reconnected, rx_ns: int | None = None) -> None:
         """Write a gap marker into every known stream."""
