@@ -87,6 +87,23 @@ def serving(path: Path) -> Iterator[str]:
         yield url
 
 
+def run_until(stream: Any, done: threading.Event) -> bool:
+    """Run an alpaca-py stream in a thread until ``done`` is set (30 s at most), then 0.3 s more
+    in which nothing else may arrive, then stop it; whether ``done`` was set."""
+    thread = threading.Thread(target=stream.run, daemon=True)
+    thread.start()
+    try:
+        finished = done.wait(30)
+        time.sleep(0.3)  # nothing else may arrive
+    finally:
+        deadline = time.monotonic() + 5
+        while getattr(stream, "_loop", None) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stream.stop()
+        thread.join(15)
+    return finished
+
+
 def test_alpaca_py_consumes_a_served_recording(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -109,17 +126,7 @@ def test_alpaca_py_consumes_a_served_recording(
         stream = StockDataStream("key", "secret", feed=DataFeed.IEX, url_override=url + "/v2/iex")
         stream.subscribe_trades(handler("trades"), "AAPL")
         stream.subscribe_quotes(handler("quotes"), "MSFT")
-        thread = threading.Thread(target=stream.run, daemon=True)
-        thread.start()
-        try:
-            finished = done.wait(30)
-            time.sleep(0.3)  # nothing else may arrive
-        finally:
-            deadline = time.monotonic() + 5
-            while getattr(stream, "_loop", None) is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            stream.stop()
-            thread.join(15)
+        finished = run_until(stream, done)
     assert finished, f"got {len(got['trades'])} trades, {len(got['quotes'])} quotes"
     assert not problems(caplog.records, logging.WARNING)
     assert all(isinstance(t, Trade) for t in got["trades"])
@@ -181,17 +188,7 @@ def test_alpaca_py_trading_stream_consumes_a_served_trading_recording(
     with serving(tmp_path / "trading.tarec") as url:
         stream = TradingStream("key", "secret", url_override=url + "/stream")
         stream.subscribe_trade_updates(on_update)
-        thread = threading.Thread(target=stream.run, daemon=True)
-        thread.start()
-        try:
-            finished = done.wait(30)
-            time.sleep(0.3)  # nothing else may arrive
-        finally:
-            deadline = time.monotonic() + 5
-            while getattr(stream, "_loop", None) is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            stream.stop()
-            thread.join(15)
+        finished = run_until(stream, done)
     assert finished, f"got {len(got)} of {len(recorded)} trade updates"
     assert not problems(caplog.records, logging.WARNING)
     assert all(isinstance(u, TradeUpdate) for u in got)

@@ -13,14 +13,13 @@ import pytest
 import trio
 
 from tests.redis_fixtures import RedisServer
+from tests.test_relay import UP_KEY, UP_SECRET, setup
 from trioalpaca import Reconnected, UsageError, open_stream
 from trioalpaca.fanout import PublisherStatus, open_redis_publisher, open_redis_stream
 from trioalpaca.fanout._layout import StreamLayout
 from trioalpaca.relay import Relay, RelayUpstream, serve_relay
 from trioalpaca.testing import Emulator, open_emulator
 
-UP_KEY = "PKUPSTREAM0123456789"
-UP_SECRET = "upstream-secret-never-forwarded-0123456789"
 KEYS = {"local0": "local-secret-0", "local1": "local-secret-1"}
 SYMBOLS = ["AAPL", "MSFT", "TSLA", "NVDA"]
 
@@ -31,26 +30,9 @@ pytestmark = pytest.mark.filterwarnings(
 
 @asynccontextmanager
 async def relay_setup(linger: float = 5.0) -> AsyncIterator[tuple[Emulator, Relay]]:
-    async with (
-        open_emulator(symbols=SYMBOLS, rate=300.0, credentials={UP_KEY: UP_SECRET}) as emu,
-        trio.open_nursery() as nursery,
-    ):
-        relay: Relay = await nursery.start(
-            lambda task_status: serve_relay(
-                (UP_KEY, UP_SECRET),
-                local_keys=KEYS,
-                port=0,
-                upstream_url=emu.url,
-                upstream_options={"heartbeat_interval": 1.0},
-                linger=linger,
-                task_status=task_status,
-            )
-        )
-        try:
-            yield emu, relay
-        finally:
-            nursery.cancel_scope.cancel()
-        assert relay.errors == []
+    """The relay tests' emulator + relay (tests/test_relay.py), with this module's feed."""
+    async with setup({"symbols": SYMBOLS, "rate": 300.0}, local_keys=KEYS, linger=linger) as env:
+        yield env
 
 
 class _Recorder:
