@@ -283,7 +283,8 @@ async def test_relay_trading_upstreams_are_published_per_account(
             open_stream("ka", "sa", stream_type="trading", url=trading, raw_data=True) as ta,
             open_stream("kb", "sb", stream_type="trading", url=trading, raw_data=True) as tb,
         ):
-            await emu.wait_for_connections(2, feed="trading", authenticated=True)
+            # listening, not just authenticated: an order placed before that is not heard
+            await emu.wait_for_connections(2, feed="trading", listening=True)
             emu.submit_order("AAPL", qty=1, key="PKA000", step_delay=0.01)
             emu.submit_order("MSFT", qty=2, key="PKB000", step_delay=0.01)
             with trio.fail_after(10):

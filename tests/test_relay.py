@@ -380,7 +380,8 @@ async def test_trade_updates_per_account(autojump_clock: trio.abc.Clock) -> None
             open_stream("kb", "sb", stream_type="trading", url=url, raw_data=True) as tb,
             open_stream("kb2", "sb2", stream_type="trading", url=url, raw_data=True) as tb2,
         ):
-            await emu.wait_for_connections(2, feed="trading", authenticated=True)
+            # listening, not just authenticated: an order placed before that is not heard
+            await emu.wait_for_connections(2, feed="trading", listening=True)
             emu.submit_order("AAPL", qty=1, key="PKA000", step_delay=0.01)
             emu.submit_order("MSFT", qty=2, key="PKB000", step_delay=0.01)
             for stream, symbol in ((ta, "AAPL"), (tb, "MSFT"), (tb2, "MSFT")):

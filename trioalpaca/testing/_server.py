@@ -385,11 +385,23 @@ class Emulator:
         return [c.stats for c in self._conns.values() if f is None or c.endpoint.feed == f]
 
     async def wait_for_connections(
-        self, n: int = 1, *, feed: str | None = None, authenticated: bool = False
+        self,
+        n: int = 1,
+        *,
+        feed: str | None = None,
+        authenticated: bool = False,
+        listening: bool = False,
     ) -> list[ConnectionStats]:
-        """Wait until at least ``n`` matching connections are open (and authenticated, if asked)."""
+        """Wait until at least ``n`` matching connections are open (and authenticated, if asked;
+        with ``listening=True``, trading connections listening to ``trade_updates``: the moment
+        from which a submitted order's updates reach them)."""
         while True:
-            conns = [c for c in self.open_connections(feed) if c.authenticated or not authenticated]
+            conns = [
+                c
+                for c in self.open_connections(feed)
+                if (c.authenticated or not authenticated)
+                and (not listening or "trade_updates" in c.listening)
+            ]
             if len(conns) >= n:
                 return conns
             await trio.sleep(0.005)
