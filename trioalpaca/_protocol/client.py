@@ -37,7 +37,6 @@ from .._codec import Decoder, Encoding, Frame, encode_request
 from .._errors import (
     AlpacaServerError,
     LocalProtocolError,
-    MalformedStreamError,
     ProtocolError,
     RemoteProtocolError,
     TrioAlpacaError,
@@ -52,6 +51,7 @@ from .common import (
     apply_change,
     build_request,
     normalize_channels,
+    too_many_undecodable,
 )
 
 __all__ = [
@@ -342,11 +342,8 @@ class DataClientProtocol:
             self._fail(exc)  # the handshake itself is garbled: nothing to skip to
             raise exc
         self.undecodable_in_a_row += 1
-        if self.undecodable_in_a_row >= self._max_undecodable:
-            err = MalformedStreamError(
-                f"{self.undecodable_in_a_row} frames in a row did not decode (last: {exc})"
-            )
-            err.__cause__ = exc
+        err = too_many_undecodable(self.undecodable_in_a_row, self._max_undecodable, exc)
+        if err is not None:
             self._fail(err)
             raise err
         self.last_control = False

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from .._errors import UsageError
+from .._errors import MalformedStreamError, ProtocolError, UsageError
 from ..endpoints import (
     MIRRORED_CHANNELS,
     Endpoint,
@@ -36,6 +36,7 @@ __all__ = [
     "freeze_state",
     "normalize_channels",
     "thaw_state",
+    "too_many_undecodable",
 ]
 
 #: Subscription actions.
@@ -146,3 +147,16 @@ def freeze_state(state: State) -> dict[str, tuple[str, ...]]:
 def thaw_state(state: Mapping[str, Iterable[str]]) -> State:
     """Mutable copy of a frozen subscription state."""
     return {ch: dict.fromkeys(syms) for ch, syms in state.items()}
+
+
+def too_many_undecodable(
+    in_a_row: int, limit: int, last: ProtocolError
+) -> MalformedStreamError | None:
+    """The error that ends a stream once ``in_a_row`` undecodable frames reached ``limit``
+    (``None`` below it), with the last frame's error as its cause; data and trading protocols
+    share this rule."""
+    if in_a_row < limit:
+        return None
+    err = MalformedStreamError(f"{in_a_row} frames in a row did not decode (last: {last})")
+    err.__cause__ = last
+    return err

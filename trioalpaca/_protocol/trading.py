@@ -36,7 +36,6 @@ from .._codec import Encoding, Frame, decode_trading, encode_trading
 from .._errors import (
     AlpacaServerError,
     LocalProtocolError,
-    MalformedStreamError,
     ProtocolError,
     RemoteProtocolError,
     TrioAlpacaError,
@@ -44,7 +43,7 @@ from .._errors import (
     server_error,
 )
 from .client import ClientState
-from .common import ChannelSpec
+from .common import ChannelSpec, too_many_undecodable
 
 __all__ = ["TradingClientProtocol"]
 
@@ -194,11 +193,8 @@ class TradingClientProtocol:
                 self._fail(exc)
                 raise
             self.undecodable_in_a_row += 1
-            if self.undecodable_in_a_row >= self._max_undecodable:
-                err = MalformedStreamError(
-                    f"{self.undecodable_in_a_row} frames in a row did not decode (last: {exc})"
-                )
-                err.__cause__ = exc
+            err = too_many_undecodable(self.undecodable_in_a_row, self._max_undecodable, exc)
+            if err is not None:
                 self._fail(err)
                 raise err from exc
             return [self._malformed(frame, str(exc), frame=True)]

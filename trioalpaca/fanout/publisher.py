@@ -222,8 +222,8 @@ class RedisPublisher:
         """The usual batch (raw dicts of routable types only, no marker) grouped by stream in
         C-level passes, streams in order of first appearance as in the general loop of
         :meth:`publish`; ``None`` sends anything else to that loop."""
-        if set(map(type, items)) != _JUST_DICT:
-            return None
+        if not items or type(items[0]) is not dict or set(map(type, items)) != _JUST_DICT:
+            return None  # (a typed batch leaves at its first item, before any full pass)
         try:
             codes = dict.fromkeys(map(_get_t, items))
         except KeyError:
