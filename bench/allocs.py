@@ -2,6 +2,7 @@
 
     python bench/allocs.py                  # all clients, prints a table
     python bench/allocs.py --cases a,e      # some of them
+    python bench/allocs.py --cases b_batch,fan_pub   # the fan-out publisher (OPTIONAL)
     python bench/allocs.py --json out.json
 
 Each client (the throughput cases ``a``, ``b``, ``a_batch``, ``e`` and ``c`` of
@@ -102,6 +103,12 @@ CLIENTS: list[tuple[str, int, int]] = [
     ("c", 30, 80),
 ]
 FLOOR = "e"
+#: More cases, measured only when ``--cases`` names them (not in run.py's allocs section):
+#: the raw batch client and the fan-out publisher on top of it (``fan_pub / b_batch``).
+OPTIONAL: list[tuple[str, int, int]] = [
+    ("b_batch", 100, 250),
+    ("fan_pub", 100, 250),
+]
 #: How many allocating functions :func:`marginal` lists (``top_callers_per_msg``).
 TOP_CALLERS = 12
 
@@ -205,6 +212,7 @@ def _child(name: str, params_json: str) -> int:
 
     sys.path.insert(0, str(HERE))
     import cases_client  # noqa: F401  (registers the client cases)
+    import cases_fanout  # noqa: F401  (and the fan-out ones)
     from registry import CASES, Params
 
     for module in PRELOAD.get(name, _DEFAULT_PRELOAD):
@@ -444,10 +452,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     wanted = {c for c in args.cases.split(",") if c}
     clients = [c for c in CLIENTS if not wanted or c[0] in wanted]
+    clients += [c for c in OPTIONAL if c[0] in wanted]
     with _emulator(max(c[2] for c in clients) + 10, args.symbols) as (url, symbols):
         result = measure(url, symbols, clients, jobs=args.jobs)
     sys.path.insert(0, str(HERE))
     import cases_client  # noqa: F401
+    import cases_fanout  # noqa: F401
     from registry import CASES
 
     print("\n".join(format_table(result, {n: c.label for n, c in CASES.items()})))

@@ -3,13 +3,17 @@ its general per-message loop queues, for any batch (no Redis needed: nothing is 
 
 from __future__ import annotations
 
+import collections
+import enum
 from typing import Any
 
+import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trioalpaca.fanout._layout import STREAM_CODE_BY_T, StreamLayout
-from trioalpaca.fanout.publisher import RedisPublisher
+from trioalpaca.fanout.publisher import RedisPublisher, _pack_data
 from trioalpaca.models import Trade
 
 
@@ -62,3 +66,55 @@ def test_a_batch_of_one_type_is_one_entry_without_copying() -> None:
     pub = RedisPublisher(_NoRedis(), StreamLayout.for_feed("iex"), 1)
     items = [{"T": "t", "S": "AAPL", "i": n} for n in range(5)]
     assert pub._group_raw(items, pub._route) == {pub._route["t"]: items}
+
+
+def test_grouping_keeps_each_streams_order_and_first_appearance_order() -> None:
+    pub = RedisPublisher(_NoRedis(), StreamLayout.for_feed("iex"), 1)
+    items = [{"T": t, "n": n} for n, t in enumerate("qtqbtq")]
+    groups = pub._group_raw(items, pub._route)
+    assert groups is not None
+    assert list(groups) == [pub._route["q"], pub._route["t"], pub._route["b"]]
+    assert [d["n"] for d in groups[pub._route["q"]]] == [0, 2, 5]
+    assert [d["n"] for d in groups[pub._route["t"]]] == [1, 4]
+    assert [d["n"] for d in groups[pub._route["b"]]] == [3]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"S": "no T"},
+        {"T": "tq"},
+        {"T": ""},
+        {"T": 7},
+        {"T": ["t"]},
+        "t",
+        ["t"],
+        {"T": "reconnected"},
+    ],
+)
+def test_grouping_leaves_for_the_general_loop(bad: Any) -> None:
+    pub = RedisPublisher(_NoRedis(), StreamLayout.for_feed("iex"), 1)
+    items = [{"T": "t", "n": 1}, bad, {"T": "q", "n": 2}]
+    assert pub._group_raw(items, pub._route) is None
+
+
+class _Flag(enum.IntEnum):
+    ON = 1
+
+
+@pytest.mark.parametrize(
+    "msgs",
+    [
+        [{"T": "t", "S": "AAPL", "p": 1.5, "c": ["@", "I"], "t": 2**62, "x": None, "b": b"\x00"}],
+        [{"T": "t", "c": ("@",)}],  # a tuple: only the lenient packer takes it
+        [{"T": "t", "s": _Flag.ON}],  # a subclass of int
+        [collections.OrderedDict(T="t")],
+    ],
+)
+def test_data_is_packed_as_the_lenient_packer_packs_it(msgs: list[Any]) -> None:
+    assert _pack_data(msgs) == msgpack.packb(msgs, use_bin_type=True)
+
+
+def test_unpackable_data_still_raises() -> None:
+    with pytest.raises(TypeError):
+        _pack_data([{"T": "t", "x": object()}])

@@ -23,10 +23,10 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import operator
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from itertools import compress, repeat
 from typing import TYPE_CHECKING, Any, overload
 
 import msgpack
@@ -61,13 +61,31 @@ __all__ = ["RedisPublisher", "RelayPublisher", "open_redis_publisher"]
 
 logger = logging.getLogger("trioalpaca.fanout")
 
-_JUST_DICT = {dict}
-_get_t = operator.itemgetter("T")
+# dict.__getitem__ refuses anything that is not a dict (a typed model answers ["T"] too)
+_dict_get = dict.__getitem__
+#: one-character T code -> a bytes.translate table that maps it to 1 and every other byte to 0
+#: (a selection mask for itertools.compress)
+_MASKS: dict[str, bytes] = {
+    c: bytes(int(i == ord(c)) for i in range(256)) for c in STREAM_CODE_BY_T if len(c) == 1
+}
 
 _packb = msgpack.Packer(use_bin_type=True).pack
+# exact types only (no subclass or tuple checks on the way): about 20 % cheaper per message, and
+# the same bytes for what it accepts; anything else raises TypeError and goes to _packb
+_packb_exact = msgpack.Packer(use_bin_type=True, strict_types=True).pack
 # Redis' Lua cmsgpack knows no bin type: the write script's rows are packed with raw strings
 _pack_rows = msgpack.Packer(use_bin_type=False).pack
 _MARKER_TYPES = ("reconnected", "dropped")
+
+
+def _pack_data(msgs: list[Any]) -> bytes:
+    """msgpack of a list of wire dicts (the ``d`` field of a data entry)."""
+    data: bytes
+    try:
+        data = _packb_exact(msgs)
+    except TypeError:  # a tuple, a subclass (typed models' wire dicts), or not packable at all
+        data = _packb(msgs)
+    return data
 
 
 class _Entry:
@@ -221,19 +239,30 @@ class RedisPublisher:
     def _group_raw(self, items: list[Any], route: Mapping[str, str]) -> dict[str, list[Any]] | None:
         """The usual batch (raw dicts of routable types only, no marker) grouped by stream in
         C-level passes, streams in order of first appearance as in the general loop of
-        :meth:`publish`; ``None`` sends anything else to that loop."""
-        if not items or type(items[0]) is not dict or set(map(type, items)) != _JUST_DICT:
+        :meth:`publish`; ``None`` sends anything else to that loop.
+
+        The passes: the ``T`` codes (``dict.__getitem__``: a KeyError or TypeError, for an item
+        without ``T`` or one that is no dict, leaves), their set (every one a routable,
+        hence one-character, code), and per stream one ``compress`` of the items with a mask
+        made by translating the joined codes."""
+        if not items or type(items[0]) is not dict:
             return None  # (a typed batch leaves at its first item, before any full pass)
         try:
-            codes = dict.fromkeys(map(_get_t, items))
-        except KeyError:
+            codes = list(map(_dict_get, items, repeat("T")))
+            present = set(codes)
+        except (KeyError, TypeError):
             return None
-        if not codes.keys() <= route.keys():
+        if not present <= route.keys():
             return None  # a marker, an unknown or a non-string T
-        if len(codes) == 1:
-            return {route[next(iter(codes))]: items}
-        groups = {route[c]: [d for d in items if d["T"] == c] for c in codes}
-        if len(groups) != len(codes):
+        if len(present) == 1:
+            return {route[codes[0]]: items}
+        text = "".join(codes)  # one letter per item: every routable code is one letter
+        mask = text.encode("ascii")
+        groups = {
+            route[c]: list(compress(items, mask.translate(_MASKS[c])))
+            for c in sorted(present, key=text.index)
+        }
+        if len(groups) != len(present):
             return None  # two types share a stream: the general loop keeps their interleaving
         return groups
 
@@ -294,7 +323,7 @@ class RedisPublisher:
                 count = lost.pop(key, 0)
                 if count:
                     self._queue_dropped_marker(key, count, rx, seq - 1)
-            queue.append(_Entry(key, KIND_DATA, _packb(msgs), rx, seq, n))
+            queue.append(_Entry(key, KIND_DATA, _pack_data(msgs), rx, seq, n))
             self._queued += n
         self._wake.set()
 
