@@ -114,6 +114,7 @@ class MessageBuffer:
         "_since_checkpoint",
         "_space",
         "_waiter",
+        "_yield_at",
         "appended",
         "attention",
         "closed",
@@ -149,6 +150,7 @@ class MessageBuffer:
                 "is what a full buffer falls back to"
             )
         self.maxsize = maxsize
+        self._yield_at = max(1, min(_CHECKPOINT_EVERY, maxsize // 4))
         self.low_water = max(maxsize // 2, 1) if low_water is None else low_water
         self.policy = policy
         self.raw = raw
@@ -376,6 +378,12 @@ class MessageBuffer:
     def reopen(self) -> None:
         """Accept items again (the client reuses its buffer across reconnects)."""
         self.closed = False
+
+    def backlogged(self) -> bool:
+        """Whether the consumer has a backlog worth yielding to (the reader asks after each
+        frame; see ``busy`` in :func:`trioalpaca._connection.open_connection`): at least
+        ``min(512, maxsize // 4)`` items queued."""
+        return len(self.q) >= self._yield_at
 
     # -- Gate protocol (block policy) -------------------------------------------------------
 
