@@ -5,17 +5,31 @@ from __future__ import annotations
 
 import gc
 import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
 
 from tests.helpers import in_memory
-from trioalpaca import Trade, UsageError, open_stream
-from trioalpaca.testing import open_emulator
+from trioalpaca import AlpacaWebSocketClient, Trade, UsageError, open_stream
+from trioalpaca.testing import Emulator, open_emulator
 
 KW: dict[str, Any] = {"api_key": "key", "api_secret": "secret"}
 T0 = 1_767_225_600_000_000_000
+
+
+@asynccontextmanager
+async def opened() -> AsyncIterator[tuple[Emulator, AlpacaWebSocketClient]]:
+    """An emulator (no ticks) and a client subscribed to AAPL trades on it."""
+    async with (
+        open_emulator(rate=0) as emu,
+        open_stream(
+            url=emu.url_for("iex"), stream_factory=in_memory(emu), trades=["AAPL"], **KW
+        ) as stream,
+    ):
+        yield emu, stream
 
 
 def _trade(i: int) -> dict[str, Any]:
@@ -25,12 +39,7 @@ def _trade(i: int) -> dict[str, Any]:
 async def test_break_and_iterate_again_loses_nothing_and_warns_nothing() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        async with (
-            open_emulator(rate=0) as emu,
-            open_stream(
-                url=emu.url_for("iex"), stream_factory=in_memory(emu), trades=["AAPL"], **KW
-            ) as stream,
-        ):
+        async with opened() as (emu, stream):
             emu.publish("iex", [_trade(i) for i in range(10)])
             got: list[int] = []
             with trio.fail_after(5):
@@ -56,12 +65,7 @@ async def test_break_and_iterate_again_loses_nothing_and_warns_nothing() -> None
 
 
 async def test_second_async_for_while_one_waits_is_refused() -> None:
-    async with (
-        open_emulator(rate=0) as emu,
-        open_stream(
-            url=emu.url_for("iex"), stream_factory=in_memory(emu), trades=["AAPL"], **KW
-        ) as stream,
-    ):
+    async with opened() as (emu, stream):
         got: list[Any] = []
 
         async def first() -> None:
@@ -85,12 +89,7 @@ async def test_second_async_for_while_one_waits_is_refused() -> None:
 
 
 async def test_a_cancelled_wait_ends_the_generator_and_the_next_loop_starts_a_new_one() -> None:
-    async with (
-        open_emulator(rate=0) as emu,
-        open_stream(
-            url=emu.url_for("iex"), stream_factory=in_memory(emu), trades=["AAPL"], **KW
-        ) as stream,
-    ):
+    async with opened() as (emu, stream):
         with trio.move_on_after(0.05) as scope:
             async for _ in stream:
                 pass  # pragma: no cover
@@ -106,12 +105,7 @@ async def test_a_cancelled_wait_ends_the_generator_and_the_next_loop_starts_a_ne
 
 
 async def test_iteration_ends_after_disconnect_and_resumes_after_connect() -> None:
-    async with (
-        open_emulator(rate=0) as emu,
-        open_stream(
-            url=emu.url_for("iex"), stream_factory=in_memory(emu), trades=["AAPL"], **KW
-        ) as stream,
-    ):
+    async with opened() as (emu, stream):
         emu.publish("iex", [_trade(1)])
         with trio.fail_after(5):
             async for msg in stream:
