@@ -182,3 +182,101 @@ async def test_the_sink_drops_frames_once_the_connection_is_ending() -> None:
     with trio.fail_after(1):
         await sink.send(b"late")
     assert got == []
+
+
+@pytest.mark.parametrize(
+    ("busy", "yields"),
+    [(None, True), (lambda: True, True), (lambda: False, False)],
+    ids=["default", "busy", "idle"],
+)
+async def test_the_sink_yields_after_a_frame_only_while_busy(
+    busy: Callable[[], bool] | None, yields: bool
+) -> None:
+    """Without ``busy`` the reader checkpoints after every frame; with it, only while it says
+    the consumer has a backlog (otherwise the next socket read yields anyway)."""
+    got: list[Frame] = []
+    send, _receive = trio.open_memory_channel[Frame](1)
+    sink = _connection._DirectSink(object(), got.append, None, send, busy)  # type: ignore[arg-type]
+    check = trio.testing.assert_checkpoints if yields else trio.testing.assert_no_checkpoints
+    with check():
+        await sink.send(b"one")
+    assert got == [b"one"]
+
+
+async def test_busy_is_asked_after_each_frame_and_every_frame_arrives(direct: bool) -> None:
+    """A reader that yields only while ``busy()`` is true still delivers every frame once, in
+    order (the plain get_message() loop ignores ``busy``: its channel checkpoints anyway)."""
+    got: list[Frame] = []
+    asked: list[int] = []
+    total = 50
+    done = trio.Event()
+
+    def busy() -> bool:
+        asked.append(len(got))
+        return len(got) % 2 == 0
+
+    def on_frame(frame: Frame) -> None:
+        got.append(frame)
+        if len(got) == total:
+            done.set()
+
+    async def server(ws: trio_websocket.WebSocketConnection) -> None:
+        for i in range(total):
+            await ws.send_message(b"%d" % i)
+        await trio.sleep_forever()
+
+    async with connected(server, on_frame, busy=busy) as conn:
+        with trio.fail_after(5):
+            await done.wait()
+        assert got == [b"%d" % i for i in range(total)]
+        if direct:
+            assert conn.direct and asked  # asked once per frame delivered by the sink
+            assert asked == sorted(asked) and len(asked) <= total
+        else:
+            assert asked == []
+
+
+class _StepCounter(trio.abc.Instrument):
+    """Counts how many times each task has been stepped (resumed) by the scheduler."""
+
+    def __init__(self) -> None:
+        self.steps: dict[trio.lowlevel.Task, int] = {}
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps[task] = self.steps.get(task, 0) + 1
+
+
+@pytest.mark.parametrize("backlog", [False, True], ids=["no-backlog", "backlog"])
+async def test_frames_of_one_read_are_handed_over_without_a_turn_unless_backlogged(
+    backlog: bool,
+) -> None:
+    """Forty frames arrive in one socket read. With no backlog the sink hands them all over
+    in one step of the reader task (no turn for other tasks in between); with a backlog the
+    reader yields after every frame (each frame in a step of its own)."""
+    total = 40
+    counter = _StepCounter()
+    seen: list[int] = []
+    done = trio.Event()
+
+    def on_frame(frame: Frame) -> None:
+        seen.append(counter.steps[trio.lowlevel.current_task()])
+        if len(seen) == total + 1:
+            done.set()
+
+    async def server(ws: trio_websocket.WebSocketConnection) -> None:
+        await ws.send_message(b"first")  # delivered alone: the switch to the sink happens here
+        await trio.sleep(0.1)
+        # one write holding forty unmasked binary frames: the client reads them in one go
+        await ws._stream.send_all(b"".join(b"\x82\x02%02d" % i for i in range(total)))
+        await trio.sleep_forever()
+
+    trio.lowlevel.add_instrument(counter)
+    try:
+        async with connected(server, on_frame, busy=lambda: backlog) as conn:
+            with trio.fail_after(5):
+                await done.wait()
+            assert conn.direct
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    distinct = len(set(seen[1:]))
+    assert distinct == (total if backlog else 1)

@@ -118,3 +118,29 @@ async def test_timed_batches_match(tmp_path: Path, typed: bool) -> None:
     assert [key(first)] + [key(m) for _, m in rest] == ids
     # each item's receive time is its frame's
     assert all(ns == BASE + (key(m) // 25) * 1_000_000 for ns, m in rest)
+
+
+async def test_batches_are_the_consumers_own(tmp_path: Path) -> None:
+    """Unpaced batches are handed out without a copy: a batch taken must not change when
+    the replay goes on decoding (into a new list), whichever way the next items are taken."""
+    path = tmp_path / "r.tarec"
+    ids = write_recording(path)
+    kept: list[tuple[list[Any], list[int]]] = []
+    got: list[int] = []
+    async with open_replay(path, raw_data=True) as stream:
+        turn = 0
+        while True:
+            try:
+                batch = await stream.receive_batch(None if turn % 2 else 30)
+            except trio.EndOfChannel:
+                break
+            kept.append((batch, [m["i"] for m in batch]))
+            got += kept[-1][1]
+            if turn % 3 == 0:
+                async for msg in stream:  # one item, from the block receive_batch cut
+                    got.append(msg["i"])
+                    break
+            turn += 1
+    assert got == ids
+    assert len(kept) > 3
+    assert all([m["i"] for m in batch] == seen for batch, seen in kept)

@@ -56,6 +56,10 @@ OverflowPolicy = Literal["block", "drop_oldest", "drop_newest", "conflate", "dis
 
 #: Take this many items without a checkpoint at most (a consumer that never waits still yields).
 _CHECKPOINT_EVERY = 512
+#: The reader yields after a frame once this many items are queued (at most a quarter of the
+#: buffer): see :meth:`MessageBuffer.backlogged`. Instruction counts of a burst in frames of 100
+#: were the same for 64 to 256 and 7 % higher at 512.
+_YIELD_BACKLOG = 128
 
 
 def dropped_marker(count: int, policy: str, where: str = "buffer") -> Dropped:
@@ -114,6 +118,7 @@ class MessageBuffer:
         "_since_checkpoint",
         "_space",
         "_waiter",
+        "_yield_at",
         "appended",
         "attention",
         "closed",
@@ -149,6 +154,7 @@ class MessageBuffer:
                 "is what a full buffer falls back to"
             )
         self.maxsize = maxsize
+        self._yield_at = max(1, min(_YIELD_BACKLOG, maxsize // 4))
         self.low_water = max(maxsize // 2, 1) if low_water is None else low_water
         self.policy = policy
         self.raw = raw
@@ -376,6 +382,12 @@ class MessageBuffer:
     def reopen(self) -> None:
         """Accept items again (the client reuses its buffer across reconnects)."""
         self.closed = False
+
+    def backlogged(self) -> bool:
+        """Whether the consumer has a backlog worth yielding to (the reader asks after each
+        frame; see ``busy`` in :func:`trioalpaca._connection.open_connection`): at least
+        ``min(128, maxsize // 4)`` items queued."""
+        return len(self.q) >= self._yield_at
 
     # -- Gate protocol (block policy) -------------------------------------------------------
 

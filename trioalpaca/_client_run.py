@@ -211,6 +211,7 @@ class Supervisor:
                 settings.url,
                 on_frame=session.on_frame,
                 gate=gate,
+                busy=buffer.backlogged,
                 headers=headers,
                 connect_timeout=settings.connect_timeout,
                 close_timeout=settings.close_timeout,

@@ -20,7 +20,14 @@ import json
 import math
 import os
 import types
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterator,
+    MutableSequence,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -246,7 +253,11 @@ class ReplayStream:
         self._speed = speed
         self._paced = speed is not None
         self._timed = self._paced or receive_times
-        self._q: collections.deque[Any] = collections.deque()
+        # decoded items not handed out yet: paced or timed replay takes them one by one from a
+        # deque (beside their receive times); unpaced, untimed replay hands out the list a
+        # refill filled, whole (no copy), and starts a new one
+        self._dq: collections.deque[Any] = collections.deque()
+        self._q: MutableSequence[Any] = self._dq if self._timed else []
         self._times: collections.deque[int] = collections.deque()
         # unpaced, untimed mode: the block being handed out (items before those in _q)
         self._it: Iterator[Any] = iter(())
@@ -485,14 +496,13 @@ class ReplayStream:
         """Unpaced, untimed: the next decoded items (``None``: the recording is exhausted).
         Checkpoints once ``_CHECKPOINT_EVERY`` items were handed out (loading a chunk from disk
         checkpoints too)."""
-        q = self._q
-        while not q:
+        while not self._q:
             if self._done:
                 return None
             if not await self._fill():
                 self._done = True
-        items = list(q)
-        q.clear()
+        items = cast(list[Any], self._q)
+        self._q = []
         self._n += len(items)
         return items
 
@@ -513,7 +523,7 @@ class ReplayStream:
             if not await self._refill():
                 raise StopAsyncIteration
             return next(self._it)
-        q = self._q
+        q = self._dq
         while not q:
             if self._done:
                 raise StopAsyncIteration
@@ -562,7 +572,7 @@ class ReplayStream:
             raise UsageError(
                 "receive_timed_batch needs open_replay(receive_times=True, speed=None)"
             )
-        q, times = self._q, self._times
+        q, times = self._dq, self._times
         while not q:
             if self._done:
                 raise trio.EndOfChannel
@@ -584,7 +594,7 @@ class ReplayStream:
             raise UsageError("max_items must be at least 1")
         if self._paced:
             items = [await self.receive()]
-            times, q = self._times, self._q
+            times, q = self._times, self._dq
             assert self._t0 is not None and self._speed is not None
             due_ns = self._base_ns + (trio.current_time() - self._t0) * self._speed * 1e9
             while q and times[0] <= due_ns and (max_items is None or len(items) < max_items):
