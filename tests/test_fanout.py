@@ -524,3 +524,45 @@ async def test_bad_status_entry_is_a_malformed_entry(redis_server: RedisServer) 
         with trio.fail_after(10):
             first = await s.receive()
         assert isinstance(first, Trade) and s.statistics()["status_skipped"] == 1
+
+
+async def _statuses(url: str) -> list[tuple[bytes, dict[str, Any]]]:
+    async with open_redis_client(url) as r:
+        entries = await r.xrange("ta:{iex}:status")
+    return [(e.field_values[b"e"], msgpack.unpackb(e.field_values[b"d"])[0]) for e in entries]
+
+
+async def test_a_crashed_publisher_writes_stopped_with_the_error(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    with pytest.raises(RuntimeError):
+        async with open_redis_publisher(url, feed="iex", gap_since_last=False) as pub:
+            await pub.flush(5)
+            raise RuntimeError("boom")
+    (_, started), (e, stopped) = (await _statuses(url))[-2:]
+    assert started["event"] == "started"
+    assert stopped["event"] == "stopped" and stopped["epoch"] == pub.epoch
+    assert stopped["reason"] == "error" and stopped["error"] == "RuntimeError"
+    assert e == str(pub.epoch).encode()
+
+
+async def test_a_fenced_publisher_writes_stopped_with_its_old_epoch(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    msg = {"T": "t", "S": "AAPL", "i": 1, "x": "V", "p": 1.5, "s": 1, "t": 1, "c": [], "z": "C"}
+    with pytest.raises(FencedError):
+        async with open_redis_publisher(url, feed="iex", gap_since_last=False) as old:
+            await old.flush(5)
+            async with open_redis_publisher(url, feed="iex", gap_since_last=False) as new:
+                await new.flush(5)
+                old.publish([msg])
+                await trio.sleep(1)
+    events = [(d["event"], d["epoch"], d.get("reason")) for _, d in await _statuses(url)]
+    assert ("stopped", old.epoch, "fenced") in events
+    assert events.index(("stopped", old.epoch, "fenced")) > events.index(
+        ("started", new.epoch, None)
+    )
+    async with open_redis_client(url) as r:
+        assert len(await r.xrange("ta:{iex}:t")) == 0  # still no data from the deposed one

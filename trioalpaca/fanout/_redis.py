@@ -163,6 +163,18 @@ end
 return {1, n}
 """
 
+# KEYS[1] = registry set, KEYS[2] = hash of per-stream entry numbers, KEYS[3] = the status stream.
+# ARGV[1] = epoch, ARGV[2] = d, ARGV[3] = rx ns as text, ARGV[4] = sequence.
+# A publisher's last word (``stopped`` after a crash or a fencing): one status entry, written
+# whatever the stored epoch (a fenced publisher's writes are refused by WRITE_SCRIPT; this entry
+# only ever goes into the status stream, where consumers past the newer epoch skip it as stale).
+STATUS_SCRIPT = """
+redis.call('SADD', KEYS[1], KEYS[3])
+local num = redis.call('HINCRBY', KEYS[2], KEYS[3], 1)
+return redis.call('XADD', KEYS[3], '*', 'k', 'status', 'd', ARGV[2], 'rx', ARGV[3], 'e', ARGV[1],
+                  's', ARGV[4], 'n', num)
+"""
+
 # KEYS[1] = epoch key. A new epoch: above the stored one and at least Redis' clock in ms, so
 # epochs keep growing even when Redis lost its data. Returns it as text.
 EPOCH_SCRIPT = """

@@ -36,7 +36,7 @@ import msgpack
 import trio
 
 from trioalpaca._errors import TrioAlpacaError, UsageError
-from trioalpaca._groups import single_error
+from trioalpaca._groups import exception_leaves, single_error
 from trioalpaca.backoff import Backoff
 from trioalpaca.fanout._layout import (
     KIND_DATA,
@@ -48,6 +48,7 @@ from trioalpaca.fanout._layout import (
 )
 from trioalpaca.fanout._redis import (
     EPOCH_SCRIPT,
+    STATUS_SCRIPT,
     WRITE_SCRIPT,
     FencedError,
     RedisUnavailableError,
@@ -451,6 +452,34 @@ class RedisPublisher:
                 current = int(text) if text.isdigit() else None
                 raise FencedError(self.epoch, current)
 
+    async def _last_word(self, exc: BaseException) -> None:
+        """After the block ended abnormally: write ``stopped`` straight into the status stream
+        (``reason`` ``fenced``, or ``error`` with ``error``, the exception's class), whatever
+        the stored epoch, within a second and shielded; never raises. A block cancelled from
+        outside writes nothing (the coredis client's own tasks are cancelled with it)."""
+        group: Any = exc
+        leaves = (exception_leaves(group) if hasattr(exc, "exceptions") else []) or [exc]
+        if any(isinstance(e, FencedError) for e in leaves):
+            fields: dict[str, Any] = {"reason": "fenced"}
+        elif all(isinstance(e, trio.Cancelled) for e in leaves):
+            return
+        else:
+            first = next(e for e in leaves if not isinstance(e, trio.Cancelled))
+            fields = {"reason": "error", "error": type(first).__name__}
+        self._seq += 2
+        rx = time.time_ns()
+        d = {"T": "status", "event": "stopped", "epoch": self.epoch, "at": rx, **fields}
+        layout = self.layout
+        with trio.CancelScope(deadline=trio.current_time() + 1.0, shield=True):
+            try:
+                await self._redis.eval(
+                    STATUS_SCRIPT,
+                    keys=[layout.registry_key, layout.numbers_key, layout.status_key],
+                    args=[str(self.epoch), _packb([d]), str(rx), str(self._seq)],
+                )
+            except Exception as err:
+                logger.debug("could not write the stopped status entry: %r", err)
+
     async def flush(self, seconds: float | None = None) -> bool:
         """Wait until everything queued so far is written; ``False`` if ``seconds`` ran out."""
         with trio.move_on_after(math.inf if seconds is None else seconds):
@@ -684,7 +713,8 @@ def open_redis_publisher(
         status_fields: more fields for the ``started`` status entry (the hub adds its token).
 
     The publisher writes status entries (kind ``status``) into ``ta:{<feed>}:status``:
-    ``started`` when the block is entered, ``stopped`` when it ends normally, and, when the
+    ``started`` when the block is entered, ``stopped`` when it ends (``reason`` ``closed``,
+    ``error`` or ``fenced``; not when it is cancelled from outside), and, when the
     source is a client, the upstream's ``connected``, ``authenticated``, ``subscribed`` and
     ``disconnected`` (with the reason); see :doc:`/guides/fanout-layout`.
 
@@ -777,37 +807,45 @@ async def _open_redis_publisher(
     fields = dict(status_fields or {})
     observers = getattr(source, "observers", None)
     with single_error():
-        async with _maybe_client(redis_url, redis, cluster) as client, trio.open_nursery() as n:
-            publisher = await _start_publisher(
-                client,
-                layout,
-                keys,
-                n,
-                epoch=epoch,
-                gap_since_last=gap_since_last,
-                backoff=backoff,
-                status_fields=fields,
-                maxlen=maxlen,
-                retention=retention,
-                queue_size=queue_size,
-                max_entries_per_call=max_entries_per_call,
-                max_redis_outage=max_redis_outage,
-            )
-            tap = None
-            if isinstance(observers, list):
-                tap = _StatusTap(publisher, {})
-                observers.append(tap)
-            if source is not None:
-                n.start_soon(publisher.pump, source, name="trioalpaca-redis-pump")
+        async with _maybe_client(redis_url, redis, cluster) as client:
+            started: list[RedisPublisher] = []
             try:
-                yield publisher
-                publisher.status("stopped", reason="closed")
-                await publisher.flush(5.0)
-            finally:
-                if tap is not None and isinstance(observers, list) and tap in observers:
-                    observers.remove(tap)
-                publisher.state = "closed" if publisher.state != "fenced" else "fenced"
-                n.cancel_scope.cancel()
+                async with trio.open_nursery() as n:
+                    publisher = await _start_publisher(
+                        client,
+                        layout,
+                        keys,
+                        n,
+                        epoch=epoch,
+                        gap_since_last=gap_since_last,
+                        backoff=backoff,
+                        status_fields=fields,
+                        maxlen=maxlen,
+                        retention=retention,
+                        queue_size=queue_size,
+                        max_entries_per_call=max_entries_per_call,
+                        max_redis_outage=max_redis_outage,
+                    )
+                    started.append(publisher)
+                    tap = None
+                    if isinstance(observers, list):
+                        tap = _StatusTap(publisher, {})
+                        observers.append(tap)
+                    if source is not None:
+                        n.start_soon(publisher.pump, source, name="trioalpaca-redis-pump")
+                    try:
+                        yield publisher
+                        publisher.status("stopped", reason="closed")
+                        await publisher.flush(5.0)
+                    finally:
+                        if tap is not None and isinstance(observers, list) and tap in observers:
+                            observers.remove(tap)
+                        publisher.state = "closed" if publisher.state != "fenced" else "fenced"
+                        n.cancel_scope.cancel()
+            except BaseException as exc:
+                if started:
+                    await started[0]._last_word(exc)
+                raise
 
 
 class _LayoutFeed:
