@@ -35,7 +35,7 @@ from typing import Any, Literal, Protocol, cast
 import attrs
 import trio
 
-from trioalpaca._buffer import MessageBuffer
+from trioalpaca._buffer import _CHECKPOINT_EVERY, MessageBuffer
 from trioalpaca._client_run import Supervisor
 from trioalpaca._client_settings import SPARSE_CHANNELS as _SPARSE_CHANNELS
 from trioalpaca._client_settings import ClientSettings
@@ -516,6 +516,7 @@ class AlpacaWebSocketClient:
     async def _iterate(self) -> AsyncGenerator[Any, None]:
         buffer = self._buffer
         q = buffer.q
+        every = _CHECKPOINT_EVERY
         while True:
             # Fast path (inlined MessageBuffer.get): a message is buffered, nothing needs
             # attention and nobody waits for a delivery position.
@@ -523,7 +524,7 @@ class AlpacaWebSocketClient:
                 buffer._since_checkpoint += 1
                 # ``_space is _progress``: both None (nobody waits for room or for a
                 # position), in one comparison: they are distinct events whenever either is set.
-                if buffer._since_checkpoint < 512 and buffer._space is buffer._progress:
+                if buffer._since_checkpoint < every and buffer._space is buffer._progress:
                     buffer.in_hand = 1
                     yield q.popleft()
                     continue
@@ -544,7 +545,7 @@ class AlpacaWebSocketClient:
         # the fast path of _iterate
         if q and not buffer.attention and not self._dispatcher_running:
             buffer._since_checkpoint += 1
-            if buffer._since_checkpoint < 512 and buffer._space is buffer._progress:
+            if buffer._since_checkpoint < _CHECKPOINT_EVERY and buffer._space is buffer._progress:
                 buffer.in_hand = 1
                 return q.popleft()
         return await self._next_slow(q)

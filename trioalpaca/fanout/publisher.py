@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -62,6 +63,9 @@ if TYPE_CHECKING:
     from trioalpaca.relay import Relay
 
 __all__ = ["RedisPublisher", "RelayPublisher", "open_redis_publisher"]
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 logger = logging.getLogger("trioalpaca.fanout")
 
@@ -457,8 +461,7 @@ class RedisPublisher:
         (``reason`` ``fenced``, or ``error`` with ``error``, the exception's class), whatever
         the stored epoch, within a second and shielded; never raises. A block cancelled from
         outside writes nothing (the coredis client's own tasks are cancelled with it)."""
-        group: Any = exc
-        leaves = (exception_leaves(group) if hasattr(exc, "exceptions") else []) or [exc]
+        leaves = exception_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
         if any(isinstance(e, FencedError) for e in leaves):
             fields: dict[str, Any] = {"reason": "fenced"}
         elif all(isinstance(e, trio.Cancelled) for e in leaves):
@@ -808,7 +811,7 @@ async def _open_redis_publisher(
     observers = getattr(source, "observers", None)
     with single_error():
         async with _maybe_client(redis_url, redis, cluster) as client:
-            started: list[RedisPublisher] = []
+            publisher: RedisPublisher | None = None
             try:
                 async with trio.open_nursery() as n:
                     publisher = await _start_publisher(
@@ -826,7 +829,6 @@ async def _open_redis_publisher(
                         max_entries_per_call=max_entries_per_call,
                         max_redis_outage=max_redis_outage,
                     )
-                    started.append(publisher)
                     tap = None
                     if isinstance(observers, list):
                         tap = _StatusTap(publisher, {})
@@ -843,8 +845,8 @@ async def _open_redis_publisher(
                         publisher.state = "closed" if publisher.state != "fenced" else "fenced"
                         n.cancel_scope.cancel()
             except BaseException as exc:
-                if started:
-                    await started[0]._last_word(exc)
+                if publisher is not None:
+                    await publisher._last_word(exc)
                 raise
 
 
