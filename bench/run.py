@@ -373,9 +373,15 @@ def main() -> int:
                         + ("ok" if r["same_process_ratio"] >= target else "BELOW TARGET")
                     )
                 )
+                spread = (  # replay_*: the median of paired rounds, with its quartiles
+                    f" (median of {r['rounds']} paired rounds; quartiles "
+                    f"{r['ratio_quartiles'][0]:.2f}-{r['ratio_quartiles'][1]:.2f})"
+                    if "ratio_quartiles" in r
+                    else ""
+                )
                 print(
                     f"  {name:<16} vs {r['baseline']} in the same process: "
-                    f"{r['same_process_ratio']:.2f}x {verdict}"
+                    f"{r['same_process_ratio']:.2f}x{spread} {verdict}"
                 )
                 if "cpu_ratio" in r:  # CPU time per message (all threads), same comparison
                     strict = (  # replay_raw*: the stricter floor too

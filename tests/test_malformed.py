@@ -9,6 +9,7 @@ over in-memory streams (``tests.helpers.in_memory``) on pytest-trio's autojump c
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -170,7 +171,7 @@ async def test_garbage_forever_never_becomes_a_fast_reconnect_loop(
         assert 3 <= len(markers) <= 8
         # the marker's own gap is wall-clock time (near zero under the autojump clock), so the
         # growth is read off the virtual clock: the time between reconnections grows
-        spacing = [b - a for a, b in zip(arrived, arrived[1:])]
+        spacing = [b - a for a, b in itertools.pairwise(arrived)]
         assert spacing[-1] > 4 * spacing[0]
         errors = stream.get_metrics()["errors"]
         assert set(errors) == {"MalformedStreamError"}

@@ -527,19 +527,38 @@ class RecordingReader:
         ]
 
     def read_chunk(self, chunk: ChunkInfo) -> list[tuple[int, int, bytes]]:
-        """Decompress one chunk; return its records as ``(kind, rx_ns, data)``.
+        """Read and decompress one chunk; return its records as ``(kind, rx_ns, data)``.
+
+        The same as :meth:`decode_chunk` of :meth:`fetch_chunk`.
 
         Raises:
             RecordingFormatError: the chunk is corrupt (a file modified after writing).
         """
+        return self.decode_chunk(chunk, self.fetch_chunk(chunk))
+
+    def fetch_chunk(self, chunk: ChunkInfo) -> tuple[bytes, bytes]:
+        """Read one chunk's header and compressed payload from the file (the I/O part of
+        :meth:`read_chunk`, for a worker thread); :meth:`decode_chunk` checks and decodes them.
+        """
         f = self._file
         f.seek(chunk.offset)
         head = f.read(CHUNK_HEADER.size)
+        plen = CHUNK_HEADER.unpack(head)[1] if len(head) == CHUNK_HEADER.size else 0
+        return head, f.read(plen)
+
+    def decode_chunk(
+        self, chunk: ChunkInfo, fetched: tuple[bytes, bytes]
+    ) -> list[tuple[int, int, bytes]]:
+        """Check and decompress what :meth:`fetch_chunk` read; return the records.
+
+        Raises:
+            RecordingFormatError: the chunk is corrupt (a file modified after writing).
+        """
+        head, payload = fetched
         try:
             magic, plen, raw_len, count, _first, _last, crc = CHUNK_HEADER.unpack(head)
         except struct.error:
             raise RecordingFormatError(f"{self.path}: no chunk at offset {chunk.offset}") from None
-        payload = f.read(plen)
         if (
             magic != CHUNK_MAGIC
             or (count, _first, _last) != (chunk.records, chunk.first_rx_ns, chunk.last_rx_ns)

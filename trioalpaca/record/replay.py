@@ -35,6 +35,7 @@ import trio
 
 from trioalpaca._codec import Decoder
 from trioalpaca._errors import ProtocolError, UsageError
+from trioalpaca._groups import single_error
 from trioalpaca._time import parse_rfc3339_ns
 from trioalpaca.models import (
     Authenticated,
@@ -69,6 +70,8 @@ _CHECKPOINT_EVERY = 512
 #: no collections while the consumer drops what it took: a block of 512 made the collector run
 #: on every block and cost a tenth of the replay's CPU time.
 _BLOCK = 128
+#: Chunks each stream's prefetch task keeps ready ahead of the one being decoded.
+_PREFETCH = 1
 
 
 def to_ns(value: TimeBound) -> int | None:
@@ -181,6 +184,10 @@ class _StreamDecoder:
         return msgs
 
 
+#: A planned item read from the file: reader, chunk (or truncation), its marker time, bytes.
+_Fetched = tuple[RecordingReader, ChunkInfo | Truncated, int, tuple[bytes, bytes] | None]
+
+
 class _Cursor:
     """One stream's position: its files, the chunks selected, the records loaded."""
 
@@ -211,16 +218,41 @@ class _Cursor:
                 last = int(reader.header.get("start_ns", 0))
             if end is None or last <= end:
                 self.plan.append((reader, cut, max(last, start or 0)))
+        #: receive time of the first record to replay (``None``: no chunk selected); kept
+        #: apart from the plan, which the prefetch task consumes
+        self.first_rx_ns: int | None = min(
+            (
+                max(item.first_rx_ns, start or 0)
+                for _reader, item, _ in self.plan
+                if isinstance(item, ChunkInfo)
+            ),
+            default=None,
+        )
 
     def load(self) -> list[tuple[int, int, Any]] | None:
-        """Read the next planned chunk (in a worker thread); ``None`` when done."""
+        """Read the next planned chunk (blocking); ``None`` when done."""
+        fetched = self.fetch()
+        return None if fetched is None else self.parse(fetched)
+
+    def fetch(self) -> _Fetched | None:
+        """The I/O half of :meth:`load` (blocking: for a worker thread): the next planned item
+        and, for a chunk, its bytes from the file; ``None`` when done."""
         if not self.plan:
             return None
         reader, item, cut_ns = self.plan.popleft()
         if isinstance(item, Truncated):
+            return reader, item, cut_ns, None
+        return reader, item, cut_ns, reader.fetch_chunk(item)
+
+    def parse(self, fetched: _Fetched) -> list[tuple[int, int, Any]]:
+        """The CPU half of :meth:`load`: decompress and split a fetched chunk, keep the
+        records in ``[start, end]`` (a truncation becomes its one marker record)."""
+        reader, item, cut_ns, blob = fetched
+        if isinstance(item, Truncated):
             return [(-1, cut_ns, item)]
+        assert blob is not None
+        records = reader.decode_chunk(item, blob)
         start, end = self.start, self.end
-        records = reader.read_chunk(item)
         if (start is not None and item.first_rx_ns < start) or (
             end is not None and item.last_rx_ns > end
         ):
@@ -271,6 +303,10 @@ class ReplayStream:
         self._messages = 0
         self._markers = 0
         self._records = 0
+        # each stream's prefetch channel (see _prefetch), once started; a failed load's error,
+        # raised again on every later read
+        self._chunks: list[trio.MemoryReceiveChannel[Any]] | None = None
+        self._load_error: list[BaseException | None] = [None for _ in cursors]
         # multi-stream merge state
         self._loaded: list[list[tuple[int, int, Any]] | None] = [[] for _ in cursors]
         self._pos = [0 for _ in cursors]
@@ -288,13 +324,7 @@ class ReplayStream:
 
     def first_rx_ns(self) -> int:
         """Receive time of the first record to be replayed (``0`` for an empty recording)."""
-        firsts = [
-            max(item.first_rx_ns, c.start or 0)
-            for c in self._cursors
-            for _reader, item, _ in c.plan
-            if isinstance(item, ChunkInfo)
-        ]
-        return min(firsts, default=0)
+        return min((c.first_rx_ns for c in self._cursors if c.first_rx_ns is not None), default=0)
 
     def set_origin(self, trio_time: float, rx_ns: int) -> None:
         """Paced replay: deliver the record received at ``rx_ns`` at ``trio_time`` (default: the
@@ -400,6 +430,73 @@ class ReplayStream:
             self._flush_held(i)
             self._decoders[i].new_session()
 
+    # -- reading chunks -----------------------------------------------------------------------
+    #
+    # A prefetch task per stream (in open_replay's nursery) reads the stream's chunks from the
+    # file in a worker thread, one chunk ahead of the decoder, so the decoder never waits on the
+    # disk. Decompressing and splitting a chunk happen here, in the decoder's thread: done in the
+    # worker they cost more than they save (the worker's every return to the GIL forces a switch
+    # away from the decoder, and a thread round trip per chunk adds latency).
+
+    def _start_prefetch(self, nursery: trio.Nursery) -> None:
+        chunks = []
+        for i in range(len(self._cursors)):
+            send, receive = trio.open_memory_channel[Any](_PREFETCH)
+            nursery.start_soon(self._prefetch, i, send)
+            chunks.append(receive)
+        self._chunks = chunks
+
+    async def _prefetch(self, i: int, send: trio.MemorySendChannel[Any]) -> None:
+        """Fetch stream ``i``'s planned chunks in order into ``send``, ``None`` after the last;
+        a failed read's exception instead of its chunk (raised where the decoder reads it)."""
+        fetch = self._cursors[i].fetch
+        async with send:
+            while True:
+                try:
+                    fetched = await trio.to_thread.run_sync(fetch)
+                except Exception as exc:
+                    await send.send(exc)
+                    return
+                await send.send(fetched)
+                if fetched is None:
+                    return
+
+    async def _load(self, i: int) -> list[tuple[int, int, Any]] | None:
+        """Stream ``i``'s next chunk's records (``None``: no more). A failure (the file read,
+        or a corrupt chunk) is raised again by every later call."""
+        error = self._load_error[i]
+        if error is not None:
+            raise error
+        cursor = self._cursors[i]
+        try:
+            if self._chunks is None:  # not prefetched: read it now
+                fetched = await trio.to_thread.run_sync(cursor.fetch)
+            else:
+                try:
+                    fetched = await self._chunks[i].receive()
+                except trio.EndOfChannel:
+                    fetched = None
+            if isinstance(fetched, BaseException):  # the read failed in the prefetch task
+                raise fetched
+            return None if fetched is None else cursor.parse(fetched)
+        except Exception as exc:
+            self._load_error[i] = exc
+            raise
+
+    async def _load_or_flush(self, i: int) -> list[tuple[int, int, Any]] | None:
+        """:meth:`_load`; if it fails while messages are held back (the final frame of a
+        stream's last chunk, see :meth:`_process`), those are queued instead (``[]``) and the
+        failure is raised by the next call: nothing decoded before the failure is lost."""
+        try:
+            return await self._load(i)
+        except Exception:
+            held = [j for j, items in enumerate(self._held) if items]
+            if not held:
+                raise
+            for j in sorted(held, key=self._held_ns.__getitem__):
+                self._flush_held(j)
+            return []
+
     async def _fill(self, want: int = _BLOCK) -> bool:
         """Decode records into the queue until it holds ``want`` items or the loaded chunk
         ends; ``False`` once the recording is exhausted (the queue may still hold its last
@@ -417,7 +514,9 @@ class ReplayStream:
                     continue
                 if self._exhausted[0]:
                     return False
-                records = await trio.to_thread.run_sync(self._cursors[0].load)
+                records = await self._load_or_flush(0)
+                if records == []:  # a failed read: what was held back goes out first
+                    return True
                 if records is None:
                     self._exhausted[0] = True
                     self._flush_held(0)
@@ -428,9 +527,11 @@ class ReplayStream:
 
     async def _fill_merged(self) -> bool:
         loaded, pos = self._loaded, self._pos
-        for i, cursor in enumerate(self._cursors):
+        for i in range(len(self._cursors)):
             while not self._exhausted[i] and pos[i] >= len(loaded[i] or ()):
-                records = await trio.to_thread.run_sync(cursor.load)
+                records = await self._load_or_flush(i)
+                if records == []:  # a failed read: what was held back goes out first
+                    return True
                 if records is None:
                     self._exhausted[i] = True
                     self._flush_held(i)
@@ -690,10 +791,15 @@ async def open_replay(
             raw=raw_data,
             receive_times=receive_times,
         )
-        try:
-            yield stream
-        finally:
-            await stream._aclose()
+        # the prefetch tasks end (their thread's read finished) before the readers close
+        with single_error():
+            async with trio.open_nursery() as nursery:
+                stream._start_prefetch(nursery)
+                try:
+                    yield stream
+                finally:
+                    await stream._aclose()
+                    nursery.cancel_scope.cancel()
     finally:
         for reader in readers:
             reader.close()
