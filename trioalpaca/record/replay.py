@@ -72,6 +72,8 @@ _CHECKPOINT_EVERY = 512
 _BLOCK = 128
 #: Chunks each stream's prefetch task keeps ready ahead of the one being decoded.
 _PREFETCH = 1
+#: What _load_or_flush returns when a failed read's held-back messages were queued instead.
+_FLUSHED: list[tuple[int, int, Any]] = []
 
 
 def to_ns(value: TimeBound) -> int | None:
@@ -469,24 +471,28 @@ class ReplayStream:
             raise error
         cursor = self._cursors[i]
         try:
-            if self._chunks is None:  # not prefetched: read it now
-                fetched = await trio.to_thread.run_sync(cursor.fetch)
-            else:
-                try:
-                    fetched = await self._chunks[i].receive()
-                except trio.EndOfChannel:
-                    fetched = None
-            if isinstance(fetched, BaseException):  # the read failed in the prefetch task
-                raise fetched
+            fetched = await self._fetched(i)
             return None if fetched is None else cursor.parse(fetched)
         except Exception as exc:
             self._load_error[i] = exc
             raise
 
+    async def _fetched(self, i: int) -> _Fetched | None:
+        """Stream ``i``'s next fetched chunk, from its prefetch task (or read now)."""
+        if self._chunks is None:  # not prefetched: read it now
+            return await trio.to_thread.run_sync(self._cursors[i].fetch)
+        try:
+            fetched = await self._chunks[i].receive()
+        except trio.EndOfChannel:
+            return None
+        if isinstance(fetched, BaseException):  # the read failed in the prefetch task
+            raise fetched
+        return cast("_Fetched | None", fetched)
+
     async def _load_or_flush(self, i: int) -> list[tuple[int, int, Any]] | None:
         """:meth:`_load`; if it fails while messages are held back (the final frame of a
-        stream's last chunk, see :meth:`_process`), those are queued instead (``[]``) and the
-        failure is raised by the next call: nothing decoded before the failure is lost."""
+        stream's last chunk, see :meth:`_process`), those are queued instead (``_FLUSHED``) and
+        the failure is raised by the next call: nothing decoded before the failure is lost."""
         try:
             return await self._load(i)
         except Exception:
@@ -495,7 +501,7 @@ class ReplayStream:
                 raise
             for j in sorted(held, key=self._held_ns.__getitem__):
                 self._flush_held(j)
-            return []
+            return _FLUSHED
 
     async def _fill(self, want: int = _BLOCK) -> bool:
         """Decode records into the queue until it holds ``want`` items or the loaded chunk
@@ -515,7 +521,7 @@ class ReplayStream:
                 if self._exhausted[0]:
                     return False
                 records = await self._load_or_flush(0)
-                if records == []:  # a failed read: what was held back goes out first
+                if records is _FLUSHED:  # a failed read: what was held back goes out first
                     return True
                 if records is None:
                     self._exhausted[0] = True
@@ -530,7 +536,7 @@ class ReplayStream:
         for i in range(len(self._cursors)):
             while not self._exhausted[i] and pos[i] >= len(loaded[i] or ()):
                 records = await self._load_or_flush(i)
-                if records == []:  # a failed read: what was held back goes out first
+                if records is _FLUSHED:  # a failed read: what was held back goes out first
                     return True
                 if records is None:
                     self._exhausted[i] = True
