@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import trio
-import trio.testing
 
 from trioalpaca.record import (
     RecordingFormatError,

@@ -382,10 +382,8 @@ def _map_error(exc: BaseException, url: str) -> BaseException:
 def _os_reason(exc: BaseException) -> str:
     causes: list[BaseException] = [exc]
     cause = exc.__cause__
-    if isinstance(cause, BaseExceptionGroup):  # trio.open_tcp_stream: one error per address
+    if cause is not None:  # a group from trio.open_tcp_stream: one error per address
         causes = exception_leaves(cause)
-    elif cause is not None:
-        causes = [cause]
     if all(
         isinstance(c, ConnectionRefusedError) or getattr(c, "errno", None) == errno.ECONNREFUSED
         for c in causes

@@ -37,14 +37,14 @@ __all__ = [
 E = TypeVar("E", bound=BaseException)
 
 
-def exception_leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    """Every non-group exception inside ``group``, depth first."""
+def exception_leaves(group: BaseException) -> list[BaseException]:
+    """Every non-group exception inside ``group``, depth first (``[group]`` itself when it is
+    not a group)."""
+    if not isinstance(group, BaseExceptionGroup):
+        return [group]
     out: list[BaseException] = []
     for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            out.extend(exception_leaves(exc))
-        else:
-            out.append(exc)
+        out.extend(exception_leaves(exc))
     return out
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -63,9 +62,6 @@ if TYPE_CHECKING:
     from trioalpaca.relay import Relay
 
 __all__ = ["RedisPublisher", "RelayPublisher", "open_redis_publisher"]
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 logger = logging.getLogger("trioalpaca.fanout")
 
@@ -461,7 +457,7 @@ class RedisPublisher:
         (``reason`` ``fenced``, or ``error`` with ``error``, the exception's class), whatever
         the stored epoch, within a second and shielded; never raises. A block cancelled from
         outside writes nothing (the coredis client's own tasks are cancelled with it)."""
-        leaves = exception_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+        leaves = exception_leaves(exc)
         if any(isinstance(e, FencedError) for e in leaves):
             fields: dict[str, Any] = {"reason": "fenced"}
         elif all(isinstance(e, trio.Cancelled) for e in leaves):

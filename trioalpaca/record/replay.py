@@ -231,14 +231,9 @@ class _Cursor:
             default=None,
         )
 
-    def load(self) -> list[tuple[int, int, Any]] | None:
-        """Read the next planned chunk (blocking); ``None`` when done."""
-        fetched = self.fetch()
-        return None if fetched is None else self.parse(fetched)
-
     def fetch(self) -> _Fetched | None:
-        """The I/O half of :meth:`load` (blocking: for a worker thread): the next planned item
-        and, for a chunk, its bytes from the file; ``None`` when done."""
+        """The I/O half of loading a chunk (blocking: for a worker thread): the next planned
+        item and, for a chunk, its bytes from the file; ``None`` when done."""
         if not self.plan:
             return None
         reader, item, cut_ns = self.plan.popleft()
@@ -247,7 +242,7 @@ class _Cursor:
         return reader, item, cut_ns, reader.fetch_chunk(item)
 
     def parse(self, fetched: _Fetched) -> list[tuple[int, int, Any]]:
-        """The CPU half of :meth:`load`: decompress and split a fetched chunk, keep the
+        """The CPU half of loading a chunk: decompress and split a fetched chunk, keep the
         records in ``[start, end]`` (a truncation becomes its one marker record)."""
         reader, item, cut_ns, blob = fetched
         if isinstance(item, Truncated):
@@ -307,7 +302,7 @@ class ReplayStream:
         self._records = 0
         # each stream's prefetch channel (see _prefetch), once started; a failed load's error,
         # raised again on every later read
-        self._chunks: list[trio.MemoryReceiveChannel[Any]] | None = None
+        self._chunks: list[trio.MemoryReceiveChannel[Any]] = []
         self._load_error: list[BaseException | None] = [None for _ in cursors]
         # multi-stream merge state
         self._loaded: list[list[tuple[int, int, Any]] | None] = [[] for _ in cursors]
@@ -478,9 +473,7 @@ class ReplayStream:
             raise
 
     async def _fetched(self, i: int) -> _Fetched | None:
-        """Stream ``i``'s next fetched chunk, from its prefetch task (or read now)."""
-        if self._chunks is None:  # not prefetched: read it now
-            return await trio.to_thread.run_sync(self._cursors[i].fetch)
+        """Stream ``i``'s next fetched chunk, from its prefetch task."""
         try:
             fetched = await self._chunks[i].receive()
         except trio.EndOfChannel:
