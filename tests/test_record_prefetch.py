@@ -1,6 +1,9 @@
-"""Replay reads each stream's chunks ahead, in a worker thread (open_replay's prefetch task):
-it reads ahead, hands read failures and corrupt chunks to the consumer as plain errors, and
-leaves cleanly in the middle of a read."""
+"""Replay reads each stream's chunks ahead (open_replay's prefetch task), in a worker thread
+when the OS does not have them cached: it reads ahead, hands read failures and corrupt chunks
+to the consumer as plain errors, and leaves cleanly in the middle of a read.
+
+These tests take the worker-thread path (the ``uncached`` fixture turns the non-blocking
+cached reads off); ``test_record_cached_reads.py`` tests the other."""
 
 from __future__ import annotations
 
@@ -21,6 +24,12 @@ from trioalpaca.record import (
 from trioalpaca.record._format import CHUNK_HEADER, ChunkInfo
 
 BASE = 1_700_000_000_000_000_000
+
+
+@pytest.fixture(autouse=True)
+def uncached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every chunk read goes through ``fetch_chunk`` in a worker thread."""
+    monkeypatch.setattr(RecordingReader, "fetch_chunk_cached", lambda self, chunk: None)
 
 
 def write_chunks(path: Path, chunks: int = 4, per_chunk: int = 10) -> list[ChunkInfo]:

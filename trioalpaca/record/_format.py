@@ -30,6 +30,7 @@ where the file was cut in :attr:`RecordingReader.truncated`.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -78,6 +79,8 @@ _INDEX_ENTRY = struct.Struct("<QQQI")
 _INDEX_HEAD = struct.Struct("<4sI")
 _TRAILER = struct.Struct("<Q8s")
 _SIDECAR_HEAD = struct.Struct("<8sHHI")  # + u32 crc32 of these 16 bytes
+#: ``os.RWF_NOWAIT`` where ``os.preadv`` takes it (Linux), else ``None``.
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None
 _SIDECAR_ENTRY = struct.Struct("<QQQI")  # + u32 crc32 of these 28 bytes
 
 #: A header larger than this is not a recording header (guards against reading garbage).
@@ -360,6 +363,7 @@ class RecordingReader:
 
         self.path = os.fspath(path)
         self._decompressor = zstandard.ZstdDecompressor()
+        self._nowait = _RWF_NOWAIT or 0  # the flag; 0: not available (or found not to work)
         self.chunks_read = 0
         """Chunks read and decompressed so far (seeking reads only the chunks it needs)."""
         self.truncated: Truncated | None = None
@@ -543,8 +547,50 @@ class RecordingReader:
         f = self._file
         f.seek(chunk.offset)
         head = f.read(CHUNK_HEADER.size)
-        plen = CHUNK_HEADER.unpack(head)[1] if len(head) == CHUNK_HEADER.size else 0
-        return head, f.read(plen)
+        return head, f.read(self._payload_len(chunk, head))
+
+    def _payload_len(self, chunk: ChunkInfo, head: bytes) -> int:
+        """The payload length a chunk header gives, at most what the file holds after it (a
+        corrupt length must not allocate gigabytes: the short payload is reported corrupt)."""
+        if len(head) != CHUNK_HEADER.size:
+            return 0
+        plen: int = CHUNK_HEADER.unpack(head)[1]
+        return max(0, min(plen, self.size - chunk.offset - CHUNK_HEADER.size))
+
+    def fetch_chunk_cached(self, chunk: ChunkInfo) -> tuple[bytes, bytes] | None:
+        """:meth:`fetch_chunk` without blocking: the chunk's bytes if the operating system has
+        all of them in its page cache (read with ``preadv(..., RWF_NOWAIT)``, Linux), else
+        ``None``, and the caller reads them with :meth:`fetch_chunk` in a worker thread.
+
+        Always ``None`` where the platform or the file system cannot read without blocking
+        (found out at the first try, then not tried again). An I/O error also gives ``None``:
+        :meth:`fetch_chunk` meets it again and raises it.
+        """
+        if not self._nowait:
+            return None
+        fd = self._file.fileno()
+        head = self._pread_nowait(fd, CHUNK_HEADER.size, chunk.offset)
+        if head is None:
+            return None
+        plen = self._payload_len(chunk, head)
+        payload = self._pread_nowait(fd, plen, chunk.offset + CHUNK_HEADER.size)
+        if payload is None:
+            return None
+        return head, payload
+
+    def _pread_nowait(self, fd: int, size: int, offset: int) -> bytes | None:
+        buf = bytearray(size)
+        try:
+            got = os.preadv(fd, [buf], offset, self._nowait)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                # EOPNOTSUPP / EINVAL / ENOSYS: this file (system) cannot; anything else is an
+                # I/O error that the blocking read reports
+                self._nowait = 0
+            return None
+        # a short read: part of the range is not cached, or the file ends (a blocking read
+        # tells which)
+        return bytes(buf) if got == size else None
 
     def decode_chunk(
         self, chunk: ChunkInfo, fetched: tuple[bytes, bytes]
