@@ -17,7 +17,7 @@ from tests.test_relay import UP_KEY, UP_SECRET, setup
 from trioalpaca import Reconnected, UsageError, open_stream
 from trioalpaca.fanout import PublisherStatus, open_redis_publisher, open_redis_stream
 from trioalpaca.fanout._layout import StreamLayout
-from trioalpaca.relay import Relay, RelayUpstream, serve_relay
+from trioalpaca.relay import LocalKey, Relay, RelayUpstream, serve_relay
 from trioalpaca.testing import Emulator, open_emulator
 
 KEYS = {"local0": "local-secret-0", "local1": "local-secret-1"}
@@ -300,3 +300,61 @@ async def test_relay_trading_upstreams_are_published_per_account(
         assert all(isinstance(u, TradeUpdate) for u in got[name])
         assert [u.event for u in got[name]] == ["new", "fill"]
         assert {u.order["symbol"] for u in got[name]} == {symbol}
+
+
+async def test_two_accounts_on_one_feed_publish_each_message_once(
+    redis_server: RedisServer,
+) -> None:
+    # accounts a and b both stream iex for their own clients; both subscribe AAPL trades
+    creds = {"PKA000": "secret-a", "PKB000": "secret-b"}
+    accounts = {"a": ("PKA000", "secret-a"), "b": ("PKB000", "secret-b")}
+    keys = {"ka": LocalKey("sa", "a"), "kb": LocalKey("sb", "b")}
+    url = redis_server.url
+    items: list[dict[str, Any]] = []
+
+    async def until(pred: Any) -> None:
+        with trio.fail_after(15):
+            while not pred():
+                items.extend(await consumer.receive_batch())
+
+    def trades(part: list[dict[str, Any]], symbol: str) -> list[Any]:
+        return [d["i"] for d in part if d["T"] == "t" and d["S"] == symbol]
+
+    async with (
+        open_emulator(symbols=SYMBOLS, rate=300.0, credentials=creds) as emu,
+        trio.open_nursery() as nursery,
+    ):
+        relay: Relay = await nursery.start(
+            lambda task_status: serve_relay(
+                accounts, local_keys=keys, port=0, upstream_url=emu.url, linger=0.2,
+                task_status=task_status,
+            )
+        )  # fmt: skip
+        feed = relay.url_for("iex")
+        async with (
+            open_redis_publisher(url, relay),
+            open_redis_stream(
+                url, feed="iex", trades=["*"], start="oldest", raw_data=True
+            ) as consumer,
+            open_stream("kb", "sb", feed="iex", url=feed, trades=["AAPL", "MSFT"], raw_data=True),
+        ):  # fmt: skip
+            async with open_stream(
+                "ka", "sa", feed="iex", url=feed, trades=["AAPL"], raw_data=True
+            ):
+                await emu.wait_for_connections(2, feed="iex")
+                await until(lambda: len(trades(items, "AAPL")) >= 100)
+            # a's client left: its upstream closes after the linger and b's takes AAPL over,
+            # behind one hand-over gap marker
+            await until(lambda: any(d["T"] == "reconnected" for d in items))
+            cut = next(i for i, d in enumerate(items) if d["T"] == "reconnected")
+            await until(lambda: len(trades(items[cut:], "AAPL")) >= 50)
+        nursery.cancel_scope.cancel()
+    before, after = items[:cut], items[cut + 1 :]
+    for part in (before, after):
+        for symbol in ("AAPL", "MSFT"):
+            ids = trades(part, symbol)
+            assert len(ids) == len(set(ids)), f"{symbol} published twice"
+    assert trades(before, "AAPL") and trades(before, "MSFT") and trades(after, "AAPL")
+    marker = items[cut]
+    assert marker["attempts"] == 0 and marker["gap_start"] <= marker["gap_end"]
+    assert [d["T"] for d in items].count("reconnected") == 1

@@ -724,7 +724,10 @@ def open_redis_publisher(
     publisher of it, a hub included) when the relay first opens an upstream for it; it keeps it
     while the relay closes and reopens that upstream (``upstream_closed`` / ``connected``
     status entries, no gap marker: nobody was subscribed). Upstream reconnects become gap
-    markers, as for a client. Two relay accounts streaming the same feed share its layout.
+    markers, as for a client. Two relay accounts streaming the same feed share its layout and
+    each message is published once: a (channel, symbol) is taken from the first upstream that
+    delivers it, and when that upstream closes another one streaming it takes over, behind a
+    gap marker with ``attempts`` 0.
 
     Raises:
         FencedError: another publisher (a newer epoch) took over.
@@ -859,6 +862,37 @@ class _LayoutFeed:
         self.limit = limit
         self.closed = False
         self.started = trio.Event()
+        #: the live taps of this layout (two or more: several relay accounts stream this feed)
+        self.taps: list[_RelayTap] = []
+        #: with two or more taps: (T, S) -> the tap whose upstream publishes that channel and
+        #: symbol (the first to deliver it; the others' copies are dropped as duplicates)
+        self.owners: dict[tuple[Any, Any], _RelayTap] = {}
+
+    def owned(self, tap: _RelayTap, items: list[Any]) -> list[Any]:
+        """The messages of ``tap``'s batch that this layout takes from it: every marker, and
+        the data messages of the (channel, symbol) pairs it owns (claiming the new ones)."""
+        claim = self.owners.setdefault
+        return [
+            m
+            for m in items
+            if m.get("T") in _MARKER_TYPES or claim((m.get("T"), m.get("S")), tap) is tap
+        ]
+
+    def release(self, tap: _RelayTap) -> None:
+        """``tap``'s upstream closed: another upstream streaming its pairs takes them over at
+        their next message. The layout's streams get a gap marker (``attempts`` 0: a hand-over,
+        not a reconnect) from the closed upstream's last batch to now: around the hand-over,
+        messages may be missing or repeated (two connections do not deliver in lockstep)."""
+        if tap in self.taps:
+            self.taps.remove(tap)
+        moved = [key for key, owner in self.owners.items() if owner is tap]
+        for key in moved:
+            del self.owners[key]
+        if len(self.taps) < 2:
+            self.owners.clear()
+        if moved and self.taps and not self.closed:
+            now = time.time_ns()
+            self.publish([Reconnected(min(tap.last_rx_ns or now, now), now, 0).to_wire()], now)
 
     def publish(self, items: list[Any], rx_ns: int) -> None:
         if self.closed:
@@ -907,10 +941,17 @@ class _RelayTap:
         self.feed = feed
         self.upstream = upstream
         self.status = _StatusTap(feed, {"account": upstream.account})
+        self.last_rx_ns = 0  # receive time of the last batch
         self._taps = taps  # the publisher's list of live taps (this one leaves it when closed)
 
     def batch(self, messages: list[dict[str, Any]], rx_ns: int) -> None:
-        self.feed.publish(messages, rx_ns)
+        feed = self.feed
+        self.last_rx_ns = rx_ns
+        if len(feed.taps) > 1:  # several accounts stream this feed: one copy of each message
+            messages = feed.owned(self, messages)
+            if not messages:
+                return
+        feed.publish(messages, rx_ns)
 
     def closed(self) -> None:
         observers = self.upstream.client.observers
@@ -919,6 +960,7 @@ class _RelayTap:
         if self in self._taps:
             self._taps.remove(self)
         self.feed.status("upstream_closed", account=self.upstream.account)
+        self.feed.release(self)
 
 
 class RelayPublisher:
@@ -1003,6 +1045,7 @@ class RelayPublisher:
             self._nursery.start_soon(self._start, feed, name=f"trioalpaca-relay-pub-{layout.tag}")
         tap = _RelayTap(feed, upstream, self._taps)
         self._taps.append(tap)
+        feed.taps.append(tap)
         upstream.client.observers.append(tap.status)
         if upstream.client.state in ("connected", "reconnecting"):
             feed.status("connected", account=upstream.account)
