@@ -8,6 +8,10 @@ redis-server on PATH a case reports an error instead of a figure.
   and publisher; not redis-server's). Target: >= 50% of ``b_batch``.
 * ``fan_consume`` / ``fan_consume_typed``: a stream pre-filled with the burst feed is read back
   by one consumer (raw dicts / typed models); msgs/s.
+* ``fan_relay_pub``: ``trioalpaca relay --redis`` in its own process publishes its upstream (the
+  burst feed) while serving one downstream raw client; msgs/s = data messages in Redis over the
+  span of their entries' IDs (Redis' own write times), and the relay process's CPU per million
+  upstream messages. Set against ``fan_pub`` (a client's publisher, no relay): reported.
 * ``fan_e2e``: paced feed (``--rate``, 20k msgs/s by default) -> client -> publisher -> Redis ->
   consumer in its own process (as on another machine); latency = delivery time minus the
   publisher's receive time of the entry (``RedisStream.statistics()["lag_s"]`` sampled per
@@ -100,6 +104,62 @@ async def _publish_all(url: str, p: Params) -> dict[str, Any]:
 def fan_pub(p: Params) -> dict[str, Any]:
     with _redis() as url:
         return trio.run(_publish_all, url, p)
+
+
+async def _relay_published(p: Params, redis_url: str, relay_url: str) -> dict[str, Any]:
+    """One downstream client takes the burst through the relay; then the relay publisher's
+    data entries are read back from Redis: their messages, and the span of their IDs."""
+    import msgpack
+
+    from trioalpaca import open_stream
+    from trioalpaca.fanout import StreamLayout
+    from trioalpaca.fanout._redis import open_redis_client, parse_id
+
+    received = 0
+    async with open_stream(
+        "fan0", "x", feed="iex", url=relay_url, raw_data=True, trades=p.symbols, quotes=p.symbols
+    ) as client:
+        while received < p.total:
+            with trio.move_on_after(2.0):
+                received += len(await client.receive_batch())
+                continue
+            break  # the burst is over
+    layout = StreamLayout.for_feed("iex")
+    keys = [layout.key("t"), layout.key("q")]
+    msgs = 0
+    first_ms = last_ms = None
+    async with open_redis_client(redis_url) as redis:
+        lengths: list[int] = []
+        while True:  # until the publisher has written everything (no entry for 0.5 s)
+            now = [int(await redis.xlen(k)) for k in keys]
+            if now == lengths:
+                break
+            lengths = now
+            await trio.sleep(0.5)
+        for key in keys:
+            for entry in await redis.xrange(key):
+                fields = entry.field_values
+                if fields.get(b"k") != b"data":
+                    continue
+                msgs += len(msgpack.unpackb(fields[b"d"]))
+                ms = parse_id(entry.identifier)[0]
+                first_ms = ms if first_ms is None else min(first_ms, ms)
+                last_ms = ms if last_ms is None else max(last_ms, ms)
+    seconds = ((last_ms or 0) - (first_ms or 0)) / 1000.0
+    return {"msgs": msgs, "seconds": seconds, "received": received}
+
+
+@case("fan_relay_pub", "relay publishing into Redis (+1 raw client)", "throughput")
+def fan_relay_pub(p: Params) -> dict[str, Any]:
+    from cases_relay import _relay, _with_relay_cpu
+
+    with _redis() as url:
+        with _relay(p.url, extra=("--redis", url)) as relay_url:
+            r = trio.run(_relay_published, p, url, relay_url)
+        return _with_relay_cpu(r, p.total)
+
+
+ratio("fan_relay_pub / fan_pub  relay publisher vs client's", "fan_relay_pub", "fan_pub", None)
 
 
 async def _consume_all(p: Params, raw: bool) -> dict[str, Any]:

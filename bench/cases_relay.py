@@ -44,14 +44,17 @@ RELAY_CPU: list[float] = []
 
 
 @contextmanager
-def _relay(upstream_feed_url: str, send_buffer: int = 64 * 1024 * 1024) -> Iterator[str]:
-    """Run the relay in its own process; yield its ``/v2/iex`` URL."""
+def _relay(
+    upstream_feed_url: str, send_buffer: int = 64 * 1024 * 1024, extra: tuple[str, ...] = ()
+) -> Iterator[str]:
+    """Run the relay in its own process (``extra``: more command-line options); yield its
+    ``/v2/iex`` URL."""
     base = upstream_feed_url.rsplit("/v2/", 1)[0]
     env = {**os.environ, "APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET}
     env["PYTHONUNBUFFERED"] = "1"
     cmd = [sys.executable, "-m", "trioalpaca", "relay", "--listen", "127.0.0.1:0"]
     cmd += ["--accept-any-key", "--upstream-url", base, "--status-interval", "0"]
-    cmd += ["--send-buffer", str(send_buffer), "--linger", "0"]
+    cmd += ["--send-buffer", str(send_buffer), "--linger", "0", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None

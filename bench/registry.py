@@ -49,11 +49,12 @@ class Case:
 CASES: dict[str, Case] = {}
 
 #: Extra ratio checks printed by ``run.py``: ``(label, numerator case, denominator case, target)``.
-RATIOS: list[tuple[str, str, str, float]] = []
+RATIOS: list[tuple[str, str, str, float | None]] = []
 
 
-def ratio(label: str, numerator: str, denominator: str, target: float) -> None:
-    """Add a ratio line to the report: ``ratio("p1 / a", "p1", "a", 0.7)``."""
+def ratio(label: str, numerator: str, denominator: str, target: float | None) -> None:
+    """Add a ratio line to the report: ``ratio("p1 / a", "p1", "a", 0.7)``; ``target=None``:
+    reported, without a verdict."""
     RATIOS.append((label, numerator, denominator, target))
 
 
