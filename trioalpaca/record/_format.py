@@ -79,9 +79,9 @@ _INDEX_ENTRY = struct.Struct("<QQQI")
 _INDEX_HEAD = struct.Struct("<4sI")
 _TRAILER = struct.Struct("<Q8s")
 _SIDECAR_HEAD = struct.Struct("<8sHHI")  # + u32 crc32 of these 16 bytes
+_SIDECAR_ENTRY = struct.Struct("<QQQI")  # + u32 crc32 of these 28 bytes
 #: ``os.RWF_NOWAIT`` where ``os.preadv`` takes it (Linux), else ``None``.
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None
-_SIDECAR_ENTRY = struct.Struct("<QQQI")  # + u32 crc32 of these 28 bytes
 
 #: A header larger than this is not a recording header (guards against reading garbage).
 MAX_HEADER_BYTES = 1 << 20
@@ -563,8 +563,9 @@ class RecordingReader:
         ``None``, and the caller reads them with :meth:`fetch_chunk` in a worker thread.
 
         Always ``None`` where the platform or the file system cannot read without blocking
-        (found out at the first try, then not tried again). An I/O error also gives ``None``:
-        :meth:`fetch_chunk` meets it again and raises it.
+        (found out at the first try, then not tried again for this reader). An I/O error also
+        gives ``None`` and ends the tries: :meth:`fetch_chunk` meets the error again and raises
+        it.
         """
         if not self._nowait:
             return None
