@@ -597,9 +597,13 @@ CONTROL_TYPES: tuple[type[Any], ...] = (
 )
 """Control events the server sends on every data stream."""
 
-#: Every ``T`` the data streams define (:func:`unknown_messages` avoids them).
+#: Every ``T`` the data streams define, and the relay's in-band gap markers, which the
+#: decoder reads as :class:`~trioalpaca.models.Reconnected` / :class:`~trioalpaca.models.Dropped`
+#: (:func:`unknown_messages` avoids them all).
 _KNOWN_T = frozenset(
-    cls.wire_type for types in (*DATA_TYPES.values(), CONTROL_TYPES) for cls in types
+    cls.wire_type
+    for types in (*DATA_TYPES.values(), CONTROL_TYPES, (m.Reconnected, m.Dropped))
+    for cls in types
 )
 
 _BY_CLASS: dict[type[Any], Any] = {
