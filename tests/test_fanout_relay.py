@@ -305,7 +305,8 @@ async def test_relay_trading_upstreams_are_published_per_account(
 async def test_two_accounts_on_one_feed_publish_each_message_once(
     redis_server: RedisServer,
 ) -> None:
-    # accounts a and b both stream iex for their own clients; both subscribe AAPL trades
+    # accounts a and b both stream iex for their own clients: a AAPL trades, b MSFT trades,
+    # then b AAPL too (a's upstream was first with AAPL: it owns it, b's copies are dropped)
     creds = {"PKA000": "secret-a", "PKB000": "secret-b"}
     accounts = {"a": ("PKA000", "secret-a"), "b": ("PKB000", "secret-b")}
     keys = {"ka": LocalKey("sa", "a"), "kb": LocalKey("sb", "b")}
@@ -336,13 +337,18 @@ async def test_two_accounts_on_one_feed_publish_each_message_once(
             open_redis_stream(
                 url, feed="iex", trades=["*"], start="oldest", raw_data=True
             ) as consumer,
-            open_stream("kb", "sb", feed="iex", url=feed, trades=["AAPL", "MSFT"], raw_data=True),
+            open_stream("kb", "sb", feed="iex", url=feed, trades=["MSFT"], raw_data=True) as b,
         ):  # fmt: skip
             async with open_stream(
                 "ka", "sa", feed="iex", url=feed, trades=["AAPL"], raw_data=True
             ):
                 await emu.wait_for_connections(2, feed="iex")
-                await until(lambda: len(trades(items, "AAPL")) >= 100)
+                await until(lambda: trades(items, "AAPL") and trades(items, "MSFT"))
+                await b.subscribe(trades=["AAPL"])
+                both = len(items)  # from here both upstreams stream AAPL
+                await until(lambda: len(trades(items[both:], "AAPL")) >= 100)
+                ids = trades(items, "AAPL")
+                assert len(ids) == len(set(ids)), "AAPL published by both upstreams"
             # a's client left: its upstream closes after the linger and b's takes AAPL over,
             # behind one hand-over gap marker
             await until(lambda: any(d["T"] == "reconnected" for d in items))
