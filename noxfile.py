@@ -24,9 +24,10 @@ LINT_PATHS = [
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the unit and emulator test suite (pytest-trio, hypothesis)."""
+    """Run the unit and emulator test suite (pytest-trio, hypothesis), on one pytest-xdist
+    worker per CPU (at most four; ``nox -s tests -- -n 0`` runs it in one process)."""
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-n", "auto", "--maxprocesses", "4", *session.posargs)
 
 
 @nox.session
