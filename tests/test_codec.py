@@ -300,11 +300,9 @@ def test_unknown_types_keep_lists() -> None:
 def test_generated_unknown_messages_avoid_every_type_the_decoder_reserves() -> None:
     # the relay's in-band markers ('reconnected', 'dropped') decode as markers, not as
     # UnknownMessage: a generated UnknownMessage with such a T cannot round-trip
-    from trioalpaca.testing import strategies
-
-    for kind in strategies.DATA_TYPES:
+    for kind in tst.DATA_TYPES:
         reserved = set(_codec._TABLES[(kind, "msgpack")])
-        assert reserved <= strategies._KNOWN_T, kind
+        assert reserved <= tst._KNOWN_T, kind
 
 
 def test_slow_path_normalises_what_real_servers_send() -> None:
