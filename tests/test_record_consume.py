@@ -1,5 +1,8 @@
 """Ways of consuming an unpaced replay (async for, receive, receive_batch, mixed, interrupted)
-all hand out the same items in the same order, once each."""
+all hand out the same items in the same order, once each.
+
+Every test runs twice: ``async for`` through the C accelerator's ``Items`` (when it is built;
+CI requires it) and through the pure-Python async generator."""
 
 from __future__ import annotations
 
@@ -11,9 +14,20 @@ from typing import Any
 import pytest
 import trio
 
+from trioalpaca import _codec
 from trioalpaca.record import RecordingWriter, RecordKind, open_replay
 
 BASE = 1_700_000_000_000_000_000
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def iteration(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which ``async for`` implementation the replays of the test use."""
+    if request.param == "c" and not _codec.SPEEDUPS:
+        pytest.skip("trioalpaca._speedups is not built (no C compiler?)")
+    if request.param == "python":
+        monkeypatch.setattr(_codec, "_speedups", None)
+    return str(request.param)
 
 
 def write_recording(path: Path, frames: int = 40, per_frame: int = 25) -> list[int]:

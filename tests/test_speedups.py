@@ -11,6 +11,7 @@ from unittest import mock
 
 import msgpack
 import pytest
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -150,3 +151,94 @@ def test_decode_raw_is_the_same_with_either_check(data: st.DataObject, kind: str
     with mock.patch.dict(_codec._RAW_CHECKS, {kind: python_check}):
         pure = Decoder(kind, "msgpack").decode_raw(frame)
     assert accelerated == pure
+
+
+# ----------------------------------------------------------------------------------- Items
+
+
+def _items(blocks: list[list[Any]]) -> Any:
+    """An ``Items`` whose refill hands out ``blocks`` one after the other, then ends."""
+    from trioalpaca import _speedups
+
+    pending = list(blocks)
+
+    async def refill() -> Any:
+        await trio.lowlevel.checkpoint()
+        while pending:
+            block = pending.pop(0)
+            if block:
+                items.it = it = iter(block)
+                return next(it)
+        raise StopAsyncIteration
+
+    items = _speedups.Items(refill)
+    return items
+
+
+@needs_speedups
+@settings(max_examples=50)
+@given(blocks=st.lists(st.lists(st.integers(), max_size=5), max_size=5))
+async def test_items_hand_out_every_block_in_order(blocks: list[list[int]]) -> None:
+    items = _items(blocks)
+    assert [x async for x in items] == [x for block in blocks for x in block]
+    assert [x async for x in items] == []  # ended: refill keeps saying so
+    assert items.it is None
+
+
+@needs_speedups
+async def test_items_under_a_tracer() -> None:
+    """With a tracer (coverage, debuggers) CPython awaits through the iterator protocol, where
+    an item travels in a StopIteration: tuples and None too."""
+    values: list[Any] = [(1, 2), None, StopIteration("x"), {"T": "t"}]
+    old = sys.gettrace()
+    sys.settrace(lambda *args: None)
+    try:
+        got = [x async for x in _items([values[:2], values[2:]])]
+    finally:
+        sys.settrace(old)
+    assert got == values
+
+
+@needs_speedups
+async def test_items_misuse_is_a_clear_error() -> None:
+    from trioalpaca import _speedups
+
+    with pytest.raises(TypeError, match="callable"):
+        _speedups.Items(5)  # type: ignore[arg-type]
+    items = _items([[1, 2]])
+    with pytest.raises(TypeError, match="iterator"):
+        items.it = [1, 2]
+    items.it = iter([7])
+    ready = items.__anext__()
+    assert await ready == 7
+    with pytest.raises(RuntimeError, match="already awaited"):
+        await ready
+    items.it = iter([8])
+    with pytest.raises(TypeError, match="non-None value to a ready item"):
+        items.__anext__().send(1)
+
+    def broken() -> Any:
+        yield 1
+        raise ValueError("the block's iterator failed")
+
+    items.it = broken()
+    assert await items.__anext__() == 1
+    with pytest.raises(ValueError, match="iterator failed"):
+        await items.__anext__()
+
+
+@needs_speedups
+def test_items_in_a_reference_cycle_are_collected() -> None:
+    import gc
+    import weakref
+
+    class Owner:
+        items: Any = None
+
+    owner = Owner()
+    owner.items = _items([[1]])  # refill's closure holds items; items holds refill
+    ref = weakref.ref(owner)
+    owner.items.it = iter([owner])  # and the block holds the owner
+    del owner
+    gc.collect()
+    assert ref() is None

@@ -33,6 +33,7 @@ from typing import Any, cast
 
 import trio
 
+from trioalpaca import _codec
 from trioalpaca._codec import Decoder
 from trioalpaca._errors import ProtocolError, UsageError
 from trioalpaca._groups import single_error
@@ -307,6 +308,10 @@ class ReplayStream:
         # unpaced, untimed mode: the block being handed out (items before those in _q)
         self._it: Iterator[Any] = iter(())
         self._agen: types.AsyncGeneratorType[Any, None] | None = None
+        # `async for` with the C accelerator: its iterator shares self._it (see __aiter__)
+        self._items: Any = None
+        if _codec._speedups is not None and not self._timed:
+            self._items = _codec._speedups.Items(self._next_item)
         self._held: list[list[Any]] = [[] for _ in cursors]
         self._held_ns: list[int] = [0 for _ in cursors]
         self._done = False
@@ -589,14 +594,19 @@ class ReplayStream:
     #
     # Unpaced replay without receive times hands out blocks: a refill decodes about _BLOCK items
     # into a list and the consumer takes them through a list iterator (self._it). `async for`
-    # goes through an async generator (one resumption per item is cheaper than creating a
-    # coroutine per __anext__ call); the stream keeps it and open_replay closes it, so one
-    # abandoned by `break` is never left to the garbage collector. Paced and timed replay go
-    # item by item through the queues (self._q, self._times).
+    # goes through the C accelerator's Items when it is built: its `it` is self._it (set
+    # together), it hands out the block's items through awaitables that complete at once, and
+    # calls _next_item when the block is exhausted. Else through an async generator (one
+    # resumption per item is cheaper than creating a coroutine per __anext__ call); the stream
+    # keeps it and open_replay closes it, so one abandoned by `break` is never left to the
+    # garbage collector. Paced and timed replay go item by item through the queues (self._q,
+    # self._times).
 
     def __aiter__(self) -> AsyncIterator[Any]:
         if self._timed:
             return self
+        if self._items is not None:
+            return cast(AsyncIterator[Any], self._items)
         agen = self._agen
         if agen is None or agen.ag_frame is None:  # none yet, or ended (e.g. cancelled)
             agen = self._agen = cast(types.AsyncGeneratorType[Any, None], self._iterate())
@@ -610,6 +620,17 @@ class ReplayStream:
             # (a receive() or receive_batch() between two items may have started a new block)
             if it is self._it and not await self._refill():
                 return
+
+    async def _next_item(self) -> Any:
+        """Items' refill: the next block's first item."""
+        if not await self._refill():
+            raise StopAsyncIteration
+        return next(self._it)
+
+    def _set_block(self, items: list[Any]) -> None:
+        self._it = it = iter(items)
+        if self._items is not None:
+            self._items.it = it
 
     async def _aclose(self) -> None:
         agen, self._agen = self._agen, None
@@ -634,7 +655,7 @@ class ReplayStream:
         items = await self._next_block()
         if items is None:
             return False
-        self._it = iter(items)
+        self._set_block(items)
         if self._n >= _CHECKPOINT_EVERY:
             self._n = 0
             await trio.lowlevel.checkpoint()  # the block is kept if this raises Cancelled
@@ -734,7 +755,7 @@ class ReplayStream:
             if block is None:
                 raise trio.EndOfChannel
             if max_items is not None and len(block) > max_items:
-                self._it = iter(block)
+                self._set_block(block)
                 block = list(itertools.islice(self._it, max_items))
             items = block
         if self._n >= _CHECKPOINT_EVERY:
