@@ -158,3 +158,39 @@ async def test_batches_are_the_consumers_own(tmp_path: Path) -> None:
     assert got == ids
     assert len(kept) > 3
     assert all([m["i"] for m in batch] == seen for batch, seen in kept)
+
+
+async def test_a_second_consumer_task_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one task waits for the replay's next chunk, another one asking for messages gets
+    a UsageError (it would race the first for the decoder's state); the first goes on."""
+    from trioalpaca._errors import UsageError
+    from trioalpaca.record.replay import ReplayStream
+
+    path = tmp_path / "r.tarec"
+    ids = write_recording(path)
+    real = ReplayStream._fetched
+    delays = [0.2]  # the first chunk arrives late, so the first consumer waits for it
+
+    async def late(self: ReplayStream, i: int) -> Any:
+        if delays:
+            await trio.sleep(delays.pop())
+        return await real(self, i)
+
+    monkeypatch.setattr(ReplayStream, "_fetched", late)
+    got: list[int] = []
+    async with open_replay(path, raw_data=True) as stream:
+
+        async def consume() -> None:
+            async for msg in stream:
+                got.append(msg["i"])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            await trio.sleep(0.05)
+            assert not got
+            for second in (stream.receive, stream.receive_batch, lambda: anext(aiter(stream))):
+                with pytest.raises(UsageError, match="one consumer task per replay"):
+                    await second()
+    assert got == ids

@@ -283,6 +283,10 @@ class ReplayStream:
 
     Yields what the live client yielded (typed messages, or wire dicts with ``raw_data=True``)
     plus the markers; iteration ends at the end of the recording (or at ``end``).
+
+    One consumer task at a time, as with the live client: while one task waits for the next
+    messages (``async for``, :meth:`receive`, :meth:`receive_batch`), another task asking for
+    them gets a :class:`~trioalpaca.UsageError`.
     """
 
     def __init__(
@@ -315,6 +319,7 @@ class ReplayStream:
         self._held: list[list[Any]] = [[] for _ in cursors]
         self._held_ns: list[int] = [0 for _ in cursors]
         self._done = False
+        self._filling = False  # a task is in _fill (see there)
         self._n = 0
         self._t0: float | None = None
         self._base_ns = 0
@@ -528,7 +533,23 @@ class ReplayStream:
     async def _fill(self, want: int = _BLOCK) -> bool:
         """Decode records into the queue until it holds ``want`` items or the loaded chunk
         ends; ``False`` once the recording is exhausted (the queue may still hold its last
-        items)."""
+        items).
+
+        Raises:
+            UsageError: another task is filling (waiting for a chunk): one consumer at a time.
+        """
+        if self._filling:
+            raise UsageError(
+                "another task is already waiting for this replay's next messages: one "
+                "consumer task per replay (fan out through a trio memory channel)"
+            )
+        self._filling = True
+        try:
+            return await self._fill_one(want)
+        finally:
+            self._filling = False
+
+    async def _fill_one(self, want: int = _BLOCK) -> bool:
         if len(self._cursors) == 1:
             recs, pos = self._loaded[0], self._pos[0]
             assert recs is not None
@@ -610,6 +631,8 @@ class ReplayStream:
         agen = self._agen
         if agen is None or agen.ag_frame is None:  # none yet, or ended (e.g. cancelled)
             agen = self._agen = cast(types.AsyncGeneratorType[Any, None], self._iterate())
+        elif agen.ag_running:  # another task waits in it: __anext__ refuses with UsageError
+            return self
         return agen
 
     async def _iterate(self) -> AsyncGenerator[Any, None]:
