@@ -17,6 +17,7 @@ LINT_PATHS = [
     "bench",
     "conformance",
     "noxfile.py",
+    "setup.py",
     "docs/conf.py",
     "docs/examples",
 ]

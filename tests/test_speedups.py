@@ -127,6 +127,26 @@ def test_c_check_distinguishes_exact_types() -> None:
 
 
 @needs_speedups
+def test_c_check_survives_a_key_that_changes_the_list() -> None:
+    """Not the decoder's input (msgpack keys are str or bytes), but no caller can crash it: a
+    key whose ``__eq__`` empties the list while ``T`` is looked up."""
+    items: list[Any] = []
+
+    class Collider:
+        def __hash__(self) -> int:
+            return hash("T")
+
+        def __eq__(self, other: object) -> bool:
+            items.clear()
+            return False
+
+    good = {"T": "t", "t": 5}
+    for check in (_codec._make_raw_check("stocks"), _codec._make_raw_check("stocks", False)):
+        items[:] = [{Collider(): 0, "T": "t", "t": 5}, good, good]
+        assert check(items) is True and items == []
+
+
+@needs_speedups
 def test_c_check_refuses_bad_arguments() -> None:
     from trioalpaca import _speedups
 

@@ -9,8 +9,8 @@
  * and "int" mean exactly those types (no subclasses, so no bool), as ``type(x) is int`` does
  * in the Python loop.
  *
- * The elements come from msgpack.unpackb, whose maps have str or bytes keys only, so the
- * lookups never run Python code and the borrowed references stay valid.
+ * The elements come from msgpack.unpackb, whose maps have str or bytes keys only; the loop
+ * stays safe for other callers too (see raw_check).
  *
  * Items(refill) is an async iterator over blocks of ready items (raw replay's ``async for``).
  * Its ``it`` attribute is the current block's iterator; ``__anext__`` hands out that
@@ -28,14 +28,44 @@
 
 static PyObject *str_T; /* "T", interned */
 
-/* value of ``key`` in dict ``d`` (borrowed), NULL if absent or on an error */
-#define LOOKUP(d, key) PyDict_GetItemWithError((d), (key))
+/* 1: element ``d`` (a dict) is plain, 0: it is not, -1: an error is set. Values are
+   borrowed and only looked at before the next lookup. */
+static int
+element_plain(PyObject *d, PyObject *everywhere, PyObject *sometimes)
+{
+    PyObject *v;
+    Py_ssize_t j;
+
+    v = PyDict_GetItemWithError(d, str_T);
+    if (v == NULL || !PyUnicode_CheckExact(v)) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    for (j = 0; j < PyTuple_GET_SIZE(everywhere); j++) {
+        v = PyDict_GetItemWithError(d, PyTuple_GET_ITEM(everywhere, j));
+        if (v == NULL || !PyLong_CheckExact(v)) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+    }
+    for (j = 0; j < PyTuple_GET_SIZE(sometimes); j++) {
+        v = PyDict_GetItemWithError(d, PyTuple_GET_ITEM(sometimes, j));
+        if (v == NULL) {
+            if (PyErr_Occurred()) {
+                return -1;
+            }
+        }
+        else if (!PyLong_CheckExact(v)) {
+            return 0;
+        }
+    }
+    return 1;
+}
 
 static PyObject *
 raw_check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *everywhere, *sometimes, *items, *d, *v;
-    Py_ssize_t i, j, n, n_everywhere, n_sometimes;
+    PyObject *everywhere, *sometimes, *items, *d;
+    Py_ssize_t i;
+    int plain;
 
     (void)module;
     if (nargs != 3) {
@@ -52,44 +82,24 @@ raw_check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!PyList_CheckExact(items)) {
         Py_RETURN_FALSE;
     }
-    n_everywhere = PyTuple_GET_SIZE(everywhere);
-    n_sometimes = PyTuple_GET_SIZE(sometimes);
-    n = PyList_GET_SIZE(items);
-    for (i = 0; i < n; i++) {
+    /* (the size is read again each time and the element held: a key's __eq__, which a
+       caller other than the decoder could bring, may run Python code that changes the list) */
+    for (i = 0; i < PyList_GET_SIZE(items); i++) {
         d = PyList_GET_ITEM(items, i);
         if (!PyDict_CheckExact(d)) {
             Py_RETURN_FALSE;
         }
-        v = LOOKUP(d, str_T);
-        if (v == NULL || !PyUnicode_CheckExact(v)) {
-            goto not_plain;
+        Py_INCREF(d);
+        plain = element_plain(d, everywhere, sometimes);
+        Py_DECREF(d);
+        if (plain < 0) {
+            return NULL;
         }
-        for (j = 0; j < n_everywhere; j++) {
-            v = LOOKUP(d, PyTuple_GET_ITEM(everywhere, j));
-            if (v == NULL || !PyLong_CheckExact(v)) {
-                goto not_plain;
-            }
-        }
-        for (j = 0; j < n_sometimes; j++) {
-            v = LOOKUP(d, PyTuple_GET_ITEM(sometimes, j));
-            if (v == NULL) {
-                if (PyErr_Occurred()) {
-                    return NULL;
-                }
-                continue;
-            }
-            if (!PyLong_CheckExact(v)) {
-                goto not_plain;
-            }
+        if (plain == 0) {
+            Py_RETURN_FALSE;
         }
     }
     Py_RETURN_TRUE;
-
-not_plain:
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_RETURN_FALSE;
 }
 
 /* ---------------------------------------------------------------- Ready: a done awaitable */
