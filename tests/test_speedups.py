@@ -251,6 +251,20 @@ async def test_items_misuse_is_a_clear_error() -> None:
 
 
 @needs_speedups
+async def test_items_survive_a_block_that_replaces_itself() -> None:
+    """A block iterator that sets ``it`` while it runs (the replay's never do) is kept alive
+    until it returns."""
+    items = _items([[9]])
+
+    def block() -> Any:
+        items.it = iter([2, 3])  # drops the only other reference to this generator
+        yield 1
+
+    items.it = block()
+    assert [x async for x in items] == [1, 2, 3, 9]
+
+
+@needs_speedups
 def test_items_in_a_reference_cycle_are_collected() -> None:
     import gc
     import weakref

@@ -268,20 +268,26 @@ items_aiter(PyObject *self)
 static PyObject *
 items_anext(ItemsObject *self)
 {
-    PyObject *item = NULL;
+    PyObject *item = NULL, *it = self->it;
     ReadyObject *ready;
 
-    if (self->it != NULL) {
-        item = Py_TYPE(self->it)->tp_iternext(self->it);
+    if (it != NULL) {
+        /* held while it runs: a Python iterator could replace self->it meanwhile */
+        Py_INCREF(it);
+        item = Py_TYPE(it)->tp_iternext(it);
         if (item == NULL) {
             if (PyErr_Occurred()) {
                 if (!PyErr_ExceptionMatches(PyExc_StopIteration)) {
+                    Py_DECREF(it);
                     return NULL;
                 }
                 PyErr_Clear();
             }
-            Py_CLEAR(self->it);
+            if (self->it == it) {
+                Py_CLEAR(self->it);
+            }
         }
+        Py_DECREF(it);
     }
     if (item == NULL) {
         return PyObject_CallNoArgs(self->refill);
