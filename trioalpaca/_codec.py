@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -526,7 +525,7 @@ def _make_raw_check(kind: str, accelerated: bool = True) -> Callable[[list[Any]]
     everywhere = set.intersection(*per_type) if per_type else set()
     sometimes = set().union(*per_type) - everywhere
     if accelerated and _speedups is not None:
-        keys = [tuple(sys.intern(k) for k in sorted(group)) for group in (everywhere, sometimes)]
+        keys = [tuple(sorted(group)) for group in (everywhere, sometimes)]
         accel: Callable[[list[Any]], bool] = functools.partial(_speedups.raw_check, *keys)
         return accel
     # keys every data message has are read directly (a control message without them raises

@@ -549,7 +549,7 @@ class ReplayStream:
         finally:
             self._filling = False
 
-    async def _fill_one(self, want: int = _BLOCK) -> bool:
+    async def _fill_one(self, want: int) -> bool:
         if len(self._cursors) == 1:
             recs, pos = self._loaded[0], self._pos[0]
             assert recs is not None
