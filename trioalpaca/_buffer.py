@@ -464,14 +464,16 @@ class MessageBuffer:
                 return self._attention_item()
             q = self.q
             if q:
+                self._since_checkpoint += 1
+                if self._since_checkpoint >= _CHECKPOINT_EVERY:
+                    # before taking: a Cancelled raised here leaves the item queued
+                    self._since_checkpoint = 0
+                    await trio.lowlevel.checkpoint()
+                    continue  # (what is due may have changed meanwhile)
                 item = q.popleft()
                 self.in_hand = 1
                 if self._space is not None:
                     self._after_take()
-                self._since_checkpoint += 1
-                if self._since_checkpoint >= _CHECKPOINT_EVERY:
-                    self._since_checkpoint = 0
-                    await trio.lowlevel.checkpoint()
                 return item
             if self.closed:
                 raise trio.EndOfChannel
@@ -488,11 +490,19 @@ class MessageBuffer:
         """
         if self.in_hand:
             self._finished()
+        # One checkpoint per call, always before anything is taken (a Cancelled leaves the
+        # items queued): waiting for the first item is one, else an explicit one. A consumer
+        # that keeps up waits every time, so it pays no second pass through the scheduler.
+        checkpointed = False
         while True:
             if self.attention:
                 return [self._attention_item()]
             q = self.q
             if q:
+                if not checkpointed:
+                    await trio.lowlevel.checkpoint()
+                    checkpointed = True
+                    continue  # (more may have come, or a marker fallen due, meanwhile)
                 if max_items is None or len(q) <= max_items:
                     items = list(q)
                     q.clear()
@@ -501,12 +511,12 @@ class MessageBuffer:
                 self.in_hand = len(items)
                 if self._space is not None:
                     self._after_take()
-                await trio.lowlevel.checkpoint()
                 return items
             if self.closed:
                 raise trio.EndOfChannel
             self._waiter = trio.Event()
             await self._waiter.wait()
+            checkpointed = True
 
     async def get_full_batch(self, max_items: int, linger: float) -> list[Any]:
         """Wait for the first item, then up to ``linger`` seconds until ``max_items`` are queued;

@@ -319,8 +319,12 @@ class RedisStream:
             raise trio.EndOfChannel from None
 
     async def receive_batch(self, max_items: int | None = None) -> list[Any]:
-        """Return what is already read (at least one item, at most ``max_items``), in order."""
+        """Return what is already read (at least one item, at most ``max_items``), in order.
+
+        It checkpoints before taking anything, so a ``Cancelled`` leaves the items for the next
+        call."""
         out = self._out
+        await trio.lowlevel.checkpoint()  # before taking: a Cancelled leaves the items read
         while not out:
             if self.state == "closed":
                 raise trio.EndOfChannel
@@ -331,7 +335,6 @@ class RedisStream:
         else:
             items = [out.popleft() for _ in range(max_items)]
         self._delivered += len(items)
-        await trio.lowlevel.checkpoint()
         return items
 
     @property

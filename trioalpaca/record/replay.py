@@ -691,21 +691,25 @@ class ReplayStream:
             if not await self._refill():
                 raise StopAsyncIteration
             return next(self._it)
-        q = self._dq
-        while not q:
-            if self._done:
-                raise StopAsyncIteration
-            if not await self._fill():
-                self._done = True
-        ns = self._times.popleft()
-        if self._paced:
-            await self._pace(ns)
-        else:
-            self._n += 1
-            if self._n >= _CHECKPOINT_EVERY:
-                self._n = 0
-                await trio.lowlevel.checkpoint()
-        return q.popleft()
+        q, times = self._dq, self._times
+        while True:
+            while not q:
+                if self._done:
+                    raise StopAsyncIteration
+                if not await self._fill():
+                    self._done = True
+            # wait (paced) or checkpoint before taking: a Cancelled leaves the item and its
+            # time queued, together
+            if self._paced:
+                await self._pace(times[0])
+            else:
+                self._n += 1
+                if self._n >= _CHECKPOINT_EVERY:
+                    self._n = 0
+                    await trio.lowlevel.checkpoint()
+            if q:
+                times.popleft()
+                return q.popleft()
 
     async def _pace(self, ns: int) -> None:
         if self._t0 is None:
@@ -741,19 +745,20 @@ class ReplayStream:
                 "receive_timed_batch needs open_replay(receive_times=True, speed=None)"
             )
         q, times = self._dq, self._times
+        await trio.lowlevel.checkpoint()  # before taking: a Cancelled leaves the items queued
         while not q:
             if self._done:
                 raise trio.EndOfChannel
             if not await self._fill(_BLOCK if max_items is None else max(1, max_items)):
                 self._done = True
         n = len(q) if max_items is None else min(max_items, len(q))
-        items = [(times.popleft(), q.popleft()) for _ in range(n)]
-        await trio.lowlevel.checkpoint()
-        return items
+        return [(times.popleft(), q.popleft()) for _ in range(n)]
 
     async def receive_batch(self, max_items: int | None = None) -> list[Any]:
         """The next items, in order: at least one, up to ``max_items`` (unpaced: about a
-        hundred or more at a time, as decoded; paced: those due now).
+        hundred or more at a time, as decoded; paced: those due now). Like ``async for`` and
+        :meth:`receive`, it waits or checkpoints before it takes anything: a ``Cancelled``
+        leaves the items (and their receive times) for the next call.
 
         Raises:
             trio.EndOfChannel: the recording is exhausted.
@@ -771,6 +776,10 @@ class ReplayStream:
             return items
         if self._timed:
             return [item for _, item in await self.receive_timed_batch(max_items)]
+        if self._n >= _CHECKPOINT_EVERY:
+            # before taking: a Cancelled leaves the items where they are
+            self._n = 0
+            await trio.lowlevel.checkpoint()
         # first what an interleaved receive() left of the current block
         items = list(self._it if max_items is None else itertools.islice(self._it, max_items))
         if not items:
@@ -781,9 +790,6 @@ class ReplayStream:
                 self._set_block(block)
                 block = list(itertools.islice(self._it, max_items))
             items = block
-        if self._n >= _CHECKPOINT_EVERY:
-            self._n = 0
-            await trio.lowlevel.checkpoint()
         return items
 
 
