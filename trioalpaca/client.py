@@ -607,7 +607,8 @@ class AlpacaWebSocketClient:
         One consumer task at a time: ``async for``, :meth:`receive` and :meth:`receive_batch`
         all take from the same buffer, so a second task that waits while another one already
         does is refused, as are calls from another ``trio.run`` or thread. All three are safe to
-        cancel: they checkpoint before taking, so a ``Cancelled`` loses no message.
+        cancel: their checkpoints come before they take anything, so a ``Cancelled`` loses no
+        message.
 
         Raises:
             trio.EndOfChannel: the client was disconnected and the buffer is empty.

@@ -756,9 +756,9 @@ class ReplayStream:
 
     async def receive_batch(self, max_items: int | None = None) -> list[Any]:
         """The next items, in order: at least one, up to ``max_items`` (unpaced: about a
-        hundred or more at a time, as decoded; paced: those due now). Like ``async for`` and
-        :meth:`receive`, it waits or checkpoints before it takes anything: a ``Cancelled``
-        leaves the items (and their receive times) for the next call.
+        hundred or more at a time, as decoded; paced: those due now). As in ``async for`` and
+        :meth:`receive`, its waits and checkpoints come before it takes anything: a
+        ``Cancelled`` leaves the items (and their receive times) for the next call.
 
         Raises:
             trio.EndOfChannel: the recording is exhausted.
