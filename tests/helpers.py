@@ -10,7 +10,7 @@ import pytest
 import trio.testing
 from trio_websocket import open_websocket_url
 
-from trioalpaca import StreamFactory
+from trioalpaca import StreamFactory, _codec
 from trioalpaca.testing import Emulator
 
 
@@ -31,6 +31,18 @@ def loopback_clock_fixture() -> trio.testing.MockClock:
     subject is the socket while the others run in memory on pytest-trio's ``autojump_clock``
     (pytest-trio takes any fixture that is a clock as the test's clock)."""
     return trio.testing.MockClock(autojump_threshold=0.001)
+
+
+@pytest.fixture(name="iteration", params=["c", "python"])
+def replay_iteration(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which replay ``async for`` the test uses: the C accelerator's ``Items`` (skipped when it
+    is not built; CI requires it) or the pure-Python async generator. Import it into a test
+    module to use it there."""
+    if request.param == "c" and not _codec.SPEEDUPS:
+        pytest.skip("trioalpaca._speedups is not in use (not built, or TRIOALPACA_NO_SPEEDUPS)")
+    if request.param == "python":
+        monkeypatch.setattr(_codec, "_speedups", None)
+    return str(request.param)
 
 
 def in_memory(*emulators: Emulator) -> StreamFactory:

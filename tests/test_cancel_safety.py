@@ -17,11 +17,11 @@ import pytest
 import trio
 import trio.testing
 
-from tests.helpers import in_memory
+from tests.helpers import in_memory, replay_iteration  # noqa: F401 (the iteration fixture)
 from tests.redis_fixtures import RedisServer
 from tests.test_client_iteration import _trade, opened
 from tests.test_record_consume import BASE, write_recording
-from trioalpaca import _codec, open_pool
+from trioalpaca import open_pool
 from trioalpaca._buffer import MessageBuffer
 from trioalpaca.fanout import open_redis_publisher, open_redis_stream
 from trioalpaca.record import open_replay
@@ -217,16 +217,6 @@ async def test_replay_receive_batch_loses_nothing_to_cancellation(
         got, cancelled = await alternate(batches(lambda: stream.receive_batch(60)), len(ids))
     assert [d["i"] for d in got] == ids
     assert cancelled >= 1
-
-
-@pytest.fixture(params=["c", "python"])
-def iteration(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which ``async for`` implementation the replay uses (as in ``test_record_consume``)."""
-    if request.param == "c" and not _codec.SPEEDUPS:
-        pytest.skip("trioalpaca._speedups is not in use (not built, or TRIOALPACA_NO_SPEEDUPS)")
-    if request.param == "python":
-        monkeypatch.setattr(_codec, "_speedups", None)
-    return str(request.param)
 
 
 async def test_replay_async_for_loses_nothing_to_cancellation(

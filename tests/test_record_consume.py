@@ -14,20 +14,12 @@ from typing import Any
 import pytest
 import trio
 
-from trioalpaca import _codec
+from tests.helpers import replay_iteration  # noqa: F401 (the iteration fixture)
 from trioalpaca.record import RecordingWriter, RecordKind, open_replay
 
 BASE = 1_700_000_000_000_000_000
 
-
-@pytest.fixture(autouse=True, params=["c", "python"])
-def iteration(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which ``async for`` implementation the replays of the test use."""
-    if request.param == "c" and not _codec.SPEEDUPS:
-        pytest.skip("trioalpaca._speedups is not in use (not built, or TRIOALPACA_NO_SPEEDUPS)")
-    if request.param == "python":
-        monkeypatch.setattr(_codec, "_speedups", None)
-    return str(request.param)
+pytestmark = pytest.mark.usefixtures("iteration")
 
 
 def write_recording(
