@@ -324,7 +324,8 @@ class RedisStream:
         It checkpoints before taking anything, so a ``Cancelled`` leaves the items for the next
         call."""
         out = self._out
-        await trio.lowlevel.checkpoint()  # before taking: a Cancelled leaves the items read
+        if out:  # (else reading from Redis is the checkpoint)
+            await trio.lowlevel.checkpoint()  # before taking: a Cancelled leaves the items read
         while not out:
             if self.state == "closed":
                 raise trio.EndOfChannel
